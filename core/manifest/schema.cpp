@@ -1,0 +1,97 @@
+#include "manifest/schema.hpp"
+
+#include <string>
+
+#include "plugin_host/kinds.hpp"
+
+namespace pangea {
+namespace {
+
+constexpr double kNoRange[2] = {1.0, 0.0};  // min > max: no range
+
+constexpr pangea_setting text(const char* name, const char* def, const char* help,
+                              const char* choices = nullptr) {
+    return {name, PANGEA_SETTING_STRING, def, help, kNoRange[0], kNoRange[1], choices};
+}
+constexpr pangea_setting integer(const char* name, const char* def, const char* help, double lo,
+                                 double hi) {
+    return {name, PANGEA_SETTING_INT, def, help, lo, hi, nullptr};
+}
+constexpr pangea_setting number(const char* name, const char* def, const char* help, double lo,
+                                double hi) {
+    return {name, PANGEA_SETTING_FLOAT, def, help, lo, hi, nullptr};
+}
+constexpr pangea_setting flag(const char* name, const char* def, const char* help) {
+    return {name, PANGEA_SETTING_BOOL, def, help, kNoRange[0], kNoRange[1], nullptr};
+}
+
+constexpr double kMaxInt = 9007199254740992.0;  // 2^53: exact in a double
+
+constexpr pangea_setting kRun[] = {
+    text("name", "pangea", "name of the run; nodes of one run must agree on it"),
+    text("dir", "runs", "directory for the run's logs, metrics and local state"),
+    integer("seed", "0", "seed for initialization and data order", 0, kMaxInt),
+    text("log_level", "info", "least severe log level printed", "debug|info|warn|error"),
+};
+constexpr pangea_setting kModel[] = {
+    text("preset", "tiny", "model shape by name", "tiny|small|1b|10b"),
+};
+constexpr pangea_setting kData[] = {
+    text("path", "", "token shard file or directory (empty: the built-in corpus)"),
+    integer("seq_len", "128", "tokens per training sequence", 8, 1048576),
+};
+constexpr pangea_setting kTrain[] = {
+    number("lr", "0.001", "peak learning rate of the inner AdamW", 0.0, 10.0),
+    number("weight_decay", "0.1", "AdamW weight decay", 0.0, 10.0),
+    number("grad_clip", "1.0", "clip the gradient norm to this (0: off)", 0.0, 1e6),
+    integer("micro_batch", "8", "sequences per forward/backward pass", 1, 65536),
+    integer("grad_accum", "1", "micro-batches per inner step", 1, 65536),
+    integer("warmup_steps", "0", "linear warmup length in inner steps", 0, kMaxInt),
+    integer("threads", "0", "compute threads per node (0: all cores)", 0, 4096),
+};
+constexpr pangea_setting kDiloco[] = {
+    integer("inner_steps", "100", "inner steps (H) between outer steps", 1, 1e9),
+    integer("outer_steps", "10", "outer steps to run", 1, 1e9),
+    flag("overlap", "false", "all-reduce outer step t while the inner steps of t+1 run"),
+};
+constexpr pangea_setting kMesh[] = {
+    integer("nodes", "4", "nodes that `pangea launch` starts and the run expects", 1, 4096),
+    text("backend", "builtin", "membership store", "builtin|etcd"),
+    text("address", "127.0.0.1:0", "address this node listens on (port 0: any)"),
+    integer("heartbeat_ms", "1000", "interval between heartbeats", 10, 600000),
+    integer("timeout_ms", "3000", "silence after which a peer is declared dead", 50, 3600000),
+    integer("min_members", "1", "fewest nodes that may run an outer step", 1, 4096),
+};
+constexpr pangea_setting kCheckpoint[] = {
+    integer("interval", "0", "outer steps between checkpoints (0: none)", 0, 1e9),
+    flag("async", "true", "write checkpoints in the background while training continues"),
+};
+
+constexpr CoreSection kCoreSections[] = {
+    {"run", "the run as a whole", kRun},
+    {"model", "the model's architecture", kModel},
+    {"data", "training data", kData},
+    {"train", "the inner optimization on each node", kTrain},
+    {"diloco", "the outer loop", kDiloco},
+    {"mesh", "membership and addresses of the nodes", kMesh},
+    {"checkpoint", "when and how to save state", kCheckpoint},
+};
+
+}  // namespace
+
+std::span<const CoreSection> core_sections() { return kCoreSections; }
+
+const CoreSection* find_core_section(std::string_view name) {
+    for (const auto& section : kCoreSections)
+        if (name == section.name) return &section;
+    return nullptr;
+}
+
+std::string all_section_names() {
+    std::string out;
+    for (const auto& section : kCoreSections) out += (out.empty() ? "" : ", ") + std::string(section.name);
+    for (const auto& kind : all_kinds()) out += ", " + std::string(kind.name);
+    return out;
+}
+
+}  // namespace pangea

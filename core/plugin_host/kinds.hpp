@@ -1,0 +1,25 @@
+// The four plugin kinds: their names, manifest sections and the vtable sizes of ABI 1.0.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string_view>
+
+#include "pangea/plugin.h"
+
+namespace pangea {
+
+struct KindInfo {
+    pangea_plugin_kind kind;
+    const char* name;  // "compress": used in the CLI and as the manifest section name
+    // sizeof the kind's vtable in ABI 1.0: every slot up to here is required (non-NULL).
+    size_t required_vtable_size;
+};
+
+// All kinds, in manifest order.
+std::span<const KindInfo> all_kinds();
+const KindInfo* find_kind(pangea_plugin_kind kind);  // nullptr for an unknown kind
+const KindInfo* find_kind(std::string_view name);    // nullptr for an unknown name
+const char* kind_name(pangea_plugin_kind kind);      // "unknown" for an unknown kind
+
+}  // namespace pangea

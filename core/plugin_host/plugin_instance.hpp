@@ -1,0 +1,51 @@
+// One live plugin instance: the host services it was given, its settings, and its handle.
+// RAII: the destructor calls the plugin's destroy() and only then lets the library unload.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/settings.hpp"
+#include "plugin_host/plugin_registry.hpp"
+
+namespace pangea {
+
+class HostServices;  // the pangea_host table and the state behind it
+
+class PluginInstance {
+public:
+    // Calls the plugin's create() with these settings (already validated against its
+    // declarations). Throws PluginError with the plugin's reported reason if create() fails.
+    PluginInstance(const PluginDescriptor& plugin, SettingMap settings);
+    ~PluginInstance();
+    PluginInstance(PluginInstance&&) noexcept;
+    PluginInstance& operator=(PluginInstance&&) noexcept;
+
+    const PluginDescriptor& plugin() const { return *plugin_; }
+    void* handle() const { return handle_; }
+
+    // The kind's vtable; the caller picks the type matching plugin().kind.
+    template <class Vtable>
+    const Vtable& vtable() const {
+        return *static_cast<const Vtable*>(plugin_->vtable);
+    }
+
+    // Whether the plugin's vtable reaches the optional slot ending at `slot_end` bytes.
+    bool has_slot(size_t slot_end) const;
+
+    // The plugin's last_error() text.
+    std::string last_error() const;
+
+    // "compress/int8: <what> failed with status N: <last_error>" for a failed call.
+    std::string describe_failure(const std::string& what, pangea_status status) const;
+
+private:
+    const PluginDescriptor* plugin_;
+    std::shared_ptr<const LoadedLibrary> library_;  // released after the instance is destroyed
+    std::unique_ptr<HostServices> services_;
+    void* handle_ = nullptr;
+};
+
+const char* status_name(pangea_status status);  // "PANGEA_ERR_CORRUPT"
+
+}  // namespace pangea

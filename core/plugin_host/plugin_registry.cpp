@@ -1,0 +1,281 @@
+#include "plugin_host/plugin_registry.hpp"
+
+#define BOOST_DLL_USE_STD_FS
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <boost/dll/shared_library.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+
+#include "plugin_host/kinds.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pangea {
+
+class LoadedLibrary {
+public:
+    explicit LoadedLibrary(boost::dll::shared_library library) : library_(std::move(library)) {}
+
+private:
+    boost::dll::shared_library library_;  // unloads on destruction
+};
+
+namespace {
+
+// How the plugin directory lies relative to the executable; set by the build (bin -> lib).
+#ifndef PANGEA_PLUGIN_DIR_FROM_BIN
+#define PANGEA_PLUGIN_DIR_FROM_BIN "../lib/pangea/plugins"
+#endif
+
+std::string abi_text(uint32_t version) {
+    return std::to_string(PANGEA_ABI_VERSION_MAJOR(version)) + "." +
+           std::to_string(PANGEA_ABI_VERSION_MINOR(version));
+}
+
+bool valid_plugin_name(const char* name) {
+    if (name == nullptr || name[0] == '\0' || std::strlen(name) > 64) return false;
+    for (const char* c = name; *c != '\0'; ++c)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
+            return false;
+    return true;
+}
+
+bool nonempty(const char* text) { return text != nullptr && text[0] != '\0'; }
+
+// Every slot of a 1.0 vtable is required: the header's three functions and the kind's own.
+// Vtables are a header followed by function pointers only, so the check can walk them.
+std::string check_vtable(const KindInfo& kind, const void* vtable) {
+    if (vtable == nullptr) return "vtable is NULL";
+    const auto* header = static_cast<const pangea_vtable_header*>(vtable);
+    if (header->struct_size < kind.required_vtable_size)
+        return "vtable too small: struct_size is " + std::to_string(header->struct_size) +
+               " bytes, a " + kind.name + " vtable of ABI 1.0 has " +
+               std::to_string(kind.required_vtable_size);
+    if (header->create == nullptr || header->destroy == nullptr || header->last_error == nullptr)
+        return "vtable header has a NULL create, destroy or last_error";
+    using Slot = void (*)();
+    const auto* bytes = static_cast<const unsigned char*>(vtable);
+    for (size_t offset = sizeof(pangea_vtable_header); offset + sizeof(Slot) <= kind.required_vtable_size;
+         offset += sizeof(Slot)) {
+        Slot slot = nullptr;
+        std::memcpy(&slot, bytes + offset, sizeof(Slot));
+        if (slot == nullptr)
+            return "required vtable slot " +
+                   std::to_string((offset - sizeof(pangea_vtable_header)) / sizeof(Slot)) +
+                   " (after the header) is NULL";
+    }
+    return "";
+}
+
+// Reads one plugin's descriptor, or says why it cannot be used.
+std::string describe_plugin(const pangea_plugin_info* info, PluginDescriptor* out) {
+    if (info == nullptr) return "a plugin descriptor is NULL";
+    if (info->struct_size < sizeof(pangea_plugin_info))
+        return "plugin descriptor too small: struct_size " + std::to_string(info->struct_size) +
+               ", ABI 1.0 needs " + std::to_string(sizeof(pangea_plugin_info));
+    const std::string label = nonempty(info->name) ? std::string("plugin '") + info->name + "'"
+                                                   : std::string("a plugin");
+    if (PANGEA_ABI_VERSION_MAJOR(info->abi_version) != PANGEA_ABI_MAJOR)
+        return label + " was built for ABI " + abi_text(info->abi_version) +
+               ", this host speaks ABI " + abi_text(PANGEA_ABI_VERSION);
+    if (!valid_plugin_name(info->name))
+        return label + ": name must be 1-64 characters of [a-z0-9_-]";
+    const KindInfo* kind = find_kind(info->kind);
+    if (kind == nullptr) return label + ": unknown kind " + std::to_string(info->kind);
+    if (!nonempty(info->version)) return label + ": no version string";
+    if (!nonempty(info->description)) return label + ": no description";
+    if (const std::string bad = check_vtable(*kind, info->vtable); !bad.empty())
+        return label + " (" + kind->name + "): " + bad;
+    if (info->setting_count > 0 && (info->settings == nullptr || info->setting_size < sizeof(pangea_setting)))
+        return label + ": settings array is NULL or setting_size is smaller than ABI 1.0's";
+
+    out->kind = info->kind;
+    out->name = info->name;
+    out->version = info->version;
+    out->description = info->description;
+    out->abi_version = info->abi_version;
+    out->vtable = info->vtable;
+    std::set<std::string> names;
+    const auto* base = reinterpret_cast<const unsigned char*>(info->settings);
+    for (uint32_t i = 0; i < info->setting_count; ++i) {
+        pangea_setting setting;
+        std::memcpy(&setting, base + static_cast<size_t>(i) * info->setting_size, sizeof setting);
+        if (const std::string bad = check_setting_declaration(setting); !bad.empty())
+            return label + ": " + bad;
+        if (!names.insert(setting.name).second)
+            return label + ": setting '" + std::string(setting.name) + "' is declared twice";
+        out->settings.push_back(setting);
+    }
+    return "";
+}
+
+// Loads a library and reads its descriptors, or says why it cannot be used.
+std::string inspect_library(const fs::path& path,
+                            std::vector<std::unique_ptr<PluginDescriptor>>* out) {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) return "file not found";
+    if (!fs::is_regular_file(path, ec)) return "not a regular file";
+    boost::dll::shared_library library;
+    try {
+        library.load(path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+    } catch (const std::exception& e) {
+        return std::string("not a loadable shared library: ") + e.what();
+    }
+    if (!library.has(PANGEA_PLUGIN_ENTRY_SYMBOL)) {
+        for (int major = PANGEA_ABI_MAJOR + 1; major < PANGEA_ABI_MAJOR + 16; ++major) {
+            const std::string newer = "pangea_plugin_entry_v" + std::to_string(major);
+            if (library.has(newer))
+                return "exports " + newer + ": built for plugin ABI major " +
+                       std::to_string(major) + ", this host speaks ABI " +
+                       abi_text(PANGEA_ABI_VERSION) + " (upgrade pangea or rebuild the plugin)";
+        }
+        return std::string("no entry symbol ") + PANGEA_PLUGIN_ENTRY_SYMBOL +
+               " (not a Pangea plugin, or built without PANGEA_EXPORT_PLUGINS / default "
+               "visibility for the entry point)";
+    }
+    const auto entry = library.get<std::remove_pointer_t<pangea_plugin_entry_fn>>(
+        PANGEA_PLUGIN_ENTRY_SYMBOL);
+    const pangea_library* descriptor = nullptr;
+    const pangea_status status = entry(PANGEA_ABI_VERSION, &descriptor);
+    if (status == PANGEA_ERR_VERSION)
+        return "refused the handshake: it cannot work with host ABI " +
+               abi_text(PANGEA_ABI_VERSION);
+    if (status != PANGEA_OK)
+        return "entry point failed with status " + std::to_string(status);
+    if (descriptor == nullptr) return "entry point returned no library descriptor";
+    if (descriptor->struct_size < sizeof(pangea_library))
+        return "library descriptor too small: struct_size " +
+               std::to_string(descriptor->struct_size) + ", ABI 1.0 needs " +
+               std::to_string(sizeof(pangea_library));
+    if (PANGEA_ABI_VERSION_MAJOR(descriptor->abi_version) != PANGEA_ABI_MAJOR)
+        return "built for plugin ABI " + abi_text(descriptor->abi_version) +
+               ", this host speaks ABI " + abi_text(PANGEA_ABI_VERSION);
+    if (descriptor->plugin_count == 0 || descriptor->plugins == nullptr)
+        return "the library provides no plugins";
+
+    auto loaded = std::make_shared<const LoadedLibrary>(std::move(library));
+    std::vector<std::unique_ptr<PluginDescriptor>> found;
+    for (uint32_t i = 0; i < descriptor->plugin_count; ++i) {
+        auto plugin = std::make_unique<PluginDescriptor>();
+        if (const std::string bad = describe_plugin(descriptor->plugins[i], plugin.get());
+            !bad.empty())
+            return bad;
+        for (const auto& other : found)
+            if (other->kind == plugin->kind && other->name == plugin->name)
+                return "duplicate plugin " + plugin->id() + " within the library";
+        plugin->library_path = path;
+        plugin->library = loaded;
+        found.push_back(std::move(plugin));
+    }
+    *out = std::move(found);
+    return "";
+}
+
+}  // namespace
+
+std::string PluginDescriptor::id() const { return std::string(kind_name(kind)) + "/" + name; }
+
+const pangea_setting* PluginDescriptor::find_setting(std::string_view setting_name) const {
+    for (const auto& setting : settings)
+        if (setting_name == setting.name) return &setting;
+    return nullptr;
+}
+
+std::vector<SearchPath> default_search_path() {
+    std::vector<SearchPath> out;
+    if (const char* env = std::getenv("PANGEA_PLUGIN_PATH")) {
+        std::string_view rest = env;
+        while (!rest.empty()) {
+            const size_t colon = rest.find(':');
+            const std::string_view item = rest.substr(0, colon);
+            if (!item.empty()) out.push_back({fs::path(item), "PANGEA_PLUGIN_PATH"});
+            if (colon == std::string_view::npos) break;
+            rest.remove_prefix(colon + 1);
+        }
+    }
+    std::error_code ec;
+    const fs::path exe = boost::dll::program_location(ec);
+    if (!ec)
+        out.push_back({(exe.parent_path() / PANGEA_PLUGIN_DIR_FROM_BIN).lexically_normal(),
+                       "beside the executable"});
+    return out;
+}
+
+PluginRegistry::PluginRegistry(std::vector<SearchPath> search_path)
+    : search_path_(std::move(search_path)) {
+    std::set<fs::path> seen_directories;
+    for (const auto& entry : search_path_) {
+        std::error_code ec;
+        const fs::path canonical = fs::weakly_canonical(entry.directory, ec);
+        if (ec || !fs::is_directory(canonical, ec) || !seen_directories.insert(canonical).second)
+            continue;
+        std::vector<fs::path> files;
+        for (const auto& item : fs::directory_iterator(canonical, ec))
+            if (item.path().extension() == ".so") files.push_back(item.path());
+        std::sort(files.begin(), files.end());  // a stable order makes "first wins" predictable
+        for (const auto& file : files) {
+            std::vector<std::unique_ptr<PluginDescriptor>> found;
+            if (std::string why = inspect_library(file, &found); !why.empty()) {
+                rejections_.push_back({file, std::move(why)});
+                continue;
+            }
+            for (auto& plugin : found) {
+                if (const PluginDescriptor* earlier = find(plugin->kind, plugin->name)) {
+                    rejections_.push_back(
+                        {file, "duplicate plugin " + plugin->id() + ": already provided by " +
+                                   earlier->library_path.string() +
+                                   " (earlier in the search path, so that one is used)"});
+                    continue;
+                }
+                plugins_.push_back(std::move(plugin));
+            }
+        }
+    }
+}
+
+std::vector<const PluginDescriptor*> PluginRegistry::load_library(const fs::path& path) {
+    std::vector<std::unique_ptr<PluginDescriptor>> found;
+    if (const std::string why = inspect_library(path, &found); !why.empty())
+        throw PluginError("cannot load plugin library " + path.string() + ": " + why);
+    std::vector<const PluginDescriptor*> out;
+    for (auto& plugin : found) {
+        out.push_back(plugin.get());
+        explicit_.push_back(std::move(plugin));
+    }
+    return out;
+}
+
+const PluginDescriptor* PluginRegistry::find(pangea_plugin_kind kind,
+                                             std::string_view name) const {
+    for (const auto& plugin : plugins_)
+        if (plugin->kind == kind && plugin->name == name) return plugin.get();
+    return nullptr;
+}
+
+const PluginDescriptor& PluginRegistry::get(pangea_plugin_kind kind,
+                                            std::string_view name) const {
+    if (const PluginDescriptor* plugin = find(kind, name)) return *plugin;
+    std::string message = "no " + std::string(kind_name(kind)) + " plugin named '" +
+                          std::string(name) + "'.";
+    std::string available;
+    for (const auto& plugin : plugins_)
+        if (plugin->kind == kind) available += (available.empty() ? " " : ", ") + plugin->name;
+    message += available.empty() ? " No " + std::string(kind_name(kind)) + " plugin was found."
+                                 : " Available:" + available + ".";
+    message += "\n  searched:";
+    if (search_path_.empty()) message += " (nothing)";
+    for (const auto& entry : search_path_)
+        message += "\n    " + entry.directory.string() + "  (" + entry.why + ")";
+    if (!rejections_.empty()) {
+        message += "\n  rejected:";
+        for (const auto& rejection : rejections_)
+            message += "\n    " + rejection.path.string() + ": " + rejection.reason;
+    }
+    message += "\n  (set PANGEA_PLUGIN_PATH, or name the file with `library = \"...\"`)";
+    throw PluginError(message);
+}
+
+}  // namespace pangea

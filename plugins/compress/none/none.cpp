@@ -1,0 +1,61 @@
+// compress/none: the identity compressor. The bytes on the wire are the fp32 values themselves
+// (host byte order), so an uncompressed run goes through the same code path as a compressed one.
+#include <cstring>
+
+#include "pangea/sdk.hpp"
+
+namespace {
+
+using pangea::sdk::Error;
+
+class NoneCompressor final : public pangea::sdk::Compressor {
+public:
+    static constexpr const char* name = "none";
+    static constexpr const char* version = "1.0.0";
+    static constexpr const char* description = "identity: sends fp32 values unchanged";
+    static std::vector<pangea_setting> settings() { return {}; }
+
+    explicit NoneCompressor(const pangea::sdk::Host& /*host*/) {}
+
+    size_t max_encoded_size(size_t n) override { return n * sizeof(float); }
+
+    void encode(const float* src, size_t n, uint8_t* dst, size_t dst_capacity,
+                size_t* written) override {
+        if ((src == nullptr && n > 0) || written == nullptr)
+            throw Error(PANGEA_ERR_INVALID_ARGUMENT, "encode: NULL src or written");
+        const size_t bytes = n * sizeof(float);
+        if (dst_capacity < bytes)
+            throw Error(PANGEA_ERR_CAPACITY, "encode: " + std::to_string(n) + " values need " +
+                                                 std::to_string(bytes) + " bytes, capacity is " +
+                                                 std::to_string(dst_capacity));
+        if (bytes > 0) std::memcpy(dst, src, bytes);
+        *written = bytes;
+    }
+
+    void decode(const uint8_t* src, size_t bytes, float* dst, size_t n) override {
+        check_length(bytes, n);
+        if (bytes > 0) std::memcpy(dst, src, bytes);
+    }
+
+    void decode_accumulate(const uint8_t* src, size_t bytes, float* acc, size_t n) override {
+        check_length(bytes, n);
+        for (size_t i = 0; i < n; ++i) {
+            float value;
+            std::memcpy(&value, src + i * sizeof(float), sizeof(float));
+            acc[i] += value;
+        }
+    }
+
+private:
+    static void check_length(size_t bytes, size_t n) {
+        if (bytes != n * sizeof(float))
+            throw Error(PANGEA_ERR_CORRUPT, "decode: " + std::to_string(bytes) +
+                                                " bytes cannot hold " + std::to_string(n) +
+                                                " fp32 values (expected " +
+                                                std::to_string(n * sizeof(float)) + ")");
+    }
+};
+
+}  // namespace
+
+PANGEA_EXPORT_PLUGINS(NoneCompressor)

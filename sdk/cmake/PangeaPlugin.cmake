@@ -1,0 +1,28 @@
+# pangea_add_plugin(<target> <sources>...)
+#
+# Builds a Pangea plugin: a shared library (lib<target>.so) linked against the SDK headers only,
+# exporting nothing but its entry point, with no undefined symbols left to the host (plugins never
+# link the core). Install it into <prefix>/lib/pangea/plugins, or point PANGEA_PLUGIN_PATH at
+# its directory, or name it in a manifest with `library = "path/to/lib<target>.so"`.
+
+# The linker script lies beside this file, in the source tree and in an installed SDK alike.
+set(PANGEA_SDK_PLUGIN_MAP ${CMAKE_CURRENT_LIST_DIR}/plugin.map CACHE INTERNAL "plugin export list")
+
+function(pangea_add_plugin target)
+  add_library(${target} MODULE ${ARGN})
+  target_link_libraries(${target} PRIVATE PangeaSDK::sdk)
+  set_target_properties(${target} PROPERTIES
+    PREFIX "lib"
+    CXX_VISIBILITY_PRESET hidden
+    C_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON
+    LINK_DEPENDS ${PANGEA_SDK_PLUGIN_MAP})
+  target_link_options(${target} PRIVATE
+    LINKER:--no-undefined
+    LINKER:--version-script=${PANGEA_SDK_PLUGIN_MAP})
+  if(DEFINED PANGEA_PLUGIN_OUTPUT_DIR)  # inside Pangea's own build tree
+    set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${PANGEA_PLUGIN_OUTPUT_DIR})
+    target_compile_options(${target} PRIVATE ${PANGEA_WARNINGS})
+    install(TARGETS ${target} LIBRARY DESTINATION ${PANGEA_PLUGIN_INSTALL_DIR})
+  endif()
+endfunction()

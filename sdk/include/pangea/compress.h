@@ -1,0 +1,63 @@
+/*
+ * pangea/compress.h: compression plugins (PANGEA_KIND_COMPRESS).
+ *
+ * A compressor turns a run of fp32 values into bytes for the wire and back. It is shaped for a
+ * ring all-reduce that compresses chunk by chunk: every call works on one caller-owned chunk,
+ * and the hot path of reduce-scatter is decode_accumulate(), which adds decoded values into an
+ * fp32 accumulator without a temporary buffer.
+ *
+ * Determinism: encode() is a pure function of its input and the instance's settings. The same
+ * floats give the same bytes on every machine, every run and every thread count; the
+ * all-reduce's bit parity across nodes depends on it.
+ *
+ * Threads: one instance is used by one thread at a time; the host makes one instance per thread
+ * that needs one.
+ */
+#ifndef PANGEA_COMPRESS_H
+#define PANGEA_COMPRESS_H
+
+#include "pangea/plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Capability flags returned by capabilities(). */
+/* The scheme loses information and benefits from error feedback: the core keeps the residual of
+ * each round (input minus decode(encode(input))) and adds it to the next round's input. */
+#define PANGEA_COMPRESS_CAP_ERROR_FEEDBACK ((uint64_t)1 << 0)
+
+typedef struct pangea_compress_vtable {
+    pangea_vtable_header header;
+
+    /* The largest number of bytes encode() can write for n values. Never fails; the host sizes
+     * buffers with it. */
+    size_t (*max_encoded_size)(void* instance, size_t n);
+
+    /* Encodes n values from src (borrowed, read only) into dst (borrowed, dst_capacity bytes) and
+     * writes the byte count to *written. Returns PANGEA_ERR_CAPACITY if dst is too small,
+     * PANGEA_ERR_INVALID_DATA if src holds a value the scheme refuses (NaN or Inf for lossy
+     * schemes). On failure nothing is promised about dst's contents and *written is untouched. */
+    pangea_status (*encode)(void* instance, const float* src, size_t n, uint8_t* dst,
+                            size_t dst_capacity, size_t* written);
+
+    /* Decodes `bytes` bytes of src (borrowed) into n values at dst (borrowed). Returns
+     * PANGEA_ERR_CORRUPT for a bad header, a truncated or overlong buffer, or an n that does not
+     * match what was encoded. On failure dst may be partly written. */
+    pangea_status (*decode)(void* instance, const uint8_t* src, size_t bytes, float* dst,
+                            size_t n);
+
+    /* Like decode(), but adds the decoded values into acc[0..n) instead of storing them. On
+     * PANGEA_ERR_CORRUPT acc is untouched: input is validated before anything is added. */
+    pangea_status (*decode_accumulate)(void* instance, const uint8_t* src, size_t bytes,
+                                       float* acc, size_t n);
+
+    /* PANGEA_COMPRESS_CAP_* flags of this instance. */
+    uint64_t (*capabilities)(void* instance);
+} pangea_compress_vtable;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PANGEA_COMPRESS_H */

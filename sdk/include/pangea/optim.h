@@ -1,0 +1,50 @@
+/*
+ * pangea/optim.h: outer optimizer plugins (PANGEA_KIND_OPTIM).
+ *
+ * DiLoCo's outer step. After every round of inner steps the nodes all-reduce their
+ * pseudo-gradients (last synced parameters minus current parameters, averaged over nodes) and the
+ * outer optimizer turns that into new synced parameters. Works on flat fp32 buffers in host
+ * memory; the optimizer's own state (momentum, ...) lives in the instance and is saved and loaded
+ * as opaque bytes so that checkpoints and live recovery carry it.
+ *
+ * Threads: one instance is used by one thread at a time.
+ */
+#ifndef PANGEA_OPTIM_H
+#define PANGEA_OPTIM_H
+
+#include "pangea/plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pangea_optim_vtable {
+    pangea_vtable_header header;
+
+    /* Prepares state for n parameters (zeroed momentum, ...). Called once before the first
+     * step() and again whenever the parameter count changes; drops any earlier state. */
+    pangea_status (*init)(void* instance, size_t n);
+
+    /* One outer step: params[i] -= update(pseudo_grad[i]) for i < n. params is the last synced
+     * parameters, updated in place; pseudo_grad (read only) is the averaged pseudo-gradient.
+     * Both borrowed. PANGEA_ERR_INVALID_ARGUMENT if n differs from init(). */
+    pangea_status (*step)(void* instance, float* params, const float* pseudo_grad, size_t n);
+
+    /* The number of bytes save_state() writes now. */
+    size_t (*state_size)(void* instance);
+
+    /* Writes the state into dst (borrowed, capacity bytes) and the count to *written.
+     * PANGEA_ERR_CAPACITY when capacity < state_size(). */
+    pangea_status (*save_state)(void* instance, uint8_t* dst, size_t capacity, size_t* written);
+
+    /* Replaces the state with bytes from save_state() of an instance with the same settings.
+     * PANGEA_ERR_CORRUPT for bytes it did not write (bad header, wrong length); the old state is
+     * kept on failure. */
+    pangea_status (*load_state)(void* instance, const uint8_t* src, size_t bytes);
+} pangea_optim_vtable;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PANGEA_OPTIM_H */

@@ -1,0 +1,330 @@
+// pangea/sdk.hpp: write a Pangea plugin as a C++ class and export it with one macro.
+//
+//   class Trim16 : public pangea::sdk::Compressor {
+//    public:
+//     static constexpr const char* name = "trim16";
+//     static constexpr const char* version = "1.0.0";
+//     static constexpr const char* description = "keeps the top 16 bits of each float";
+//     static std::vector<pangea_setting> settings() { return {}; }
+//     explicit Trim16(const pangea::sdk::Host& host);
+//     ... the Compressor methods ...
+//   };
+//   PANGEA_EXPORT_PLUGINS(Trim16)
+//
+// The helper builds the C descriptors and vtables, and stands at the ABI boundary: a
+// pangea::sdk::Error thrown by the class becomes its status and last_error() text; any other
+// exception becomes PANGEA_ERR_INTERNAL (std::bad_alloc: PANGEA_ERR_NO_MEMORY). No exception
+// crosses into the host. Header-only; needs C++17.
+#ifndef PANGEA_SDK_HPP
+#define PANGEA_SDK_HPP
+
+#include <cstring>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "pangea/compress.h"
+#include "pangea/optim.h"
+#include "pangea/plugin.h"
+
+namespace pangea::sdk {
+
+// What a plugin throws to fail a call with a chosen status.
+class Error : public std::runtime_error {
+public:
+    Error(pangea_status status, const std::string& message)
+        : std::runtime_error(message), status_(status) {}
+    pangea_status status() const noexcept { return status_; }
+
+private:
+    pangea_status status_;
+};
+
+// ------------------------------------------------------------------ settings declarations
+
+constexpr pangea_setting string_setting(const char* name, const char* default_value,
+                                        const char* help, const char* choices = nullptr) {
+    return {name, PANGEA_SETTING_STRING, default_value, help, 1.0, 0.0, choices};
+}
+constexpr pangea_setting int_setting(const char* name, const char* default_value,
+                                     const char* help, double min_value = 1.0,
+                                     double max_value = 0.0) {
+    return {name, PANGEA_SETTING_INT, default_value, help, min_value, max_value, nullptr};
+}
+constexpr pangea_setting float_setting(const char* name, const char* default_value,
+                                       const char* help, double min_value = 1.0,
+                                       double max_value = 0.0) {
+    return {name, PANGEA_SETTING_FLOAT, default_value, help, min_value, max_value, nullptr};
+}
+constexpr pangea_setting bool_setting(const char* name, const char* default_value,
+                                      const char* help) {
+    return {name, PANGEA_SETTING_BOOL, default_value, help, 1.0, 0.0, nullptr};
+}
+
+// ------------------------------------------------------------------ host services
+
+// The host's services for one instance, with typed settings that throw Error on failure.
+class Host {
+public:
+    explicit Host(const pangea_host* host) : host_(host) {}
+
+    void log(pangea_log_level level, const std::string& message) const {
+        host_->log(host_->context, level, message.c_str());
+    }
+    void report_error(pangea_status status, const std::string& message) const {
+        host_->report_error(host_->context, status, message.c_str());
+    }
+
+    std::string get_string(const char* key) const {
+        const char* value = nullptr;
+        check(host_->config_string(host_->context, key, &value), key, "a string");
+        return value;
+    }
+    int64_t get_int(const char* key) const {
+        int64_t value = 0;
+        check(host_->config_int(host_->context, key, &value), key, "an integer");
+        return value;
+    }
+    double get_float(const char* key) const {
+        double value = 0;
+        check(host_->config_float(host_->context, key, &value), key, "a float");
+        return value;
+    }
+    bool get_bool(const char* key) const {
+        int value = 0;
+        check(host_->config_bool(host_->context, key, &value), key, "a boolean");
+        return value != 0;
+    }
+
+    const pangea_host* raw() const noexcept { return host_; }
+
+private:
+    static void check(pangea_status status, const char* key, const char* expected) {
+        if (status == PANGEA_OK) return;
+        throw Error(PANGEA_ERR_CONFIG, std::string("setting '") + key + "' " +
+                                           (status == PANGEA_ERR_NOT_FOUND ? "is not set"
+                                                                           : "is not ") +
+                                           (status == PANGEA_ERR_NOT_FOUND ? "" : expected));
+    }
+
+    const pangea_host* host_;
+};
+
+// ------------------------------------------------------------------ plugin base classes
+
+// Every plugin class derives from one kind's base, which derives from this.
+class PluginBase {
+public:
+    virtual ~PluginBase() = default;
+    const char* last_error() const noexcept { return last_error_.c_str(); }
+    void set_last_error(const char* text) noexcept {
+        try {
+            last_error_ = text;
+        } catch (...) {
+            last_error_.clear();  // out of memory while reporting: keep the status only
+        }
+    }
+
+private:
+    std::string last_error_;
+};
+
+class Compressor : public PluginBase {
+public:
+    static constexpr pangea_plugin_kind kind = PANGEA_KIND_COMPRESS;
+    virtual size_t max_encoded_size(size_t n) = 0;
+    // Each returns normally on success and throws Error on failure.
+    virtual void encode(const float* src, size_t n, uint8_t* dst, size_t dst_capacity,
+                        size_t* written) = 0;
+    virtual void decode(const uint8_t* src, size_t bytes, float* dst, size_t n) = 0;
+    virtual void decode_accumulate(const uint8_t* src, size_t bytes, float* acc, size_t n) = 0;
+    virtual uint64_t capabilities() { return 0; }
+};
+
+class OuterOptimizer : public PluginBase {
+public:
+    static constexpr pangea_plugin_kind kind = PANGEA_KIND_OPTIM;
+    virtual void init(size_t n) = 0;
+    virtual void step(float* params, const float* pseudo_grad, size_t n) = 0;
+    virtual size_t state_size() = 0;
+    virtual void save_state(uint8_t* dst, size_t capacity, size_t* written) = 0;
+    virtual void load_state(const uint8_t* src, size_t bytes) = 0;
+};
+
+// ------------------------------------------------------------------ the boundary
+
+namespace detail {
+
+// Runs f, turning any exception into a status and the instance's last_error().
+template <class F>
+pangea_status guarded(void* instance, F&& f) noexcept {
+    auto* self = static_cast<PluginBase*>(instance);
+    if (self == nullptr) return PANGEA_ERR_INVALID_ARGUMENT;
+    try {
+        f();
+        return PANGEA_OK;
+    } catch (const Error& e) {
+        self->set_last_error(e.what());
+        return e.status();
+    } catch (const std::bad_alloc&) {
+        self->set_last_error("out of memory");
+        return PANGEA_ERR_NO_MEMORY;
+    } catch (const std::exception& e) {
+        self->set_last_error(e.what());
+        return PANGEA_ERR_INTERNAL;
+    } catch (...) {
+        self->set_last_error("unknown exception");
+        return PANGEA_ERR_INTERNAL;
+    }
+}
+
+template <class Base>
+Base* as(void* instance) {
+    return static_cast<Base*>(static_cast<PluginBase*>(instance));
+}
+
+template <class T>
+pangea_status create(const pangea_host* host, void** out_instance) noexcept {
+    if (host == nullptr || out_instance == nullptr) return PANGEA_ERR_INVALID_ARGUMENT;
+    pangea_status status = PANGEA_ERR_INTERNAL;
+    const char* message = "unknown exception";
+    std::string text;
+    try {
+        std::unique_ptr<PluginBase> made = std::make_unique<T>(Host(host));
+        *out_instance = made.release();
+        return PANGEA_OK;
+    } catch (const Error& e) {
+        status = e.status();
+        message = e.what();
+    } catch (const std::bad_alloc&) {
+        status = PANGEA_ERR_NO_MEMORY;
+        message = "out of memory";
+    } catch (const std::exception& e) {
+        message = e.what();
+    } catch (...) {
+    }
+    host->report_error(host->context, status, message);
+    return status;
+}
+
+inline void destroy(void* instance) noexcept {
+    std::unique_ptr<PluginBase> owned(static_cast<PluginBase*>(instance));
+}
+
+inline const char* last_error(void* instance) noexcept {
+    return instance == nullptr ? "" : static_cast<PluginBase*>(instance)->last_error();
+}
+
+template <class T>
+pangea_vtable_header header_for(uint32_t vtable_size) {
+    return {vtable_size, &create<T>, &destroy, &last_error};
+}
+
+template <class T>
+const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_COMPRESS>) {
+    static const pangea_compress_vtable vtable = {
+        header_for<T>(sizeof(pangea_compress_vtable)),
+        [](void* self, size_t n) noexcept -> size_t {
+            try {
+                return as<Compressor>(self)->max_encoded_size(n);
+            } catch (...) {
+                return 0;
+            }
+        },
+        [](void* self, const float* src, size_t n, uint8_t* dst, size_t cap,
+           size_t* written) noexcept {
+            return guarded(self, [&] { as<Compressor>(self)->encode(src, n, dst, cap, written); });
+        },
+        [](void* self, const uint8_t* src, size_t bytes, float* dst, size_t n) noexcept {
+            return guarded(self, [&] { as<Compressor>(self)->decode(src, bytes, dst, n); });
+        },
+        [](void* self, const uint8_t* src, size_t bytes, float* acc, size_t n) noexcept {
+            return guarded(self,
+                           [&] { as<Compressor>(self)->decode_accumulate(src, bytes, acc, n); });
+        },
+        [](void* self) noexcept -> uint64_t {
+            try {
+                return as<Compressor>(self)->capabilities();
+            } catch (...) {
+                return 0;
+            }
+        },
+    };
+    return &vtable;
+}
+
+template <class T>
+const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_OPTIM>) {
+    static const pangea_optim_vtable vtable = {
+        header_for<T>(sizeof(pangea_optim_vtable)),
+        [](void* self, size_t n) noexcept {
+            return guarded(self, [&] { as<OuterOptimizer>(self)->init(n); });
+        },
+        [](void* self, float* params, const float* grad, size_t n) noexcept {
+            return guarded(self, [&] { as<OuterOptimizer>(self)->step(params, grad, n); });
+        },
+        [](void* self) noexcept -> size_t {
+            try {
+                return as<OuterOptimizer>(self)->state_size();
+            } catch (...) {
+                return 0;
+            }
+        },
+        [](void* self, uint8_t* dst, size_t cap, size_t* written) noexcept {
+            return guarded(self, [&] { as<OuterOptimizer>(self)->save_state(dst, cap, written); });
+        },
+        [](void* self, const uint8_t* src, size_t bytes) noexcept {
+            return guarded(self, [&] { as<OuterOptimizer>(self)->load_state(src, bytes); });
+        },
+    };
+    return &vtable;
+}
+
+template <class T>
+const pangea_plugin_info* describe() {
+    static const std::vector<pangea_setting> settings = T::settings();
+    static const pangea_plugin_info info = {
+        sizeof(pangea_plugin_info),
+        PANGEA_ABI_VERSION,
+        T::kind,
+        T::name,
+        T::version,
+        T::description,
+        settings.empty() ? nullptr : settings.data(),
+        static_cast<uint32_t>(settings.size()),
+        sizeof(pangea_setting),
+        vtable_for<T>(std::integral_constant<pangea_plugin_kind, T::kind>{}),
+    };
+    return &info;
+}
+
+template <class... Ts>
+pangea_status export_library(uint32_t host_abi_version, const pangea_library** out) noexcept {
+    if (out == nullptr) return PANGEA_ERR_INVALID_ARGUMENT;
+    if (PANGEA_ABI_VERSION_MAJOR(host_abi_version) != PANGEA_ABI_MAJOR) return PANGEA_ERR_VERSION;
+    try {
+        static const pangea_plugin_info* const plugins[] = {describe<Ts>()...};
+        static const pangea_library library = {sizeof(pangea_library), PANGEA_ABI_VERSION,
+                                               static_cast<uint32_t>(sizeof...(Ts)), plugins};
+        *out = &library;
+        return PANGEA_OK;
+    } catch (...) {
+        return PANGEA_ERR_INTERNAL;
+    }
+}
+
+}  // namespace detail
+}  // namespace pangea::sdk
+
+// Defines the library's entry point, exporting the plugin classes listed.
+#define PANGEA_EXPORT_PLUGINS(...)                                                       \
+    extern "C" PANGEA_EXPORT pangea_status pangea_plugin_entry_v1(                       \
+        uint32_t host_abi_version, const pangea_library** out_library) {                 \
+        return ::pangea::sdk::detail::export_library<__VA_ARGS__>(host_abi_version,      \
+                                                                  out_library);          \
+    }
+
+#endif  // PANGEA_SDK_HPP
