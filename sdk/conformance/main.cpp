@@ -1,1 +1,117 @@
-int main(){}
+// pangea-plugin-check: the conformance runner. Loads plugin libraries the way the host does and
+// runs the generic checks and each plugin kind's checks against them.
+//
+//   pangea-plugin-check [--set name=value]... [--skip FILE] LIBRARY...
+//
+// --set gives a setting to every plugin that declares it (needed for required settings).
+// --skip names a file of checks to skip, one per line: "<check name> -- <reason>".
+// Exits 0 when every check that ran passed.
+#include <CLI/CLI.hpp>
+
+#include <fstream>
+#include <iostream>
+
+#include "conformance.hpp"
+#include "plugin_host/kinds.hpp"
+
+namespace {
+
+using namespace pangea;
+using namespace pangea::conformance;
+
+std::map<std::string, std::string> read_skips(const std::string& path) {
+    std::map<std::string, std::string> skips;
+    if (path.empty()) return skips;
+    std::ifstream file(path);
+    if (!file) throw std::runtime_error(path + ": cannot open the skip file");
+    std::string line;
+    for (int number = 1; std::getline(file, line); ++number) {
+        if (line.empty() || line[0] == '#') continue;
+        const size_t separator = line.find(" -- ");
+        if (separator == std::string::npos)
+            throw std::runtime_error(path + ":" + std::to_string(number) +
+                                     ": expected \"<check name> -- <reason>\"");
+        skips[line.substr(0, separator)] = line.substr(separator + 4);
+    }
+    return skips;
+}
+
+// Default settings of the plugin, with the --set values it declares applied.
+SettingMap settings_for(const PluginDescriptor& plugin, const std::vector<std::string>& sets,
+                        std::vector<std::string>* missing) {
+    SettingMap settings;
+    for (const auto& setting : plugin.settings) {
+        std::string unused;
+        if (setting.default_value != nullptr)
+            settings[setting.name] = {*parse_setting_text(setting, setting.default_value, &unused), "default"};
+    }
+    for (const auto& item : sets) {
+        const size_t equals = item.find('=');
+        const pangea_setting* setting = plugin.find_setting(item.substr(0, equals));
+        if (equals == std::string::npos || setting == nullptr) continue;
+        std::string expected;
+        auto value = parse_setting_text(*setting, item.substr(equals + 1), &expected);
+        if (!value) throw std::runtime_error("--set " + item + ": expected " + expected);
+        settings[setting->name] = {*value, "--set"};
+    }
+    for (const auto& setting : plugin.settings)
+        if (settings.count(setting.name) == 0) missing->push_back(setting.name);
+    return settings;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"pangea-plugin-check: run Pangea's conformance checks on plugin libraries"};
+    std::vector<std::string> libraries, sets;
+    std::string skip_file;
+    app.add_option("library", libraries, "plugin shared libraries (.so)")->required();
+    app.add_option("--set", sets, "a setting for the plugins that declare it: name=value");
+    app.add_option("--skip", skip_file, "file of checks to skip: \"<check name> -- <reason>\"");
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        Report report(read_skips(skip_file));
+        PluginRegistry registry({});  // only the libraries named
+        for (const auto& path : libraries) {
+            std::cout << path << "\n";
+            std::vector<const PluginDescriptor*> plugins;
+            report.run(std::filesystem::path(path).filename().string() + ": loads through the host",
+                       [&] {
+                           try {
+                               plugins = registry.load_library(path);
+                           } catch (const PluginError& e) {
+                               throw CheckFailed(e.what());
+                           }
+                       });
+            if (plugins.empty()) continue;
+            check_library(report, path);
+            for (const PluginDescriptor* plugin : plugins) {
+                std::vector<std::string> missing;
+                Subject subject{plugin, settings_for(*plugin, sets, &missing)};
+                if (!missing.empty()) {
+                    report.skip(plugin->id() + ": all checks",
+                                "required setting '" + missing.front() + "' has no value: pass --set " +
+                                    missing.front() + "=...");
+                    continue;
+                }
+                check_generic(report, subject);
+                switch (plugin->kind) {
+                    case PANGEA_KIND_COMPRESS: check_compress(report, subject); break;
+                    case PANGEA_KIND_OPTIM: check_optim(report, subject); break;
+                    case PANGEA_KIND_TRANSPORT:
+                    case PANGEA_KIND_STORAGE:
+                        report.skip(plugin->id() + ": " + kind_name(plugin->kind) + " checks",
+                                    "this runner has no checks for the kind yet");
+                        break;
+                }
+            }
+        }
+        std::cout << report.passed() << " passed, " << report.failed() << " failed, "
+                  << report.skipped() << " skipped\n";
+        return report.failed() == 0 ? 0 : 1;
+    } catch (const std::exception& e) {
+        std::cerr << "error: " << e.what() << "\n";
+        return 2;
+    }
+}
