@@ -23,6 +23,8 @@ std::vector<std::string> split_choices(const char* choices) {
 }
 
 std::string format_number(double value) {
+    if (value == std::trunc(value) && std::fabs(value) < 1e15)
+        return std::to_string(static_cast<int64_t>(value));  // 1000000000, not 1e+09
     char buffer[64];
     const auto result = std::to_chars(buffer, buffer + sizeof buffer, value);  // shortest exact
     return std::string(buffer, result.ptr);

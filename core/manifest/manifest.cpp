@@ -363,11 +363,11 @@ std::string Manifest::to_toml() const {
     }
     for (const auto& kind : all_kinds()) {
         const auto found = plugins.find(kind.kind);
-        out << "\n[" << kind.name << "]\n";
         if (found == plugins.end() || found->second.plugin == nullptr) {
-            out << "# not configured\n";
+            out << "\n# [" << kind.name << "] not configured\n";
             continue;
         }
+        out << "\n[" << kind.name << "]\n";
         const PluginChoice& choice = found->second;
         line("plugin", format_setting_value(choice.plugin->name), choice.plugin_origin);
         if (!choice.library.empty())

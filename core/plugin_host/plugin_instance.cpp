@@ -82,12 +82,9 @@ private:
 };
 
 PluginInstance::PluginInstance(const PluginDescriptor& plugin, SettingMap settings)
-    : plugin_(&plugin),
-      library_(plugin.library),
-      services_(std::make_unique<HostServices>(plugin.id(), std::move(settings))) {
-    const auto& header = *static_cast<const pangea_vtable_header*>(plugin.vtable);
+    : plugin_(plugin), services_(std::make_unique<HostServices>(plugin.id(), std::move(settings))) {
     void* handle = nullptr;
-    const pangea_status status = header.create(services_->table(), &handle);
+    const pangea_status status = header().create(services_->table(), &handle);
     if (status != PANGEA_OK) {
         std::string reason = services_->reported_error();
         if (reason.empty()) reason = "(the plugin reported no reason)";
@@ -100,39 +97,38 @@ PluginInstance::PluginInstance(const PluginDescriptor& plugin, SettingMap settin
 }
 
 PluginInstance::~PluginInstance() {
-    if (handle_ != nullptr)
-        static_cast<const pangea_vtable_header*>(plugin_->vtable)->destroy(handle_);
+    if (handle_ != nullptr) header().destroy(handle_);
 }
 
 PluginInstance::PluginInstance(PluginInstance&& other) noexcept
-    : plugin_(other.plugin_),
-      library_(std::move(other.library_)),
+    : plugin_(std::move(other.plugin_)),
       services_(std::move(other.services_)),
       handle_(std::exchange(other.handle_, nullptr)) {}
 
 PluginInstance& PluginInstance::operator=(PluginInstance&& other) noexcept {
     if (this != &other) {
         PluginInstance doomed(std::move(*this));
-        plugin_ = other.plugin_;
-        library_ = std::move(other.library_);
+        plugin_ = std::move(other.plugin_);
         services_ = std::move(other.services_);
         handle_ = std::exchange(other.handle_, nullptr);
     }
     return *this;
 }
 
-bool PluginInstance::has_slot(size_t slot_end) const {
-    return static_cast<const pangea_vtable_header*>(plugin_->vtable)->struct_size >= slot_end;
+const pangea_vtable_header& PluginInstance::header() const {
+    return *static_cast<const pangea_vtable_header*>(plugin_.vtable);
 }
 
+bool PluginInstance::has_slot(size_t slot_end) const { return header().struct_size >= slot_end; }
+
 std::string PluginInstance::last_error() const {
-    const char* text = static_cast<const pangea_vtable_header*>(plugin_->vtable)->last_error(handle_);
+    const char* text = header().last_error(handle_);
     return text ? text : "(last_error() returned NULL)";
 }
 
 std::string PluginInstance::describe_failure(const std::string& what,
                                              pangea_status status) const {
-    return plugin_->id() + ": " + what + " failed with " + status_name(status) + ": " +
+    return plugin_.id() + ": " + what + " failed with " + status_name(status) + ": " +
            last_error();
 }
 

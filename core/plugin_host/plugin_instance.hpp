@@ -21,13 +21,13 @@ public:
     PluginInstance(PluginInstance&&) noexcept;
     PluginInstance& operator=(PluginInstance&&) noexcept;
 
-    const PluginDescriptor& plugin() const { return *plugin_; }
+    const PluginDescriptor& plugin() const { return plugin_; }
     void* handle() const { return handle_; }
 
     // The kind's vtable; the caller picks the type matching plugin().kind.
     template <class Vtable>
     const Vtable& vtable() const {
-        return *static_cast<const Vtable*>(plugin_->vtable);
+        return *static_cast<const Vtable*>(plugin_.vtable);
     }
 
     // Whether the plugin's vtable reaches the optional slot ending at `slot_end` bytes.
@@ -40,8 +40,11 @@ public:
     std::string describe_failure(const std::string& what, pangea_status status) const;
 
 private:
-    const PluginDescriptor* plugin_;
-    std::shared_ptr<const LoadedLibrary> library_;  // released after the instance is destroyed
+    const pangea_vtable_header& header() const;
+
+    // A copy, so the instance outlives the registry; it keeps the library loaded until after the
+    // destructor has called destroy().
+    PluginDescriptor plugin_;
     std::unique_ptr<HostServices> services_;
     void* handle_ = nullptr;
 };

@@ -20,9 +20,4 @@ function(pangea_add_plugin target)
   target_link_options(${target} PRIVATE
     LINKER:--no-undefined
     LINKER:--version-script=${PANGEA_SDK_PLUGIN_MAP})
-  if(DEFINED PANGEA_PLUGIN_OUTPUT_DIR)  # inside Pangea's own build tree
-    set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${PANGEA_PLUGIN_OUTPUT_DIR})
-    target_compile_options(${target} PRIVATE ${PANGEA_WARNINGS})
-    install(TARGETS ${target} LIBRARY DESTINATION ${PANGEA_PLUGIN_INSTALL_DIR})
-  endif()
 endfunction()

@@ -136,7 +136,7 @@ void check_compress(Report& report, const Subject& subject) {
         for (float v : acc) expect(v == 1.0f, "a failed decode_accumulate changed the accumulator");
     });
 
-    report.run(subject.check_name("NaN and Inf input: PANGEA_OK or PANGEA_ERR_INVALID_DATA"), [&] {
+    report.run(subject.check_name("NaN and Inf input gives PANGEA_OK or PANGEA_ERR_INVALID_DATA"), [&] {
         Compressor c(subject);
         for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
             auto input = gaussian(300, 19);

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The conformance runner must catch broken plugins, not only pass good ones.
+#   conformance_negative_test.sh <pangea-plugin-check> <fixtures dir>
+set -uo pipefail
+check=$1 fixtures=$2
+failures=0
+expect() {  # expect <description> <exit code wanted> <text wanted in output> -- command...
+    local what=$1 want_rc=$2 want_text=$3; shift 4
+    local out rc
+    out=$("$@" 2>&1); rc=$?
+    if [[ $rc -ne $want_rc ]] || ! grep -qF -- "$want_text" <<<"$out"; then
+        echo "FAIL: $what: exit $rc (wanted $want_rc), output lacks '$want_text':"; echo "$out" | sed 's/^/    /'
+        failures=$((failures + 1))
+    else
+        echo "ok: $what"
+    fi
+}
+
+expect "a library the host rejects fails the run" 1 \
+    "[FAIL] libsmall_vtable.so: loads through the host: cannot load plugin library" -- \
+    "$check" "$fixtures/broken/libsmall_vtable.so"
+expect "a plugin whose encode fails is caught" 1 \
+    "[FAIL] compress/probe: round trip stays close to the input: compress/probe: encode failed with PANGEA_ERR_UNSUPPORTED" -- \
+    "$check" --set key=x "$fixtures/good/libprobe.so"
+expect "a plugin with a required setting and no --set is skipped with the reason" 0 \
+    "[skip] compress/probe: all checks: required setting 'key' has no value: pass --set key=..." -- \
+    "$check" "$fixtures/good/libprobe.so"
+
+skips=$(mktemp)
+trap 'rm -f "$skips"' EXIT
+"$check" --set key=x "$fixtures/good/libprobe.so" | sed -n 's/^  \[FAIL\] \([^:]*: [^:]*\): .*/\1 -- the probe does not encode/p' >"$skips"
+expect "a skip file skips the named checks and says why" 0 \
+    "[skip] compress/probe: round trip stays close to the input: the probe does not encode" -- \
+    "$check" --set key=x --skip "$skips" "$fixtures/good/libprobe.so"
+printf 'no separator here\n' >"$skips"
+expect "a malformed skip file is an error naming the line" 2 "$skips:1: expected" -- \
+    "$check" --skip "$skips" "$fixtures/good/libprobe.so"
+
+echo "$((5 - failures)) passed, $failures failed"
+[[ $failures -eq 0 ]]
