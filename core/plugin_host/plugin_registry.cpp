@@ -265,6 +265,10 @@ const PluginDescriptor& PluginRegistry::get(pangea_plugin_kind kind,
         if (plugin->kind == kind) available += (available.empty() ? " " : ", ") + plugin->name;
     message += available.empty() ? " No " + std::string(kind_name(kind)) + " plugin was found."
                                  : " Available:" + available + ".";
+    for (const auto& plugin : plugins_)
+        if (plugin->kind != kind && plugin->name == name)
+            message += " (There is a " + std::string(kind_name(plugin->kind)) + " plugin named '" +
+                       plugin->name + "': is it in the wrong section?)";
     message += "\n  searched:";
     if (search_path_.empty()) message += " (nothing)";
     for (const auto& entry : search_path_)

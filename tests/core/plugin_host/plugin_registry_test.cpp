@@ -141,6 +141,18 @@ TEST(PluginRegistry, MissingPluginErrorListsSearchPathAvailableAndRejected) {
     }
 }
 
+TEST(PluginRegistry, PluginOfTheWrongKindIsNamedInTheError) {
+    PluginRegistry registry(std::vector<SearchPath>{{PANGEA_TEST_BUILTIN_PLUGINS, "build tree"}});
+    try {
+        registry.get(PANGEA_KIND_OPTIM, "none");
+        FAIL() << "expected a PluginError";
+    } catch (const PluginError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("no optim plugin named 'none'. Available: nesterov. (There "
+                                        "is a compress plugin named 'none': is it in the wrong "
+                                        "section?)"));
+    }
+}
+
 TEST(PluginRegistry, LoadsTheBuiltInPlugins) {
     PluginRegistry registry(std::vector<SearchPath>{{PANGEA_TEST_BUILTIN_PLUGINS, "build tree"}});
     EXPECT_TRUE(registry.rejections().empty());
