@@ -2,7 +2,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <random>
 #include <vector>
 
 #include "conformance.hpp"
@@ -11,13 +10,6 @@
 namespace pangea::conformance {
 namespace {
 
-std::vector<float> gaussian(size_t n, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::vector<float> out(n);
-    for (auto& v : out) v = normal(rng);
-    return out;
-}
 
 struct Compressor {
     PluginInstance instance;
@@ -50,7 +42,7 @@ void check_compress(Report& report, const Subject& subject) {
     report.run(subject.check_name("round trip stays close to the input"), [&] {
         Compressor c(subject);
         for (size_t n : sizes) {
-            const auto input = gaussian(n, 7);
+            const auto input = random_normal(n, 7);
             const auto bytes = c.encode(input);
             std::vector<float> output(n, std::numeric_limits<float>::quiet_NaN());
             const pangea_status status =
@@ -70,7 +62,7 @@ void check_compress(Report& report, const Subject& subject) {
 
     report.run(subject.check_name("encode is deterministic across calls and instances"), [&] {
         Compressor a(subject), b(subject);
-        const auto input = gaussian(65537, 11);
+        const auto input = random_normal(65537, 11);
         const auto first = a.encode(input);
         expect(a.encode(input) == first, "the same instance gave different bytes");
         expect(b.encode(input) == first, "another instance gave different bytes");
@@ -79,12 +71,12 @@ void check_compress(Report& report, const Subject& subject) {
     report.run(subject.check_name("decode_accumulate adds what decode gives"), [&] {
         Compressor c(subject);
         const size_t n = 4099;
-        const auto input = gaussian(n, 3);
+        const auto input = random_normal(n, 3);
         const auto bytes = c.encode(input);
         std::vector<float> decoded(n);
         expect(c.vt.decode(c.instance.handle(), bytes.data(), bytes.size(), decoded.data(), n) == PANGEA_OK,
                "decode failed");
-        std::vector<float> acc = gaussian(n, 5);
+        std::vector<float> acc = random_normal(n, 5);
         const std::vector<float> before = acc;
         const pangea_status status =
             c.vt.decode_accumulate(c.instance.handle(), bytes.data(), bytes.size(), acc.data(), n);
@@ -96,7 +88,7 @@ void check_compress(Report& report, const Subject& subject) {
 
     report.run(subject.check_name("too small an output buffer is PANGEA_ERR_CAPACITY"), [&] {
         Compressor c(subject);
-        const auto input = gaussian(1000, 13);
+        const auto input = random_normal(1000, 13);
         const size_t needed = c.encode(input).size();
         std::vector<uint8_t> dst(needed, kCanary);
         size_t written = 12345;
@@ -113,7 +105,7 @@ void check_compress(Report& report, const Subject& subject) {
     report.run(subject.check_name("truncated, overlong and mismatched input is PANGEA_ERR_CORRUPT"), [&] {
         Compressor c(subject);
         const size_t n = 1000;
-        const auto bytes = c.encode(gaussian(n, 17));
+        const auto bytes = c.encode(random_normal(n, 17));
         std::vector<float> acc(n, 1.0f);
         auto expect_corrupt = [&](const uint8_t* src, size_t size, size_t count, const char* what) {
             std::vector<float> out(count + 1);
@@ -139,7 +131,7 @@ void check_compress(Report& report, const Subject& subject) {
     report.run(subject.check_name("NaN and Inf input gives PANGEA_OK or PANGEA_ERR_INVALID_DATA"), [&] {
         Compressor c(subject);
         for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
-            auto input = gaussian(300, 19);
+            auto input = random_normal(300, 19);
             input[150] = bad;
             std::vector<uint8_t> dst(c.vt.max_encoded_size(c.instance.handle(), input.size()));
             size_t written = 0;

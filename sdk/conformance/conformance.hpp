@@ -7,6 +7,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "plugin_host/plugin_instance.hpp"
 #include "plugin_host/plugin_registry.hpp"
@@ -23,6 +24,9 @@ public:
 inline void expect(bool condition, const std::string& what) {
     if (!condition) throw CheckFailed(what);
 }
+
+// n values drawn from N(0, 1), the same for the same seed on every machine.
+std::vector<float> random_normal(size_t n, uint32_t seed);
 
 // Runs named checks, prints one line each, and counts them.
 class Report {

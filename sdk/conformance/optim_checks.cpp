@@ -1,5 +1,4 @@
 // Checks for outer optimizer plugins (pangea/optim.h).
-#include <random>
 #include <vector>
 
 #include "conformance.hpp"
@@ -33,13 +32,6 @@ struct Optimizer {
     }
 };
 
-std::vector<float> random_vector(size_t n, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::vector<float> out(n);
-    for (auto& v : out) v = normal(rng);
-    return out;
-}
 
 }  // namespace
 
@@ -48,7 +40,7 @@ void check_optim(Report& report, const Subject& subject) {
 
     report.run(subject.check_name("a zero pseudo-gradient from fresh state changes nothing"), [&] {
         Optimizer opt(subject, n);
-        auto params = random_vector(n, 1);
+        auto params = random_normal(n, 1);
         const auto before = params;
         opt.step(params, std::vector<float>(n, 0.0f));
         expect(params == before, "parameters moved");
@@ -63,14 +55,14 @@ void check_optim(Report& report, const Subject& subject) {
 
     report.run(subject.check_name("saved state reloads and continues identically"), [&] {
         Optimizer a(subject, n);
-        auto params_a = random_vector(n, 2);
-        for (uint32_t i = 0; i < 3; ++i) a.step(params_a, random_vector(n, 10 + i));
+        auto params_a = random_normal(n, 2);
+        for (uint32_t i = 0; i < 3; ++i) a.step(params_a, random_normal(n, 10 + i));
         const auto state = a.save();
         Optimizer b(subject, n);
         const pangea_status status = b.vt.load_state(b.instance.handle(), state.data(), state.size());
         expect(status == PANGEA_OK, b.instance.describe_failure("load_state", status));
         auto params_b = params_a;
-        const auto grad = random_vector(n, 99);
+        const auto grad = random_normal(n, 99);
         a.step(params_a, grad);
         b.step(params_b, grad);
         expect(params_a == params_b, "after load_state the next step differs");
@@ -78,8 +70,8 @@ void check_optim(Report& report, const Subject& subject) {
 
     report.run(subject.check_name("bad state bytes are PANGEA_ERR_CORRUPT and keep the old state"), [&] {
         Optimizer opt(subject, n);
-        auto params = random_vector(n, 3);
-        opt.step(params, random_vector(n, 4));
+        auto params = random_normal(n, 3);
+        opt.step(params, random_normal(n, 4));
         const auto state = opt.save();
         std::vector<uint8_t> garbage(state.size(), 0xEE);
         for (const auto& bad : {garbage, std::vector<uint8_t>(state.begin(), state.end() - 1),

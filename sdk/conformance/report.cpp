@@ -1,9 +1,18 @@
 #include <exception>
 #include <iostream>
+#include <random>
 
 #include "conformance.hpp"
 
 namespace pangea::conformance {
+
+std::vector<float> random_normal(size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> out(n);
+    for (auto& v : out) v = normal(rng);
+    return out;
+}
 
 void Report::run(const std::string& name, const std::function<void()>& check) {
     if (const auto found = skips_.find(name); found != skips_.end()) {

@@ -3,21 +3,10 @@
 #   cli_test.sh <pangea binary> <source dir> <fixtures dir>
 set -uo pipefail
 pangea=$1 source=$2 fixtures=$3
-failures=0 passes=0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-expect() {  # expect <description> <exit code wanted> <text wanted in stdout+stderr> -- command...
-    local what=$1 want_rc=$2 want_text=$3; shift 4
-    local out rc
-    out=$("$@" 2>&1); rc=$?
-    if [[ $rc -ne $want_rc ]] || ! grep -qF -- "$want_text" <<<"$out"; then
-        echo "FAIL: $what: exit $rc (wanted $want_rc), output lacks '$want_text':"; echo "$out" | sed 's/^/    /'
-        failures=$((failures + 1))
-    else
-        echo "ok: $what"; passes=$((passes + 1))
-    fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/expect.sh"
 
 expect "version names the plugin ABI" 0 "(plugin ABI 1.0)" -- "$pangea" version
 expect "plugins list shows the built-ins" 0 "compress  none            1.0.0     1.0" -- "$pangea" plugins list
@@ -51,5 +40,4 @@ expect "plugins list reports rejected libraries" 0 "libdup_b.so: duplicate plugi
 expect "run says training is not available yet" 2 "\`pangea run\` is not available yet" -- "$pangea" run "$source/examples/local.toml"
 expect "an unknown command is a usage error" 106 "A subcommand is required" -- "$pangea" frobnicate
 
-echo "$passes passed, $failures failed"
-[[ $failures -eq 0 ]]
+expect_summary

@@ -3,18 +3,7 @@
 #   conformance_negative_test.sh <pangea-plugin-check> <fixtures dir>
 set -uo pipefail
 check=$1 fixtures=$2
-failures=0
-expect() {  # expect <description> <exit code wanted> <text wanted in output> -- command...
-    local what=$1 want_rc=$2 want_text=$3; shift 4
-    local out rc
-    out=$("$@" 2>&1); rc=$?
-    if [[ $rc -ne $want_rc ]] || ! grep -qF -- "$want_text" <<<"$out"; then
-        echo "FAIL: $what: exit $rc (wanted $want_rc), output lacks '$want_text':"; echo "$out" | sed 's/^/    /'
-        failures=$((failures + 1))
-    else
-        echo "ok: $what"
-    fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/expect.sh"
 
 expect "a library the host rejects fails the run" 1 \
     "[FAIL] libsmall_vtable.so: loads through the host: cannot load plugin library" -- \
@@ -36,5 +25,4 @@ printf 'no separator here\n' >"$skips"
 expect "a malformed skip file is an error naming the line" 2 "$skips:1: expected" -- \
     "$check" --skip "$skips" "$fixtures/good/libprobe.so"
 
-echo "$((5 - failures)) passed, $failures failed"
-[[ $failures -eq 0 ]]
+expect_summary
