@@ -192,6 +192,22 @@ PluginChoice resolve_plugin_section(const KindInfo& kind, const RawSection& raw,
     return choice;
 }
 
+// Rules that tie two core settings together; each names both and where the second came from.
+void check_core_consistency(const Manifest& m, std::vector<std::string>* errors) {
+    const auto& mesh = m.core.at("mesh");
+    if (m.get_int("mesh", "min_members") > m.get_int("mesh", "nodes"))
+        errors->push_back(mesh.at("min_members").origin + ": [mesh] min_members (" +
+                          std::to_string(m.get_int("mesh", "min_members")) +
+                          ") is larger than nodes (" + std::to_string(m.get_int("mesh", "nodes")) +
+                          "): the run could never start an outer step");
+    if (m.get_int("mesh", "heartbeat_ms") >= m.get_int("mesh", "timeout_ms"))
+        errors->push_back(mesh.at("heartbeat_ms").origin + ": [mesh] heartbeat_ms (" +
+                          std::to_string(m.get_int("mesh", "heartbeat_ms")) +
+                          ") must be shorter than timeout_ms (" +
+                          std::to_string(m.get_int("mesh", "timeout_ms")) +
+                          "), or live peers would be declared dead");
+}
+
 bool is_known_section(std::string_view name) {
     return find_core_section(name) != nullptr || find_kind(name) != nullptr;
 }
@@ -314,6 +330,7 @@ Manifest parse_manifest(std::string_view text, const std::string& source,
                              found == raw.end() ? empty : found->second, section.settings, false,
                              &errors);
     }
+    if (errors.empty()) check_core_consistency(manifest, &errors);
     for (const auto& kind : all_kinds()) {
         const auto found = raw.find(kind.name);
         if (found == raw.end()) continue;

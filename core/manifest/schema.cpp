@@ -55,7 +55,7 @@ constexpr pangea_setting kDiloco[] = {
     flag("overlap", "false", "all-reduce outer step t while the inner steps of t+1 run"),
 };
 constexpr pangea_setting kMesh[] = {
-    integer("nodes", "4", "nodes that `pangea launch` starts and the run expects", 1, 4096),
+    integer("nodes", "4", "nodes in the run", 1, 4096),
     text("backend", "builtin", "membership store", "builtin|etcd"),
     text("address", "127.0.0.1:0", "address this node listens on (port 0: any)"),
     integer("heartbeat_ms", "1000", "interval between heartbeats", 10, 600000),

@@ -45,6 +45,10 @@ bool valid_plugin_name(const char* name) {
 
 bool nonempty(const char* text) { return text != nullptr && text[0] != '\0'; }
 
+// A plugin of a kind this host does not know (added in a later minor) is passed over, not held
+// against the rest of its library.
+constexpr const char* kUnknownKindSuffix = " (from a newer ABI?); passed over";
+
 // Every slot of a 1.0 vtable is required: the header's three functions and the kind's own.
 // Vtables are a header followed by function pointers only, so the check can walk them.
 std::string check_vtable(const KindInfo& kind, const void* vtable) {
@@ -84,7 +88,8 @@ std::string describe_plugin(const pangea_plugin_info* info, PluginDescriptor* ou
     if (!valid_plugin_name(info->name))
         return label + ": name must be 1-64 characters of [a-z0-9_-]";
     const KindInfo* kind = find_kind(info->kind);
-    if (kind == nullptr) return label + ": unknown kind " + std::to_string(info->kind);
+    if (kind == nullptr)
+        return label + ": unknown kind " + std::to_string(info->kind) + kUnknownKindSuffix;
     if (!nonempty(info->version)) return label + ": no version string";
     if (!nonempty(info->description)) return label + ": no description";
     if (const std::string bad = check_vtable(*kind, info->vtable); !bad.empty())
@@ -113,8 +118,10 @@ std::string describe_plugin(const pangea_plugin_info* info, PluginDescriptor* ou
 }
 
 // Loads a library and reads its descriptors, or says why it cannot be used.
+// Plugins passed over (unknown kinds) are described in *passed_over.
 std::string inspect_library(const fs::path& path,
-                            std::vector<std::unique_ptr<PluginDescriptor>>* out) {
+                            std::vector<std::unique_ptr<PluginDescriptor>>* out,
+                            std::vector<std::string>* passed_over) {
     std::error_code ec;
     if (!fs::exists(path, ec)) return "file not found";
     if (!fs::is_regular_file(path, ec)) return "not a regular file";
@@ -160,9 +167,11 @@ std::string inspect_library(const fs::path& path,
     std::vector<std::unique_ptr<PluginDescriptor>> found;
     for (uint32_t i = 0; i < descriptor->plugin_count; ++i) {
         auto plugin = std::make_unique<PluginDescriptor>();
-        if (const std::string bad = describe_plugin(descriptor->plugins[i], plugin.get());
-            !bad.empty())
-            return bad;
+        if (std::string bad = describe_plugin(descriptor->plugins[i], plugin.get()); !bad.empty()) {
+            if (!bad.ends_with(kUnknownKindSuffix)) return bad;
+            passed_over->push_back(std::move(bad));
+            continue;
+        }
         for (const auto& other : found)
             if (other->kind == plugin->kind && other->name == plugin->name)
                 return "duplicate plugin " + plugin->id() + " within the library";
@@ -170,6 +179,7 @@ std::string inspect_library(const fs::path& path,
         plugin->library = loaded;
         found.push_back(std::move(plugin));
     }
+    if (found.empty()) return passed_over->front();
     *out = std::move(found);
     return "";
 }
@@ -218,10 +228,12 @@ PluginRegistry::PluginRegistry(std::vector<SearchPath> search_path)
         std::sort(files.begin(), files.end());  // a stable order makes "first wins" predictable
         for (const auto& file : files) {
             std::vector<std::unique_ptr<PluginDescriptor>> found;
-            if (std::string why = inspect_library(file, &found); !why.empty()) {
+            std::vector<std::string> passed_over;
+            if (std::string why = inspect_library(file, &found, &passed_over); !why.empty()) {
                 rejections_.push_back({file, std::move(why)});
                 continue;
             }
+            for (auto& note : passed_over) rejections_.push_back({file, std::move(note)});
             for (auto& plugin : found) {
                 if (const PluginDescriptor* earlier = find(plugin->kind, plugin->name)) {
                     rejections_.push_back(
@@ -238,7 +250,8 @@ PluginRegistry::PluginRegistry(std::vector<SearchPath> search_path)
 
 std::vector<const PluginDescriptor*> PluginRegistry::load_library(const fs::path& path) {
     std::vector<std::unique_ptr<PluginDescriptor>> found;
-    if (const std::string why = inspect_library(path, &found); !why.empty())
+    std::vector<std::string> passed_over;
+    if (const std::string why = inspect_library(path, &found, &passed_over); !why.empty())
         throw PluginError("cannot load plugin library " + path.string() + ": " + why);
     std::vector<const PluginDescriptor*> out;
     for (auto& plugin : found) {
@@ -267,8 +280,8 @@ const PluginDescriptor& PluginRegistry::get(pangea_plugin_kind kind,
                                  : " Available:" + available + ".";
     for (const auto& plugin : plugins_)
         if (plugin->kind != kind && plugin->name == name)
-            message += " (There is a " + std::string(kind_name(plugin->kind)) + " plugin named '" +
-                       plugin->name + "': is it in the wrong section?)";
+            message += " (A plugin named '" + plugin->name + "' exists as kind " +
+                       kind_name(plugin->kind) + ": is it in the wrong section?)";
     message += "\n  searched:";
     if (search_path_.empty()) message += " (nothing)";
     for (const auto& entry : search_path_)

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -37,12 +38,16 @@ public:
     void run(const std::string& name, const std::function<void()>& check);
     void skip(const std::string& name, const std::string& reason);
 
+    // Skip-file entries that named no check that ran (typos, or checks that no longer exist).
+    std::vector<std::string> unused_skips() const;
+
     int passed() const { return passed_; }
     int failed() const { return failed_; }
     int skipped() const { return skipped_; }
 
 private:
     std::map<std::string, std::string> skips_;
+    std::set<std::string> used_skips_;
     int passed_ = 0;
     int failed_ = 0;
     int skipped_ = 0;

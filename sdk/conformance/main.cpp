@@ -52,6 +52,8 @@ SettingMap settings_for(const PluginDescriptor& plugin, const std::vector<std::s
         std::string expected;
         auto value = parse_setting_text(*setting, item.substr(equals + 1), &expected);
         if (!value) throw std::runtime_error("--set " + item + ": expected " + expected);
+        if (const std::string misfit = check_setting_value(*setting, *value); !misfit.empty())
+            throw std::runtime_error("--set " + item + ": expected " + misfit);
         settings[setting->name] = {*value, "--set"};
     }
     for (const auto& setting : plugin.settings)
@@ -107,9 +109,13 @@ int main(int argc, char** argv) {
                 }
             }
         }
-        std::cout << report.passed() << " passed, " << report.failed() << " failed, "
-                  << report.skipped() << " skipped\n";
-        return report.failed() == 0 ? 0 : 1;
+        const auto unused = report.unused_skips();
+        for (const auto& name : unused)
+            std::cout << "  [FAIL] " << skip_file << ": names no check that ran: \"" << name << "\"\n";
+        const int failed = report.failed() + static_cast<int>(unused.size());
+        std::cout << report.passed() << " passed, " << failed << " failed, " << report.skipped()
+                  << " skipped\n";
+        return failed == 0 ? 0 : 1;
     } catch (const std::exception& e) {
         std::cerr << "error: " << e.what() << "\n";
         return 2;

@@ -73,9 +73,14 @@ void check_optim(Report& report, const Subject& subject) {
         auto params = random_normal(n, 3);
         opt.step(params, random_normal(n, 4));
         const auto state = opt.save();
-        std::vector<uint8_t> garbage(state.size(), 0xEE);
-        for (const auto& bad : {garbage, std::vector<uint8_t>(state.begin(), state.end() - 1),
-                                std::vector<uint8_t>()}) {
+        std::vector<std::vector<uint8_t>> bad_states;
+        bad_states.push_back(state);
+        bad_states.back().push_back(0);  // one byte too long
+        if (!state.empty()) {
+            bad_states.emplace_back(state.size(), 0xEE);               // garbage
+            bad_states.emplace_back(state.begin(), state.end() - 1);  // one byte short
+        }
+        for (const auto& bad : bad_states) {
             const pangea_status status = opt.vt.load_state(opt.instance.handle(), bad.data(), bad.size());
             expect(status == PANGEA_ERR_CORRUPT,
                    std::string("load_state of bad bytes returned ") + status_name(status));

@@ -16,6 +16,7 @@ std::vector<float> random_normal(size_t n, uint32_t seed) {
 
 void Report::run(const std::string& name, const std::function<void()>& check) {
     if (const auto found = skips_.find(name); found != skips_.end()) {
+        used_skips_.insert(name);
         skip(name, found->second);
         return;
     }
@@ -28,6 +29,13 @@ void Report::run(const std::string& name, const std::function<void()>& check) {
         std::cout << "  [FAIL] " << name << ": " << e.what() << "\n";
     }
     std::cout.flush();
+}
+
+std::vector<std::string> Report::unused_skips() const {
+    std::vector<std::string> out;
+    for (const auto& [name, reason] : skips_)
+        if (used_skips_.count(name) == 0) out.push_back(name);
+    return out;
 }
 
 void Report::skip(const std::string& name, const std::string& reason) {

@@ -21,6 +21,11 @@ trap 'rm -f "$skips"' EXIT
 expect "a skip file skips the named checks and says why" 0 \
     "[skip] compress/probe: round trip stays close to the input: the probe does not encode" -- \
     "$check" --set key=x --skip "$skips" "$fixtures/good/libprobe.so"
+printf 'compress/probe: no such check -- typo\n' >"$skips"
+expect "a skip entry that names no check fails the run" 1 "names no check that ran: \"compress/probe: no such check\"" -- \
+    "$check" --skip "$skips" "$fixtures/good/libprobe.so"
+expect "--set values are checked against the declared range" 2 "--set level=10: expected an integer in [1, 9]" -- \
+    "$check" --set key=x --set level=10 "$fixtures/good/libprobe.so"
 printf 'no separator here\n' >"$skips"
 expect "a malformed skip file is an error naming the line" 2 "$skips:1: expected" -- \
     "$check" --skip "$skips" "$fixtures/good/libprobe.so"

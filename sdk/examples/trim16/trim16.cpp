@@ -3,7 +3,7 @@
 // "trim16" keeps the top `bits` bits of each fp32 value (sign, exponent and the leading mantissa
 // bits; 16 gives bfloat16 truncated toward zero) and sends them packed as 16-bit words when
 // bits <= 16, else as full 32-bit words. Wire format: a 12-byte header (magic "TR16", the bit
-// count, the value count) then the words, little-endian.
+// count, the value count) then the words, in host byte order (little-endian on x86-64 and arm64).
 #include <cmath>
 #include <cstring>
 

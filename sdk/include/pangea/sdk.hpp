@@ -104,10 +104,11 @@ public:
 private:
     static void check(pangea_status status, const char* key, const char* expected) {
         if (status == PANGEA_OK) return;
-        throw Error(PANGEA_ERR_CONFIG, std::string("setting '") + key + "' " +
-                                           (status == PANGEA_ERR_NOT_FOUND ? "is not set"
-                                                                           : "is not ") +
-                                           (status == PANGEA_ERR_NOT_FOUND ? "" : expected));
+        std::string why = status == PANGEA_ERR_NOT_FOUND ? "is not set"
+                          : status == PANGEA_ERR_CONFIG  ? std::string("is not ") + expected
+                                                         : "cannot be read (status " +
+                                                               std::to_string(status) + ")";
+        throw Error(PANGEA_ERR_CONFIG, std::string("setting '") + key + "' " + why);
     }
 
     const pangea_host* host_;

@@ -94,6 +94,15 @@ TEST_F(ManifestTest, OutOfRangeAndBadChoiceAreErrors) {
                 ElementsAre(HasSubstr("expected one of: debug | info | warn | error, got \"loud\"")));
 }
 
+TEST_F(ManifestTest, SettingsThatContradictEachOtherAreErrors) {
+    EXPECT_THAT(errors("[mesh]\nnodes = 2\nmin_members = 3\n"),
+                ElementsAre("test.toml:3:1: [mesh] min_members (3) is larger than nodes (2): the "
+                            "run could never start an outer step"));
+    EXPECT_THAT(errors("[mesh]\nheartbeat_ms = 3000\n"),
+                ElementsAre(HasSubstr("test.toml:2:1: [mesh] heartbeat_ms (3000) must be shorter "
+                                      "than timeout_ms (3000)")));
+}
+
 TEST_F(ManifestTest, EveryErrorIsReportedAtOnce) {
     EXPECT_EQ(errors("[diloco]\ninner_steps = 0\nouter_steps = -1\n[mesh]\nnodes = \"x\"\n").size(), 3u);
 }
