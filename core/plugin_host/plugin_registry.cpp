@@ -194,6 +194,16 @@ const pangea_setting* PluginDescriptor::find_setting(std::string_view setting_na
     return nullptr;
 }
 
+SettingMap PluginDescriptor::default_settings() const {
+    SettingMap out;
+    for (const auto& setting : settings) {
+        std::string unused;
+        if (setting.default_value != nullptr)  // checked to parse when the plugin was loaded
+            out[setting.name] = {*parse_setting_text(setting, setting.default_value, &unused), "default"};
+    }
+    return out;
+}
+
 std::vector<SearchPath> default_search_path() {
     std::vector<SearchPath> out;
     if (const char* env = std::getenv("PANGEA_PLUGIN_PATH")) {

@@ -37,6 +37,8 @@ struct PluginDescriptor {
 
     std::string id() const;  // "compress/none"
     const pangea_setting* find_setting(std::string_view name) const;
+    // Every setting that has a default, at its default (origin "default").
+    SettingMap default_settings() const;
 };
 
 // A library or plugin that was passed over, and why.

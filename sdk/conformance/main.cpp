@@ -39,12 +39,7 @@ std::map<std::string, std::string> read_skips(const std::string& path) {
 // Default settings of the plugin, with the --set values it declares applied.
 SettingMap settings_for(const PluginDescriptor& plugin, const std::vector<std::string>& sets,
                         std::vector<std::string>* missing) {
-    SettingMap settings;
-    for (const auto& setting : plugin.settings) {
-        std::string unused;
-        if (setting.default_value != nullptr)
-            settings[setting.name] = {*parse_setting_text(setting, setting.default_value, &unused), "default"};
-    }
+    SettingMap settings = plugin.default_settings();
     for (const auto& item : sets) {
         const size_t equals = item.find('=');
         const pangea_setting* setting = plugin.find_setting(item.substr(0, equals));

@@ -1,0 +1,117 @@
+// Helpers shared by the built-in compression plugins (header-only; plugins link nothing of the
+// core): the common frame header, checked reads of untrusted bytes, and block-parallel loops.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pangea/sdk.hpp"
+
+namespace pangea::compress {
+
+using pangea::sdk::Error;
+
+// Every encoded buffer starts with this header (24 bytes, host byte order). `scheme` and
+// `block_size` are the plugin's to define; n is the value count.
+struct FrameHeader {
+    char magic[4];
+    uint8_t version;
+    uint8_t scheme;
+    uint16_t reserved;  // zero
+    uint32_t block_size;
+    uint32_t reserved2;  // zero
+    uint64_t count;
+};
+static_assert(sizeof(FrameHeader) == 24, "the frame header is part of the wire format");
+
+inline void write_header(uint8_t* dst, const char (&magic)[5], uint8_t version, uint8_t scheme,
+                         uint32_t block_size, uint64_t count) {
+    FrameHeader header{};
+    std::memcpy(header.magic, magic, 4);
+    header.version = version;
+    header.scheme = scheme;
+    header.block_size = block_size;
+    header.count = count;
+    std::memcpy(dst, &header, sizeof header);
+}
+
+// Reads and checks a header against what the caller expects; throws PANGEA_ERR_CORRUPT naming
+// the first field that does not match.
+inline FrameHeader read_header(const uint8_t* src, size_t bytes, const char (&magic)[5],
+                               uint8_t version, size_t expected_count, const char* plugin) {
+    FrameHeader header;
+    if (src == nullptr || bytes < sizeof header)
+        throw Error(PANGEA_ERR_CORRUPT, std::string(plugin) + ": " + std::to_string(bytes) +
+                                            " bytes are too short for a frame header (24)");
+    std::memcpy(&header, src, sizeof header);
+    if (std::memcmp(header.magic, magic, 4) != 0)
+        throw Error(PANGEA_ERR_CORRUPT, std::string(plugin) + ": bad magic (not " + plugin + " data)");
+    if (header.version != version)
+        throw Error(PANGEA_ERR_CORRUPT, std::string(plugin) + ": format version " +
+                                            std::to_string(header.version) + ", expected " +
+                                            std::to_string(version));
+    if (header.reserved != 0 || header.reserved2 != 0)
+        throw Error(PANGEA_ERR_CORRUPT, std::string(plugin) + ": reserved header fields are not zero");
+    if (header.count != expected_count)
+        throw Error(PANGEA_ERR_CORRUPT, std::string(plugin) + ": frame holds " +
+                                            std::to_string(header.count) + " values, expected " +
+                                            std::to_string(expected_count));
+    return header;
+}
+
+inline void require_capacity(size_t needed, size_t capacity, const char* plugin) {
+    if (capacity < needed)
+        throw Error(PANGEA_ERR_CAPACITY, std::string(plugin) + ": encoding needs " +
+                                             std::to_string(needed) + " bytes, capacity is " +
+                                             std::to_string(capacity));
+}
+
+inline void require_size(size_t bytes, size_t expected, const char* plugin) {
+    if (bytes != expected)
+        throw Error(PANGEA_ERR_CORRUPT, std::string(plugin) + ": frame is " + std::to_string(bytes) +
+                                            " bytes, its header implies " +
+                                            std::to_string(expected));
+}
+
+// Runs body(first, last) over [0, count) split into `threads` contiguous ranges on as many
+// threads (the calling thread takes the first). Results cannot depend on the split: callers split
+// on block boundaries and blocks are independent. Exceptions are rethrown on the caller.
+template <class Body>
+void parallel_ranges(size_t count, unsigned threads, const Body& body) {
+    if (threads <= 1 || count < 2) {
+        body(size_t{0}, count);
+        return;
+    }
+    threads = static_cast<unsigned>(std::min<size_t>(threads, count));
+    std::vector<std::exception_ptr> errors(threads);
+    std::vector<std::thread> workers;
+    auto run = [&](unsigned t) {
+        try {
+            body(count * t / threads, count * (t + 1) / threads);
+        } catch (...) {
+            errors[t] = std::current_exception();
+        }
+    };
+    for (unsigned t = 1; t < threads; ++t) workers.emplace_back(run, t);
+    run(0);
+    for (auto& worker : workers) worker.join();
+    for (auto& error : errors)
+        if (error) std::rethrow_exception(error);
+}
+
+// Whether this CPU runs the AVX2 (and F16C) kernels. Checked once.
+inline bool cpu_has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    return has;
+#else
+    return false;
+#endif
+}
+
+}  // namespace pangea::compress
