@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "bench/compress_bench.hpp"
 #include "common/log.hpp"
 #include "manifest/manifest.hpp"
 #include "plugin_host/kinds.hpp"
@@ -123,6 +124,21 @@ int main(int argc, char** argv) {
     check->add_option("--set", set_arguments, "override a setting: section.key=value")
         ->allow_extra_args(false);
 
+    auto* bench = app.add_subcommand("bench", "measure performance");
+    bench->require_subcommand(1);
+    auto* bench_compress = bench->add_subcommand(
+        "compress", "throughput of compression plugins beside memcpy, with ratio and error");
+    CompressBenchOptions compress_options;
+    bench_compress->add_option("--sizes", compress_options.sizes_mib, "buffer sizes in MiB")
+        ->capture_default_str();
+    bench_compress->add_option("--config", compress_options.configs,
+                               "plugin[:key=value,...] to measure (repeatable)")
+        ->capture_default_str();
+    bench_compress->add_option("--seconds", compress_options.seconds_per_measurement,
+                               "repeat each operation for about this long; the best time counts")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+
     auto* run = app.add_subcommand("run", "run one node of a training run");
     run->allow_extras();
 
@@ -137,6 +153,11 @@ int main(int argc, char** argv) {
         if (*list) return plugins_list();
         if (*show) return plugins_show(show_kind, show_name);
         if (*check) return manifest_check(manifest_file, set_arguments);
+        if (*bench_compress) {
+            PluginRegistry registry(default_search_path());
+            run_compress_bench(registry, compress_options);
+            return 0;
+        }
         if (*run) {
             std::cerr << "error: `pangea run` is not available yet: this build has the plugin "
                          "host and manifest, but not the training layer. Use `pangea manifest "

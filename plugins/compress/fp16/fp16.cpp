@@ -202,12 +202,26 @@ __attribute__((target("avx2,f16c"))) void decode_avx2(uint8_t format, const uint
 #endif
 
 // Whether any word is a NaN or Inf of the format (the encoder never writes one).
-bool has_non_finite_word(uint8_t format, const uint8_t* words, size_t n) {
+bool has_non_finite_word_scalar(uint8_t format, const uint8_t* words, size_t n) {
     const uint16_t mask = format == kHalf ? 0x7c00u : 0x7f80u;
     bool any = false;
     for (size_t i = 0; i < n; ++i) any |= (load_word(words, i) & mask) == mask;
     return any;
 }
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) bool has_non_finite_word_avx2(uint8_t format, const uint8_t* words,
+                                                              size_t n) {
+    const __m256i mask = _mm256_set1_epi16(static_cast<short>(format == kHalf ? 0x7c00 : 0x7f80));
+    __m256i any = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + 2 * i));
+        any = _mm256_or_si256(any, _mm256_cmpeq_epi16(_mm256_and_si256(v, mask), mask));
+    }
+    return !_mm256_testz_si256(any, any) || has_non_finite_word_scalar(format, words + 2 * i, n - i);
+}
+#endif
 
 // ---------------------------------------------------------------------------- the plugin
 
@@ -290,7 +304,13 @@ private:
         if (n > 0 && dst == nullptr)
             throw Error(PANGEA_ERR_INVALID_ARGUMENT, "fp16: decode got a NULL destination");
         const uint8_t* words = src + sizeof(wire::FrameHeader);
-        if (has_non_finite_word(header.scheme, words, n))
+#if defined(__x86_64__)
+        const bool bad = avx2_ ? has_non_finite_word_avx2(header.scheme, words, n)
+                               : has_non_finite_word_scalar(header.scheme, words, n);
+#else
+        const bool bad = has_non_finite_word_scalar(header.scheme, words, n);
+#endif
+        if (bad)
             throw Error(PANGEA_ERR_CORRUPT, "fp16: the frame holds a NaN or Inf word");
         for_ranges(n, [&](size_t first, size_t last) {
 #if defined(__x86_64__)

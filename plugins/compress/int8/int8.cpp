@@ -220,50 +220,76 @@ __attribute__((target("avx2"))) void minmax_decode_avx2(const uint8_t* block, si
 #endif
 
 // ---------------------------------------------------------------------------- sigma kernels
-// Scalar only: the statistics are summed in double in a fixed order, and the table needs a
-// data-dependent scatter; at block sizes of 64K the scheme runs near its scalar limit anyway.
+// The block's sums are kept in double in 8 lanes (value i goes to lane i % 8), added up in a
+// fixed order, so the AVX2 and scalar kernels get the same bits. The 256-entry table of bin means
+// needs a data-dependent scatter and is built by one shared scalar loop.
 
-void sigma_encode(const float* x, size_t len, size_t first_index, float clip, uint8_t* out) {
-    double sum = 0;
-    float mn = x[0], mx = x[0];
-    for (size_t i = 0; i < len; ++i) {
-        if (!std::isfinite(x[i])) throw_not_finite(x, len, first_index);
-        sum += x[i];
-        mn = std::min(mn, x[i]);
-        mx = std::max(mx, x[i]);
-    }
+struct SigmaRange {
+    float lo;       // the clipped range [lo, hi] cut into 256 bins
+    float width;    // (hi - lo) / 256
+    float inverse;  // 256 / (hi - lo), or 0 for a constant block
+};
+
+double add_lanes(const double (&lanes)[8]) {
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+SigmaRange sigma_range_from(float mn, float mx, double mean, double squares, size_t len, float clip,
+                            size_t first_index) {
     require_finite_range(mn, mx, first_index);
-    const double mean = sum / static_cast<double>(len);
-    double squares = 0;
-    for (size_t i = 0; i < len; ++i) squares += (x[i] - mean) * (x[i] - mean);
     const double sigma = std::sqrt(squares / static_cast<double>(len));
     const float lo = static_cast<float>(std::max<double>(mn, mean - clip * sigma));
     const float hi = static_cast<float>(std::min<double>(mx, mean + clip * sigma));
-    const float width = (hi - lo) / 256.0f;
-    const float inverse = hi > lo && std::isfinite(256.0f / (hi - lo)) ? 256.0f / (hi - lo) : 0.0f;
+    const float inverse = 256.0f / (hi - lo);
+    if (!(hi > lo) || !std::isfinite(inverse)) return {lo, 0.0f, 0.0f};
+    return {lo, (hi - lo) / 256.0f, inverse};
+}
 
-    uint8_t* codes = out + kSigmaParams;
+uint8_t sigma_code(float x, const SigmaRange& r) {
+    const float position = std::floor((x - r.lo) * r.inverse);
+    return static_cast<uint8_t>(std::clamp(position, 0.0f, 255.0f));
+}
+
+// The table: each bin's mean, or its centre when empty. Shared by both kernels.
+void sigma_table(const float* x, const uint8_t* codes, size_t len, const SigmaRange& r, uint8_t* out) {
     double bin_sum[256] = {};
     uint32_t bin_count[256] = {};
     for (size_t i = 0; i < len; ++i) {
-        const float position = std::floor((x[i] - lo) * inverse);
-        const uint8_t code = static_cast<uint8_t>(std::clamp(position, 0.0f, 255.0f));
-        codes[i] = code;
-        bin_sum[code] += x[i];
-        ++bin_count[code];
+        bin_sum[codes[i]] += x[i];
+        ++bin_count[codes[i]];
     }
     float table[256];
     for (int k = 0; k < 256; ++k) {
-        table[k] = bin_count[k] > 0
-                       ? static_cast<float>(bin_sum[k] / bin_count[k])
-                       : lo + (static_cast<float>(k) + 0.5f) * width;
+        table[k] = bin_count[k] > 0 ? static_cast<float>(bin_sum[k] / bin_count[k])
+                                    : r.lo + (static_cast<float>(k) + 0.5f) * r.width;
         table[k] += 0.0f;  // no -0 on the wire
     }
     std::memcpy(out, table, sizeof table);
 }
 
+void sigma_encode_scalar(const float* x, size_t len, size_t first_index, float clip, uint8_t* out) {
+    double sums[8] = {};
+    float mn = x[0], mx = x[0];
+    for (size_t i = 0; i < len; ++i) {
+        if (!std::isfinite(x[i])) throw_not_finite(x, len, first_index);
+        sums[i % 8] += x[i];
+        mn = std::min(mn, x[i]);
+        mx = std::max(mx, x[i]);
+    }
+    const double mean = add_lanes(sums) / static_cast<double>(len);
+    double squares[8] = {};
+    for (size_t i = 0; i < len; ++i) {
+        const double d = static_cast<double>(x[i]) - mean;
+        squares[i % 8] += d * d;
+    }
+    const SigmaRange r = sigma_range_from(mn, mx, mean, add_lanes(squares), len, clip, first_index);
+    uint8_t* codes = out + kSigmaParams;
+    for (size_t i = 0; i < len; ++i) codes[i] = sigma_code(x[i], r);
+    sigma_table(x, codes, len, r, out);
+}
+
 template <bool kAccumulate>
-void sigma_decode(const uint8_t* block, size_t len, float* dst) {
+void sigma_decode_scalar(const uint8_t* block, size_t len, float* dst) {
     float table[256];
     std::memcpy(table, block, sizeof table);
     const uint8_t* codes = block + kSigmaParams;
@@ -274,6 +300,102 @@ void sigma_decode(const uint8_t* block, size_t len, float* dst) {
             dst[i] = table[codes[i]];
     }
 }
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) void sigma_encode_avx2(const float* x, size_t len, size_t first_index,
+                                                       float clip, uint8_t* out) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 largest = _mm256_set1_ps(std::numeric_limits<float>::max());
+    __m256 vmin = _mm256_set1_ps(x[0]), vmax = vmin, bad = _mm256_setzero_ps();
+    __m256d sum_low = _mm256_setzero_pd(), sum_high = _mm256_setzero_pd();  // lanes 0-3, 4-7
+    const size_t whole = len / 8 * 8;
+    for (size_t i = 0; i < whole; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_andnot_ps(sign, v), largest, _CMP_NLE_UQ));
+        vmin = _mm256_min_ps(vmin, v);
+        vmax = _mm256_max_ps(vmax, v);
+        sum_low = _mm256_add_pd(sum_low, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        sum_high = _mm256_add_pd(sum_high, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    }
+    if (_mm256_movemask_ps(bad) != 0) throw_not_finite(x, len, first_index);
+    alignas(32) double sums[8];
+    alignas(32) float lanes_min[8], lanes_max[8];
+    _mm256_store_pd(sums, sum_low);
+    _mm256_store_pd(sums + 4, sum_high);
+    _mm256_store_ps(lanes_min, vmin);
+    _mm256_store_ps(lanes_max, vmax);
+    float mn = lanes_min[0], mx = lanes_max[0];
+    for (int k = 1; k < 8; ++k) {
+        mn = std::min(mn, lanes_min[k]);
+        mx = std::max(mx, lanes_max[k]);
+    }
+    for (size_t i = whole; i < len; ++i) {
+        if (!std::isfinite(x[i])) throw_not_finite(x, len, first_index);
+        sums[i % 8] += x[i];
+        mn = std::min(mn, x[i]);
+        mx = std::max(mx, x[i]);
+    }
+    const double mean = add_lanes(sums) / static_cast<double>(len);
+
+    const __m256d mean_v = _mm256_set1_pd(mean);
+    __m256d sq_low = _mm256_setzero_pd(), sq_high = _mm256_setzero_pd();
+    for (size_t i = 0; i < whole; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256d d_low = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), mean_v);
+        const __m256d d_high = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), mean_v);
+        sq_low = _mm256_add_pd(sq_low, _mm256_mul_pd(d_low, d_low));
+        sq_high = _mm256_add_pd(sq_high, _mm256_mul_pd(d_high, d_high));
+    }
+    alignas(32) double squares[8];
+    _mm256_store_pd(squares, sq_low);
+    _mm256_store_pd(squares + 4, sq_high);
+    for (size_t i = whole; i < len; ++i) {
+        const double d = static_cast<double>(x[i]) - mean;
+        squares[i % 8] += d * d;
+    }
+    const SigmaRange r = sigma_range_from(mn, mx, mean, add_lanes(squares), len, clip, first_index);
+
+    uint8_t* codes = out + kSigmaParams;
+    const __m256 lo = _mm256_set1_ps(r.lo), inverse = _mm256_set1_ps(r.inverse);
+    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    size_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        __m256i q[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m256 v = _mm256_loadu_ps(x + i + 8 * k);
+            const __m256 position = _mm256_floor_ps(_mm256_mul_ps(_mm256_sub_ps(v, lo), inverse));
+            q[k] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(position, zero), top));
+        }
+        const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + i), _mm256_permutevar8x32_epi32(bytes, order));
+    }
+    for (; i < len; ++i) codes[i] = sigma_code(x[i], r);
+    sigma_table(x, codes, len, r, out);
+}
+
+template <bool kAccumulate>
+__attribute__((target("avx2"))) void sigma_decode_avx2(const uint8_t* block, size_t len, float* dst) {
+    alignas(32) float table[256];
+    std::memcpy(table, block, sizeof table);
+    const uint8_t* codes = block + kSigmaParams;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i));
+        const __m256 value = _mm256_i32gather_ps(table, _mm256_cvtepu8_epi32(packed), 4);
+        if constexpr (kAccumulate)
+            _mm256_storeu_ps(dst + i, _mm256_add_ps(_mm256_loadu_ps(dst + i), value));
+        else
+            _mm256_storeu_ps(dst + i, value);
+    }
+    for (; i < len; ++i) {
+        if constexpr (kAccumulate)
+            dst[i] += table[codes[i]];
+        else
+            dst[i] = table[codes[i]];
+    }
+}
+#endif
 
 // ---------------------------------------------------------------------------- the plugin
 
@@ -327,12 +449,17 @@ public:
             const size_t first = b * layout_.block;
             const size_t len = layout_.block_length(b, n);
             uint8_t* out = dst + layout_.block_offset(b);
-            if (scheme_ == kSigma)
-                sigma_encode(src + first, len, first, clip_, out);
 #if defined(__x86_64__)
-            else if (avx2_)
-                minmax_encode_avx2(src + first, len, first, out);
+            if (avx2_) {
+                if (scheme_ == kSigma)
+                    sigma_encode_avx2(src + first, len, first, clip_, out);
+                else
+                    minmax_encode_avx2(src + first, len, first, out);
+                return;
+            }
 #endif
+            if (scheme_ == kSigma)
+                sigma_encode_scalar(src + first, len, first, clip_, out);
             else
                 minmax_encode_scalar(src + first, len, first, out);
         });
@@ -394,12 +521,17 @@ private:
             const uint8_t* block = src + layout.block_offset(b);
             const size_t len = layout.block_length(b, n);
             float* out = dst + b * layout.block;
-            if (layout.scheme == kSigma)
-                sigma_decode<kAccumulate>(block, len, out);
 #if defined(__x86_64__)
-            else if (avx2_)
-                minmax_decode_avx2<kAccumulate>(block, len, out);
+            if (avx2_) {
+                if (layout.scheme == kSigma)
+                    sigma_decode_avx2<kAccumulate>(block, len, out);
+                else
+                    minmax_decode_avx2<kAccumulate>(block, len, out);
+                return;
+            }
 #endif
+            if (layout.scheme == kSigma)
+                sigma_decode_scalar<kAccumulate>(block, len, out);
             else
                 minmax_decode_scalar<kAccumulate>(block, len, out);
         });
