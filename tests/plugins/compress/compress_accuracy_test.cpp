@@ -198,6 +198,27 @@ TEST(CompressAccuracy, SixteenBitFormatsWithinHalfAnUlp) {
     }
 }
 
+TEST(CompressAccuracy, SaturationIsCountedAndLogged) {
+    const Codec codec("fp16", {});
+    auto x = gaussian(1000, 6);
+    x[1] = 7e4f;
+    x[2] = -1e9f;
+    x[3] = 65504.0f;  // the largest half: not saturated
+    ::testing::internal::CaptureStderr();
+    const auto y = codec.round_trip(x);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_THAT(log, ::testing::HasSubstr("[compress/fp16] 2 of 1000 values exceeded the fp16 range "
+                                          "(+-65504) and were saturated in this encode; 2 so far"));
+    EXPECT_EQ(y[1], 65504.0f);
+    EXPECT_EQ(y[2], -65504.0f);
+    EXPECT_EQ(y[3], 65504.0f);
+    const Codec bf16("fp16", {{"format", std::string("bf16")}});
+    ::testing::internal::CaptureStderr();
+    const auto z = bf16.round_trip({3.4028235e38f, 1.0f});  // FLT_MAX rounds past bf16's largest
+    EXPECT_THAT(::testing::internal::GetCapturedStderr(), ::testing::HasSubstr("1 of 2 values exceeded the bf16 range"));
+    EXPECT_EQ(z[0], 3.38953139e38f);
+}
+
 // ------------------------------------------------------------------ exactness
 
 TEST(CompressExact, Int8RepresentableValuesRoundTripExactly) {
