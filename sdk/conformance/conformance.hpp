@@ -71,5 +71,6 @@ void check_generic(Report& report, const Subject& subject);
 // The kind's own checks.
 void check_compress(Report& report, const Subject& subject);
 void check_optim(Report& report, const Subject& subject);
+void check_transport(Report& report, const Subject& subject);
 
 }  // namespace pangea::conformance

@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
                 switch (plugin->kind) {
                     case PANGEA_KIND_COMPRESS: check_compress(report, subject); break;
                     case PANGEA_KIND_OPTIM: check_optim(report, subject); break;
-                    case PANGEA_KIND_TRANSPORT:
+                    case PANGEA_KIND_TRANSPORT: check_transport(report, subject); break;
                     case PANGEA_KIND_STORAGE:
                         report.skip(plugin->id() + ": " + kind_name(plugin->kind) + " checks",
                                     "this runner has no checks for the kind yet");

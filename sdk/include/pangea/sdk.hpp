@@ -19,7 +19,10 @@
 #define PANGEA_SDK_HPP
 
 #include <cstring>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -29,6 +32,7 @@
 #include "pangea/compress.h"
 #include "pangea/optim.h"
 #include "pangea/plugin.h"
+#include "pangea/transport.h"
 
 namespace pangea::sdk {
 
@@ -116,21 +120,32 @@ private:
 
 // ------------------------------------------------------------------ plugin base classes
 
-// Every plugin class derives from one kind's base, which derives from this.
+// Every plugin class derives from one kind's base, which derives from this. The last error is
+// kept per calling thread, so kinds whose instances serve several threads at once (transport,
+// storage) report each thread its own failure.
 class PluginBase {
 public:
     virtual ~PluginBase() = default;
-    const char* last_error() const noexcept { return last_error_.c_str(); }
+
+    // The calling thread's most recent failure on this instance, or "". Valid until that
+    // thread's next call on the instance.
+    const char* last_error() const noexcept {
+        std::lock_guard<std::mutex> lock(error_mutex_);
+        const auto found = last_error_.find(std::this_thread::get_id());
+        return found == last_error_.end() ? "" : found->second.c_str();
+    }
     void set_last_error(const char* text) noexcept {
+        std::lock_guard<std::mutex> lock(error_mutex_);
         try {
-            last_error_ = text;
+            last_error_[std::this_thread::get_id()] = text;
         } catch (...) {
-            last_error_.clear();  // out of memory while reporting: keep the status only
+            last_error_.erase(std::this_thread::get_id());  // out of memory: keep the status only
         }
     }
 
 private:
-    std::string last_error_;
+    mutable std::mutex error_mutex_;
+    std::map<std::thread::id, std::string> last_error_;
 };
 
 class Compressor : public PluginBase {
@@ -153,6 +168,28 @@ public:
     virtual size_t state_size() = 0;
     virtual void save_state(uint8_t* dst, size_t capacity, size_t* written) = 0;
     virtual void load_state(const uint8_t* src, size_t bytes) = 0;
+};
+
+// Transports hand out opaque handles: the class decides what they point to. Functions return the
+// handle they make and throw Error on failure; test() and wait() return the request's status
+// (PANGEA_ERR_AGAIN / PANGEA_ERR_TIMEOUT while pending) and call set_last_error() themselves
+// for a request that failed.
+class Transport : public PluginBase {
+public:
+    static constexpr pangea_plugin_kind kind = PANGEA_KIND_TRANSPORT;
+    virtual pangea_listener* listen(const char* address, char* bound_address,
+                                    size_t bound_capacity) = 0;
+    virtual pangea_connection* accept(pangea_listener* listener, const pangea_hello& self,
+                                      int timeout_ms, pangea_hello* peer) = 0;
+    virtual pangea_connection* connect(const char* address, const pangea_hello& self,
+                                       int timeout_ms, pangea_hello* peer) = 0;
+    virtual pangea_request* isend(pangea_connection* connection, const void* data, size_t bytes) = 0;
+    virtual pangea_request* irecv(pangea_connection* connection, void* data, size_t bytes) = 0;
+    virtual pangea_status test(pangea_request* request) = 0;
+    virtual pangea_status wait(pangea_request* request, int timeout_ms) = 0;
+    virtual void abort(pangea_connection* connection) noexcept = 0;
+    virtual void close(pangea_connection* connection) noexcept = 0;
+    virtual void close_listener(pangea_listener* listener) noexcept = 0;
 };
 
 // ------------------------------------------------------------------ the boundary
@@ -180,6 +217,14 @@ pangea_status guarded(void* instance, F&& f) noexcept {
         self->set_last_error("unknown exception");
         return PANGEA_ERR_INTERNAL;
     }
+}
+
+// Like guarded(), for functions that return their own status.
+template <class F>
+pangea_status guarded_status(void* instance, F&& f) noexcept {
+    pangea_status status = PANGEA_OK;
+    const pangea_status thrown = guarded(instance, [&] { status = f(); });
+    return thrown != PANGEA_OK ? thrown : status;
 }
 
 template <class Base>
@@ -279,6 +324,70 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_OP
         },
         [](void* self, const uint8_t* src, size_t bytes) noexcept {
             return guarded(self, [&] { as<OuterOptimizer>(self)->load_state(src, bytes); });
+        },
+    };
+    return &vtable;
+}
+
+template <class T>
+const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_TRANSPORT>) {
+    static const pangea_transport_vtable vtable = {
+        header_for<T>(sizeof(pangea_transport_vtable)),
+        [](void* self, const char* address, pangea_listener** out, char* bound, size_t cap) noexcept {
+            return guarded(self, [&] {
+                if (address == nullptr || out == nullptr)
+                    throw Error(PANGEA_ERR_INVALID_ARGUMENT, "listen: NULL address or out_listener");
+                *out = as<Transport>(self)->listen(address, bound, cap);
+            });
+        },
+        [](void* self, pangea_listener* listener, const pangea_hello* hello, int timeout_ms,
+           pangea_hello* peer, pangea_connection** out) noexcept {
+            return guarded(self, [&] {
+                if (listener == nullptr || hello == nullptr || peer == nullptr || out == nullptr)
+                    throw Error(PANGEA_ERR_INVALID_ARGUMENT, "accept: NULL argument");
+                *out = as<Transport>(self)->accept(listener, *hello, timeout_ms, peer);
+            });
+        },
+        [](void* self, const char* address, const pangea_hello* hello, int timeout_ms,
+           pangea_hello* peer, pangea_connection** out) noexcept {
+            return guarded(self, [&] {
+                if (address == nullptr || hello == nullptr || peer == nullptr || out == nullptr)
+                    throw Error(PANGEA_ERR_INVALID_ARGUMENT, "connect: NULL argument");
+                *out = as<Transport>(self)->connect(address, *hello, timeout_ms, peer);
+            });
+        },
+        [](void* self, pangea_connection* connection, const void* data, size_t bytes,
+           pangea_request** out) noexcept {
+            return guarded(self, [&] {
+                if (connection == nullptr || out == nullptr || (data == nullptr && bytes > 0))
+                    throw Error(PANGEA_ERR_INVALID_ARGUMENT, "isend: NULL argument");
+                *out = as<Transport>(self)->isend(connection, data, bytes);
+            });
+        },
+        [](void* self, pangea_connection* connection, void* data, size_t bytes,
+           pangea_request** out) noexcept {
+            return guarded(self, [&] {
+                if (connection == nullptr || out == nullptr || (data == nullptr && bytes > 0))
+                    throw Error(PANGEA_ERR_INVALID_ARGUMENT, "irecv: NULL argument");
+                *out = as<Transport>(self)->irecv(connection, data, bytes);
+            });
+        },
+        [](void* self, pangea_request* request) noexcept {
+            if (request == nullptr) return PANGEA_ERR_INVALID_ARGUMENT;
+            return guarded_status(self, [&] { return as<Transport>(self)->test(request); });
+        },
+        [](void* self, pangea_request* request, int timeout_ms) noexcept {
+            if (request == nullptr) return PANGEA_ERR_INVALID_ARGUMENT;
+            return guarded_status(self, [&] { return as<Transport>(self)->wait(request, timeout_ms); });
+        },
+        [](void* self, pangea_connection* connection) noexcept {
+            if (self != nullptr && connection != nullptr) as<Transport>(self)->abort(connection);
+        },
+        [](void* self, pangea_connection* connection) noexcept {
+            if (self != nullptr && connection != nullptr) as<Transport>(self)->close(connection);
+        },
+        [](void* self, pangea_listener* listener) noexcept {
+            if (self != nullptr && listener != nullptr) as<Transport>(self)->close_listener(listener);
         },
     };
     return &vtable;

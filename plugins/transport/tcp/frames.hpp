@@ -1,0 +1,112 @@
+// The tcp transport's wire format (docs/plugins/transport.md). Host byte order: peers must share
+// endianness, which every platform Pangea builds for does (little-endian); the magic catches
+// a mismatch.
+//
+// Handshake, on every stream of a connection: the connecting side sends a Hello; once all its
+// streams have arrived the accepting side answers each with its own Hello, whose `status` says
+// whether it accepted. Then data: each message is split into one part per stream (part k covers
+// [k*chunk, (k+1)*chunk) of the message, chunk = ceil(bytes / streams)), and every stream sends a
+// DataHeader followed by its part, empty or not, so each stream sees every message's sequence
+// number in order.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+namespace pangea::tcp {
+
+constexpr uint16_t kProtocolVersion = 1;
+constexpr uint32_t kMaxStreams = 64;
+
+enum HelloStatus : uint32_t {
+    kHelloRequest = 0,       // sent by the connecting side
+    kHelloAccepted = 1,      // the answer: go ahead
+    kHelloWrongRun = 2,      // the answer: the run ids differ
+    kHelloBadRequest = 3,    // the answer: malformed or inconsistent stream set
+};
+
+struct Hello {
+    char magic[4];           // "PGTH"
+    uint16_t version;        // kProtocolVersion
+    uint16_t stream_index;   // which stream of the connection this socket is
+    uint16_t stream_count;   // streams in the connection, 1..kMaxStreams
+    uint16_t reserved;       // zero
+    uint32_t node_id;
+    uint32_t channel;
+    uint32_t status;         // HelloStatus
+    uint64_t run_id;
+    uint64_t nonce;          // random per connection: groups the streams of one connection
+};
+static_assert(sizeof(Hello) == 40);
+
+constexpr uint8_t kFlagChecksum = 1;
+
+struct DataHeader {
+    char magic[4];           // "PGTD"
+    uint8_t version;         // kProtocolVersion
+    uint8_t flags;           // kFlagChecksum: `checksum` holds the CRC-32C of the part
+    uint16_t stream_index;
+    uint32_t checksum;
+    uint32_t reserved;       // zero
+    uint64_t sequence;       // per connection and direction, from 0
+    uint64_t message_bytes;  // the whole message
+    uint64_t part_bytes;     // what follows this header on this stream
+};
+static_assert(sizeof(DataHeader) == 40);
+
+// Where a stream's part of a message lies.
+struct Part {
+    uint64_t offset;
+    uint64_t bytes;
+};
+inline Part part_of(uint64_t message_bytes, uint32_t stream, uint32_t streams) {
+    const uint64_t chunk = (message_bytes + streams - 1) / streams;
+    const uint64_t offset = std::min<uint64_t>(chunk * stream, message_bytes);
+    return {offset, std::min<uint64_t>(chunk, message_bytes - offset)};
+}
+
+// CRC-32C (Castagnoli), with the SSE4.2 instruction where the CPU has it.
+inline uint32_t crc32c_portable(uint32_t crc, const uint8_t* data, size_t bytes) {
+    static const auto table = [] {
+        struct Table { uint32_t entries[256]; } t{};
+        for (uint32_t i = 0; i < 256; ++i) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+            t.entries[i] = c;
+        }
+        return t;
+    }();
+    for (size_t i = 0; i < bytes; ++i) crc = table.entries[(crc ^ data[i]) & 0xff] ^ (crc >> 8);
+    return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) inline uint32_t crc32c_sse42(uint32_t crc, const uint8_t* data, size_t bytes) {
+    uint64_t c = crc;
+    while (bytes >= 8) {
+        uint64_t word;
+        std::memcpy(&word, data, 8);
+        c = _mm_crc32_u64(c, word);
+        data += 8;
+        bytes -= 8;
+    }
+    uint32_t c32 = static_cast<uint32_t>(c);
+    while (bytes-- > 0) c32 = _mm_crc32_u8(c32, *data++);
+    return c32;
+}
+#endif
+
+inline uint32_t crc32c(const void* data, size_t bytes) {
+    const auto* p = static_cast<const uint8_t*>(data);
+#if defined(__x86_64__)
+    static const bool has_sse42 = __builtin_cpu_supports("sse4.2");
+    if (has_sse42) return ~crc32c_sse42(~0u, p, bytes);
+#endif
+    return ~crc32c_portable(~0u, p, bytes);
+}
+
+}  // namespace pangea::tcp

@@ -1,0 +1,621 @@
+// transport/tcp: Pangea's own TCP transport. Each connection is `streams` TCP sockets; a message
+// is cut into one part per stream and the parts travel in parallel, which is what fills long
+// fat links that one TCP stream cannot. Every stream has a sender and a receiver thread that
+// block on their socket; abort() shuts the sockets down, which wakes them all.
+//
+// A request completes only once every stream thread is done with its buffer, so a caller that
+// frees the buffer after a failed wait() is safe. Received bytes land directly in the caller's
+// buffer after the frame header is checked: a peer cannot make this side allocate.
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "frames.hpp"
+#include "socket.hpp"
+
+namespace pangea::tcp {
+namespace {
+
+struct Settings {
+    uint32_t streams;
+    int socket_buffer;
+    bool checksum;
+    int handshake_timeout_ms;
+    uint64_t max_message;
+};
+
+// One isend or irecv.
+class Op {
+public:
+    Op(uint8_t* data, uint64_t bytes, uint32_t parts) : data_(data), bytes_(bytes), parts_left_(parts) {}
+
+    uint8_t* data() const { return data_; }
+    uint64_t bytes() const { return bytes_; }
+
+    // A stream thread is done with its part (successfully or not). The op completes when all are.
+    void release_part(pangea_status failure, const std::string& why) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (failure != PANGEA_OK && status_ == PANGEA_OK) {
+            status_ = failure;
+            error_ = why;
+        }
+        if (--parts_left_ == 0) {
+            done_ = true;
+            done_cv_.notify_all();
+        }
+    }
+
+    // PANGEA_ERR_TIMEOUT while pending; else the final status.
+    pangea_status wait(int timeout_ms, std::string* error) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (timeout_ms < 0)
+            done_cv_.wait(lock, [&] { return done_; });
+        else if (!done_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return done_; }))
+            return PANGEA_ERR_TIMEOUT;
+        *error = error_;
+        return status_;
+    }
+
+private:
+    uint8_t* data_;
+    uint64_t bytes_;
+    std::mutex mutex_;
+    std::condition_variable done_cv_;
+    uint32_t parts_left_;
+    bool done_ = false;
+    pangea_status status_ = PANGEA_OK;
+    std::string error_;
+};
+
+class Connection {
+public:
+    Connection(std::vector<Fd> sockets, const Settings& settings, std::string peer, const pangea::sdk::Host& host)
+        : sockets_(std::move(sockets)), settings_(settings), peer_(std::move(peer)), host_(host),
+          send_queues_(sockets_.size()), receive_next_(sockets_.size(), 0) {
+        for (uint32_t k = 0; k < sockets_.size(); ++k) {
+            threads_.emplace_back([this, k] { send_loop(k); });
+            threads_.emplace_back([this, k] { receive_loop(k); });
+        }
+    }
+
+    ~Connection() {
+        fail(PANGEA_ERR_ABORTED, "the connection was closed");
+        for (auto& thread : threads_) thread.join();
+    }
+
+    std::shared_ptr<Op> send(const void* data, uint64_t bytes) {
+        auto op = std::make_shared<Op>(static_cast<uint8_t*>(const_cast<void*>(data)), bytes, streams());
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (failed_) return failed_op();
+        for (auto& queue : send_queues_) queue.push_back(op);
+        cv_.notify_all();
+        return op;
+    }
+
+    std::shared_ptr<Op> receive(void* data, uint64_t bytes) {
+        auto op = std::make_shared<Op>(static_cast<uint8_t*>(data), bytes, streams());
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (failed_) return failed_op();
+        receives_[next_receive_sequence_++] = op;
+        cv_.notify_all();
+        return op;
+    }
+
+    // Fails every pending and future operation with `status` and wakes every thread.
+    void fail(pangea_status status, const std::string& why) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (failed_) return;
+        failed_ = true;
+        failure_ = status;
+        failure_text_ = "tcp: connection to " + peer_ + ": " + why;
+        // An orderly close by the peer is news, not an error: the mesh decides what it means.
+        if (status != PANGEA_ERR_ABORTED)
+            host_.log(status == PANGEA_ERR_PEER_LOST ? PANGEA_LOG_INFO : PANGEA_LOG_WARN, failure_text_);
+        for (auto& socket : sockets_) socket.shutdown();
+        cv_.notify_all();
+    }
+
+private:
+    uint32_t streams() const { return static_cast<uint32_t>(sockets_.size()); }
+
+    std::shared_ptr<Op> failed_op() const {  // mutex_ held
+        auto op = std::make_shared<Op>(nullptr, 0, 1);
+        op->release_part(failure_, failure_text_);
+        return op;
+    }
+
+    // Called by a stream thread on its way out (mutex_ not held).
+    void fail_from_stream(pangea_status status, const std::string& why) {
+        bool aborted;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            aborted = failed_;
+        }
+        if (!aborted) fail(status, why);
+    }
+
+    pangea_status failure() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return failure_;
+    }
+
+    void send_loop(uint32_t k) {
+        while (true) {
+            std::shared_ptr<Op> op;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                cv_.wait(lock, [&] { return failed_ || !send_queues_[k].empty(); });
+                if (failed_) break;
+                op = send_queues_[k].front();
+            }
+            const Part part = part_of(op->bytes(), k, streams());
+            DataHeader header{};
+            std::memcpy(header.magic, "PGTD", 4);
+            header.version = kProtocolVersion;
+            header.stream_index = static_cast<uint16_t>(k);
+            header.sequence = send_sequence_[k]++;
+            header.message_bytes = op->bytes();
+            header.part_bytes = part.bytes;
+            if (settings_.checksum) {
+                header.flags = kFlagChecksum;
+                header.checksum = crc32c(op->data() + part.offset, part.bytes);
+            }
+            const int error = send_all(sockets_[k].get(), &header, sizeof header, op->data() + part.offset, part.bytes);
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                send_queues_[k].pop_front();
+            }
+            if (error != 0) {
+                fail_from_stream(PANGEA_ERR_PEER_LOST, "send: " + system_error_text(error));
+                op->release_part(failure(), failure_text_copy());
+                break;
+            }
+            op->release_part(PANGEA_OK, "");
+        }
+        // Parts this stream will never send.
+        std::deque<std::shared_ptr<Op>> abandoned;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            abandoned.swap(send_queues_[k]);
+        }
+        for (auto& op : abandoned) op->release_part(failure(), failure_text_copy());
+    }
+
+    std::string failure_text_copy() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return failure_text_;
+    }
+
+    // Checks a frame header against what stream k expects next; "" or what is wrong.
+    std::string check_header(const DataHeader& h, uint32_t k) const {
+        if (std::memcmp(h.magic, "PGTD", 4) != 0) return "bad frame magic (garbage on the stream?)";
+        if (h.version != kProtocolVersion)
+            return "frame version " + std::to_string(h.version) + ", expected " + std::to_string(kProtocolVersion);
+        if (h.stream_index != k) return "frame for stream " + std::to_string(h.stream_index) + " on stream " + std::to_string(k);
+        if (h.reserved != 0 || (h.flags & ~kFlagChecksum) != 0) return "reserved frame bits are set";
+        if (h.sequence != receive_next_[k])
+            return "frame sequence " + std::to_string(h.sequence) + ", expected " + std::to_string(receive_next_[k]);
+        if (h.message_bytes > settings_.max_message)
+            return "message of " + std::to_string(h.message_bytes) + " bytes exceeds max_message " +
+                   std::to_string(settings_.max_message);
+        if (h.part_bytes != part_of(h.message_bytes, k, streams()).bytes)
+            return "part of " + std::to_string(h.part_bytes) + " bytes does not match the message's split";
+        return "";
+    }
+
+    void receive_loop(uint32_t k) {
+        while (true) {
+            DataHeader header;
+            if (const int error = recv_all(sockets_[k].get(), &header, sizeof header); error != 0) {
+                fail_from_stream(PANGEA_ERR_PEER_LOST, error == ECONNRESET ? "the peer closed the connection"
+                                                                           : "receive: " + system_error_text(error));
+                break;
+            }
+            if (const std::string bad = check_header(header, k); !bad.empty()) {
+                fail_from_stream(PANGEA_ERR_CORRUPT, bad);
+                break;
+            }
+            std::shared_ptr<Op> op;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                cv_.wait(lock, [&] { return failed_ || receives_.count(header.sequence) != 0; });
+                if (failed_) break;
+                op = receives_.at(header.sequence);
+            }
+            if (header.message_bytes != op->bytes()) {
+                fail_from_stream(PANGEA_ERR_CORRUPT, "a message of " + std::to_string(header.message_bytes) +
+                                                         " bytes arrived for a receive of " + std::to_string(op->bytes()));
+                break;
+            }
+            const Part part = part_of(op->bytes(), k, streams());
+            if (const int error = recv_all(sockets_[k].get(), op->data() + part.offset, part.bytes); error != 0) {
+                fail_from_stream(PANGEA_ERR_PEER_LOST, error == ECONNRESET ? "the peer closed the connection mid-message"
+                                                                           : "receive: " + system_error_text(error));
+                break;
+            }
+            if ((header.flags & kFlagChecksum) && crc32c(op->data() + part.offset, part.bytes) != header.checksum) {
+                fail_from_stream(PANGEA_ERR_CORRUPT, "checksum mismatch on stream " + std::to_string(k));
+                break;
+            }
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                ++receive_next_[k];
+                // The last stream to finish removes the op from the table.
+                if (std::all_of(receive_next_.begin(), receive_next_.end(),
+                                [&](uint64_t next) { return next > header.sequence; }))
+                    receives_.erase(header.sequence);
+            }
+            op->release_part(PANGEA_OK, "");
+        }
+        // Receives this stream will never fill its part of.
+        std::vector<std::shared_ptr<Op>> abandoned;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            for (auto it = receives_.lower_bound(receive_next_[k]); it != receives_.end(); ++it)
+                abandoned.push_back(it->second);
+        }
+        for (auto& op : abandoned) op->release_part(failure(), failure_text_copy());
+    }
+
+    std::vector<Fd> sockets_;
+    Settings settings_;
+    std::string peer_;
+    pangea::sdk::Host host_;
+
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool failed_ = false;
+    pangea_status failure_ = PANGEA_OK;
+    std::string failure_text_;
+    std::vector<std::deque<std::shared_ptr<Op>>> send_queues_;
+    std::vector<uint64_t> send_sequence_ = std::vector<uint64_t>(sockets_.size(), 0);  // each sender's own
+    std::map<uint64_t, std::shared_ptr<Op>> receives_;  // by sequence
+    uint64_t next_receive_sequence_ = 0;
+    std::vector<uint64_t> receive_next_;  // per stream: the next sequence it expects
+    std::vector<std::thread> threads_;    // last: started once everything above exists
+};
+
+// Streams that have said hello, waiting for the rest of their connection.
+struct PendingConnection {
+    Hello first;
+    std::vector<Fd> sockets;
+    uint32_t arrived = 0;
+    Clock::time_point started;
+};
+
+struct Listener {
+    Fd fd;
+    std::string bound;
+    std::mutex mutex;  // one accept() at a time
+    std::map<uint64_t, PendingConnection> pending;
+};
+
+struct RequestHandle {
+    std::shared_ptr<Op> op;
+};
+
+pangea_hello to_api(const Hello& hello) {
+    pangea_hello out{};
+    out.struct_size = sizeof out;
+    out.node_id = hello.node_id;
+    out.run_id = hello.run_id;
+    out.channel = hello.channel;
+    return out;
+}
+
+Hello make_hello(const pangea_hello& self, uint16_t index, uint16_t count, uint64_t nonce, uint32_t status) {
+    Hello hello{};
+    std::memcpy(hello.magic, "PGTH", 4);
+    hello.version = kProtocolVersion;
+    hello.stream_index = index;
+    hello.stream_count = count;
+    hello.node_id = self.node_id;
+    hello.channel = self.channel;
+    hello.status = status;
+    hello.run_id = self.run_id;
+    hello.nonce = nonce;
+    return hello;
+}
+
+std::string check_hello(const Hello& h) {
+    if (std::memcmp(h.magic, "PGTH", 4) != 0) return "not a Pangea tcp handshake (bad magic)";
+    if (h.version != kProtocolVersion)
+        return "handshake version " + std::to_string(h.version) + ", this side speaks " + std::to_string(kProtocolVersion);
+    if (h.stream_count == 0 || h.stream_count > kMaxStreams || h.stream_index >= h.stream_count || h.reserved != 0)
+        return "inconsistent stream numbers in the handshake";
+    return "";
+}
+
+void check_self(const pangea_hello& self) {
+    if (self.struct_size < sizeof(pangea_hello))
+        throw Error(PANGEA_ERR_INVALID_ARGUMENT, "tcp: pangea_hello.struct_size is too small");
+}
+
+class TcpTransport final : public pangea::sdk::Transport {
+public:
+    static constexpr const char* name = "tcp";
+    static constexpr const char* version = "1.0.0";
+    static constexpr const char* description =
+        "TCP with several streams per connection, messages striped across them";
+    static std::vector<pangea_setting> settings() {
+        using namespace pangea::sdk;
+        return {
+            int_setting("streams", "4", "TCP connections per peer; each message is striped across them", 1, kMaxStreams),
+            int_setting("socket_buffer", "0", "SO_SNDBUF/SO_RCVBUF in bytes (0: the kernel's autotuning)", 0, 1 << 30),
+            bool_setting("checksum", "false", "add a CRC-32C of every part and check it on receipt"),
+            int_setting("handshake_timeout_ms", "5000", "how long an incoming socket may take to say hello", 10, 600000),
+            int_setting("max_message", "17179869184", "largest message accepted, in bytes", 1, 1099511627776.0),
+        };
+    }
+
+    explicit TcpTransport(const pangea::sdk::Host& host)
+        : host_(host),
+          settings_{static_cast<uint32_t>(host.get_int("streams")), static_cast<int>(host.get_int("socket_buffer")),
+                    host.get_bool("checksum"), static_cast<int>(host.get_int("handshake_timeout_ms")),
+                    static_cast<uint64_t>(host.get_int("max_message"))} {}
+
+    ~TcpTransport() override {
+        // Handles the caller did not release: close them so no thread outlives the instance.
+        connections_.clear();
+        listeners_.clear();
+    }
+
+    pangea_listener* listen(const char* address, char* bound, size_t capacity) override {
+        socklen_t length = 0;
+        const sockaddr_storage local = resolve(address, &length);
+        Fd fd(::socket(local.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (!fd) throw Error(PANGEA_ERR_IO, "tcp: socket: " + system_error_text(errno));
+        const int one = 1;
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&local), length) != 0)
+            throw Error(PANGEA_ERR_IO, std::string("tcp: bind ") + address + ": " + system_error_text(errno));
+        if (::listen(fd.get(), 128) != 0)
+            throw Error(PANGEA_ERR_IO, std::string("tcp: listen ") + address + ": " + system_error_text(errno));
+        sockaddr_storage actual{};
+        socklen_t actual_length = sizeof actual;
+        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&actual), &actual_length);
+        auto listener = std::make_unique<Listener>();
+        listener->fd = std::move(fd);
+        listener->bound = format_address(actual);
+        if (bound != nullptr) {
+            if (capacity <= listener->bound.size())
+                throw Error(PANGEA_ERR_CAPACITY, "tcp: the bound address " + listener->bound + " needs " +
+                                                     std::to_string(listener->bound.size() + 1) + " bytes");
+            std::memcpy(bound, listener->bound.c_str(), listener->bound.size() + 1);
+        }
+        auto* handle = reinterpret_cast<pangea_listener*>(listener.get());
+        std::lock_guard<std::mutex> lock(mutex_);
+        listeners_[handle] = std::move(listener);
+        return handle;
+    }
+
+    pangea_connection* accept(pangea_listener* handle, const pangea_hello& self, int timeout_ms,
+                              pangea_hello* peer) override {
+        check_self(self);
+        Listener& listener = find(listeners_, handle, "listener");
+        std::lock_guard<std::mutex> accepting(listener.mutex);
+        const Deadline deadline(timeout_ms);
+        while (true) {
+            expire_pending(listener);
+            if (auto connection = take_complete(listener, self, peer)) return connection;
+            try {
+                wait_ready(listener.fd.get(), POLLIN, Deadline(std::min(deadline.remaining_ms() < 0 ? 100 : deadline.remaining_ms(), 100)),
+                           "waiting for a connection");
+            } catch (const Error& e) {
+                if (e.status() != PANGEA_ERR_TIMEOUT) throw;
+                if (deadline.passed())
+                    throw Error(PANGEA_ERR_TIMEOUT, "tcp: no connection arrived at " + listener.bound + " within " +
+                                                        std::to_string(timeout_ms) + " ms");
+                continue;
+            }
+            Fd socket(::accept4(listener.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+            if (!socket) continue;  // the client gave up already
+            tune(socket.get(), settings_.socket_buffer);
+            const std::string from = peer_of(socket.get());
+            Hello hello;
+            try {
+                read_exact(socket.get(), &hello, sizeof hello, Deadline(settings_.handshake_timeout_ms), "reading a handshake");
+            } catch (const Error& e) {
+                host_.log(PANGEA_LOG_WARN, "tcp: dropped a connection from " + from + ": " + e.what());
+                continue;
+            }
+            if (const std::string bad = check_hello(hello); !bad.empty() || hello.status != kHelloRequest) {
+                host_.log(PANGEA_LOG_WARN, "tcp: dropped a connection from " + from + ": " +
+                                               (bad.empty() ? std::string("unexpected handshake status") : bad));
+                continue;
+            }
+            PendingConnection& pending = listener.pending[hello.nonce];
+            if (pending.arrived == 0) {
+                pending.first = hello;
+                pending.sockets.resize(hello.stream_count);
+                pending.started = Clock::now();
+            }
+            if (pending.first.stream_count != hello.stream_count || pending.first.run_id != hello.run_id ||
+                pending.first.node_id != hello.node_id || pending.sockets[hello.stream_index]) {
+                host_.log(PANGEA_LOG_WARN, "tcp: dropped a connection from " + from + ": its streams disagree");
+                continue;
+            }
+            pending.sockets[hello.stream_index] = std::move(socket);
+            ++pending.arrived;
+        }
+    }
+
+    pangea_connection* connect(const char* address, const pangea_hello& self, int timeout_ms,
+                               pangea_hello* peer) override {
+        check_self(self);
+        const Deadline deadline(timeout_ms);
+        const uint64_t nonce = (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
+        const auto count = static_cast<uint16_t>(settings_.streams);
+        std::vector<Fd> sockets;
+        for (uint16_t k = 0; k < count; ++k) {
+            sockets.push_back(connect_to(address, deadline, settings_.socket_buffer));
+            const Hello hello = make_hello(self, k, count, nonce, kHelloRequest);
+            if (const int error = send_all(sockets.back().get(), &hello, sizeof hello, nullptr, 0); error != 0)
+                throw Error(PANGEA_ERR_PEER_LOST, std::string("tcp: handshake with ") + address + ": " + system_error_text(error));
+        }
+        Hello answer{};
+        for (uint16_t k = 0; k < count; ++k) {
+            read_exact(sockets[k].get(), &answer, sizeof answer, deadline, "waiting for the handshake answer");
+            if (const std::string bad = check_hello(answer); !bad.empty())
+                throw Error(PANGEA_ERR_CORRUPT, std::string("tcp: ") + address + ": " + bad);
+            if (answer.status == kHelloWrongRun)
+                throw Error(PANGEA_ERR_CONFIG, std::string("tcp: ") + address + " refused the connection: it belongs to another run");
+            if (answer.status != kHelloAccepted)
+                throw Error(PANGEA_ERR_CORRUPT, std::string("tcp: ") + address + " refused the handshake");
+        }
+        *peer = to_api(answer);
+        return add_connection(std::move(sockets), address);
+    }
+
+    pangea_request* isend(pangea_connection* handle, const void* data, size_t bytes) override {
+        check_size(bytes);
+        return wrap(find(connections_, handle, "connection").send(data, bytes));
+    }
+
+    pangea_request* irecv(pangea_connection* handle, void* data, size_t bytes) override {
+        check_size(bytes);
+        return wrap(find(connections_, handle, "connection").receive(data, bytes));
+    }
+
+    pangea_status test(pangea_request* request) override { return wait(request, 0); }
+
+    pangea_status wait(pangea_request* request, int timeout_ms) override {
+        std::shared_ptr<Op> op;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto found = requests_.find(request);
+            if (found == requests_.end())
+                throw Error(PANGEA_ERR_INVALID_ARGUMENT, "tcp: unknown or already completed request");
+            op = found->second->op;
+        }
+        std::string error;
+        const pangea_status status = op->wait(timeout_ms, &error);
+        if (status == PANGEA_ERR_TIMEOUT) return timeout_ms == 0 ? PANGEA_ERR_AGAIN : PANGEA_ERR_TIMEOUT;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            requests_.erase(request);
+        }
+        if (status != PANGEA_OK) set_last_error(error.c_str());
+        return status;
+    }
+
+    void abort(pangea_connection* handle) noexcept override {
+        Connection* connection = nullptr;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto found = connections_.find(handle);
+            if (found != connections_.end()) connection = found->second.get();
+        }
+        // fail() is safe while close() runs: close waits for this lock, not for fail.
+        if (connection != nullptr) connection->fail(PANGEA_ERR_ABORTED, "aborted");
+    }
+
+    void close(pangea_connection* handle) noexcept override {
+        std::unique_ptr<Connection> doomed;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto found = connections_.find(handle);
+            if (found == connections_.end()) return;
+            doomed = std::move(found->second);
+            connections_.erase(found);
+        }
+        doomed.reset();  // joins its threads outside the lock
+    }
+
+    void close_listener(pangea_listener* handle) noexcept override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        listeners_.erase(handle);
+    }
+
+private:
+    template <class Handle, class Object>
+    Object& find(std::map<Handle*, std::unique_ptr<Object>>& table, Handle* handle, const char* what) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto found = table.find(handle);
+        if (found == table.end()) throw Error(PANGEA_ERR_INVALID_ARGUMENT, std::string("tcp: unknown ") + what + " handle");
+        return *found->second;
+    }
+
+    void check_size(size_t bytes) const {
+        if (bytes > settings_.max_message)
+            throw Error(PANGEA_ERR_INVALID_ARGUMENT, "tcp: message of " + std::to_string(bytes) +
+                                                         " bytes exceeds max_message " + std::to_string(settings_.max_message));
+    }
+
+    pangea_request* wrap(std::shared_ptr<Op> op) {
+        auto request = std::make_unique<RequestHandle>(RequestHandle{std::move(op)});
+        auto* handle = reinterpret_cast<pangea_request*>(request.get());
+        std::lock_guard<std::mutex> lock(mutex_);
+        requests_[handle] = std::move(request);
+        return handle;
+    }
+
+    pangea_connection* add_connection(std::vector<Fd> sockets, const std::string& peer) {
+        auto connection = std::make_unique<Connection>(std::move(sockets), settings_, peer, host_);
+        auto* handle = reinterpret_cast<pangea_connection*>(connection.get());
+        std::lock_guard<std::mutex> lock(mutex_);
+        connections_[handle] = std::move(connection);
+        return handle;
+    }
+
+    void expire_pending(Listener& listener) {
+        const auto limit = std::chrono::milliseconds(settings_.handshake_timeout_ms);
+        for (auto it = listener.pending.begin(); it != listener.pending.end();) {
+            if (it->second.arrived < it->second.first.stream_count && Clock::now() - it->second.started > limit) {
+                host_.log(PANGEA_LOG_WARN, "tcp: dropped a connection attempt: only " + std::to_string(it->second.arrived) +
+                                               " of its " + std::to_string(it->second.first.stream_count) + " streams arrived");
+                it = listener.pending.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+
+    // A pending connection whose streams have all arrived, answered and made live; or nullptr.
+    pangea_connection* take_complete(Listener& listener, const pangea_hello& self, pangea_hello* peer) {
+        for (auto it = listener.pending.begin(); it != listener.pending.end(); ++it) {
+            PendingConnection& pending = it->second;
+            if (pending.arrived < pending.first.stream_count) continue;
+            const bool same_run = pending.first.run_id == self.run_id;
+            const std::string from = peer_of(pending.sockets[0].get());
+            bool answered = true;
+            for (uint16_t k = 0; k < pending.first.stream_count; ++k) {
+                const Hello answer = make_hello(self, k, pending.first.stream_count, pending.first.nonce,
+                                                same_run ? kHelloAccepted : kHelloWrongRun);
+                answered &= send_all(pending.sockets[k].get(), &answer, sizeof answer, nullptr, 0) == 0;
+            }
+            PendingConnection taken = std::move(pending);
+            listener.pending.erase(it);
+            if (!same_run) {
+                host_.log(PANGEA_LOG_WARN, "tcp: refused a connection from " + from + " (node " +
+                                               std::to_string(taken.first.node_id) + "): it belongs to another run");
+                return nullptr;
+            }
+            if (!answered) {
+                host_.log(PANGEA_LOG_WARN, "tcp: a connection from " + from + " closed during the handshake");
+                return nullptr;
+            }
+            *peer = to_api(taken.first);
+            return add_connection(std::move(taken.sockets), from);
+        }
+        return nullptr;
+    }
+
+    pangea::sdk::Host host_;
+    Settings settings_;
+    std::mutex mutex_;
+    std::map<pangea_listener*, std::unique_ptr<Listener>> listeners_;
+    std::map<pangea_connection*, std::unique_ptr<Connection>> connections_;
+    std::map<pangea_request*, std::unique_ptr<RequestHandle>> requests_;
+};
+
+}  // namespace
+}  // namespace pangea::tcp
+
+PANGEA_EXPORT_PLUGINS(pangea::tcp::TcpTransport)

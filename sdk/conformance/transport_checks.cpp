@@ -1,0 +1,284 @@
+// Checks for transport plugins (pangea/transport.h): two instances of the plugin talk over
+// loopback. Every wait has a time limit, so a broken plugin fails a check instead of hanging.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <future>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "conformance.hpp"
+#include "pangea/transport.h"
+
+namespace pangea::conformance {
+namespace {
+
+constexpr int kLimitMs = 20000;  // no single step of a check may take longer
+constexpr uint64_t kRunId = 0x5eed;
+
+pangea_hello hello(uint32_t node, uint64_t run = kRunId, uint32_t channel = 7) {
+    pangea_hello h{};
+    h.struct_size = sizeof h;
+    h.node_id = node;
+    h.run_id = run;
+    h.channel = channel;
+    return h;
+}
+
+// One side of a test connection: an instance and its handles, released in order.
+struct Side {
+    PluginInstance instance;
+    const pangea_transport_vtable& vt;
+    pangea_listener* listener = nullptr;
+    pangea_connection* connection = nullptr;
+
+    explicit Side(const Subject& subject)
+        : instance(subject.make()), vt(instance.vtable<pangea_transport_vtable>()) {}
+    ~Side() {
+        vt.close(instance.handle(), connection);
+        vt.close_listener(instance.handle(), listener);
+    }
+    void* h() const { return instance.handle(); }
+
+    pangea_request* send(const void* data, size_t bytes) {
+        pangea_request* request = nullptr;
+        const pangea_status status = vt.isend(h(), connection, data, bytes, &request);
+        expect(status == PANGEA_OK, instance.describe_failure("isend", status));
+        return request;
+    }
+    pangea_request* receive(void* data, size_t bytes) {
+        pangea_request* request = nullptr;
+        const pangea_status status = vt.irecv(h(), connection, data, bytes, &request);
+        expect(status == PANGEA_OK, instance.describe_failure("irecv", status));
+        return request;
+    }
+    pangea_status wait(pangea_request* request, int timeout_ms = kLimitMs) {
+        return vt.wait(h(), request, timeout_ms);
+    }
+    void complete(pangea_request* request, const char* what) {
+        const pangea_status status = wait(request);
+        expect(status == PANGEA_OK, instance.describe_failure(what, status));
+    }
+};
+
+// A listening server and a client connected to it.
+struct Pair {
+    Side server, client;
+    std::string address;
+
+    explicit Pair(const Subject& subject) : server(subject), client(subject) {
+        char bound[128] = {};
+        pangea_status status = server.vt.listen(server.h(), "127.0.0.1:0", &server.listener, bound, sizeof bound);
+        expect(status == PANGEA_OK, server.instance.describe_failure("listen", status));
+        address = bound;
+        expect(!address.empty(), "listen wrote no bound address");
+        pangea_hello server_saw{}, client_saw{};
+        auto accepted = std::async(std::launch::async, [&] {
+            const pangea_hello self = hello(1);
+            return server.vt.accept(server.h(), server.listener, &self, kLimitMs, &server_saw, &server.connection);
+        });
+        const pangea_hello self = hello(2);
+        status = client.vt.connect(client.h(), bound, &self, kLimitMs, &client_saw, &client.connection);
+        const pangea_status accept_status = accepted.get();
+        expect(status == PANGEA_OK, client.instance.describe_failure("connect", status));
+        expect(accept_status == PANGEA_OK, server.instance.describe_failure("accept", accept_status));
+        expect(server_saw.node_id == 2 && server_saw.run_id == kRunId && server_saw.channel == 7,
+               "accept reported the wrong peer hello");
+        expect(client_saw.node_id == 1 && client_saw.run_id == kRunId, "connect reported the wrong peer hello");
+    }
+};
+
+std::vector<uint8_t> pattern(size_t bytes, uint32_t seed) {
+    std::vector<uint8_t> out(bytes);
+    uint32_t x = seed * 2654435761u + 1;
+    for (auto& b : out) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b = static_cast<uint8_t>(x);
+    }
+    return out;
+}
+
+// A plain socket to `address` ("127.0.0.1:port") that sends `bytes` then closes.
+void raw_client(const std::string& address, const std::vector<uint8_t>& bytes) {
+    const size_t colon = address.rfind(':');
+    sockaddr_in target{};
+    target.sin_family = AF_INET;
+    target.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+    ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &target.sin_addr);
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof target) == 0 && !bytes.empty())
+        (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    ::close(fd);
+}
+
+}  // namespace
+
+void check_transport(Report& report, const Subject& subject) {
+    report.run(subject.check_name("listen, accept and connect exchange hellos"), [&] { Pair pair(subject); });
+
+    report.run(subject.check_name("ping-pong of small messages in both directions"), [&] {
+        Pair pair(subject);
+        for (uint32_t round = 0; round < 200; ++round) {
+            const size_t bytes = 1 + (round * 37) % 1000;
+            const auto out = pattern(bytes, round);
+            std::vector<uint8_t> in(bytes), back(bytes);
+            auto* r = pair.server.receive(in.data(), bytes);
+            pair.client.complete(pair.client.send(out.data(), bytes), "ping send");
+            pair.server.complete(r, "ping receive");
+            auto* r2 = pair.client.receive(back.data(), bytes);
+            pair.server.complete(pair.server.send(in.data(), bytes), "pong send");
+            pair.client.complete(r2, "pong receive");
+            expect(back == out, "round " + std::to_string(round) + ": the bytes came back different");
+        }
+    });
+
+    report.run(subject.check_name("a 1 GiB message arrives intact"), [&] {
+        Pair pair(subject);
+        const size_t bytes = size_t{1} << 30;
+        std::vector<uint8_t> out = pattern(bytes, 99), in(bytes, 0);
+        auto* r = pair.server.receive(in.data(), bytes);
+        auto* s = pair.client.send(out.data(), bytes);
+        pair.client.complete(s, "send of 1 GiB");
+        pair.server.complete(r, "receive of 1 GiB");
+        expect(in == out, "the received gigabyte differs from what was sent");
+    });
+
+    report.run(subject.check_name("many concurrent sends of mixed sizes arrive in order"), [&] {
+        Pair pair(subject);
+        const int count = 64;
+        std::vector<std::vector<uint8_t>> out, in;
+        for (int i = 0; i < count; ++i) {
+            const size_t bytes = i % 8 == 0 ? 0 : (size_t{1} << (i % 21)) + size_t(i);
+            out.push_back(pattern(bytes, uint32_t(i)));
+            in.emplace_back(bytes);
+        }
+        std::vector<pangea_request*> sends, receives;
+        for (int i = 0; i < count; ++i) sends.push_back(pair.client.send(out[i].data(), out[i].size()));
+        for (int i = 0; i < count; ++i) receives.push_back(pair.server.receive(in[i].data(), in[i].size()));
+        for (auto* r : receives) pair.server.complete(r, "receive");
+        for (auto* s : sends) pair.client.complete(s, "send");
+        for (int i = 0; i < count; ++i) expect(in[i] == out[i], "message " + std::to_string(i) + " differs");
+    });
+
+    report.run(subject.check_name("requests may be completed in any order"), [&] {
+        Pair pair(subject);
+        std::vector<std::vector<uint8_t>> out, in;
+        std::vector<pangea_request*> receives;
+        for (int i = 0; i < 8; ++i) {
+            out.push_back(pattern(4096 * (i + 1), uint32_t(i)));
+            in.emplace_back(out.back().size());
+            receives.push_back(pair.server.receive(in[i].data(), in[i].size()));
+        }
+        std::vector<pangea_request*> sends;
+        for (int i = 0; i < 8; ++i) sends.push_back(pair.client.send(out[i].data(), out[i].size()));
+        for (int i = 7; i >= 0; --i) pair.server.complete(receives[i], "receive (last first)");
+        for (int i = 7; i >= 0; --i) pair.client.complete(sends[i], "send (last first)");
+        for (int i = 0; i < 8; ++i) expect(in[i] == out[i], "message " + std::to_string(i) + " differs");
+    });
+
+    report.run(subject.check_name("wait times out and leaves the request valid; test says AGAIN"), [&] {
+        Pair pair(subject);
+        std::vector<uint8_t> in(100), out = pattern(100, 5);
+        auto* r = pair.server.receive(in.data(), in.size());
+        const auto start = std::chrono::steady_clock::now();
+        expect(pair.server.wait(r, 100) == PANGEA_ERR_TIMEOUT, "wait with nothing sent did not time out");
+        const auto waited = std::chrono::steady_clock::now() - start;
+        expect(waited >= std::chrono::milliseconds(90) && waited < std::chrono::seconds(5),
+               "wait(100 ms) returned after " +
+                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()) + " ms");
+        expect(pair.server.vt.test(pair.server.h(), r) == PANGEA_ERR_AGAIN, "test of a pending request is not AGAIN");
+        pair.client.complete(pair.client.send(out.data(), out.size()), "send");
+        pair.server.complete(r, "receive after a timeout");
+        expect(in == out, "the bytes differ");
+    });
+
+    report.run(subject.check_name("a closed peer fails pending and new requests with PANGEA_ERR_PEER_LOST"), [&] {
+        Pair pair(subject);
+        std::vector<uint8_t> in(1 << 20);
+        auto* r = pair.client.receive(in.data(), in.size());
+        pair.server.vt.close(pair.server.h(), pair.server.connection);  // as when its process dies
+        pair.server.connection = nullptr;
+        const pangea_status status = pair.client.wait(r);
+        expect(status == PANGEA_ERR_PEER_LOST, std::string("the pending receive ended with ") + status_name(status));
+        expect(!pair.client.instance.last_error().empty(), "no last_error() text after the failure");
+        std::vector<uint8_t> out(1000);
+        pangea_request* s = nullptr;
+        const pangea_status send_status = pair.client.vt.isend(pair.client.h(), pair.client.connection, out.data(), out.size(), &s);
+        if (send_status == PANGEA_OK) {
+            const pangea_status done = pair.client.wait(s);
+            expect(done != PANGEA_OK && done != PANGEA_ERR_TIMEOUT,
+                   std::string("a send to a dead peer ended with ") + status_name(done));
+        }
+    });
+
+    report.run(subject.check_name("abort wakes a blocked wait with PANGEA_ERR_ABORTED"), [&] {
+        Pair pair(subject);
+        std::vector<uint8_t> in(1000);
+        auto* r = pair.client.receive(in.data(), in.size());
+        auto waiter = std::async(std::launch::async, [&] { return pair.client.wait(r, -1); });
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        pair.client.vt.abort(pair.client.h(), pair.client.connection);
+        pair.client.vt.abort(pair.client.h(), pair.client.connection);  // idempotent
+        expect(waiter.wait_for(std::chrono::seconds(5)) == std::future_status::ready, "abort did not wake the waiter");
+        const pangea_status status = waiter.get();
+        expect(status == PANGEA_ERR_ABORTED, std::string("the aborted receive ended with ") + status_name(status));
+    });
+
+    report.run(subject.check_name("a message longer than the posted receive fails it"), [&] {
+        Pair pair(subject);
+        std::vector<uint8_t> out = pattern(4096, 1), in(1024);
+        auto* r = pair.server.receive(in.data(), in.size());
+        auto* s = pair.client.send(out.data(), out.size());
+        const pangea_status status = pair.server.wait(r);
+        expect(status != PANGEA_OK && status != PANGEA_ERR_TIMEOUT,
+               std::string("an oversized message ended the receive with ") + status_name(status));
+        pair.client.wait(s, 5000);
+    });
+
+    report.run(subject.check_name("garbage and silence on the listening socket are dropped"), [&] {
+        Side server(subject), client(subject);
+        char bound[128] = {};
+        pangea_status status = server.vt.listen(server.h(), "127.0.0.1:0", &server.listener, bound, sizeof bound);
+        expect(status == PANGEA_OK, server.instance.describe_failure("listen", status));
+        raw_client(bound, pattern(4096, 3));  // random bytes
+        raw_client(bound, {});                // connects and leaves
+        raw_client(bound, std::vector<uint8_t>(40, 0));  // zeros, as long as a handshake
+        pangea_hello seen{};
+        auto accepted = std::async(std::launch::async, [&] {
+            const pangea_hello self = hello(1);
+            return server.vt.accept(server.h(), server.listener, &self, kLimitMs, &seen, &server.connection);
+        });
+        const pangea_hello self = hello(2);
+        pangea_hello peer{};
+        status = client.vt.connect(client.h(), bound, &self, kLimitMs, &peer, &client.connection);
+        expect(status == PANGEA_OK, client.instance.describe_failure("connect after garbage", status));
+        expect(accepted.get() == PANGEA_OK, "accept failed after garbage");
+        expect(seen.node_id == 2, "accept returned something other than the real client");
+    });
+
+    report.run(subject.check_name("a connection from another run is refused"), [&] {
+        Side server(subject), client(subject);
+        char bound[128] = {};
+        pangea_status status = server.vt.listen(server.h(), "127.0.0.1:0", &server.listener, bound, sizeof bound);
+        expect(status == PANGEA_OK, server.instance.describe_failure("listen", status));
+        pangea_hello seen{};
+        auto accepted = std::async(std::launch::async, [&] {
+            const pangea_hello self = hello(1);
+            return server.vt.accept(server.h(), server.listener, &self, 1500, &seen, &server.connection);
+        });
+        const pangea_hello stranger = hello(9, kRunId + 1);
+        pangea_hello peer{};
+        status = client.vt.connect(client.h(), bound, &stranger, 5000, &peer, &client.connection);
+        expect(status != PANGEA_OK, "a client of another run was connected");
+        expect(accepted.get() == PANGEA_ERR_TIMEOUT, "accept returned a connection from another run");
+    });
+}
+
+}  // namespace pangea::conformance
