@@ -1,0 +1,62 @@
+// The compressed ring all-reduce on a flat fp32 buffer.
+//
+// Reduce-scatter, then all-gather, around a ring of `world` ranks; each rank sends to the next
+// and receives from the previous one. Each chunk travels in pieces, and up to `depth` pieces per
+// direction are in flight, so encoding, sending, receiving and decode-accumulate of different
+// pieces overlap. Every hop is compressed with the compression plugin.
+//
+// Bit parity ("owner quantizes"): after reduce-scatter each rank owns one fully reduced chunk.
+// It encodes that chunk once and replaces its own values with the decoded result; in all-gather
+// the encoded bytes are forwarded verbatim and every rank decodes the same bytes. So every rank
+// ends with bit-identical buffers, whatever the compressor's rounding.
+//
+// Failure: the caller's buffer changes only on success. When a peer dies or stalls past
+// `stall_timeout_ms`, or the compressor fails, the rank aborts both of its links (which makes its
+// neighbours fail too, and so on around the ring) and returns the status with a message.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "collective/link.hpp"
+
+namespace pangea {
+
+enum class ReduceOp { kSum, kAverage };
+
+struct RingOptions {
+    size_t piece_values = size_t{1} << 20;  // values per piece (4 MiB of fp32)
+    size_t depth = 2;                       // pieces in flight per direction
+    int stall_timeout_ms = 30000;           // longest wait for any one piece
+};
+
+struct AllReduceResult {
+    pangea_status status = PANGEA_OK;
+    std::string error;  // what failed and where, when status != PANGEA_OK
+    double seconds = 0;
+    uint64_t bytes_sent = 0;
+    uint64_t bytes_received = 0;
+};
+
+class RingAllReduce {
+public:
+    // `next` sends to rank (rank + 1) % world; `previous` receives from (rank - 1) % world.
+    // `compressor` is used from the calling thread only. All must outlive this object.
+    RingAllReduce(int rank, int world, Link next, Link previous, const PluginInstance& compressor,
+                  RingOptions options = {});
+
+    AllReduceResult run(std::span<float> data, ReduceOp op);
+
+private:
+    class Pass;  // the state of one run()
+
+    int rank_;
+    int world_;
+    Link next_;
+    Link previous_;
+    const PluginInstance& compressor_;
+    RingOptions options_;
+};
+
+}  // namespace pangea
