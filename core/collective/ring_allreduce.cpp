@@ -75,6 +75,14 @@ public:
     uint64_t bytes_received = 0;
 
 private:
+    // Aborts both links first, so that the requests still in flight end at once while the stack
+    // unwinds (their destructors wait for them), and the neighbours learn of the failure.
+    [[noreturn]] void raise(pangea_status status, std::string error) const {
+        ring_.next_.abort();
+        ring_.previous_.abort();
+        throw Failure{status, std::move(error)};
+    }
+
     std::span<float> chunk(size_t c) const {
         const size_t n = work_.size(), world = static_cast<size_t>(ring_.world_);
         const size_t begin = c * n / world, end = (c + 1) * n / world;
@@ -101,7 +109,7 @@ private:
         const pangea_status status = codec().encode(ring_.compressor_.handle(), values.data(), values.size(),
                                                     message.data() + kLengthPrefix, message.size() - kLengthPrefix,
                                                     &written);
-        if (status != PANGEA_OK) throw Failure{status, ring_.compressor_.describe_failure("encode", status)};
+        if (status != PANGEA_OK) raise(status, ring_.compressor_.describe_failure("encode", status));
         const uint64_t length = written;
         std::memcpy(message.data(), &length, sizeof length);
     }
@@ -110,24 +118,24 @@ private:
         uint64_t length = 0;
         std::memcpy(&length, message.data(), sizeof length);
         if (length > message.size() - kLengthPrefix)
-            throw Failure{PANGEA_ERR_CORRUPT, "all-reduce: a piece claims " + std::to_string(length) +
-                                                  " encoded bytes in a message of " + std::to_string(message.size())};
+            raise(PANGEA_ERR_CORRUPT, "all-reduce: a piece claims " + std::to_string(length) +
+                                                  " encoded bytes in a message of " + std::to_string(message.size()));
         const auto fn = accumulate ? codec().decode_accumulate : codec().decode;
         const pangea_status status =
             fn(ring_.compressor_.handle(), message.data() + kLengthPrefix, length, values.data(), values.size());
         if (status != PANGEA_OK)
-            throw Failure{status, ring_.compressor_.describe_failure(accumulate ? "decode_accumulate" : "decode", status)};
+            raise(status, ring_.compressor_.describe_failure(accumulate ? "decode_accumulate" : "decode", status));
     }
 
     void complete(Request& request, const char* what) {
         const pangea_status status = request.wait(ring_.options_.stall_timeout_ms);
         if (status == PANGEA_OK) return;
         if (status == PANGEA_ERR_TIMEOUT)
-            throw Failure{PANGEA_ERR_PEER_LOST, std::string("all-reduce: no progress on a ") + what + " for " +
+            raise(PANGEA_ERR_PEER_LOST, std::string("all-reduce: no progress on a ") + what + " for " +
                                                     std::to_string(ring_.options_.stall_timeout_ms) +
-                                                    " ms: the peer is stalled"};
-        throw Failure{status, std::string("all-reduce: ") + what + " failed with " + status_name(status) + ": " +
-                                  request.error()};
+                                                    " ms: the peer is stalled");
+        raise(status, std::string("all-reduce: ") + what + " failed with " + status_name(status) + ": " +
+                                  request.error());
     }
 
     // Sends send_count messages to the next rank and receives receive_count from the previous
@@ -148,7 +156,7 @@ private:
             pangea_status status;
             slot.request = ring_.previous_.receive(slot.buffer.data(), slot.buffer.size(), &status);
             if (status != PANGEA_OK)
-                throw Failure{status, "all-reduce: irecv failed: " + ring_.previous_.transport().last_error()};
+                raise(status, "all-reduce: irecv failed: " + ring_.previous_.transport().last_error());
             ++posted;
         };
         while (posted < receive_count && posted < depth) post_receive();
@@ -160,7 +168,7 @@ private:
                 pangea_status status;
                 slot.request = ring_.next_.send(slot.buffer.data(), slot.buffer.size(), &status);
                 if (status != PANGEA_OK)
-                    throw Failure{status, "all-reduce: isend failed: " + ring_.next_.transport().last_error()};
+                    raise(status, "all-reduce: isend failed: " + ring_.next_.transport().last_error());
                 bytes_sent += slot.buffer.size();
                 ++sent;
             }
@@ -200,11 +208,7 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op) {
         pass.reduce_scatter();
         pass.all_gather(op);
         std::copy(work.begin(), work.end(), data.begin());
-    } catch (const Failure& failure) {
-        // Abort both links: pending requests end, and the neighbours fail in turn instead of
-        // waiting out their own timeouts. The Pass's requests complete as it unwinds.
-        next_.abort();
-        previous_.abort();
+    } catch (const Failure& failure) {  // the links were aborted before it was thrown
         result.status = failure.status;
         result.error = failure.error;
     }
