@@ -9,7 +9,7 @@
 #include <stdexcept>
 
 #include "pangea/compress.h"
-#include "plugin_host/plugin_instance.hpp"
+#include "bench/plugin_config.hpp"
 
 namespace pangea {
 namespace {
@@ -32,32 +32,6 @@ double best_seconds(double seconds, const Op& op) {
     return best;
 }
 
-// "int8:scheme=sigma,threads=2" -> the plugin and its settings, validated like a manifest's.
-PluginInstance make_instance(PluginRegistry& registry, const std::string& config) {
-    const size_t colon = config.find(':');
-    const PluginDescriptor& plugin = registry.get(PANGEA_KIND_COMPRESS, config.substr(0, colon));
-    SettingMap settings = plugin.default_settings();
-    std::string rest = colon == std::string::npos ? "" : config.substr(colon + 1);
-    while (!rest.empty()) {
-        const size_t comma = rest.find(',');
-        const std::string item = rest.substr(0, comma);
-        rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
-        const size_t equals = item.find('=');
-        const pangea_setting* setting =
-            equals == std::string::npos ? nullptr : plugin.find_setting(item.substr(0, equals));
-        if (setting == nullptr)
-            throw std::runtime_error("bench config '" + config + "': '" + item +
-                                     "' is not key=value for a setting of " + plugin.id());
-        std::string expected;
-        auto value = parse_setting_text(*setting, item.substr(equals + 1), &expected);
-        if (!value) throw std::runtime_error("bench config '" + config + "': " + item + ": expected " + expected);
-        if (const std::string misfit = check_setting_value(*setting, *value); !misfit.empty())
-            throw std::runtime_error("bench config '" + config + "': " + item + ": expected " + misfit);
-        settings[setting->name] = {*value, "bench"};
-    }
-    return PluginInstance(plugin, std::move(settings));
-}
-
 void check(const PluginInstance& instance, pangea_status status, const char* what) {
     if (status != PANGEA_OK) throw std::runtime_error(instance.describe_failure(what, status));
 }
@@ -66,7 +40,8 @@ void check(const PluginInstance& instance, pangea_status status, const char* wha
 
 void run_compress_bench(PluginRegistry& registry, const CompressBenchOptions& options) {
     std::vector<PluginInstance> instances;
-    for (const auto& config : options.configs) instances.push_back(make_instance(registry, config));
+    for (const auto& config : options.configs)
+        instances.push_back(make_configured(registry, PANGEA_KIND_COMPRESS, config));
 
     std::printf("GB/s of fp32 data (4 bytes per value) on one call's thread(s); 'x memcpy' divides by\n"
                 "a memcpy of the same fp32 buffer measured just before, in the same run.\n\n");

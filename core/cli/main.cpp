@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "bench/allreduce_bench.hpp"
 #include "bench/compress_bench.hpp"
 #include "common/log.hpp"
 #include "manifest/manifest.hpp"
@@ -139,6 +140,33 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
 
+    auto* bench_allreduce = bench->add_subcommand(
+        "allreduce", "the ring all-reduce across node processes, with the c10d Gloo baseline");
+    AllReduceBenchOptions allreduce_options;
+    bench_allreduce->add_option("--nodes", allreduce_options.nodes, "node processes")
+        ->capture_default_str()->check(CLI::Range(2, 64));
+    bench_allreduce->add_option("--sizes", allreduce_options.sizes_mib, "buffer sizes in MiB")->capture_default_str();
+    bench_allreduce->add_option("--config", allreduce_options.configs, "compressor[:key=value,...] (repeatable)")
+        ->capture_default_str();
+    bench_allreduce->add_option("--transport", allreduce_options.transport, "transport[:key=value,...]")
+        ->capture_default_str();
+    bench_allreduce->add_option("--repeat", allreduce_options.repeat, "all-reduces per size and config")
+        ->capture_default_str()->check(CLI::Range(1, 1000));
+    bench_allreduce->add_option("--stall-timeout-ms", allreduce_options.stall_timeout_ms,
+                                "a node waiting this long for a peer gives up")->capture_default_str();
+    bench_allreduce->add_option("--hosts", allreduce_options.host_template,
+                                "address node r binds; {r} becomes r + 1 (e.g. 10.77.0.{r})")->capture_default_str();
+    bench_allreduce->add_option("--netns", allreduce_options.netns_prefix,
+                                "run node r in network namespace <prefix><r + 1> (see bench/wan.sh)");
+    bench_allreduce->add_option("--link-mbit", allreduce_options.link_mbit, "link rate, for the 'of link' column");
+    bench_allreduce->add_option("--baseline", allreduce_options.baseline,
+                                "path to pangea-bench-c10d: also run LibTorch's Gloo all-reduce");
+    bench_allreduce->add_option("--baseline-device", allreduce_options.baseline_device,
+                                "Gloo device for the baseline: if:NAME or host:ADDR (default: host:<node address>)");
+    bench_allreduce->add_option("--rank", allreduce_options.rank)->group("");  // node processes only
+    bench_allreduce->add_option("--rendezvous", allreduce_options.rendezvous)->group("");
+    bench_allreduce->add_option("--run-id", allreduce_options.run_id)->group("");
+
     auto* run = app.add_subcommand("run", "run one node of a training run");
     run->allow_extras();
 
@@ -153,6 +181,7 @@ int main(int argc, char** argv) {
         if (*list) return plugins_list();
         if (*show) return plugins_show(show_kind, show_name);
         if (*check) return manifest_check(manifest_file, set_arguments);
+        if (*bench_allreduce) return run_allreduce_bench(allreduce_options);
         if (*bench_compress) {
             PluginRegistry registry(default_search_path());
             run_compress_bench(registry, compress_options);

@@ -36,9 +36,16 @@ public:
             const size_t receive = mod(ring_.rank_ - step - 1, ring_.world_);
             exchange(
                 pieces(send),
-                [&](size_t p, std::vector<uint8_t>& message) { encode(piece(send, p), message); },
-                pieces(receive), [&](size_t p) { return message_bytes(piece(receive, p).size()); },
-                [&](size_t p, const std::vector<uint8_t>& message) {
+                [&](size_t p, std::vector<uint8_t>& slot) {
+                    encode(piece(send, p), slot);
+                    return std::span<const uint8_t>(slot);
+                },
+                pieces(receive),
+                [&](size_t p, std::vector<uint8_t>& slot) {
+                    slot.resize(message_bytes(piece(receive, p).size()));
+                    return std::span<uint8_t>(slot);
+                },
+                [&](size_t p, std::span<const uint8_t> message) {
                     decode(message, piece(receive, p), /*accumulate=*/true);
                 });
         }
@@ -59,13 +66,17 @@ public:
         }
         for (int step = 0; step < ring_.world_ - 1; ++step) {
             const size_t receive = mod(ring_.rank_ - step, ring_.world_);
-            incoming.assign(pieces(receive), {});
+            // Received pieces land in `incoming` and are forwarded from there at the next step.
+            incoming.resize(pieces(receive));
             exchange(
-                outgoing.size(), [&](size_t p, std::vector<uint8_t>& message) { message = outgoing[p]; },
-                incoming.size(), [&](size_t p) { return message_bytes(piece(receive, p).size()); },
-                [&](size_t p, const std::vector<uint8_t>& message) {
+                outgoing.size(), [&](size_t p, std::vector<uint8_t>&) { return std::span<const uint8_t>(outgoing[p]); },
+                incoming.size(),
+                [&](size_t p, std::vector<uint8_t>&) {
+                    incoming[p].resize(message_bytes(piece(receive, p).size()));
+                    return std::span<uint8_t>(incoming[p]);
+                },
+                [&](size_t p, std::span<const uint8_t> message) {
                     decode(message, piece(receive, p), /*accumulate=*/false);
-                    incoming[p] = message;
                 });
             outgoing.swap(incoming);
         }
@@ -104,7 +115,7 @@ private:
     }
 
     void encode(std::span<const float> values, std::vector<uint8_t>& message) const {
-        message.assign(message_bytes(values.size()), 0);
+        message.resize(message_bytes(values.size()));
         size_t written = 0;
         const pangea_status status = codec().encode(ring_.compressor_.handle(), values.data(), values.size(),
                                                     message.data() + kLengthPrefix, message.size() - kLengthPrefix,
@@ -112,9 +123,10 @@ private:
         if (status != PANGEA_OK) raise(status, ring_.compressor_.describe_failure("encode", status));
         const uint64_t length = written;
         std::memcpy(message.data(), &length, sizeof length);
+        std::fill(message.begin() + kLengthPrefix + written, message.end(), 0);  // the padding, if any
     }
 
-    void decode(const std::vector<uint8_t>& message, std::span<float> values, bool accumulate) const {
+    void decode(std::span<const uint8_t> message, std::span<float> values, bool accumulate) const {
         uint64_t length = 0;
         std::memcpy(&length, message.data(), sizeof length);
         if (length > message.size() - kLengthPrefix)
@@ -139,22 +151,26 @@ private:
     }
 
     // Sends send_count messages to the next rank and receives receive_count from the previous
-    // one, with up to `depth` of each in flight.
-    void exchange(size_t send_count, const std::function<void(size_t, std::vector<uint8_t>&)>& produce,
-                  size_t receive_count, const std::function<size_t(size_t)>& receive_bytes,
-                  const std::function<void(size_t, const std::vector<uint8_t>&)>& consume) {
+    // one, with up to `depth` of each in flight. produce(p, slot) returns message p to send
+    // (built in the slot's buffer, or kept elsewhere until the exchange ends); place(p, slot)
+    // returns where message p is to be received; consume(p, message) uses it once it is there.
+    using Bytes = std::vector<uint8_t>;
+    void exchange(size_t send_count, const std::function<std::span<const uint8_t>(size_t, Bytes&)>& produce,
+                  size_t receive_count, const std::function<std::span<uint8_t>(size_t, Bytes&)>& place,
+                  const std::function<void(size_t, std::span<const uint8_t>)>& consume) {
         const size_t depth = std::max<size_t>(1, ring_.options_.depth);
         struct Slot {
-            std::vector<uint8_t> buffer;
+            Bytes buffer;
+            std::span<uint8_t> message;  // receives: where this slot's message lands
             Request request;
         };
         std::vector<Slot> sends(depth), receives(depth);
         size_t sent = 0, posted = 0, received = 0;
         auto post_receive = [&] {
             Slot& slot = receives[posted % depth];
-            slot.buffer.assign(receive_bytes(posted), 0);
+            slot.message = place(posted, slot.buffer);
             pangea_status status;
-            slot.request = ring_.previous_.receive(slot.buffer.data(), slot.buffer.size(), &status);
+            slot.request = ring_.previous_.receive(slot.message.data(), slot.message.size(), &status);
             if (status != PANGEA_OK)
                 raise(status, "all-reduce: irecv failed: " + ring_.previous_.transport().last_error());
             ++posted;
@@ -164,19 +180,19 @@ private:
             if (sent < send_count) {
                 Slot& slot = sends[sent % depth];
                 if (slot.request.pending()) complete(slot.request, "send");
-                produce(sent, slot.buffer);
+                const std::span<const uint8_t> message = produce(sent, slot.buffer);
                 pangea_status status;
-                slot.request = ring_.next_.send(slot.buffer.data(), slot.buffer.size(), &status);
+                slot.request = ring_.next_.send(message.data(), message.size(), &status);
                 if (status != PANGEA_OK)
                     raise(status, "all-reduce: isend failed: " + ring_.next_.transport().last_error());
-                bytes_sent += slot.buffer.size();
+                bytes_sent += message.size();
                 ++sent;
             }
             if (received < receive_count) {
                 Slot& slot = receives[received % depth];
                 complete(slot.request, "receive");
-                bytes_received += slot.buffer.size();
-                consume(received, slot.buffer);
+                bytes_received += slot.message.size();
+                consume(received, slot.message);
                 ++received;
                 if (posted < receive_count) post_receive();
             }

@@ -1,0 +1,37 @@
+// `pangea bench allreduce`: N node processes run the ring all-reduce over a transport plugin for
+// each size and compressor, and rank 0 prints time, algorithm and bus bandwidth. The nodes find
+// each other through files in a rendezvous directory, so they can run on loopback or each in its
+// own network namespace (bench/wan.sh). Optionally the same nodes then run LibTorch's c10d
+// ProcessGroupGloo all-reduce (fp32) as the baseline, and the ratio is printed.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pangea {
+
+struct AllReduceBenchOptions {
+    int nodes = 4;
+    std::vector<size_t> sizes_mib = {1, 16, 256, 1024};
+    std::vector<std::string> configs = {"none", "int8", "fp16"};  // compressor[:key=value,...]
+    std::string transport = "tcp";                               // transport[:key=value,...]
+    int repeat = 3;
+    int stall_timeout_ms = 120000;
+    // Node r binds <host_template with {r} replaced by r + 1>:0, inside namespace
+    // <netns_prefix><r + 1> when netns_prefix is set.
+    std::string host_template = "127.0.0.1";
+    std::string netns_prefix;
+    double link_mbit = 0;     // the emulated link rate, for the "of link" column (0: none)
+    std::string baseline;     // path to the pangea-bench-c10d binary, or "" for no baseline
+    std::string baseline_device;  // its Gloo device: "if:NAME" or "host:ADDR" ("" = node's host)
+
+    // Set for the node processes only.
+    int rank = -1;
+    std::string rendezvous;
+    uint64_t run_id = 0;
+};
+
+// Parent: starts the nodes, waits, returns the exit code. Node: runs one rank.
+int run_allreduce_bench(const AllReduceBenchOptions& options);
+
+}  // namespace pangea

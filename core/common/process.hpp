@@ -1,0 +1,40 @@
+// Child processes with RAII: a process started here is killed and reaped if its owner goes away
+// without waiting for it, so no child outlives a failed parent.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pangea {
+
+class ChildProcess {
+public:
+    // Starts argv[0] (a path) with argv. Throws std::runtime_error naming the program on failure.
+    explicit ChildProcess(const std::vector<std::string>& argv);
+    ~ChildProcess();
+    ChildProcess(ChildProcess&& other) noexcept;
+    ChildProcess& operator=(ChildProcess&&) = delete;
+    ChildProcess(const ChildProcess&) = delete;
+
+    pid_t pid() const { return pid_; }
+
+    // Waits up to `timeout` for the process to end. Returns its exit code (128 + N when killed by
+    // signal N), or std::nullopt if it is still running.
+    std::optional<int> wait_for(std::chrono::milliseconds timeout);
+
+    // Sends a signal (if it is still running).
+    void signal(int number) const;
+
+private:
+    pid_t pid_ = -1;
+    std::optional<int> exit_code_;
+};
+
+// The path of the running executable.
+std::string current_executable();
+
+}  // namespace pangea
