@@ -7,6 +7,10 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
 #include <functional>
 #include <random>
 #include <thread>
@@ -35,20 +39,43 @@ std::vector<std::string> in_namespace(const AllReduceBenchOptions& options, int 
     return wrapped;
 }
 
-// Starts one process per rank and waits for all; returns 0 when all succeeded.
+// Starts one process per rank and waits for all; returns 0 when all succeeded. Once one node
+// has failed, the others get `grace` to finish (they fail too, within their stall timeout, if
+// they depended on it); any still running then (frozen, say) are killed, so the run always ends.
 int run_nodes(const AllReduceBenchOptions& options, const std::function<std::vector<std::string>(int)>& argv_of,
               const char* what) {
+    const auto grace = std::chrono::milliseconds(options.stall_timeout_ms) + std::chrono::seconds(5);
     std::vector<ChildProcess> nodes;
     for (int r = 0; r < options.nodes; ++r) nodes.emplace_back(in_namespace(options, r, argv_of(r)));
-    int failures = 0;
-    for (int r = 0; r < options.nodes; ++r) {
-        const auto code = nodes[r].wait_for(std::chrono::hours(24));
-        if (code.value_or(1) != 0) {
-            std::fprintf(stderr, "%s: node %d exited with status %d\n", what, r, code.value_or(-1));
-            ++failures;
+    std::vector<std::optional<int>> codes(nodes.size());
+    constexpr auto kNever = std::chrono::steady_clock::time_point::max();
+    auto give_up = kNever;
+    size_t running = nodes.size();
+    while (running > 0) {
+        for (size_t r = 0; r < nodes.size(); ++r) {
+            if (codes[r]) continue;
+            codes[r] = nodes[r].wait_for(std::chrono::milliseconds(0));
+            if (!codes[r]) continue;
+            --running;
+            if (*codes[r] != 0) {
+                std::fprintf(stderr, "%s: node %zu exited with status %d\n", what, r, *codes[r]);
+                if (give_up == kNever) give_up = std::chrono::steady_clock::now() + grace;
+            }
         }
+        if (std::chrono::steady_clock::now() > give_up) {
+            for (size_t r = 0; r < nodes.size(); ++r)
+                if (!codes[r]) {
+                    std::fprintf(stderr, "%s: node %zu still running %lld s after a failure; killing it\n", what, r,
+                                 static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(grace).count()));
+                    nodes[r].signal(SIGKILL);
+                }
+            give_up = kNever;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    return failures == 0 ? 0 : 1;
+    for (const auto& code : codes)
+        if (code.value_or(1) != 0) return 1;
+    return 0;
 }
 
 // Rank 0's report line; sizes in bytes, times in seconds.
@@ -60,6 +87,33 @@ void print_row(const AllReduceBenchOptions& options, const std::string& config, 
                 bytes / best * 8 / 1e6, bus * 8 / 1e6, double(sent) / 1048576.0,
                 options.link_mbit > 0 ? (std::to_string(int(bus * 8 / 1e6 / options.link_mbit * 100 + 0.5)) + "%").c_str() : "-");
     std::fflush(stdout);
+}
+
+// Best times of each config over the baseline's, per size.
+void print_speedups(const fs::path& results) {
+    std::map<std::pair<std::string, size_t>, double> best;
+    std::vector<std::string> configs;
+    std::ifstream in(results);
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string config;
+        size_t mib = 0;
+        double seconds = 0;
+        if (!std::getline(fields, config, '\t') || !(fields >> mib >> seconds)) continue;
+        best[{config, mib}] = seconds;
+        if (config != "c10d" && std::find(configs.begin(), configs.end(), config) == configs.end())
+            configs.push_back(config);
+    }
+    std::printf("\nspeed-up over the c10d Gloo baseline (its best time / ours):\n");
+    for (const auto& [key, seconds] : best) {
+        if (key.first != "c10d") continue;
+        std::printf("  %5zu MiB:", key.second);
+        for (const auto& config : configs)
+            if (const auto found = best.find({config, key.second}); found != best.end())
+                std::printf("  %s %.2fx", config.c_str(), seconds / found->second);
+        std::printf("\n");
+    }
 }
 
 int run_node(const AllReduceBenchOptions& options) {
@@ -110,7 +164,11 @@ int run_node(const AllReduceBenchOptions& options) {
                 sent = result.bytes_sent;
             }
             std::sort(times.begin(), times.end());
-            if (rank == 0) print_row(options, config, mib, times.front(), times[times.size() / 2], sent);
+            if (rank == 0) {
+                print_row(options, config, mib, times.front(), times[times.size() / 2], sent);
+                std::ofstream(fs::path(options.rendezvous) / "results.tsv", std::ios::app)
+                    << config << '\t' << mib << '\t' << times.front() << '\n';
+            }
         }
     }
     return 0;
@@ -150,9 +208,11 @@ int run_allreduce_bench(const AllReduceBenchOptions& options) {
                 const std::string device = options.baseline_device.empty() ? "host:" + host_of(options, r) : options.baseline_device;
                 return std::vector<std::string>{options.baseline, std::to_string(r), std::to_string(options.nodes),
                                                 "file:" + store.string(), std::to_string(mib), device,
-                                                std::to_string(options.repeat), std::to_string(options.link_mbit)};
+                                                std::to_string(options.repeat), std::to_string(options.link_mbit),
+                                                (directory / "results.tsv").string()};
             }, "c10d baseline");
         }
+        if (status == 0) print_speedups(directory / "results.tsv");
     }
     std::error_code ignored;
     fs::remove_all(directory, ignored);

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 namespace pangea {
 namespace {
@@ -99,7 +100,8 @@ std::string check_setting_value(const pangea_setting& setting, const SettingValu
     const std::string bounds = describe_setting_bounds(setting);
     switch (setting.type) {
         case PANGEA_SETTING_INT: {
-            const double v = static_cast<double>(std::get<int64_t>(value));
+            // long double holds every int64 exactly (on x86-64), so 2^53 + 1 is not 2^53.
+            const long double v = static_cast<long double>(std::get<int64_t>(value));
             if (has_range(setting) && (v < setting.min_value || v > setting.max_value))
                 return "an integer in " + bounds;
             return "";
@@ -152,8 +154,10 @@ std::string check_setting_declaration(const pangea_setting& setting) {
             return "setting '" + name + "': name must be lower_snake_case ([a-z0-9_])";
     if (name == "plugin" || name == "library")
         return "setting '" + name + "': the name is reserved for the host";
-    if (setting.type < PANGEA_SETTING_STRING || setting.type > PANGEA_SETTING_BOOL)
-        return "setting '" + name + "': unknown type " + std::to_string(setting.type);
+    uint32_t type;  // read as an integer: a plugin may send a value outside the enum
+    std::memcpy(&type, &setting.type, sizeof type);
+    if (type < PANGEA_SETTING_STRING || type > PANGEA_SETTING_BOOL)
+        return "setting '" + name + "': unknown type " + std::to_string(type);
     if (setting.help == nullptr || setting.help[0] == '\0')
         return "setting '" + name + "': no help text";
     if (setting.default_value != nullptr) {

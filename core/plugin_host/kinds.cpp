@@ -1,5 +1,7 @@
 #include "plugin_host/kinds.hpp"
 
+#include <cstring>
+
 #include "pangea/compress.h"
 #include "pangea/optim.h"
 #include "pangea/storage.h"
@@ -22,8 +24,10 @@ constexpr KindInfo kKinds[] = {
 std::span<const KindInfo> all_kinds() { return kKinds; }
 
 const KindInfo* find_kind(pangea_plugin_kind kind) {
+    uint32_t value;  // compared as an integer: the value may lie outside the enum
+    std::memcpy(&value, &kind, sizeof value);
     for (const auto& info : kKinds)
-        if (info.kind == kind) return &info;
+        if (static_cast<uint32_t>(info.kind) == value) return &info;
     return nullptr;
 }
 

@@ -87,9 +87,11 @@ std::string describe_plugin(const pangea_plugin_info* info, PluginDescriptor* ou
                ", this host speaks ABI " + abi_text(PANGEA_ABI_VERSION);
     if (!valid_plugin_name(info->name))
         return label + ": name must be 1-64 characters of [a-z0-9_-]";
-    const KindInfo* kind = find_kind(info->kind);
+    uint32_t kind_value;  // read as an integer: a newer plugin may hold a kind this enum lacks
+    std::memcpy(&kind_value, &info->kind, sizeof kind_value);
+    const KindInfo* kind = find_kind(static_cast<pangea_plugin_kind>(kind_value));
     if (kind == nullptr)
-        return label + ": unknown kind " + std::to_string(info->kind) + kUnknownKindSuffix;
+        return label + ": unknown kind " + std::to_string(kind_value) + kUnknownKindSuffix;
     if (!nonempty(info->version)) return label + ": no version string";
     if (!nonempty(info->description)) return label + ": no description";
     if (const std::string bad = check_vtable(*kind, info->vtable); !bad.empty())

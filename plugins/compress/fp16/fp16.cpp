@@ -251,11 +251,14 @@ public:
         avx2_ = kernel != "scalar" && wire::cpu_has_avx2();
     }
 
-    size_t max_encoded_size(size_t n) override { return sizeof(wire::FrameHeader) + 2 * n; }
+    size_t max_encoded_size(size_t n) override {
+        return n > wire::kMaxValues ? SIZE_MAX : sizeof(wire::FrameHeader) + 2 * n;
+    }
 
     void encode(const float* src, size_t n, uint8_t* dst, size_t capacity, size_t* written) override {
         if ((src == nullptr && n > 0) || dst == nullptr || written == nullptr)
             throw Error(PANGEA_ERR_INVALID_ARGUMENT, "fp16: encode got a NULL pointer");
+        wire::require_count(n, "fp16");
         const size_t bytes = max_encoded_size(n);
         wire::require_capacity(bytes, capacity, "fp16");
         wire::write_header(dst, kMagic, kVersion, format_, 0, n);
@@ -297,9 +300,11 @@ private:
 
     template <bool kAccumulate>
     void decode_into(const uint8_t* src, size_t bytes, float* dst, size_t n) {
+        wire::require_count(n, "fp16");
         const wire::FrameHeader header = wire::read_header(src, bytes, kMagic, kVersion, n, "fp16");
         if (header.scheme != kHalf && header.scheme != kBfloat)
             throw Error(PANGEA_ERR_CORRUPT, "fp16: unknown format " + std::to_string(header.scheme));
+        if (header.block_size != 0) throw Error(PANGEA_ERR_CORRUPT, "fp16: block size field is not zero");
         wire::require_size(bytes, max_encoded_size(n), "fp16");
         if (n > 0 && dst == nullptr)
             throw Error(PANGEA_ERR_INVALID_ARGUMENT, "fp16: decode got a NULL destination");

@@ -93,8 +93,11 @@ MinMaxParams minmax_params(float mn, float mx, size_t first_index) {
     require_finite_range(mn, mx, first_index);
     const float range = mx - mn;
     mn += 0.0f;  // -0 becomes +0, so every kernel writes the same bytes
-    if (range == 0.0f) return {mn, 0.0f, 0.0f};
-    return {mn, range / 255.0f, 255.0f / range};
+    const float inverse = 255.0f / range;
+    // A range so small that its inverse overflows (below ~7.5e-37) is treated as a constant
+    // block: every value reads back as the minimum, within the range of its true value.
+    if (range == 0.0f || !std::isfinite(inverse)) return {mn, 0.0f, 0.0f};
+    return {mn, range / 255.0f, inverse};
 }
 
 uint8_t quantize(float x, const MinMaxParams& p) {
@@ -437,11 +440,14 @@ public:
         avx2_ = kernel != "scalar" && wire::cpu_has_avx2();
     }
 
-    size_t max_encoded_size(size_t n) override { return layout_.frame_size(n); }
+    size_t max_encoded_size(size_t n) override {
+        return n > wire::kMaxValues ? SIZE_MAX : layout_.frame_size(n);
+    }
 
     void encode(const float* src, size_t n, uint8_t* dst, size_t capacity, size_t* written) override {
         if ((src == nullptr && n > 0) || dst == nullptr || written == nullptr)
             throw Error(PANGEA_ERR_INVALID_ARGUMENT, "int8: encode got a NULL pointer");
+        wire::require_count(n, "int8");
         const size_t bytes = layout_.frame_size(n);
         wire::require_capacity(bytes, capacity, "int8");
         wire::write_header(dst, kMagic, kVersion, scheme_, static_cast<uint32_t>(layout_.block), n);
@@ -489,6 +495,7 @@ private:
     // Checks everything about a frame before a single value is written, so a corrupt frame
     // leaves the destination untouched.
     Layout validate(const uint8_t* src, size_t bytes, size_t n) const {
+        wire::require_count(n, "int8");
         const wire::FrameHeader header = wire::read_header(src, bytes, kMagic, kVersion, n, "int8");
         if (header.scheme != kMinMax && header.scheme != kSigma)
             throw Error(PANGEA_ERR_CORRUPT, "int8: unknown scheme " + std::to_string(header.scheme));
@@ -507,6 +514,14 @@ private:
                     throw Error(PANGEA_ERR_CORRUPT, "int8: block " + std::to_string(b) +
                                                         " has an invalid parameter (" +
                                                         std::to_string(value) + ")");
+            }
+            if (header.scheme == kMinMax) {  // the largest code must decode to a finite value too
+                float offset, scale;
+                std::memcpy(&offset, params, 4);
+                std::memcpy(&scale, params + 4, 4);
+                if (!std::isfinite(dequantize(255, offset, scale)))
+                    throw Error(PANGEA_ERR_CORRUPT, "int8: block " + std::to_string(b) +
+                                                        " decodes past the float range");
             }
         }
         return layout;

@@ -18,12 +18,15 @@ public:
 
     explicit NoneCompressor(const pangea::sdk::Host& /*host*/) {}
 
-    size_t max_encoded_size(size_t n) override { return n * sizeof(float); }
+    // Beyond this, n * 4 would overflow size_t.
+    static constexpr size_t kMaxValues = SIZE_MAX / sizeof(float);
+
+    size_t max_encoded_size(size_t n) override { return n > kMaxValues ? SIZE_MAX : n * sizeof(float); }
 
     void encode(const float* src, size_t n, uint8_t* dst, size_t dst_capacity,
                 size_t* written) override {
-        if ((src == nullptr && n > 0) || written == nullptr)
-            throw Error(PANGEA_ERR_INVALID_ARGUMENT, "encode: NULL src or written");
+        if ((src == nullptr && n > 0) || (dst == nullptr && n > 0) || written == nullptr || n > kMaxValues)
+            throw Error(PANGEA_ERR_INVALID_ARGUMENT, "encode: NULL pointer or too many values");
         const size_t bytes = n * sizeof(float);
         if (dst_capacity < bytes)
             throw Error(PANGEA_ERR_CAPACITY, "encode: " + std::to_string(n) + " values need " +
@@ -35,11 +38,13 @@ public:
 
     void decode(const uint8_t* src, size_t bytes, float* dst, size_t n) override {
         check_length(bytes, n);
+        if (n > 0 && (src == nullptr || dst == nullptr)) throw Error(PANGEA_ERR_INVALID_ARGUMENT, "decode: NULL pointer");
         if (bytes > 0) std::memcpy(dst, src, bytes);
     }
 
     void decode_accumulate(const uint8_t* src, size_t bytes, float* acc, size_t n) override {
         check_length(bytes, n);
+        if (n > 0 && (src == nullptr || acc == nullptr)) throw Error(PANGEA_ERR_INVALID_ARGUMENT, "decode: NULL pointer");
         // Through a small aligned buffer: the frame may sit at any address, and this keeps the
         // loop simple enough for the compiler to vectorize.
         constexpr size_t kChunk = 1024;
@@ -53,7 +58,7 @@ public:
 
 private:
     static void check_length(size_t bytes, size_t n) {
-        if (bytes != n * sizeof(float))
+        if (n > kMaxValues || bytes != n * sizeof(float))
             throw Error(PANGEA_ERR_CORRUPT, "decode: " + std::to_string(bytes) +
                                                 " bytes cannot hold " + std::to_string(n) +
                                                 " fp32 values (expected " +

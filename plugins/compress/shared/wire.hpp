@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <system_error>
 #include <string>
 #include <thread>
 #include <vector>
@@ -64,6 +65,15 @@ inline FrameHeader read_header(const uint8_t* src, size_t bytes, const char (&ma
     return header;
 }
 
+// More values than any frame may hold (4 TiB of fp32): size arithmetic stays far from overflow.
+constexpr size_t kMaxValues = size_t{1} << 40;
+
+inline void require_count(size_t n, const char* plugin) {
+    if (n > kMaxValues)
+        throw Error(PANGEA_ERR_INVALID_ARGUMENT, std::string(plugin) + ": " + std::to_string(n) +
+                                                     " values is more than one frame may hold (2^40)");
+}
+
 inline void require_capacity(size_t needed, size_t capacity, const char* plugin) {
     if (capacity < needed)
         throw Error(PANGEA_ERR_CAPACITY, std::string(plugin) + ": encoding needs " +
@@ -97,7 +107,14 @@ void parallel_ranges(size_t count, unsigned threads, const Body& body) {
             errors[t] = std::current_exception();
         }
     };
-    for (unsigned t = 1; t < threads; ++t) workers.emplace_back(run, t);
+    unsigned started = 1;
+    try {
+        for (; started < threads; ++started) workers.emplace_back(run, started);
+    } catch (const std::system_error&) {
+        // No thread to be had: the calling thread does the ranges that have none. The result is
+        // the same, since ranges are independent.
+    }
+    for (unsigned t = started; t < threads; ++t) run(t);
     run(0);
     for (auto& worker : workers) worker.join();
     for (auto& error : errors)

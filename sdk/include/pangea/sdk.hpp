@@ -173,7 +173,8 @@ public:
 // Transports hand out opaque handles: the class decides what they point to. Functions return the
 // handle they make and throw Error on failure; test() and wait() return the request's status
 // (PANGEA_ERR_AGAIN / PANGEA_ERR_TIMEOUT while pending) and call set_last_error() themselves
-// for a request that failed.
+// for a request that failed. test() and wait() must not throw once they have released a request:
+// the helper turns an exception into a final status, and the caller then frees the buffer.
 class Transport : public PluginBase {
 public:
     static constexpr pangea_plugin_kind kind = PANGEA_KIND_TRANSPORT;
@@ -235,25 +236,24 @@ Base* as(void* instance) {
 template <class T>
 pangea_status create(const pangea_host* host, void** out_instance) noexcept {
     if (host == nullptr || out_instance == nullptr) return PANGEA_ERR_INVALID_ARGUMENT;
-    pangea_status status = PANGEA_ERR_INTERNAL;
-    const char* message = "unknown exception";
-    std::string text;
+    // Reported from inside the handler: the exception (and its what()) lives until it ends.
     try {
         std::unique_ptr<PluginBase> made = std::make_unique<T>(Host(host));
         *out_instance = made.release();
         return PANGEA_OK;
     } catch (const Error& e) {
-        status = e.status();
-        message = e.what();
+        host->report_error(host->context, e.status(), e.what());
+        return e.status();
     } catch (const std::bad_alloc&) {
-        status = PANGEA_ERR_NO_MEMORY;
-        message = "out of memory";
+        host->report_error(host->context, PANGEA_ERR_NO_MEMORY, "out of memory");
+        return PANGEA_ERR_NO_MEMORY;
     } catch (const std::exception& e) {
-        message = e.what();
+        host->report_error(host->context, PANGEA_ERR_INTERNAL, e.what());
+        return PANGEA_ERR_INTERNAL;
     } catch (...) {
+        host->report_error(host->context, PANGEA_ERR_INTERNAL, "unknown exception");
+        return PANGEA_ERR_INTERNAL;
     }
-    host->report_error(host->context, status, message);
-    return status;
 }
 
 inline void destroy(void* instance) noexcept {
@@ -274,6 +274,7 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_CO
     static const pangea_compress_vtable vtable = {
         header_for<T>(sizeof(pangea_compress_vtable)),
         [](void* self, size_t n) noexcept -> size_t {
+            if (self == nullptr) return 0;
             try {
                 return as<Compressor>(self)->max_encoded_size(n);
             } catch (...) {
@@ -292,6 +293,7 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_CO
                            [&] { as<Compressor>(self)->decode_accumulate(src, bytes, acc, n); });
         },
         [](void* self) noexcept -> uint64_t {
+            if (self == nullptr) return 0;
             try {
                 return as<Compressor>(self)->capabilities();
             } catch (...) {
@@ -313,6 +315,7 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_OP
             return guarded(self, [&] { as<OuterOptimizer>(self)->step(params, grad, n); });
         },
         [](void* self) noexcept -> size_t {
+            if (self == nullptr) return 0;
             try {
                 return as<OuterOptimizer>(self)->state_size();
             } catch (...) {

@@ -370,6 +370,26 @@ TEST(CompressMalformed, CorruptFramesAreRefusedAndTouchNothing) {
     EXPECT_EQ(int8.decode_status(bytes, x.size()), PANGEA_ERR_CORRUPT);
 }
 
+TEST(CompressMalformed, Int8FrameWhoseCodesWouldDecodeToInfinityIsCorrupt) {
+    const Codec codec("int8", {});
+    auto bytes = codec.encode({0.0f, 1.0f});
+    const float huge_scale = 3e36f;  // finite, but 255 * scale is not
+    std::memcpy(bytes.data() + 24 + 4, &huge_scale, 4);
+    EXPECT_EQ(codec.decode_status(bytes, 2), PANGEA_ERR_CORRUPT);
+    EXPECT_THAT(codec.last_error(), ::testing::HasSubstr("decodes past the float range"));
+}
+
+TEST(CompressAccuracy, Int8BlockWithATinyRangeStaysWithinItsRange) {
+    for (const char* kernel : {"auto", "scalar"}) {
+        const Codec codec("int8", {{"kernel", std::string(kernel)}});
+        const std::vector<float> x = {0.0f, 1e-37f, 5e-38f};  // 255 / range overflows float
+        const auto bytes = codec.encode(x);
+        const auto y = codec.decode(bytes, x.size());
+        for (size_t i = 0; i < x.size(); ++i) EXPECT_LE(std::fabs(x[i] - y[i]), 1e-37f) << kernel;
+        EXPECT_EQ(bytes, Codec("int8", {{"kernel", std::string("scalar")}}).encode(x));
+    }
+}
+
 TEST(CompressMalformed, Int8BlockSizeBelowSixteenIsAConfigError) {
     try {
         Codec codec("int8", {{"block_size", int64_t{8}}});

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Emulated WAN links for benchmarks: N network namespaces (pangea-n1 .. pangea-nN, addresses
+# 10.77.0.1 .. 10.77.0.N on interface wan0) joined by veth pairs to a bridge that lives in its
+# own namespace (pangea-sw), so the machine's own network is never touched. Every node's link is
+# rate-limited with tc tbf in both directions, like a full-duplex access link. (This kernel has
+# no netem, so latency is not emulated; see docs/plugins/transport.md.) No route leaves
+# 10.77.0.0/24: traffic stays between the namespaces.
+#
+#   bench/wan.sh up N [--rate 200mbit]    create (replacing an earlier set)
+#   bench/wan.sh down N                   remove
+#   bench/wan.sh status                   list what exists
+#
+# Root only.
+set -euo pipefail
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ $# -ge 1 ]] || usage
+command=$1; shift
+if [[ $(id -u) -ne 0 ]]; then
+    echo "error: bench/wan.sh creates network namespaces and needs root (run it with sudo)" >&2
+    exit 1
+fi
+command -v ip >/dev/null && command -v tc >/dev/null || { echo "error: needs ip and tc (apt-get install iproute2)" >&2; exit 1; }
+
+down() {
+    local n=$1
+    for i in $(seq 1 "$n"); do ip netns del "pangea-n$i" 2>/dev/null || true; done
+    ip netns del pangea-sw 2>/dev/null || true
+}
+
+case $command in
+up)
+    [[ $# -ge 1 ]] || usage
+    n=$1; shift
+    rate=200mbit
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --rate) rate=$2; shift 2 ;;
+            *) usage ;;
+        esac
+    done
+    [[ $n =~ ^[0-9]+$ && $n -ge 2 && $n -le 64 ]] || { echo "error: N must be 2..64, got '$n'" >&2; exit 2; }
+    down 64
+    trap 'echo "error: setup failed; removing what was made" >&2; down 64' ERR
+    # burst 256kb / latency 50ms: one TCP stream reaches ~95% of the rate (the rest is headers).
+    shape="tbf rate $rate burst 256kb latency 50ms"
+    ip netns add pangea-sw
+    ip -n pangea-sw link set lo up
+    ip -n pangea-sw link add br0 type bridge
+    ip -n pangea-sw link set br0 up
+    for i in $(seq 1 "$n"); do
+        ip netns add "pangea-n$i"
+        ip link add wan0 netns "pangea-n$i" type veth peer name "port$i" netns pangea-sw
+        ip -n pangea-sw link set "port$i" master br0
+        ip -n pangea-sw link set "port$i" up
+        ip -n "pangea-n$i" link set lo up
+        ip -n "pangea-n$i" addr add "10.77.0.$i/24" dev wan0
+        ip -n "pangea-n$i" link set wan0 up
+        ip netns exec "pangea-n$i" tc qdisc replace dev wan0 root $shape     # upload
+        ip netns exec pangea-sw tc qdisc replace dev "port$i" root $shape    # download
+    done
+    echo "up: $n nodes at $rate: pangea-n1..pangea-n$n, 10.77.0.1..10.77.0.$n (interface wan0)"
+    ;;
+down)
+    [[ $# -ge 1 ]] || usage
+    down "$1"
+    echo "down"
+    ;;
+status)
+    ip netns list | grep '^pangea-' || echo "no pangea namespaces"
+    ;;
+*) usage ;;
+esac
