@@ -128,6 +128,8 @@ int run_node(const AllReduceBenchOptions& options) {
     const RingConnections ring = connect_ring(transport, listener, rank, addresses, options.run_id, std::chrono::seconds(60));
     RingOptions ring_options;
     ring_options.stall_timeout_ms = options.stall_timeout_ms;
+    ring_options.piece_values = std::max<size_t>(1, options.piece_kib * 1024 / sizeof(float));
+    ring_options.depth = options.depth;
     const Link next(transport, ring.next.handle()), previous(transport, ring.previous.handle());
     RingAllReduce barrier(rank, world, next, previous, barrier_codec, ring_options);
 
@@ -191,7 +193,9 @@ int run_allreduce_bench(const AllReduceBenchOptions& options) {
         std::vector<std::string> argv = {exe, "bench", "allreduce", "--rank", std::to_string(r),
                                          "--nodes", std::to_string(options.nodes), "--rendezvous", directory.string(),
                                          "--run-id", std::to_string(run_id), "--transport", options.transport,
-                                         "--repeat", std::to_string(options.repeat), "--stall-timeout-ms",
+                                         "--repeat", std::to_string(options.repeat), "--piece-kib",
+                                         std::to_string(options.piece_kib), "--depth", std::to_string(options.depth),
+                                         "--stall-timeout-ms",
                                          std::to_string(options.stall_timeout_ms), "--hosts", options.host_template,
                                          "--link-mbit", std::to_string(options.link_mbit)};
         for (const auto& size : sizes) argv.insert(argv.end(), {"--sizes", size});

@@ -16,6 +16,8 @@ struct AllReduceBenchOptions {
     std::vector<std::string> configs = {"none", "int8", "fp16"};  // compressor[:key=value,...]
     std::string transport = "tcp";                               // transport[:key=value,...]
     int repeat = 3;
+    size_t piece_kib = 1024;  // fp32 data per piece on the wire
+    size_t depth = 4;         // pieces in flight per direction
     int stall_timeout_ms = 120000;
     // Node r binds <host_template with {r} replaced by r + 1>:0, inside namespace
     // <netns_prefix><r + 1> when netns_prefix is set.

@@ -152,6 +152,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     bench_allreduce->add_option("--repeat", allreduce_options.repeat, "all-reduces per size and config")
         ->capture_default_str()->check(CLI::Range(1, 1000));
+    bench_allreduce->add_option("--piece-kib", allreduce_options.piece_kib, "fp32 KiB per piece on the wire")
+        ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+    bench_allreduce->add_option("--depth", allreduce_options.depth, "pieces in flight per direction")
+        ->capture_default_str()->check(CLI::Range(1, 64));
     bench_allreduce->add_option("--stall-timeout-ms", allreduce_options.stall_timeout_ms,
                                 "a node waiting this long for a peer gives up")->capture_default_str();
     bench_allreduce->add_option("--hosts", allreduce_options.host_template,

@@ -1,9 +1,13 @@
 #include "collective/ring_allreduce.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <chrono>
 #include <cstring>
-#include <functional>
 #include <stdexcept>
 #include <vector>
 
@@ -26,73 +30,78 @@ size_t mod(long long value, int world) { return static_cast<size_t>(((value % wo
 
 }  // namespace
 
+// One run() as a dataflow of pieces. Every message is a piece (p) of a chunk at a step (s):
+//   reduce-scatter step s sends chunk (rank - s) and receives chunk (rank - s - 1), adding it in;
+//   all-gather step s sends chunk (rank + 1 - s) and receives chunk (rank - s), replacing.
+// A send of piece p at step s >= 1 needs only piece p of the previous step's receive (same
+// chunk), so steps overlap piece by piece instead of waiting for whole chunks, and the link
+// never idles at a step boundary. The calling thread sends, a second thread receives; up to
+// `depth` messages per direction are in flight. The compressor is used by one thread at a time.
 class RingAllReduce::Pass {
 public:
-    Pass(RingAllReduce& ring, std::span<float> work) : ring_(ring), work_(work) {}
-
-    void reduce_scatter() {
-        for (int step = 0; step < ring_.world_ - 1; ++step) {
-            const size_t send = mod(ring_.rank_ - step, ring_.world_);
-            const size_t receive = mod(ring_.rank_ - step - 1, ring_.world_);
-            exchange(
-                pieces(send),
-                [&](size_t p, std::vector<uint8_t>& slot) {
-                    encode(piece(send, p), slot);
-                    return std::span<const uint8_t>(slot);
-                },
-                pieces(receive),
-                [&](size_t p, std::vector<uint8_t>& slot) {
-                    slot.resize(message_bytes(piece(receive, p).size()));
-                    return std::span<uint8_t>(slot);
-                },
-                [&](size_t p, std::span<const uint8_t> message) {
-                    decode(message, piece(receive, p), /*accumulate=*/true);
-                });
+    Pass(RingAllReduce& ring, std::span<float> work, ReduceOp op) : ring_(ring), work_(work), op_(op) {
+        const int steps = ring.world_ - 1;
+        std::vector<size_t> first_receive;  // index of (phase, step)'s first receive
+        for (int phase = 0; phase < 2; ++phase)
+            for (int step = 0; step < steps; ++step) {
+                const size_t send = phase == 0 ? mod(ring.rank_ - step, ring.world_) : mod(ring.rank_ + 1 - step, ring.world_);
+                const size_t receive = phase == 0 ? mod(ring.rank_ - step - 1, ring.world_) : mod(ring.rank_ - step, ring.world_);
+                for (size_t p = 0; p < pieces(send); ++p) sends_.push_back({phase, step, send, p, kNone});
+                first_receive.push_back(receives_.size());
+                for (size_t p = 0; p < pieces(receive); ++p) receives_.push_back({phase, step, receive, p, kNone});
+            }
+        // Link each send to the receive of the same piece one step earlier (the all-gather's
+        // first step: the reduce-scatter's last), and that receive back to the send.
+        for (size_t i = 0; i < sends_.size(); ++i) {
+            Item& send = sends_[i];
+            if (send.phase == 0 && send.step == 0) continue;  // the rank's own data
+            const int phase = send.phase == 1 && send.step == 0 ? 0 : send.phase;
+            const int step = send.step == 0 ? steps - 1 : send.step - 1;
+            send.partner = first_receive[static_cast<size_t>(phase * steps + step)] + send.piece;
+            receives_[send.partner].partner = i;
         }
+        messages_.resize(sends_.size());
     }
 
-    // Owner quantizes, then the encoded chunks go round verbatim.
-    void all_gather(ReduceOp op) {
-        const size_t owned = mod(ring_.rank_ + 1, ring_.world_);
-        if (op == ReduceOp::kAverage) {
-            const float scale = 1.0f / static_cast<float>(ring_.world_);
-            for (size_t p = 0; p < pieces(owned); ++p)
-                for (float& v : piece(owned, p)) v *= scale;
+    // Runs both directions; returns once both are done or one has failed (then rethrows).
+    void run() {
+        std::exception_ptr receive_error;
+        std::thread receiver([&] {
+            try {
+                receive_all();
+            } catch (...) {
+                receive_error = std::current_exception();
+                stop();
+            }
+        });
+        std::exception_ptr send_error;
+        try {
+            send_all();
+        } catch (...) {
+            send_error = std::current_exception();
+            stop();
         }
-        std::vector<std::vector<uint8_t>> outgoing(pieces(owned)), incoming;
-        for (size_t p = 0; p < outgoing.size(); ++p) {
-            encode(piece(owned, p), outgoing[p]);
-            decode(outgoing[p], piece(owned, p), /*accumulate=*/false);
-        }
-        for (int step = 0; step < ring_.world_ - 1; ++step) {
-            const size_t receive = mod(ring_.rank_ - step, ring_.world_);
-            // Received pieces land in `incoming` and are forwarded from there at the next step.
-            incoming.resize(pieces(receive));
-            exchange(
-                outgoing.size(), [&](size_t p, std::vector<uint8_t>&) { return std::span<const uint8_t>(outgoing[p]); },
-                incoming.size(),
-                [&](size_t p, std::vector<uint8_t>&) {
-                    incoming[p].resize(message_bytes(piece(receive, p).size()));
-                    return std::span<uint8_t>(incoming[p]);
-                },
-                [&](size_t p, std::span<const uint8_t> message) {
-                    decode(message, piece(receive, p), /*accumulate=*/false);
-                });
-            outgoing.swap(incoming);
-        }
+        receiver.join();
+        if (send_error) std::rethrow_exception(send_error);
+        if (receive_error) std::rethrow_exception(receive_error);
     }
 
-    uint64_t bytes_sent = 0;
-    uint64_t bytes_received = 0;
+    std::atomic<uint64_t> bytes_sent{0};
+    std::atomic<uint64_t> bytes_received{0};
 
 private:
-    // Aborts both links first, so that the requests still in flight end at once while the stack
-    // unwinds (their destructors wait for them), and the neighbours learn of the failure.
-    [[noreturn]] void raise(pangea_status status, std::string error) const {
-        ring_.next_.abort();
-        ring_.previous_.abort();
-        throw Failure{status, std::move(error)};
-    }
+    static constexpr size_t kNone = SIZE_MAX;
+    using Bytes = std::vector<uint8_t>;
+
+    struct Item {
+        int phase;  // 0: reduce-scatter, 1: all-gather
+        int step;
+        size_t chunk;
+        size_t piece;
+        size_t partner;  // sends: the receive it waits for; receives: the send that forwards it
+    };
+
+    // ---- the buffer's chunks and pieces
 
     std::span<float> chunk(size_t c) const {
         const size_t n = work_.size(), world = static_cast<size_t>(ring_.world_);
@@ -107,6 +116,9 @@ private:
         const size_t begin = std::min(whole.size(), p * ring_.options_.piece_values);
         return whole.subspan(begin, std::min(ring_.options_.piece_values, whole.size() - begin));
     }
+    std::span<float> values(const Item& item) const { return piece(item.chunk, item.piece); }
+
+    // ---- compression (one thread at a time)
 
     const pangea_compress_vtable& codec() const { return ring_.compressor_.vtable<pangea_compress_vtable>(); }
 
@@ -114,7 +126,8 @@ private:
         return kLengthPrefix + codec().max_encoded_size(ring_.compressor_.handle(), values);
     }
 
-    void encode(std::span<const float> values, std::vector<uint8_t>& message) const {
+    void encode(std::span<const float> values, Bytes& message) {
+        std::lock_guard<std::mutex> lock(codec_mutex_);
         message.resize(message_bytes(values.size()));
         size_t written = 0;
         const pangea_status status = codec().encode(ring_.compressor_.handle(), values.data(), values.size(),
@@ -126,12 +139,13 @@ private:
         std::fill(message.begin() + kLengthPrefix + written, message.end(), 0);  // the padding, if any
     }
 
-    void decode(std::span<const uint8_t> message, std::span<float> values, bool accumulate) const {
+    void decode(std::span<const uint8_t> message, std::span<float> values, bool accumulate) {
+        std::lock_guard<std::mutex> lock(codec_mutex_);
         uint64_t length = 0;
         std::memcpy(&length, message.data(), sizeof length);
         if (length > message.size() - kLengthPrefix)
             raise(PANGEA_ERR_CORRUPT, "all-reduce: a piece claims " + std::to_string(length) +
-                                                  " encoded bytes in a message of " + std::to_string(message.size()));
+                                          " encoded bytes in a message of " + std::to_string(message.size()));
         const auto fn = accumulate ? codec().decode_accumulate : codec().decode;
         const pangea_status status =
             fn(ring_.compressor_.handle(), message.data() + kLengthPrefix, length, values.data(), values.size());
@@ -139,70 +153,132 @@ private:
             raise(status, ring_.compressor_.describe_failure(accumulate ? "decode_accumulate" : "decode", status));
     }
 
+    // ---- failure
+
+    // Aborts both links first, so that requests in flight on either thread end at once (their
+    // destructors wait for them while the stack unwinds), and the neighbours learn of it.
+    [[noreturn]] void raise(pangea_status status, std::string error) {
+        stop();
+        throw Failure{status, std::move(error)};
+    }
+
+    void stop() {
+        {
+            std::lock_guard<std::mutex> lock(progress_mutex_);
+            stopped_ = true;
+        }
+        progress_.notify_all();
+        ring_.next_.abort();
+        ring_.previous_.abort();
+    }
+
     void complete(Request& request, const char* what) {
         const pangea_status status = request.wait(ring_.options_.stall_timeout_ms);
         if (status == PANGEA_OK) return;
         if (status == PANGEA_ERR_TIMEOUT)
             raise(PANGEA_ERR_PEER_LOST, std::string("all-reduce: no progress on a ") + what + " for " +
-                                                    std::to_string(ring_.options_.stall_timeout_ms) +
-                                                    " ms: the peer is stalled");
-        raise(status, std::string("all-reduce: ") + what + " failed with " + status_name(status) + ": " +
-                                  request.error());
+                                            std::to_string(ring_.options_.stall_timeout_ms) + " ms: the peer is stalled");
+        raise(status, std::string("all-reduce: ") + what + " failed with " + status_name(status) + ": " + request.error());
     }
 
-    // Sends send_count messages to the next rank and receives receive_count from the previous
-    // one, with up to `depth` of each in flight. produce(p, slot) returns message p to send
-    // (built in the slot's buffer, or kept elsewhere until the exchange ends); place(p, slot)
-    // returns where message p is to be received; consume(p, message) uses it once it is there.
-    using Bytes = std::vector<uint8_t>;
-    void exchange(size_t send_count, const std::function<std::span<const uint8_t>(size_t, Bytes&)>& produce,
-                  size_t receive_count, const std::function<std::span<uint8_t>(size_t, Bytes&)>& place,
-                  const std::function<void(size_t, std::span<const uint8_t>)>& consume) {
+    // ---- the two directions
+
+    struct Slot {
+        Bytes buffer;
+        std::span<const uint8_t> message;
+        Request request;
+    };
+
+    void send_all() {
         const size_t depth = std::max<size_t>(1, ring_.options_.depth);
-        struct Slot {
-            Bytes buffer;
-            std::span<uint8_t> message;  // receives: where this slot's message lands
-            Request request;
-        };
-        std::vector<Slot> sends(depth), receives(depth);
-        size_t sent = 0, posted = 0, received = 0;
-        auto post_receive = [&] {
-            Slot& slot = receives[posted % depth];
-            slot.message = place(posted, slot.buffer);
+        std::vector<Slot> slots(depth);
+        for (size_t i = 0; i < sends_.size(); ++i) {
+            const Item& item = sends_[i];
+            Slot& slot = slots[i % depth];
+            if (slot.request.pending()) complete(slot.request, "send");
+            if (item.partner != kNone) {  // wait until the piece it carries is here
+                std::unique_lock<std::mutex> lock(progress_mutex_);
+                progress_.wait(lock, [&] { return stopped_ || consumed_ > item.partner; });
+                if (stopped_) return;
+            }
+            if (item.phase == 0) {
+                encode(values(item), slot.buffer);
+                slot.message = slot.buffer;
+            } else {
+                slot.message = messages_[i];  // owner-encoded or received: sent verbatim
+            }
             pangea_status status;
-            slot.request = ring_.previous_.receive(slot.message.data(), slot.message.size(), &status);
+            slot.request = ring_.next_.send(slot.message.data(), slot.message.size(), &status);
+            if (status != PANGEA_OK) raise(status, "all-reduce: isend failed: " + ring_.next_.transport().last_error());
+            bytes_sent += slot.message.size();
+        }
+        for (Slot& slot : slots)
+            if (slot.request.pending()) complete(slot.request, "send");
+    }
+
+    void receive_all() {
+        const size_t depth = std::max<size_t>(1, ring_.options_.depth);
+        std::vector<Slot> slots(depth);
+        size_t posted = 0;
+        auto post = [&] {
+            const Item& item = receives_[posted];
+            Slot& slot = slots[posted % depth];
+            // A received all-gather piece that is forwarded lands where its send will read it.
+            Bytes& target = item.phase == 1 && item.partner != kNone ? messages_[item.partner] : slot.buffer;
+            target.resize(message_bytes(values(item).size()));
+            slot.message = target;
+            pangea_status status;
+            slot.request = ring_.previous_.receive(target.data(), target.size(), &status);
             if (status != PANGEA_OK)
                 raise(status, "all-reduce: irecv failed: " + ring_.previous_.transport().last_error());
             ++posted;
         };
-        while (posted < receive_count && posted < depth) post_receive();
-        while (sent < send_count || received < receive_count) {
-            if (sent < send_count) {
-                Slot& slot = sends[sent % depth];
-                if (slot.request.pending()) complete(slot.request, "send");
-                const std::span<const uint8_t> message = produce(sent, slot.buffer);
-                pangea_status status;
-                slot.request = ring_.next_.send(message.data(), message.size(), &status);
-                if (status != PANGEA_OK)
-                    raise(status, "all-reduce: isend failed: " + ring_.next_.transport().last_error());
-                bytes_sent += message.size();
-                ++sent;
+        while (posted < receives_.size() && posted < depth) post();
+        for (size_t i = 0; i < receives_.size(); ++i) {
+            const Item& item = receives_[i];
+            Slot& slot = slots[i % depth];
+            complete(slot.request, "receive");
+            bytes_received += slot.message.size();
+            const std::span<const uint8_t> message = slot.message;
+            if (item.phase == 0) {
+                decode(message, values(item), /*accumulate=*/true);
+                if (item.step == ring_.world_ - 2) own(item);  // this piece is now fully reduced
+            } else {
+                decode(message, values(item), /*accumulate=*/false);
             }
-            if (received < receive_count) {
-                Slot& slot = receives[received % depth];
-                complete(slot.request, "receive");
-                bytes_received += slot.message.size();
-                consume(received, slot.message);
-                ++received;
-                if (posted < receive_count) post_receive();
+            {
+                std::lock_guard<std::mutex> lock(progress_mutex_);
+                consumed_ = i + 1;
             }
+            progress_.notify_all();
+            if (posted < receives_.size()) post();
         }
-        for (Slot& slot : sends)
-            if (slot.request.pending()) complete(slot.request, "send");
+    }
+
+    // Owner quantizes: the fully reduced piece is (averaged,) encoded once for the all-gather, and
+    // replaced by its own decoding, so that this rank holds what every other rank will decode.
+    void own(const Item& item) {
+        const std::span<float> piece_values = values(item);
+        if (op_ == ReduceOp::kAverage) {
+            const float scale = 1.0f / static_cast<float>(ring_.world_);
+            for (float& v : piece_values) v *= scale;
+        }
+        Bytes& message = messages_[item.partner];
+        encode(piece_values, message);
+        decode(message, piece_values, /*accumulate=*/false);
     }
 
     RingAllReduce& ring_;
     std::span<float> work_;
+    ReduceOp op_;
+    std::vector<Item> sends_, receives_;
+    std::vector<Bytes> messages_;  // per all-gather send: the bytes it forwards
+
+    std::mutex codec_mutex_;
+    std::mutex progress_mutex_;
+    std::condition_variable progress_;
+    size_t consumed_ = 0;  // receives fully used, in order
+    bool stopped_ = false;
 };
 
 RingAllReduce::RingAllReduce(int rank, int world, Link next, Link previous, const PluginInstance& compressor,
@@ -219,10 +295,9 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op) {
     AllReduceResult result;
     if (world_ == 1) return result;  // the sum and the average of one buffer is itself
     std::vector<float> work(data.begin(), data.end());  // the caller's buffer stays intact on failure
-    Pass pass(*this, work);
+    Pass pass(*this, work, op);
     try {
-        pass.reduce_scatter();
-        pass.all_gather(op);
+        pass.run();
         std::copy(work.begin(), work.end(), data.begin());
     } catch (const Failure& failure) {  // the links were aborted before it was thrown
         result.status = failure.status;

@@ -26,8 +26,8 @@ namespace pangea {
 enum class ReduceOp { kSum, kAverage };
 
 struct RingOptions {
-    size_t piece_values = size_t{1} << 20;  // values per piece (4 MiB of fp32)
-    size_t depth = 2;                       // pieces in flight per direction
+    size_t piece_values = size_t{1} << 18;  // values per piece (1 MiB of fp32)
+    size_t depth = 4;                       // pieces in flight per direction
     int stall_timeout_ms = 30000;           // longest wait for any one piece
 };
 
