@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <chrono>
 #include <cstring>
@@ -63,27 +64,13 @@ public:
         messages_.resize(sends_.size());
     }
 
-    // Runs both directions; returns once both are done or one has failed (then rethrows).
+    // Runs both directions; returns once both are done, or throws the first failure (the
+    // other direction then fails too, with PANGEA_ERR_ABORTED, which would hide the cause).
     void run() {
-        std::exception_ptr receive_error;
-        std::thread receiver([&] {
-            try {
-                receive_all();
-            } catch (...) {
-                receive_error = std::current_exception();
-                stop();
-            }
-        });
-        std::exception_ptr send_error;
-        try {
-            send_all();
-        } catch (...) {
-            send_error = std::current_exception();
-            stop();
-        }
+        std::thread receiver([&] { guard([&] { receive_all(); }); });
+        guard([&] { send_all(); });
         receiver.join();
-        if (send_error) std::rethrow_exception(send_error);
-        if (receive_error) std::rethrow_exception(receive_error);
+        if (first_failure_) throw *first_failure_;
     }
 
     std::atomic<uint64_t> bytes_sent{0};
@@ -158,8 +145,34 @@ private:
     // Aborts both links first, so that requests in flight on either thread end at once (their
     // destructors wait for them while the stack unwinds), and the neighbours learn of it.
     [[noreturn]] void raise(pangea_status status, std::string error) {
+        {
+            std::lock_guard<std::mutex> lock(progress_mutex_);
+            if (!first_failure_) first_failure_ = Failure{status, error};
+        }
         stop();
         throw Failure{status, std::move(error)};
+    }
+
+    // Runs one direction; its failure has been recorded by raise(), anything else is recorded here.
+    template <class F>
+    void guard(F&& direction) {
+        try {
+            direction();
+        } catch (const Failure&) {
+        } catch (const std::exception& e) {
+            std::lock_guard<std::mutex> lock(progress_mutex_);
+            if (!first_failure_) first_failure_ = Failure{PANGEA_ERR_INTERNAL, std::string("all-reduce: ") + e.what()};
+        }
+        stop_if_failed();
+    }
+
+    void stop_if_failed() {
+        bool failed;
+        {
+            std::lock_guard<std::mutex> lock(progress_mutex_);
+            failed = first_failure_.has_value();
+        }
+        if (failed) stop();
     }
 
     void stop() {
@@ -279,6 +292,7 @@ private:
     std::condition_variable progress_;
     size_t consumed_ = 0;  // receives fully used, in order
     bool stopped_ = false;
+    std::optional<Failure> first_failure_;
 };
 
 RingAllReduce::RingAllReduce(int rank, int world, Link next, Link previous, const PluginInstance& compressor,

@@ -199,6 +199,21 @@ void check_transport(Report& report, const Subject& subject) {
         expect(in == out, "the bytes differ");
     });
 
+    report.run(subject.check_name("a message sent just before the peer closes still arrives whole"), [&] {
+        for (int round = 0; round < 5; ++round) {
+            Pair pair(subject);
+            const auto out = pattern(size_t{24} << 20, uint32_t(round));
+            std::vector<uint8_t> in(out.size());
+            auto* r = pair.server.receive(in.data(), in.size());
+            pair.client.complete(pair.client.send(out.data(), out.size()), "send");
+            // A finished node closes at once; its last bytes may still be on the way.
+            pair.client.vt.close(pair.client.h(), pair.client.connection);
+            pair.client.connection = nullptr;
+            pair.server.complete(r, "receive after the sender closed");
+            expect(in == out, "the bytes differ");
+        }
+    });
+
     report.run(subject.check_name("a closed peer fails pending and new requests with PANGEA_ERR_PEER_LOST"), [&] {
         Pair pair(subject);
         std::vector<uint8_t> in(1 << 20);

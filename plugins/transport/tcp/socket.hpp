@@ -196,17 +196,21 @@ inline void read_exact(int fd, void* data, size_t bytes, const Deadline& deadlin
     }
 }
 
-// Blocking whole-buffer I/O for the stream threads. They return 0 on success, or the errno
-// (0 is impossible), with ECONNRESET standing for an orderly close by the peer mid-message.
+// Blocking whole-buffer I/O for the stream threads. They return 0 on success, or the errno,
+// with kPeerClosed for an orderly close by the peer before the first byte and ECONNRESET for
+// one in the middle of the buffer.
+constexpr int kPeerClosed = -1;
+
 inline int recv_all(int fd, void* data, size_t bytes) {
     auto* out = static_cast<uint8_t*>(data);
+    const size_t wanted = bytes;
     while (bytes > 0) {
         const ssize_t got = ::recv(fd, out, bytes, 0);
         if (got > 0) {
             out += got;
             bytes -= static_cast<size_t>(got);
         } else if (got == 0) {
-            return ECONNRESET;
+            return bytes == wanted ? kPeerClosed : ECONNRESET;
         } else if (errno != EINTR) {
             return errno;
         }

@@ -100,10 +100,16 @@ public:
 
     std::shared_ptr<Op> receive(void* data, uint64_t bytes) {
         auto op = std::make_shared<Op>(static_cast<uint8_t*>(data), bytes, streams());
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (failed_) return failed_op();
-        receives_[next_receive_sequence_++] = op;
-        cv_.notify_all();
+        uint32_t closed;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (failed_) return failed_op();
+            receives_[next_receive_sequence_++] = op;
+            closed = static_cast<uint32_t>(std::count(closed_by_peer_.begin(), closed_by_peer_.end(), true));
+            cv_.notify_all();
+        }
+        // Streams the peer has closed will never bring their parts.
+        for (uint32_t k = 0; k < closed; ++k) op->release_part(PANGEA_ERR_PEER_LOST, peer_closed_text());
         return op;
     }
 
@@ -209,11 +215,21 @@ private:
         return "";
     }
 
+    std::string peer_closed_text() const { return "tcp: connection to " + peer_ + ": the peer closed the connection"; }
+
     void receive_loop(uint32_t k) {
+        bool closed_by_peer = false;
         while (true) {
             DataHeader header;
             if (const int error = recv_all(sockets_[k].get(), &header, sizeof header); error != 0) {
-                fail_from_stream(PANGEA_ERR_PEER_LOST, error == ECONNRESET ? "the peer closed the connection"
+                if (error == kPeerClosed) {
+                    // An orderly close between messages. The other streams may still be bringing
+                    // the rest of the peer's last message: leave them be; only what this stream
+                    // would have carried is lost.
+                    closed_by_peer = true;
+                    break;
+                }
+                fail_from_stream(PANGEA_ERR_PEER_LOST, error == ECONNRESET ? "the peer closed the connection mid-message"
                                                                            : "receive: " + system_error_text(error));
                 break;
             }
@@ -255,12 +271,26 @@ private:
         }
         // Receives this stream will never fill its part of.
         std::vector<std::shared_ptr<Op>> abandoned;
+        pangea_status status;
+        std::string why;
+        bool all_closed = false;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             for (auto it = receives_.lower_bound(receive_next_[k]); it != receives_.end(); ++it)
                 abandoned.push_back(it->second);
+            if (closed_by_peer && !failed_) {
+                closed_by_peer_[k] = true;  // receive() fails this stream's part of later messages
+                status = PANGEA_ERR_PEER_LOST;
+                why = peer_closed_text();
+                all_closed = std::count(closed_by_peer_.begin(), closed_by_peer_.end(), true) == streams();
+            } else {
+                status = failure_;
+                why = failure_text_;
+            }
         }
-        for (auto& op : abandoned) op->release_part(failure(), failure_text_copy());
+        for (auto& op : abandoned) op->release_part(status, why);
+        // Once the peer has closed every stream, it is gone: sends fail from now on too.
+        if (all_closed) fail(PANGEA_ERR_PEER_LOST, "the peer closed the connection");
     }
 
     std::vector<Fd> sockets_;
@@ -278,6 +308,7 @@ private:
     std::map<uint64_t, std::shared_ptr<Op>> receives_;  // by sequence
     uint64_t next_receive_sequence_ = 0;
     std::vector<uint64_t> receive_next_;  // per stream: the next sequence it expects
+    std::vector<bool> closed_by_peer_ = std::vector<bool>(sockets_.size(), false);  // per stream
     std::vector<std::thread> threads_;    // last: started once everything above exists
 };
 
