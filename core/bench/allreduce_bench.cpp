@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <sstream>
 #include <functional>
@@ -18,6 +19,7 @@
 #include "bench/plugin_config.hpp"
 #include "collective/ring_allreduce.hpp"
 #include "common/process.hpp"
+#include "mesh/ring_order.hpp"
 #include "mesh/ring_setup.hpp"
 
 namespace fs = std::filesystem;
@@ -124,18 +126,39 @@ int run_node(const AllReduceBenchOptions& options) {
     OwnedListener listener(transport, host_of(options, rank) + ":0");
     FileRendezvous rendezvous(options.rendezvous);
     rendezvous.publish(rank, listener.address());
-    const auto addresses = rendezvous.wait_all(world, std::chrono::seconds(60));
-    const RingConnections ring = connect_ring(transport, listener, rank, addresses, options.run_id, std::chrono::seconds(60));
+    auto addresses = rendezvous.wait_all(world, std::chrono::seconds(60));
+    std::vector<int> order(world);
+    std::iota(order.begin(), order.end(), 0);
+    std::string order_note = "by rank";
+    if (options.ring_order == "measured") {
+        const BandwidthMatrix bandwidth = measure_bandwidth(transport, listener, rank, addresses, options.run_id,
+                                                            options.probe_kib * 1024, std::chrono::seconds(120));
+        order = best_ring_order(bandwidth);
+        std::vector<int> by_rank(world);
+        std::iota(by_rank.begin(), by_rank.end(), 0);
+        order_note = "measured; slowest hop " + std::to_string(int(slowest_hop(bandwidth, order) * 8 / 1e6)) +
+                     " Mbit/s, against " + std::to_string(int(slowest_hop(bandwidth, by_rank) * 8 / 1e6)) + " by rank";
+    }
+    // This rank's place in the ring, and everyone's address in ring order.
+    const int position = static_cast<int>(std::find(order.begin(), order.end(), rank) - order.begin());
+    std::vector<std::string> ring_addresses;
+    for (int r : order) ring_addresses.push_back(addresses[r]);
+    const RingConnections ring =
+        connect_ring(transport, listener, position, ring_addresses, options.run_id, std::chrono::seconds(60));
     RingOptions ring_options;
     ring_options.stall_timeout_ms = options.stall_timeout_ms;
     ring_options.piece_values = std::max<size_t>(1, options.piece_kib * 1024 / sizeof(float));
     ring_options.depth = options.depth;
     const Link next(transport, ring.next.handle()), previous(transport, ring.previous.handle());
-    RingAllReduce barrier(rank, world, next, previous, barrier_codec, ring_options);
+    RingAllReduce barrier(position, world, next, previous, barrier_codec, ring_options);
 
     if (rank == 0) {
-        std::printf("%d nodes, transport %s; bus bandwidth = 2(n-1)/n x bytes / time; times are the best and the median of %d\n\n",
-                    world, options.transport.c_str(), options.repeat);
+        std::string ring_text;
+        for (int r : order) ring_text += std::to_string(r) + " ";
+        std::printf("%d nodes, transport %s, ring %s(%s)\n", world, options.transport.c_str(), ring_text.c_str(),
+                    order_note.c_str());
+        std::printf("bus bandwidth = 2(n-1)/n x bytes / time; times are the best and the median of %d\n\n",
+                    options.repeat);
         std::printf("%-22s %10s %9s %9s %11s %11s %10s %9s\n", "config", "size", "best s", "median s", "alg Mbit/s",
                     "bus Mbit/s", "sent MiB", "of link");
     }
@@ -147,7 +170,7 @@ int run_node(const AllReduceBenchOptions& options) {
         for (auto& v : input) v = normal(rng);
         for (const auto& config : options.configs) {
             const PluginInstance codec = make_configured(registry, PANGEA_KIND_COMPRESS, config);
-            RingAllReduce allreduce(rank, world, next, previous, codec, ring_options);
+            RingAllReduce allreduce(position, world, next, previous, codec, ring_options);
             std::vector<double> times;
             uint64_t sent = 0;
             for (int round = 0; round < options.repeat; ++round) {
@@ -195,7 +218,8 @@ int run_allreduce_bench(const AllReduceBenchOptions& options) {
                                          "--run-id", std::to_string(run_id), "--transport", options.transport,
                                          "--repeat", std::to_string(options.repeat), "--piece-kib",
                                          std::to_string(options.piece_kib), "--depth", std::to_string(options.depth),
-                                         "--stall-timeout-ms",
+                                         "--ring-order", options.ring_order, "--probe-kib",
+                                         std::to_string(options.probe_kib), "--stall-timeout-ms",
                                          std::to_string(options.stall_timeout_ms), "--hosts", options.host_template,
                                          "--link-mbit", std::to_string(options.link_mbit)};
         for (const auto& size : sizes) argv.insert(argv.end(), {"--sizes", size});

@@ -19,6 +19,8 @@ struct AllReduceBenchOptions {
     size_t piece_kib = 1024;  // fp32 data per piece on the wire
     size_t depth = 4;         // pieces in flight per direction
     int stall_timeout_ms = 120000;
+    std::string ring_order = "rank";  // "rank", or "measured": by pairwise bandwidth probes
+    size_t probe_kib = 4096;          // bytes of each bandwidth probe
     // Node r binds <host_template with {r} replaced by r + 1>:0, inside namespace
     // <netns_prefix><r + 1> when netns_prefix is set.
     std::string host_template = "127.0.0.1";

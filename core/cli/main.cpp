@@ -156,6 +156,11 @@ int main(int argc, char** argv) {
         ->capture_default_str()->check(CLI::Range(1, 1 << 20));
     bench_allreduce->add_option("--depth", allreduce_options.depth, "pieces in flight per direction")
         ->capture_default_str()->check(CLI::Range(1, 64));
+    bench_allreduce->add_option("--ring-order", allreduce_options.ring_order,
+                                "rank, or measured (by pairwise bandwidth probes at setup)")
+        ->capture_default_str()->check(CLI::IsMember({"rank", "measured"}));
+    bench_allreduce->add_option("--probe-kib", allreduce_options.probe_kib, "size of each bandwidth probe")
+        ->capture_default_str()->check(CLI::Range(1, 1 << 20));
     bench_allreduce->add_option("--stall-timeout-ms", allreduce_options.stall_timeout_ms,
                                 "a node waiting this long for a peer gives up")->capture_default_str();
     bench_allreduce->add_option("--hosts", allreduce_options.host_template,

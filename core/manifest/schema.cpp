@@ -61,6 +61,9 @@ constexpr pangea_setting kMesh[] = {
     integer("heartbeat_ms", "1000", "interval between heartbeats", 10, 600000),
     integer("timeout_ms", "3000", "silence after which a peer is declared dead", 50, 3600000),
     integer("min_members", "1", "fewest nodes that may run an outer step", 1, 4096),
+    text("ring_order", "measured", "order of the all-reduce ring: by rank, or by bandwidth probes at setup",
+         "rank|measured"),
+    integer("probe_bytes", "4194304", "size of each bandwidth probe for ring_order = measured", 4096, 1073741824),
 };
 constexpr pangea_setting kCheckpoint[] = {
     integer("interval", "0", "outer steps between checkpoints (0: none)", 0, 1e9),

@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include "mesh/ring_order.hpp"
 #include "mesh/ring_setup.hpp"
 
 namespace pangea {
@@ -217,6 +218,34 @@ TEST(RingAllReduce, ACompressorFailureFailsTheWholeRing) {
     EXPECT_EQ(failed.status, PANGEA_ERR_INVALID_DATA);
     EXPECT_THAT(failed.error, HasSubstr("value 77 is NaN"));
     EXPECT_NE(results[2].get().status, PANGEA_OK);
+}
+
+TEST(MeasuredRingOrder, EveryRankMeasuresTheSameMatrixAndPicksTheSameRing) {
+    const int world = 3;
+    std::vector<std::unique_ptr<Rank>> ranks;
+    std::vector<std::string> addresses;
+    for (int r = 0; r < world; ++r) {
+        ranks.push_back(std::make_unique<Rank>());
+        addresses.push_back(ranks.back()->listener->address());
+    }
+    std::vector<std::future<BandwidthMatrix>> matrices;
+    for (int r = 0; r < world; ++r)
+        matrices.push_back(std::async(std::launch::async, [&, r] {
+            return measure_bandwidth(ranks[r]->transport, *ranks[r]->listener, r, addresses, 42, 1 << 20,
+                                     std::chrono::seconds(20));
+        }));
+    std::vector<BandwidthMatrix> results;
+    for (auto& m : matrices) results.push_back(m.get());
+    for (int r = 0; r < world; ++r) {
+        EXPECT_EQ(results[r], results[0]) << "rank " << r << " measured a different matrix";
+        EXPECT_EQ(best_ring_order(results[r]), best_ring_order(results[0]));
+    }
+    for (int i = 0; i < world; ++i)
+        for (int j = 0; j < world; ++j)
+            if (i != j) EXPECT_GT(results[0][i][j], 0.0) << i << " -> " << j;
+    // The probe connections are closed: the ring can form on the same listeners afterwards.
+    auto ring = run_ring(world, 1000, "none", {}, ReduceOp::kSum);
+    EXPECT_EQ(ring[0].first.status, PANGEA_OK);
 }
 
 }  // namespace
