@@ -242,7 +242,9 @@ TEST(MeasuredRingOrder, EveryRankMeasuresTheSameMatrixAndPicksTheSameRing) {
     }
     for (int i = 0; i < world; ++i)
         for (int j = 0; j < world; ++j)
-            if (i != j) EXPECT_GT(results[0][i][j], 0.0) << i << " -> " << j;
+            if (i != j) {
+                EXPECT_GT(results[0][i][j], 0.0) << i << " -> " << j;
+            }
     // The probe connections are closed: the ring can form on the same listeners afterwards.
     auto ring = run_ring(world, 1000, "none", {}, ReduceOp::kSum);
     EXPECT_EQ(ring[0].first.status, PANGEA_OK);
