@@ -4,10 +4,10 @@
 //
 // Handshake, on every stream of a connection: the connecting side sends a Hello; once all its
 // streams have arrived the accepting side answers each with its own Hello, whose `status` says
-// whether it accepted. Then data: each message is split into one part per stream (part k covers
-// [k*chunk, (k+1)*chunk) of the message, chunk = ceil(bytes / streams)), and every stream sends a
-// DataHeader followed by its part, empty or not, so each stream sees every message's sequence
-// number in order.
+// whether it accepted. Then data: each message is cut into chunks of at most chunk_bytes; each
+// chunk travels on whichever stream is free next, as a DataHeader (sequence number of the
+// message, its size, the chunk's offset and length) followed by the chunk. An empty message is
+// one empty chunk. The receiver writes each chunk at its offset in the posted buffer.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +19,7 @@
 
 namespace pangea::tcp {
 
-constexpr uint16_t kProtocolVersion = 1;
+constexpr uint16_t kProtocolVersion = 2;
 constexpr uint32_t kMaxStreams = 64;
 
 enum HelloStatus : uint32_t {
@@ -48,26 +48,16 @@ constexpr uint8_t kFlagChecksum = 1;
 struct DataHeader {
     char magic[4];           // "PGTD"
     uint8_t version;         // kProtocolVersion
-    uint8_t flags;           // kFlagChecksum: `checksum` holds the CRC-32C of the part
+    uint8_t flags;           // kFlagChecksum: `checksum` holds the CRC-32C of the chunk
     uint16_t stream_index;
     uint32_t checksum;
     uint32_t reserved;       // zero
-    uint64_t sequence;       // per connection and direction, from 0
+    uint64_t sequence;       // the message, per connection and direction, from 0
     uint64_t message_bytes;  // the whole message
-    uint64_t part_bytes;     // what follows this header on this stream
+    uint64_t offset;         // where this chunk starts in the message
+    uint64_t part_bytes;     // the chunk: what follows this header on this stream
 };
-static_assert(sizeof(DataHeader) == 40);
-
-// Where a stream's part of a message lies.
-struct Part {
-    uint64_t offset;
-    uint64_t bytes;
-};
-inline Part part_of(uint64_t message_bytes, uint32_t stream, uint32_t streams) {
-    const uint64_t chunk = (message_bytes + streams - 1) / streams;
-    const uint64_t offset = std::min<uint64_t>(chunk * stream, message_bytes);
-    return {offset, std::min<uint64_t>(chunk, message_bytes - offset)};
-}
+static_assert(sizeof(DataHeader) == 48);
 
 // CRC-32C (Castagnoli), with the SSE4.2 instruction where the CPU has it.
 inline uint32_t crc32c_portable(uint32_t crc, const uint8_t* data, size_t bytes) {

@@ -1,7 +1,8 @@
 // transport/tcp: Pangea's own TCP transport. Each connection is `streams` TCP sockets; a message
-// is cut into one part per stream and the parts travel in parallel, which is what fills long
-// fat links that one TCP stream cannot. Every stream has a sender and a receiver thread that
-// block on their socket; abort() shuts the sockets down, which wakes them all.
+// is cut into chunks that the streams take in turn as each becomes free, so the chunks travel in
+// parallel (which fills long fat links that one TCP stream cannot) and a slow stream carries
+// less. Every stream has a sender and a receiver thread that block on their socket; abort()
+// shuts the sockets down, which wakes them all.
 //
 // A request completes only once every stream thread is done with its buffer, so a caller that
 // frees the buffer after a failed wait() is safe. Received bytes land directly in the caller's
@@ -28,27 +29,44 @@ struct Settings {
     bool checksum;
     int handshake_timeout_ms;
     uint64_t max_message;
+    uint64_t chunk_bytes;
 };
 
-// One isend or irecv.
+// One isend or irecv. Stream threads move its chunks; it completes when every byte has moved
+// (or, after a failure, once no stream thread is still inside its buffer).
 class Op {
 public:
-    Op(uint8_t* data, uint64_t bytes, uint32_t parts) : data_(data), bytes_(bytes), parts_left_(parts) {}
+    Op(uint8_t* data, uint64_t bytes) : data_(data), bytes_(bytes), left_(bytes) {}
 
     uint8_t* data() const { return data_; }
     uint64_t bytes() const { return bytes_; }
 
-    // A stream thread is done with its part (successfully or not). The op completes when all are.
-    void release_part(pangea_status failure, const std::string& why) {
+    // A stream thread is about to read or write `count` bytes of the buffer; false if the op has
+    // already failed (then it must not touch the buffer).
+    bool begin_io() {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (failure != PANGEA_OK && status_ == PANGEA_OK) {
-            status_ = failure;
-            error_ = why;
-        }
-        if (--parts_left_ == 0) {
-            done_ = true;
-            done_cv_.notify_all();
-        }
+        if (status_ != PANGEA_OK) return false;
+        ++active_;
+        return true;
+    }
+    // ... and is done with them; `moved` bytes count towards completion.
+    void end_io(uint64_t moved) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        --active_;
+        left_ -= std::min(left_, moved);
+        settle();
+    }
+    // Fails the op; it completes once no stream thread is inside its buffer.
+    void fail(pangea_status status, const std::string& why) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (done_ || status_ != PANGEA_OK) return;
+        status_ = status;
+        error_ = why;
+        settle();
+    }
+    bool done() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return done_;
     }
 
     // PANGEA_ERR_TIMEOUT while pending; else the final status.
@@ -63,11 +81,20 @@ public:
     }
 
 private:
+    // Done once no stream thread is inside the buffer and every byte has moved or it failed.
+    // (Called only after a chunk moved or a failure, so an empty message waits for its frame.)
+    void settle() {  // mutex_ held
+        if (done_ || active_ > 0 || (status_ == PANGEA_OK && left_ > 0)) return;
+        done_ = true;
+        done_cv_.notify_all();
+    }
+
     uint8_t* data_;
     uint64_t bytes_;
     std::mutex mutex_;
     std::condition_variable done_cv_;
-    uint32_t parts_left_;
+    uint64_t left_;
+    int active_ = 0;
     bool done_ = false;
     pangea_status status_ = PANGEA_OK;
     std::string error_;
@@ -77,7 +104,7 @@ class Connection {
 public:
     Connection(std::vector<Fd> sockets, const Settings& settings, std::string peer, const pangea::sdk::Host& host)
         : sockets_(std::move(sockets)), settings_(settings), peer_(std::move(peer)), host_(host),
-          send_queues_(sockets_.size()), receive_next_(sockets_.size(), 0) {
+          closed_by_peer_(sockets_.size(), false) {
         for (uint32_t k = 0; k < sockets_.size(); ++k) {
             threads_.emplace_back([this, k] { send_loop(k); });
             threads_.emplace_back([this, k] { receive_loop(k); });
@@ -89,208 +116,174 @@ public:
         for (auto& thread : threads_) thread.join();
     }
 
+    // The message is cut into chunks; each stream's sender takes the next chunk when it is free,
+    // so faster streams carry more.
     std::shared_ptr<Op> send(const void* data, uint64_t bytes) {
-        auto op = std::make_shared<Op>(static_cast<uint8_t*>(const_cast<void*>(data)), bytes, streams());
+        auto op = std::make_shared<Op>(static_cast<uint8_t*>(const_cast<void*>(data)), bytes);
         std::lock_guard<std::mutex> lock(mutex_);
-        if (failed_) return failed_op();
-        for (auto& queue : send_queues_) queue.push_back(op);
+        if (failed_) return failed_op(op);
+        const uint64_t sequence = next_send_sequence_++;
+        uint64_t offset = 0;
+        do {  // an empty message still sends one (empty) chunk
+            const uint64_t length = std::min(settings_.chunk_bytes, bytes - offset);
+            send_queue_.push_back({op, sequence, offset, length});
+            offset += length;
+        } while (offset < bytes);
         cv_.notify_all();
         return op;
     }
 
     std::shared_ptr<Op> receive(void* data, uint64_t bytes) {
-        auto op = std::make_shared<Op>(static_cast<uint8_t*>(data), bytes, streams());
-        uint32_t closed;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (failed_) return failed_op();
-            receives_[next_receive_sequence_++] = op;
-            closed = static_cast<uint32_t>(std::count(closed_by_peer_.begin(), closed_by_peer_.end(), true));
-            cv_.notify_all();
-        }
-        // Streams the peer has closed will never bring their parts.
-        for (uint32_t k = 0; k < closed; ++k) op->release_part(PANGEA_ERR_PEER_LOST, peer_closed_text());
+        auto op = std::make_shared<Op>(static_cast<uint8_t*>(data), bytes);
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (failed_) return failed_op(op);
+        receives_[next_receive_sequence_++] = op;
+        cv_.notify_all();
         return op;
     }
 
     // Fails every pending and future operation with `status` and wakes every thread.
     void fail(pangea_status status, const std::string& why) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (failed_) return;
-        failed_ = true;
-        failure_ = status;
-        failure_text_ = "tcp: connection to " + peer_ + ": " + why;
-        // An orderly close by the peer is news, not an error: the mesh decides what it means.
-        if (status != PANGEA_ERR_ABORTED)
-            host_.log(status == PANGEA_ERR_PEER_LOST ? PANGEA_LOG_INFO : PANGEA_LOG_WARN, failure_text_);
-        for (auto& socket : sockets_) socket.shutdown();
-        cv_.notify_all();
+        std::vector<std::shared_ptr<Op>> pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (failed_) return;
+            failed_ = true;
+            failure_ = status;
+            failure_text_ = "tcp: connection to " + peer_ + ": " + why;
+            // An orderly close by the peer is news, not an error: the mesh decides what it means.
+            if (status != PANGEA_ERR_ABORTED)
+                host_.log(status == PANGEA_ERR_PEER_LOST ? PANGEA_LOG_INFO : PANGEA_LOG_WARN, failure_text_);
+            for (auto& socket : sockets_) socket.shutdown();
+            for (auto& chunk : send_queue_) pending.push_back(chunk.op);
+            send_queue_.clear();
+            for (auto& [sequence, op] : receives_) pending.push_back(op);
+            receives_.clear();
+            cv_.notify_all();
+        }
+        for (auto& op : pending) op->fail(status, failure_text_);
     }
 
 private:
+    struct Chunk {
+        std::shared_ptr<Op> op;
+        uint64_t sequence;
+        uint64_t offset;
+        uint64_t bytes;
+    };
+
     uint32_t streams() const { return static_cast<uint32_t>(sockets_.size()); }
 
-    std::shared_ptr<Op> failed_op() const {  // mutex_ held
-        auto op = std::make_shared<Op>(nullptr, 0, 1);
-        op->release_part(failure_, failure_text_);
+    std::shared_ptr<Op> failed_op(std::shared_ptr<Op> op) const {  // mutex_ held
+        op->fail(failure_, failure_text_);
         return op;
-    }
-
-    // Called by a stream thread on its way out (mutex_ not held).
-    void fail_from_stream(pangea_status status, const std::string& why) {
-        bool aborted;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            aborted = failed_;
-        }
-        if (!aborted) fail(status, why);
-    }
-
-    pangea_status failure() {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return failure_;
     }
 
     void send_loop(uint32_t k) {
         while (true) {
-            std::shared_ptr<Op> op;
+            Chunk chunk;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
-                cv_.wait(lock, [&] { return failed_ || !send_queues_[k].empty(); });
-                if (failed_) break;
-                op = send_queues_[k].front();
+                cv_.wait(lock, [&] { return failed_ || !send_queue_.empty(); });
+                if (failed_) return;
+                chunk = std::move(send_queue_.front());
+                send_queue_.pop_front();
             }
-            const Part part = part_of(op->bytes(), k, streams());
+            if (!chunk.op->begin_io()) continue;
             DataHeader header{};
             std::memcpy(header.magic, "PGTD", 4);
             header.version = kProtocolVersion;
             header.stream_index = static_cast<uint16_t>(k);
-            header.sequence = send_sequence_[k]++;
-            header.message_bytes = op->bytes();
-            header.part_bytes = part.bytes;
+            header.sequence = chunk.sequence;
+            header.message_bytes = chunk.op->bytes();
+            header.offset = chunk.offset;
+            header.part_bytes = chunk.bytes;
+            const uint8_t* payload = chunk.op->data() + chunk.offset;
             if (settings_.checksum) {
                 header.flags = kFlagChecksum;
-                header.checksum = crc32c(op->data() + part.offset, part.bytes);
+                header.checksum = crc32c(payload, chunk.bytes);
             }
-            const int error = send_all(sockets_[k].get(), &header, sizeof header, op->data() + part.offset, part.bytes);
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                send_queues_[k].pop_front();
-            }
+            const int error = send_all(sockets_[k].get(), &header, sizeof header, payload, chunk.bytes);
+            chunk.op->end_io(error == 0 ? chunk.bytes : 0);
             if (error != 0) {
-                fail_from_stream(PANGEA_ERR_PEER_LOST, "send: " + system_error_text(error));
-                op->release_part(failure(), failure_text_copy());
-                break;
+                fail(PANGEA_ERR_PEER_LOST, "send: " + system_error_text(error));
+                chunk.op->fail(PANGEA_ERR_PEER_LOST, "tcp: connection to " + peer_ + ": send: " + system_error_text(error));
+                return;
             }
-            op->release_part(PANGEA_OK, "");
         }
-        // Parts this stream will never send.
-        std::deque<std::shared_ptr<Op>> abandoned;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            abandoned.swap(send_queues_[k]);
-        }
-        for (auto& op : abandoned) op->release_part(failure(), failure_text_copy());
     }
 
-    std::string failure_text_copy() {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return failure_text_;
-    }
-
-    // Checks a frame header against what stream k expects next; "" or what is wrong.
+    // Checks a frame header from stream k; "" or what is wrong.
     std::string check_header(const DataHeader& h, uint32_t k) const {
         if (std::memcmp(h.magic, "PGTD", 4) != 0) return "bad frame magic (garbage on the stream?)";
         if (h.version != kProtocolVersion)
             return "frame version " + std::to_string(h.version) + ", expected " + std::to_string(kProtocolVersion);
         if (h.stream_index != k) return "frame for stream " + std::to_string(h.stream_index) + " on stream " + std::to_string(k);
         if (h.reserved != 0 || (h.flags & ~kFlagChecksum) != 0) return "reserved frame bits are set";
-        if (h.sequence != receive_next_[k])
-            return "frame sequence " + std::to_string(h.sequence) + ", expected " + std::to_string(receive_next_[k]);
         if (h.message_bytes > settings_.max_message)
             return "message of " + std::to_string(h.message_bytes) + " bytes exceeds max_message " +
                    std::to_string(settings_.max_message);
-        if (h.part_bytes != part_of(h.message_bytes, k, streams()).bytes)
-            return "part of " + std::to_string(h.part_bytes) + " bytes does not match the message's split";
+        if (h.offset > h.message_bytes || h.part_bytes > h.message_bytes - h.offset)
+            return "chunk [" + std::to_string(h.offset) + ", +" + std::to_string(h.part_bytes) +
+                   ") lies outside its message of " + std::to_string(h.message_bytes) + " bytes";
         return "";
     }
 
-    std::string peer_closed_text() const { return "tcp: connection to " + peer_ + ": the peer closed the connection"; }
-
     void receive_loop(uint32_t k) {
-        bool closed_by_peer = false;
         while (true) {
             DataHeader header;
             if (const int error = recv_all(sockets_[k].get(), &header, sizeof header); error != 0) {
                 if (error == kPeerClosed) {
-                    // An orderly close between messages. The other streams may still be bringing
-                    // the rest of the peer's last message: leave them be; only what this stream
-                    // would have carried is lost.
-                    closed_by_peer = true;
-                    break;
+                    // An orderly close between frames. Other streams may still be bringing the
+                    // rest of the peer's last message; once every stream is closed, it is gone.
+                    std::lock_guard<std::mutex> lock(mutex_);
+                    closed_by_peer_[k] = true;
+                    if (std::count(closed_by_peer_.begin(), closed_by_peer_.end(), true) < streams()) return;
                 }
-                fail_from_stream(PANGEA_ERR_PEER_LOST, error == ECONNRESET ? "the peer closed the connection mid-message"
-                                                                           : "receive: " + system_error_text(error));
-                break;
+                fail(PANGEA_ERR_PEER_LOST, error == kPeerClosed      ? "the peer closed the connection"
+                                           : error == ECONNRESET ? "the peer closed the connection mid-frame"
+                                                                 : "receive: " + system_error_text(error));
+                return;
             }
             if (const std::string bad = check_header(header, k); !bad.empty()) {
-                fail_from_stream(PANGEA_ERR_CORRUPT, bad);
-                break;
+                fail(PANGEA_ERR_CORRUPT, bad);
+                return;
             }
             std::shared_ptr<Op> op;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
+                if (header.sequence < next_receive_sequence_ && receives_.count(header.sequence) == 0 && !failed_) {
+                    lock.unlock();
+                    fail(PANGEA_ERR_CORRUPT, "a chunk for message " + std::to_string(header.sequence) + ", which is complete");
+                    return;
+                }
+                // Wait for the caller to post the receive: nothing is buffered on this side.
                 cv_.wait(lock, [&] { return failed_ || receives_.count(header.sequence) != 0; });
-                if (failed_) break;
+                if (failed_) return;
                 op = receives_.at(header.sequence);
             }
             if (header.message_bytes != op->bytes()) {
-                fail_from_stream(PANGEA_ERR_CORRUPT, "a message of " + std::to_string(header.message_bytes) +
-                                                         " bytes arrived for a receive of " + std::to_string(op->bytes()));
-                break;
+                fail(PANGEA_ERR_CORRUPT, "a message of " + std::to_string(header.message_bytes) +
+                                             " bytes arrived for a receive of " + std::to_string(op->bytes()));
+                return;
             }
-            const Part part = part_of(op->bytes(), k, streams());
-            if (const int error = recv_all(sockets_[k].get(), op->data() + part.offset, part.bytes); error != 0) {
-                fail_from_stream(PANGEA_ERR_PEER_LOST, error == ECONNRESET ? "the peer closed the connection mid-message"
-                                                                           : "receive: " + system_error_text(error));
-                break;
+            if (!op->begin_io()) return;
+            uint8_t* target = op->data() + header.offset;
+            const int error = recv_all(sockets_[k].get(), target, header.part_bytes);
+            const bool intact = error == 0 && (!(header.flags & kFlagChecksum) || crc32c(target, header.part_bytes) == header.checksum);
+            op->end_io(intact ? header.part_bytes : 0);
+            if (!intact) {
+                fail(error != 0 ? PANGEA_ERR_PEER_LOST : PANGEA_ERR_CORRUPT,
+                     error == 0 ? "checksum mismatch on stream " + std::to_string(k)
+                     : error == ECONNRESET || error == kPeerClosed ? "the peer closed the connection mid-frame"
+                                                                  : "receive: " + system_error_text(error));
+                return;
             }
-            if ((header.flags & kFlagChecksum) && crc32c(op->data() + part.offset, part.bytes) != header.checksum) {
-                fail_from_stream(PANGEA_ERR_CORRUPT, "checksum mismatch on stream " + std::to_string(k));
-                break;
-            }
-            {
+            if (op->done()) {
                 std::lock_guard<std::mutex> lock(mutex_);
-                ++receive_next_[k];
-                // The last stream to finish removes the op from the table.
-                if (std::all_of(receive_next_.begin(), receive_next_.end(),
-                                [&](uint64_t next) { return next > header.sequence; }))
-                    receives_.erase(header.sequence);
-            }
-            op->release_part(PANGEA_OK, "");
-        }
-        // Receives this stream will never fill its part of.
-        std::vector<std::shared_ptr<Op>> abandoned;
-        pangea_status status;
-        std::string why;
-        bool all_closed = false;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            for (auto it = receives_.lower_bound(receive_next_[k]); it != receives_.end(); ++it)
-                abandoned.push_back(it->second);
-            if (closed_by_peer && !failed_) {
-                closed_by_peer_[k] = true;  // receive() fails this stream's part of later messages
-                status = PANGEA_ERR_PEER_LOST;
-                why = peer_closed_text();
-                all_closed = std::count(closed_by_peer_.begin(), closed_by_peer_.end(), true) == streams();
-            } else {
-                status = failure_;
-                why = failure_text_;
+                receives_.erase(header.sequence);
             }
         }
-        for (auto& op : abandoned) op->release_part(status, why);
-        // Once the peer has closed every stream, it is gone: sends fail from now on too.
-        if (all_closed) fail(PANGEA_ERR_PEER_LOST, "the peer closed the connection");
     }
 
     std::vector<Fd> sockets_;
@@ -303,13 +296,12 @@ private:
     bool failed_ = false;
     pangea_status failure_ = PANGEA_OK;
     std::string failure_text_;
-    std::vector<std::deque<std::shared_ptr<Op>>> send_queues_;
-    std::vector<uint64_t> send_sequence_ = std::vector<uint64_t>(sockets_.size(), 0);  // each sender's own
-    std::map<uint64_t, std::shared_ptr<Op>> receives_;  // by sequence
+    std::deque<Chunk> send_queue_;
+    uint64_t next_send_sequence_ = 0;
+    std::map<uint64_t, std::shared_ptr<Op>> receives_;  // posted and not yet complete, by sequence
     uint64_t next_receive_sequence_ = 0;
-    std::vector<uint64_t> receive_next_;  // per stream: the next sequence it expects
-    std::vector<bool> closed_by_peer_ = std::vector<bool>(sockets_.size(), false);  // per stream
-    std::vector<std::thread> threads_;    // last: started once everything above exists
+    std::vector<bool> closed_by_peer_;  // per stream
+    std::vector<std::thread> threads_;  // last: started once everything above exists
 };
 
 // Streams that have said hello, waiting for the rest of their connection.
@@ -382,6 +374,8 @@ public:
             bool_setting("checksum", "false", "add a CRC-32C of every part and check it on receipt"),
             int_setting("handshake_timeout_ms", "5000", "how long an incoming socket may take to say hello", 10, 600000),
             int_setting("max_message", "17179869184", "largest message accepted, in bytes", 1, 1099511627776.0),
+            int_setting("chunk_bytes", "262144", "a message is cut into chunks of this size, spread over the streams",
+                        4096, 67108864),
         };
     }
 
@@ -389,7 +383,7 @@ public:
         : host_(host),
           settings_{static_cast<uint32_t>(host.get_int("streams")), static_cast<int>(host.get_int("socket_buffer")),
                     host.get_bool("checksum"), static_cast<int>(host.get_int("handshake_timeout_ms")),
-                    static_cast<uint64_t>(host.get_int("max_message"))} {}
+                    static_cast<uint64_t>(host.get_int("max_message")), static_cast<uint64_t>(host.get_int("chunk_bytes"))} {}
 
     ~TcpTransport() override {
         // Handles the caller did not release: close them so no thread outlives the instance.
