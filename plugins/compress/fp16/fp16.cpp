@@ -30,7 +30,6 @@ constexpr uint8_t kVersion = 1;
 constexpr uint8_t kHalf = 1;
 constexpr uint8_t kBfloat = 2;
 constexpr float kHalfMax = 65504.0f;
-constexpr size_t kParallelThreshold = size_t{1} << 18;
 
 uint32_t bits_of(float value) {
     uint32_t bits;
@@ -290,7 +289,7 @@ public:
 private:
     template <class Body>
     void for_ranges(size_t n, const Body& body) const {
-        const unsigned threads = n >= kParallelThreshold ? threads_ : 1;
+        const unsigned threads = n >= wire::kParallelThreshold ? threads_ : 1;
         // Split on multiples of 8 values so the vector loops see whole vectors.
         const size_t groups = (n + 7) / 8;
         wire::parallel_ranges(groups, threads, [&](size_t first, size_t last) {

@@ -37,8 +37,6 @@ constexpr uint8_t kMinMax = 1;
 constexpr uint8_t kSigma = 2;
 constexpr size_t kMinMaxParams = 2 * sizeof(float);
 constexpr size_t kSigmaParams = 256 * sizeof(float);
-// Below this many values extra threads cost more than they save.
-constexpr size_t kParallelThreshold = size_t{1} << 18;
 
 // Where each block lies in a frame.
 struct Layout {
@@ -140,6 +138,19 @@ void minmax_decode_scalar(const uint8_t* block, size_t len, float* dst) {
 }
 
 #if defined(__x86_64__)
+// The smallest and largest of the eight lanes of each vector.
+__attribute__((target("avx2"))) void reduce_min_max(__m256 vmin, __m256 vmax, float* mn, float* mx) {
+    alignas(32) float lanes_min[8], lanes_max[8];
+    _mm256_store_ps(lanes_min, vmin);
+    _mm256_store_ps(lanes_max, vmax);
+    *mn = lanes_min[0];
+    *mx = lanes_max[0];
+    for (int k = 1; k < 8; ++k) {
+        *mn = std::min(*mn, lanes_min[k]);
+        *mx = std::max(*mx, lanes_max[k]);
+    }
+}
+
 __attribute__((target("avx2"))) void minmax_encode_avx2(const float* x, size_t len,
                                                         size_t first_index, uint8_t* out) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -153,14 +164,8 @@ __attribute__((target("avx2"))) void minmax_encode_avx2(const float* x, size_t l
         vmin = _mm256_min_ps(vmin, v);
         vmax = _mm256_max_ps(vmax, v);
     }
-    alignas(32) float lanes_min[8], lanes_max[8];
-    _mm256_store_ps(lanes_min, vmin);
-    _mm256_store_ps(lanes_max, vmax);
-    float mn = lanes_min[0], mx = lanes_max[0];
-    for (int k = 1; k < 8; ++k) {
-        mn = std::min(mn, lanes_min[k]);
-        mx = std::max(mx, lanes_max[k]);
-    }
+    float mn, mx;
+    reduce_min_max(vmin, vmax, &mn, &mx);
     bool any_bad = _mm256_movemask_ps(bad) != 0;
     for (; i < len; ++i) {
         any_bad |= !std::isfinite(x[i]);
@@ -322,16 +327,10 @@ __attribute__((target("avx2"))) void sigma_encode_avx2(const float* x, size_t le
     }
     if (_mm256_movemask_ps(bad) != 0) throw_not_finite(x, len, first_index);
     alignas(32) double sums[8];
-    alignas(32) float lanes_min[8], lanes_max[8];
     _mm256_store_pd(sums, sum_low);
     _mm256_store_pd(sums + 4, sum_high);
-    _mm256_store_ps(lanes_min, vmin);
-    _mm256_store_ps(lanes_max, vmax);
-    float mn = lanes_min[0], mx = lanes_max[0];
-    for (int k = 1; k < 8; ++k) {
-        mn = std::min(mn, lanes_min[k]);
-        mx = std::max(mx, lanes_max[k]);
-    }
+    float mn, mx;
+    reduce_min_max(vmin, vmax, &mn, &mx);
     for (size_t i = whole; i < len; ++i) {
         if (!std::isfinite(x[i])) throw_not_finite(x, len, first_index);
         sums[i % 8] += x[i];
@@ -486,7 +485,7 @@ private:
     template <class Body>
     void for_blocks(const Layout& layout, size_t n, const Body& body) const {
         const size_t blocks = layout.blocks(n);
-        const unsigned threads = n >= kParallelThreshold ? threads_ : 1;
+        const unsigned threads = n >= wire::kParallelThreshold ? threads_ : 1;
         wire::parallel_ranges(blocks, threads, [&](size_t first, size_t last) {
             for (size_t b = first; b < last; ++b) body(b);
         });

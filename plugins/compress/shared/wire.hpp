@@ -65,6 +65,9 @@ inline FrameHeader read_header(const uint8_t* src, size_t bytes, const char (&ma
     return header;
 }
 
+// Below this many values, extra threads cost more than they save.
+constexpr size_t kParallelThreshold = size_t{1} << 18;
+
 // More values than any frame may hold (4 TiB of fp32): size arithmetic stays far from overflow.
 constexpr size_t kMaxValues = size_t{1} << 40;
 

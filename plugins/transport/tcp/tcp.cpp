@@ -369,7 +369,7 @@ public:
     static std::vector<pangea_setting> settings() {
         using namespace pangea::sdk;
         return {
-            int_setting("streams", "4", "TCP connections per peer; each message is striped across them", 1, kMaxStreams),
+            int_setting("streams", "2", "TCP connections per peer; messages are spread over them in chunks", 1, kMaxStreams),
             int_setting("socket_buffer", "0", "SO_SNDBUF/SO_RCVBUF in bytes (0: the kernel's autotuning)", 0, 1 << 30),
             bool_setting("checksum", "false", "add a CRC-32C of every part and check it on receipt"),
             int_setting("handshake_timeout_ms", "5000", "how long an incoming socket may take to say hello", 10, 600000),

@@ -195,8 +195,9 @@ typedef struct pangea_vtable_header {
     /* Releases the instance and everything it owns. Accepts NULL. Never fails. */
     void (*destroy)(void* instance);
 
-    /* The text of the instance's most recent failure, or "" if none. Never NULL. The string is
-     * owned by the instance and valid until the next call on it. */
+    /* The text of the calling thread's most recent failure on this instance, or "" if none.
+     * Never NULL. The string is owned by the instance and valid until the calling thread's next
+     * call on it. (For kinds used by one thread at a time this is simply the last failure.) */
     const char* (*last_error)(void* instance);
 } pangea_vtable_header;
 
