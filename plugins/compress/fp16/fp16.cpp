@@ -100,20 +100,12 @@ void store_word(uint8_t* words, size_t i, uint16_t word) { std::memcpy(words + 2
 // Each encodes values [0, n) of src into words and returns how many saturated; a non-finite
 // value throws. Each decode writes (or adds) n values.
 
-[[noreturn]] void throw_not_finite(const float* src, size_t n, size_t first_index) {
-    for (size_t i = 0; i < n; ++i)
-        if (!std::isfinite(src[i]))
-            throw Error(PANGEA_ERR_INVALID_DATA, "fp16: value " + std::to_string(first_index + i) +
-                                                     " is " + (std::isnan(src[i]) ? "NaN" : "infinite") +
-                                                     "; 16-bit formats encode finite values only");
-    throw Error(PANGEA_ERR_INTERNAL, "fp16: a non-finite value was reported but not found");
-}
 
 size_t encode_scalar(uint8_t format, const float* src, size_t n, size_t first_index, uint8_t* out) {
     size_t saturated = 0;
     for (size_t i = 0; i < n; ++i) {
         float value = src[i];
-        if (!std::isfinite(value)) throw_not_finite(src, n, first_index);
+        if (!std::isfinite(value)) wire::throw_not_finite("fp16", src, n, first_index);
         if (format == kHalf) {
             if (std::fabs(value) > kHalfMax) {
                 value = std::copysign(kHalfMax, value);
@@ -178,7 +170,7 @@ __attribute__((target("avx2,f16c"))) size_t encode_avx2(uint8_t format, const fl
         }
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), words);
     }
-    if (_mm256_movemask_ps(bad) != 0) throw_not_finite(src, n, first_index);
+    if (_mm256_movemask_ps(bad) != 0) wire::throw_not_finite("fp16", src, n, first_index);
     return saturated + encode_scalar(format, src + i, n - i, first_index + i, out + 2 * i);
 }
 

@@ -54,15 +54,6 @@ Layout layout_for(uint8_t scheme, size_t block) {
     return {scheme, block, scheme == kMinMax ? kMinMaxParams : kSigmaParams};
 }
 
-[[noreturn]] void throw_not_finite(const float* x, size_t len, size_t first_index) {
-    for (size_t i = 0; i < len; ++i)
-        if (!std::isfinite(x[i]))
-            throw Error(PANGEA_ERR_INVALID_DATA,
-                        "int8: value " + std::to_string(first_index + i) + " is " +
-                            (std::isnan(x[i]) ? "NaN" : "infinite") +
-                            "; int8 encodes finite values only");
-    throw Error(PANGEA_ERR_INTERNAL, "int8: a non-finite value was reported but not found");
-}
 
 // ---------------------------------------------------------------------------- minmax kernels
 
@@ -111,7 +102,7 @@ float dequantize(uint8_t code, float offset, float scale) {
 void minmax_encode_scalar(const float* x, size_t len, size_t first_index, uint8_t* out) {
     float mn = x[0], mx = x[0];
     for (size_t i = 0; i < len; ++i) {
-        if (!std::isfinite(x[i])) throw_not_finite(x, len, first_index);
+        if (!std::isfinite(x[i])) wire::throw_not_finite("int8", x, len, first_index);
         mn = std::min(mn, x[i]);
         mx = std::max(mx, x[i]);
     }
@@ -172,7 +163,7 @@ __attribute__((target("avx2"))) void minmax_encode_avx2(const float* x, size_t l
         mn = std::min(mn, x[i]);
         mx = std::max(mx, x[i]);
     }
-    if (any_bad) throw_not_finite(x, len, first_index);
+    if (any_bad) wire::throw_not_finite("int8", x, len, first_index);
 
     const MinMaxParams p = minmax_params(mn, mx, first_index);
     std::memcpy(out, &p.offset, 4);
@@ -279,7 +270,7 @@ void sigma_encode_scalar(const float* x, size_t len, size_t first_index, float c
     double sums[8] = {};
     float mn = x[0], mx = x[0];
     for (size_t i = 0; i < len; ++i) {
-        if (!std::isfinite(x[i])) throw_not_finite(x, len, first_index);
+        if (!std::isfinite(x[i])) wire::throw_not_finite("int8", x, len, first_index);
         sums[i % 8] += x[i];
         mn = std::min(mn, x[i]);
         mx = std::max(mx, x[i]);
@@ -325,14 +316,14 @@ __attribute__((target("avx2"))) void sigma_encode_avx2(const float* x, size_t le
         sum_low = _mm256_add_pd(sum_low, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
         sum_high = _mm256_add_pd(sum_high, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
     }
-    if (_mm256_movemask_ps(bad) != 0) throw_not_finite(x, len, first_index);
+    if (_mm256_movemask_ps(bad) != 0) wire::throw_not_finite("int8", x, len, first_index);
     alignas(32) double sums[8];
     _mm256_store_pd(sums, sum_low);
     _mm256_store_pd(sums + 4, sum_high);
     float mn, mx;
     reduce_min_max(vmin, vmax, &mn, &mx);
     for (size_t i = whole; i < len; ++i) {
-        if (!std::isfinite(x[i])) throw_not_finite(x, len, first_index);
+        if (!std::isfinite(x[i])) wire::throw_not_finite("int8", x, len, first_index);
         sums[i % 8] += x[i];
         mn = std::min(mn, x[i]);
         mx = std::max(mx, x[i]);

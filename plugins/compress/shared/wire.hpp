@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -89,6 +90,17 @@ inline void require_size(size_t bytes, size_t expected, const char* plugin) {
         throw Error(PANGEA_ERR_CORRUPT, std::string(plugin) + ": frame is " + std::to_string(bytes) +
                                             " bytes, its header implies " +
                                             std::to_string(expected));
+}
+
+// Throws PANGEA_ERR_INVALID_DATA naming the first NaN or Inf among x[0, n); x[0] is value
+// `first_index` of the caller's buffer. Called once a kernel has seen one.
+[[noreturn]] inline void throw_not_finite(const char* plugin, const float* x, size_t n, size_t first_index) {
+    for (size_t i = 0; i < n; ++i)
+        if (!std::isfinite(x[i]))
+            throw Error(PANGEA_ERR_INVALID_DATA, std::string(plugin) + ": value " + std::to_string(first_index + i) +
+                                                     " is " + (std::isnan(x[i]) ? "NaN" : "infinite") + "; " + plugin +
+                                                     " encodes finite values only");
+    throw Error(PANGEA_ERR_INTERNAL, std::string(plugin) + ": a non-finite value was reported but not found");
 }
 
 // Runs body(first, last) over [0, count) split into `threads` contiguous ranges on as many
