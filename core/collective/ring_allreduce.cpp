@@ -61,7 +61,9 @@ public:
             send.partner = first_receive[static_cast<size_t>(phase * steps + step)] + send.piece;
             receives_[send.partner].partner = i;
         }
-        messages_.resize(sends_.size());
+        ring.buffers_.messages.resize(sends_.size());
+        ring.buffers_.send_slots.resize(std::max<size_t>(1, ring.options_.depth));
+        ring.buffers_.receive_slots.resize(std::max<size_t>(1, ring.options_.depth));
     }
 
     // Runs both directions; returns once both are done, or throws the first failure (the
@@ -197,7 +199,7 @@ private:
     // ---- the two directions
 
     struct Slot {
-        Bytes buffer;
+        Bytes* buffer;  // one of the ring's reused slot buffers
         std::span<const uint8_t> message;
         Request request;
     };
@@ -205,6 +207,7 @@ private:
     void send_all() {
         const size_t depth = std::max<size_t>(1, ring_.options_.depth);
         std::vector<Slot> slots(depth);
+        for (size_t k = 0; k < depth; ++k) slots[k].buffer = &ring_.buffers_.send_slots[k];
         for (size_t i = 0; i < sends_.size(); ++i) {
             const Item& item = sends_[i];
             Slot& slot = slots[i % depth];
@@ -215,10 +218,10 @@ private:
                 if (stopped_) return;
             }
             if (item.phase == 0) {
-                encode(values(item), slot.buffer);
-                slot.message = slot.buffer;
+                encode(values(item), *slot.buffer);
+                slot.message = *slot.buffer;
             } else {
-                slot.message = messages_[i];  // owner-encoded or received: sent verbatim
+                slot.message = ring_.buffers_.messages[i];  // owner-encoded or received: sent verbatim
             }
             pangea_status status;
             slot.request = ring_.next_.send(slot.message.data(), slot.message.size(), &status);
@@ -232,12 +235,13 @@ private:
     void receive_all() {
         const size_t depth = std::max<size_t>(1, ring_.options_.depth);
         std::vector<Slot> slots(depth);
+        for (size_t k = 0; k < depth; ++k) slots[k].buffer = &ring_.buffers_.receive_slots[k];
         size_t posted = 0;
         auto post = [&] {
             const Item& item = receives_[posted];
             Slot& slot = slots[posted % depth];
             // A received all-gather piece that is forwarded lands where its send will read it.
-            Bytes& target = item.phase == 1 && item.partner != kNone ? messages_[item.partner] : slot.buffer;
+            Bytes& target = item.phase == 1 && item.partner != kNone ? ring_.buffers_.messages[item.partner] : *slot.buffer;
             target.resize(message_bytes(values(item).size()));
             slot.message = target;
             pangea_status status;
@@ -276,7 +280,7 @@ private:
             const float scale = 1.0f / static_cast<float>(ring_.world_);
             for (float& v : piece_values) v *= scale;
         }
-        Bytes& message = messages_[item.partner];
+        Bytes& message = ring_.buffers_.messages[item.partner];
         encode(piece_values, message);
         decode(message, piece_values, /*accumulate=*/false);
     }
@@ -285,7 +289,6 @@ private:
     std::span<float> work_;
     ReduceOp op_;
     std::vector<Item> sends_, receives_;
-    std::vector<Bytes> messages_;  // per all-gather send: the bytes it forwards
 
     std::mutex codec_mutex_;
     std::mutex progress_mutex_;
@@ -308,7 +311,8 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op) {
     const auto start = std::chrono::steady_clock::now();
     AllReduceResult result;
     if (world_ == 1) return result;  // the sum and the average of one buffer is itself
-    std::vector<float> work(data.begin(), data.end());  // the caller's buffer stays intact on failure
+    std::vector<float>& work = buffers_.work;  // the caller's buffer stays intact on failure
+    work.assign(data.begin(), data.end());
     Pass pass(*this, work, op);
     try {
         pass.run();

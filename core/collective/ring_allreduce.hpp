@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "collective/link.hpp"
 
@@ -51,12 +52,21 @@ public:
 private:
     class Pass;  // the state of one run()
 
+    // Kept between runs so that repeated all-reduces (one per outer step) reuse their memory
+    // instead of allocating and page-faulting it in every time.
+    struct Buffers {
+        std::vector<float> work;                   // the copy the pass works on
+        std::vector<std::vector<uint8_t>> messages;  // per all-gather send
+        std::vector<std::vector<uint8_t>> send_slots, receive_slots;
+    };
+
     int rank_;
     int world_;
     Link next_;
     Link previous_;
     const PluginInstance& compressor_;
     RingOptions options_;
+    Buffers buffers_;
 };
 
 }  // namespace pangea
