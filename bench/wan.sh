@@ -6,14 +6,18 @@
 # no netem, so latency is not emulated; see docs/plugins/transport.md.) No route leaves
 # 10.77.0.0/24: traffic stays between the namespaces.
 #
-#   bench/wan.sh up N [--rate 200mbit]    create (replacing an earlier set)
+#   bench/wan.sh up N [--rate 200mbit] [--sites --trunk-rate 100mbit]
+#                                         create (replacing an earlier set); with --sites, odd
+#                                         nodes sit at site A and even ones at site B, the two
+#                                         sites' bridges joined by one shared trunk link shaped
+#                                         to --trunk-rate (for the measured ring order)
 #   bench/wan.sh down N                   remove
 #   bench/wan.sh status                   list what exists
 #
 # Root only.
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -ge 1 ]] || usage
 command=$1; shift
 if [[ $(id -u) -ne 0 ]]; then
@@ -32,10 +36,12 @@ case $command in
 up)
     [[ $# -ge 1 ]] || usage
     n=$1; shift
-    rate=200mbit
+    rate=200mbit sites=false trunk_rate=100mbit
     while [[ $# -gt 0 ]]; do
         case $1 in
             --rate) rate=$2; shift 2 ;;
+            --sites) sites=true; shift ;;
+            --trunk-rate) trunk_rate=$2; shift 2 ;;
             *) usage ;;
         esac
     done
@@ -48,10 +54,23 @@ up)
     ip -n pangea-sw link set lo up
     ip -n pangea-sw link add br0 type bridge
     ip -n pangea-sw link set br0 up
+    if $sites; then
+        ip -n pangea-sw link add br1 type bridge
+        ip -n pangea-sw link set br1 up
+        ip -n pangea-sw link add trunk0 type veth peer name trunk1
+        ip -n pangea-sw link set trunk0 master br0
+        ip -n pangea-sw link set trunk1 master br1
+        ip -n pangea-sw link set trunk0 up
+        ip -n pangea-sw link set trunk1 up
+        ip netns exec pangea-sw tc qdisc replace dev trunk0 root tbf rate "$trunk_rate" burst 256kb latency 50ms
+        ip netns exec pangea-sw tc qdisc replace dev trunk1 root tbf rate "$trunk_rate" burst 256kb latency 50ms
+    fi
     for i in $(seq 1 "$n"); do
         ip netns add "pangea-n$i"
         ip link add wan0 netns "pangea-n$i" type veth peer name "port$i" netns pangea-sw
-        ip -n pangea-sw link set "port$i" master br0
+        bridge=br0
+        if $sites && (( i % 2 == 0 )); then bridge=br1; fi
+        ip -n pangea-sw link set "port$i" master "$bridge"
         ip -n pangea-sw link set "port$i" up
         ip -n "pangea-n$i" link set lo up
         ip -n "pangea-n$i" addr add "10.77.0.$i/24" dev wan0
@@ -60,6 +79,7 @@ up)
         ip netns exec pangea-sw tc qdisc replace dev "port$i" root $shape    # download
     done
     echo "up: $n nodes at $rate: pangea-n1..pangea-n$n, 10.77.0.1..10.77.0.$n (interface wan0)"
+    if $sites; then echo "    sites: odd nodes at A, even nodes at B, one shared trunk at $trunk_rate"; fi
     ;;
 down)
     [[ $# -ge 1 ]] || usage
