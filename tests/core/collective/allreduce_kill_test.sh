@@ -40,7 +40,8 @@ if [[ $signal == KILL ]]; then
     expect "the killed node's neighbours see the peer lost" 0 "PANGEA_ERR_PEER_LOST" -- grep -E "^rank (1|3):" "$work/err"
     expect "the parent names the killed node" 0 "node 2 exited with status 137" -- cat "$work/err"
 else
-    expect "the frozen node's neighbours detect the stall" 0 "stalled" -- grep -E "^rank (1|3):" "$work/err"
+    # Whichever survivor's stall timer fires first reports the stall; the others then see its abort.
+    expect "a survivor detects the stall" 0 "stalled" -- grep -E "^rank (0|1|3):" "$work/err"
     expect "the parent kills the frozen node" 0 "node 2 still running" -- cat "$work/err"
 fi
 expect_summary
