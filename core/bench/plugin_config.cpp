@@ -19,10 +19,8 @@ PluginInstance make_configured(PluginRegistry& registry, pangea_plugin_kind kind
         if (setting == nullptr)
             throw std::runtime_error("'" + config + "': '" + item + "' is not key=value for a setting of " + plugin.id());
         std::string expected;
-        auto value = parse_setting_text(*setting, item.substr(equals + 1), &expected);
+        auto value = parse_checked_setting(*setting, item.substr(equals + 1), &expected);
         if (!value) throw std::runtime_error("'" + config + "': " + item + ": expected " + expected);
-        if (const std::string misfit = check_setting_value(*setting, *value); !misfit.empty())
-            throw std::runtime_error("'" + config + "': " + item + ": expected " + misfit);
         settings[setting->name] = {*value, "command line"};
     }
     return PluginInstance(plugin, std::move(settings));

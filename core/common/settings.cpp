@@ -125,6 +125,17 @@ std::string check_setting_value(const pangea_setting& setting, const SettingValu
     return "a value of a known type";
 }
 
+std::optional<SettingValue> parse_checked_setting(const pangea_setting& setting, std::string_view text,
+                                                  std::string* expected) {
+    auto value = parse_setting_text(setting, text, expected);
+    if (!value) return std::nullopt;
+    if (std::string misfit = check_setting_value(setting, *value); !misfit.empty()) {
+        *expected = std::move(misfit);
+        return std::nullopt;
+    }
+    return value;
+}
+
 std::string format_setting_value(const SettingValue& value) {
     struct Formatter {
         std::string operator()(const std::string& s) const {
@@ -162,14 +173,8 @@ std::string check_setting_declaration(const pangea_setting& setting) {
         return "setting '" + name + "': no help text";
     if (setting.default_value != nullptr) {
         std::string expected;
-        const auto value = parse_setting_text(setting, setting.default_value, &expected);
-        if (!value)
-            return "setting '" + name + "': default \"" + setting.default_value +
-                   "\" is not " + expected;
-        const std::string misfit = check_setting_value(setting, *value);
-        if (!misfit.empty())
-            return "setting '" + name + "': default \"" + setting.default_value +
-                   "\" is not " + misfit;
+        if (!parse_checked_setting(setting, setting.default_value, &expected))
+            return "setting '" + name + "': default \"" + setting.default_value + "\" is not " + expected;
     }
     return "";
 }

@@ -36,6 +36,11 @@ std::optional<SettingValue> parse_setting_text(const pangea_setting& setting,
 // fits, else what was expected ("an integer in [1, 1000]", "one of: min-max, sigma").
 std::string check_setting_value(const pangea_setting& setting, const SettingValue& value);
 
+// parse_setting_text() then check_setting_value(): the value, or std::nullopt with *expected
+// saying what was wanted ("an integer", "an integer in [1, 9]").
+std::optional<SettingValue> parse_checked_setting(const pangea_setting& setting, std::string_view text,
+                                                  std::string* expected);
+
 // TOML-style text of a value: strings quoted, floats with a decimal point.
 std::string format_setting_value(const SettingValue& value);
 

@@ -45,10 +45,8 @@ SettingMap settings_for(const PluginDescriptor& plugin, const std::vector<std::s
         const pangea_setting* setting = plugin.find_setting(item.substr(0, equals));
         if (equals == std::string::npos || setting == nullptr) continue;
         std::string expected;
-        auto value = parse_setting_text(*setting, item.substr(equals + 1), &expected);
+        auto value = parse_checked_setting(*setting, item.substr(equals + 1), &expected);
         if (!value) throw std::runtime_error("--set " + item + ": expected " + expected);
-        if (const std::string misfit = check_setting_value(*setting, *value); !misfit.empty())
-            throw std::runtime_error("--set " + item + ": expected " + misfit);
         settings[setting->name] = {*value, "--set"};
     }
     for (const auto& setting : plugin.settings)
