@@ -19,8 +19,7 @@
 #include "bench/plugin_config.hpp"
 #include "collective/ring_allreduce.hpp"
 #include "common/process.hpp"
-#include "mesh/ring_order.hpp"
-#include "mesh/ring_setup.hpp"
+#include "mesh/ring.hpp"
 
 namespace fs = std::filesystem;
 
@@ -127,29 +126,16 @@ int run_node(const AllReduceBenchOptions& options) {
     FileRendezvous rendezvous(options.rendezvous);
     rendezvous.publish(rank, listener.address());
     auto addresses = rendezvous.wait_all(world, std::chrono::seconds(60));
-    std::vector<int> order(world);
-    std::iota(order.begin(), order.end(), 0);
-    std::string order_note = "by rank";
-    if (options.ring_order == "measured") {
-        const BandwidthMatrix bandwidth = measure_bandwidth(transport, listener, rank, addresses, options.run_id,
-                                                            options.probe_kib * 1024, std::chrono::seconds(120));
-        order = best_ring_order(bandwidth);
-        std::vector<int> by_rank(world);
-        std::iota(by_rank.begin(), by_rank.end(), 0);
-        order_note = "measured; slowest hop " + std::to_string(int(slowest_hop(bandwidth, order) * 8 / 1e6)) +
-                     " Mbit/s, against " + std::to_string(int(slowest_hop(bandwidth, by_rank) * 8 / 1e6)) + " by rank";
-    }
-    // This rank's place in the ring, and everyone's address in ring order.
-    const int position = static_cast<int>(std::find(order.begin(), order.end(), rank) - order.begin());
-    std::vector<std::string> ring_addresses;
-    for (int r : order) ring_addresses.push_back(addresses[r]);
-    const RingConnections ring =
-        connect_ring(transport, listener, position, ring_addresses, options.run_id, std::chrono::seconds(60));
+    const Ring ring = form_ring(transport, listener, rank, addresses, options.run_id, options.ring_order,
+                                options.probe_kib * 1024, std::chrono::seconds(120));
+    const int position = ring.position;
+    const std::vector<int>& order = ring.order;
+    const std::string& order_note = ring.order_note;
     RingOptions ring_options;
     ring_options.stall_timeout_ms = options.stall_timeout_ms;
     ring_options.piece_values = std::max<size_t>(1, options.piece_kib * 1024 / sizeof(float));
     ring_options.depth = options.depth;
-    const Link next(transport, ring.next.handle()), previous(transport, ring.previous.handle());
+    const Link next(transport, ring.connections.next.handle()), previous(transport, ring.connections.previous.handle());
     RingAllReduce barrier(position, world, next, previous, barrier_codec, ring_options);
 
     if (rank == 0) {

@@ -7,7 +7,12 @@
 #include "bench/allreduce_bench.hpp"
 #include "bench/compress_bench.hpp"
 #include "common/log.hpp"
+#include "data/prepare.hpp"
+#include "data/token_shard.hpp"
 #include "manifest/manifest.hpp"
+#include "train/launch.hpp"
+#include "train/model_shape.hpp"
+#include "train/node.hpp"
 #include "plugin_host/kinds.hpp"
 #include "plugin_host/plugin_registry.hpp"
 
@@ -94,7 +99,38 @@ int manifest_check(const std::string& file, const std::vector<std::string>& set_
     PluginRegistry registry(default_search_path());
     const Manifest manifest = load_manifest(file, collect_overrides(set_arguments), registry);
     std::cout << manifest.to_toml();
-    std::cerr << file << ": OK\n";
+    const ModelShape shape = check_training_inputs(manifest);
+    std::cerr << file << ": OK (model " << shape.preset << ": " << format_count(double(parameter_count(shape)))
+              << " parameters)\n";
+    return 0;
+}
+
+int run_node(const std::string& file, const std::vector<std::string>& set_arguments, const NodeOptions& options) {
+    PluginRegistry registry(default_search_path());
+    const Manifest manifest = load_manifest(file, collect_overrides(set_arguments), registry);
+    const int64_t nodes = manifest.get_int("mesh", "nodes");
+    if (options.node_id >= nodes)
+        throw ManifestError({"--node-id " + std::to_string(options.node_id) + " is not below [mesh] nodes = " +
+                             std::to_string(nodes) + " (from " + manifest.core.at("mesh").at("nodes").origin + ")"});
+    return run_training_node(manifest, registry, options);
+}
+
+int launch(LaunchOptions options) {
+    PluginRegistry registry(default_search_path());
+    std::vector<std::string> with_nodes = options.set_arguments;
+    if (options.nodes > 0) with_nodes.push_back("mesh.nodes=" + std::to_string(options.nodes));
+    // Validate once here, so a bad manifest fails before any node starts.
+    const Manifest manifest = load_manifest(options.manifest_path, collect_overrides(with_nodes), registry);
+    check_training_inputs(manifest);
+    return launch_local(manifest, options);
+}
+
+int data_prepare(const PrepareOptions& options) {
+    const auto written = prepare_shards(options);
+    uint64_t tokens = 0;
+    for (const auto& path : written) tokens += TokenShard(path).size();
+    std::cout << "wrote " << written.size() << " shard" << (written.size() == 1 ? "" : "s") << " ("
+              << tokens << " tokens, byte tokenizer, vocabulary 257) to " << options.output.string() << "\n";
     return 0;
 }
 
@@ -177,7 +213,36 @@ int main(int argc, char** argv) {
     bench_allreduce->add_option("--run-id", allreduce_options.run_id)->group("");
 
     auto* run = app.add_subcommand("run", "run one node of a training run");
-    run->allow_extras();
+    std::string run_manifest;
+    NodeOptions node_options;
+    std::vector<std::string> run_set;
+    run->add_option("manifest", run_manifest, "the run manifest (TOML)")->required();
+    run->add_option("--node-id", node_options.node_id, "this node's index, 0 .. [mesh] nodes - 1")
+        ->required()->check(CLI::NonNegativeNumber);
+    run->add_option("--set", run_set, "override a setting: section.key=value")->allow_extra_args(false);
+    run->add_option("--run-id", node_options.run_id, "shared by the nodes of one run (default: from [run] name)");
+
+    auto* launch_command = app.add_subcommand("launch", "run N local nodes of a training run and show their progress");
+    LaunchOptions launch_options;
+    launch_command->add_option("manifest", launch_options.manifest_path, "the run manifest (TOML)")->required();
+    launch_command->add_option("-n,--nodes", launch_options.nodes, "nodes to start (default: [mesh] nodes)")
+        ->check(CLI::Range(1, 256));
+    launch_command->add_option("--set", launch_options.set_arguments, "override a setting: section.key=value")
+        ->allow_extra_args(false);
+
+    auto* data = app.add_subcommand("data", "training data");
+    data->require_subcommand(1);
+    auto* prepare = data->add_subcommand(
+        "prepare", "turn text files (one document each) into token shards with the byte tokenizer");
+    PrepareOptions prepare_options;
+    std::string prepare_output;
+    prepare->add_option("files", prepare_options.inputs, "text files");
+    prepare->add_option("-o,--output", prepare_output, "directory for the shards")->required();
+    prepare->add_option("--builtin", prepare_options.builtin, "a built-in corpus source instead: prose, code, arithmetic, lists");
+    prepare->add_option("--builtin-bytes", prepare_options.builtin_bytes, "bytes of built-in text to generate")
+        ->capture_default_str();
+    prepare->add_option("--shard-tokens", prepare_options.shard_tokens, "most tokens per shard")
+        ->capture_default_str()->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40));
 
     CLI11_PARSE(app, argc, argv);
 
@@ -196,14 +261,21 @@ int main(int argc, char** argv) {
             run_compress_bench(registry, compress_options);
             return 0;
         }
-        if (*run) {
-            std::cerr << "error: `pangea run` is not available yet: this build has the plugin "
-                         "host and manifest, but not the training layer. Use `pangea manifest "
-                         "check FILE` to validate a manifest.\n";
-            return 2;
+        if (*run) return run_node(run_manifest, run_set, node_options);
+        if (*launch_command) return launch(launch_options);
+        if (*prepare) {
+            if (prepare_options.inputs.empty() == prepare_options.builtin.empty()) {
+                std::cerr << "error: data prepare takes text files or --builtin NAME (one of the two)\n";
+                return 1;
+            }
+            prepare_options.output = prepare_output;
+            return data_prepare(prepare_options);
         }
     } catch (const ManifestError& e) {
         for (const auto& error : e.errors()) std::cerr << "error: " << error << "\n";
+        return 1;
+    } catch (const DataError& e) {
+        std::cerr << "error: " << e.what() << "\n";
         return 1;
     } catch (const PluginError& e) {
         std::cerr << "error: " << e.what() << "\n";

@@ -13,8 +13,9 @@ namespace pangea {
 
 class ChildProcess {
 public:
-    // Starts argv[0] (a path) with argv. Throws std::runtime_error naming the program on failure.
-    explicit ChildProcess(const std::vector<std::string>& argv);
+    // Starts argv[0] (a path) with argv; with `output`, its stdout and stderr go to that file
+    // (created or appended). Throws std::runtime_error naming the program on failure.
+    explicit ChildProcess(const std::vector<std::string>& argv, const std::string& output = "");
     ~ChildProcess();
     ChildProcess(ChildProcess&& other) noexcept;
     ChildProcess& operator=(ChildProcess&&) = delete;

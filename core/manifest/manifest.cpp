@@ -3,6 +3,7 @@
 #include <toml++/toml.h>
 
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 #include <variant>
@@ -208,6 +209,54 @@ void check_core_consistency(const Manifest& m, std::vector<std::string>* errors)
                           "), or live peers would be declared dead");
 }
 
+// [[data.sources]]: an array of tables with `path` (a shard, a directory of shards, or
+// "builtin:NAME") and `weight` (default 1). Relative paths are relative to the manifest.
+std::vector<DataSource> parse_data_sources(const toml::node& node, const std::string& source,
+                                           const std::string& origin, const fs::path& base_directory,
+                                           std::vector<std::string>* errors) {
+    std::vector<DataSource> out;
+    const toml::array* array = node.as_array();
+    if (array == nullptr || !array->is_array_of_tables()) {
+        errors->push_back(origin + ": [data] sources: expected [[data.sources]] tables with path and weight, got " +
+                          toml_type_name(node));
+        return out;
+    }
+    for (const auto& element : *array) {
+        const toml::table& table = *element.as_table();
+        const std::string at = where(source, table.source());
+        DataSource entry;
+        entry.origin = at;
+        for (auto&& [key, value] : table) {
+            const std::string key_at = where(source, key.source());
+            if (key.str() == "path") {
+                if (auto text = value.value_exact<std::string>()) entry.path = *text;
+                else errors->push_back(key_at + ": [[data.sources]] path: expected a string, got " + toml_type_name(value));
+            } else if (key.str() == "weight") {
+                if (auto number = value.value<double>()) entry.weight = *number;
+                else errors->push_back(key_at + ": [[data.sources]] weight: expected a number, got " + toml_type_name(value));
+            } else {
+                errors->push_back(key_at + ": unknown key '" + std::string(key.str()) +
+                                  "' in [[data.sources]]; valid keys: path, weight");
+            }
+        }
+        if (entry.path.empty()) {
+            errors->push_back(at + ": [[data.sources]] needs a path (a token shard, a directory of shards, or builtin:NAME)");
+            continue;
+        }
+        if (!(entry.weight >= 0) || !std::isfinite(entry.weight))
+            errors->push_back(at + ": [[data.sources]] weight " + format_setting_value(entry.weight) + " must be >= 0");
+        if (entry.path.rfind("builtin:", 0) != 0 && fs::path(entry.path).is_relative())
+            entry.path = (base_directory / entry.path).lexically_normal().string();
+        out.push_back(std::move(entry));
+    }
+    double total = 0;
+    for (const auto& entry : out) total += entry.weight;
+    if (!out.empty() && !(total > 0))
+        errors->push_back(origin + ": the weights of [[data.sources]] sum to " + format_setting_value(total) +
+                          "; they must sum to more than 0");
+    return out;
+}
+
 bool is_known_section(std::string_view name) {
     return find_core_section(name) != nullptr || find_kind(name) != nullptr;
 }
@@ -287,6 +336,7 @@ Manifest parse_manifest(std::string_view text, const std::string& source,
 
     std::vector<std::string> errors;
     std::map<std::string, RawSection> raw;
+    std::vector<DataSource> data_sources;
     for (auto&& [key, node] : document) {
         const std::string name(key.str());
         const std::string origin = where(source, key.source());
@@ -305,6 +355,10 @@ Manifest parse_manifest(std::string_view text, const std::string& source,
         section.origin = origin;
         for (auto&& [setting_key, value] : *node.as_table()) {
             const std::string setting_origin = where(source, setting_key.source());
+            if (name == "data" && setting_key.str() == "sources") {
+                data_sources = parse_data_sources(value, source, setting_origin, base_directory, &errors);
+                continue;
+            }
             if (value.is_table()) {
                 errors.push_back(setting_origin + ": [" + name + "] " +
                                  std::string(setting_key.str()) +
@@ -315,6 +369,11 @@ Manifest parse_manifest(std::string_view text, const std::string& source,
         }
     }
     for (const auto& override_value : overrides) {
+        if (override_value.section == "data" && override_value.key == "sources") {
+            errors.push_back(override_value.origin + ": [data] sources is a list of tables ([[data.sources]] with "
+                             "path and weight); set it in the manifest file");
+            continue;
+        }
         RawSection& section = raw[override_value.section];
         if (section.origin.empty()) section.origin = override_value.origin;
         section.values[override_value.key] = {override_value.text, override_value.origin};
@@ -322,6 +381,7 @@ Manifest parse_manifest(std::string_view text, const std::string& source,
 
     Manifest manifest;
     manifest.source = source;
+    manifest.data_sources = data_sources.empty() ? default_data_sources() : std::move(data_sources);
     for (const auto& section : core_sections()) {
         RawSection empty{source, {}};
         const auto found = raw.find(section.name);
@@ -377,6 +437,12 @@ std::string Manifest::to_toml() const {
         out << "\n[" << section.name << "]\n";
         for (const auto& [key, setting] : core.at(section.name))
             line(key, format_setting_value(setting.value), setting.origin);
+        if (std::string_view(section.name) != "data") continue;
+        for (const auto& entry : data_sources) {
+            out << "[[data.sources]]" << std::string(24, ' ') << " # " << entry.origin << "\n";
+            line("path", format_setting_value(entry.path), entry.origin);
+            line("weight", format_setting_value(entry.weight), entry.origin);
+        }
     }
     for (const auto& kind : all_kinds()) {
         const auto found = plugins.find(kind.kind);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/settings.hpp"
+#include "data/sampler.hpp"
 #include "plugin_host/plugin_registry.hpp"
 
 namespace pangea {
@@ -54,6 +55,7 @@ struct Manifest {
     std::string source;  // the file's path, or a name for embedded text
     std::map<std::string, SettingMap> core;  // section -> every key, defaults filled in
     std::map<pangea_plugin_kind, PluginChoice> plugins;
+    std::vector<DataSource> data_sources;  // [[data.sources]], or the built-in mixture
 
     // Typed access to a core setting (the manifest was validated, so these cannot miss).
     const std::string& get_string(const std::string& section, const std::string& key) const;

@@ -34,19 +34,36 @@ constexpr pangea_setting kRun[] = {
     text("log_level", "info", "least severe log level printed", "debug|info|warn|error"),
 };
 constexpr pangea_setting kModel[] = {
-    text("preset", "tiny", "model shape by name", "tiny|small|1b|10b"),
+    text("preset", "tiny", "model shape by name: tiny (~0.8M), small (~25M), 1b (Llama-3.2-1B), 10b (INTELLECT-1)",
+         "tiny|small|1b|10b"),
+    integer("layers", "0", "transformer blocks (0: the preset's)", 0, 1024),
+    integer("d_model", "0", "hidden size (0: the preset's)", 0, 1048576),
+    integer("heads", "0", "attention heads (0: the preset's)", 0, 4096),
+    integer("kv_heads", "0", "key/value heads for grouped-query attention (0: the preset's)", 0, 4096),
+    integer("ffn", "0", "SwiGLU hidden size (0: the preset's)", 0, 4194304),
+    integer("vocab", "0", "vocabulary size (0: the preset's; tiny and small take the data's)", 0, 16777216),
+    text("tied_embeddings", "preset", "share the input embedding with the output projection", "preset|true|false"),
+    number("rope_theta", "500000", "base of the rotary embedding frequencies", 1.0, 1e12),
 };
 constexpr pangea_setting kData[] = {
-    text("path", "", "token shard file or directory (empty: the built-in corpus)"),
     integer("seq_len", "128", "tokens per training sequence", 8, 1048576),
+    integer("eval_sequences", "64", "held-out sequences in each evaluation", 1, 1e9),
 };
 constexpr pangea_setting kTrain[] = {
     number("lr", "0.001", "peak learning rate of the inner AdamW", 0.0, 10.0),
+    number("beta1", "0.9", "AdamW beta1", 0.0, 0.999999),
+    number("beta2", "0.95", "AdamW beta2", 0.0, 0.999999),
     number("weight_decay", "0.1", "AdamW weight decay", 0.0, 10.0),
     number("grad_clip", "1.0", "clip the gradient norm to this (0: off)", 0.0, 1e6),
     integer("micro_batch", "8", "sequences per forward/backward pass", 1, 65536),
     integer("grad_accum", "1", "micro-batches per inner step", 1, 65536),
     integer("warmup_steps", "0", "linear warmup length in inner steps", 0, kMaxInt),
+    number("decay_fraction", "0.2", "share of all inner steps spent decaying the learning rate at the end "
+           "(warmup-stable-decay)", 0.0, 1.0),
+    text("decay", "linear", "shape of the decay to min_lr_ratio x lr", "linear|sqrt"),
+    number("min_lr_ratio", "0.1", "learning rate at the end, as a fraction of lr", 0.0, 1.0),
+    number("z_loss", "0", "weight of the z-loss (mean squared log-partition; 0: off)", 0.0, 1.0),
+    integer("eval_interval", "1", "outer steps between held-out evaluations (0: only at the end)", 0, 1e9),
     integer("threads", "0", "compute threads per node (0: all cores)", 0, 4096),
 };
 constexpr pangea_setting kDiloco[] = {

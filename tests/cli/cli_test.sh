@@ -37,7 +37,43 @@ expect "a missing manifest is a clear error" 1 "error: $work/none.toml: cannot o
 expect "PANGEA_PLUGIN_PATH adds plugins" 0 "compress  dup " -- env PANGEA_PLUGIN_PATH="$fixtures/dups" "$pangea" plugins list
 expect "plugins list reports rejected libraries" 0 "libdup_b.so: duplicate plugin compress/dup" -- \
     env PANGEA_PLUGIN_PATH="$fixtures/dups" "$pangea" plugins list
-expect "run says training is not available yet" 2 "\`pangea run\` is not available yet" -- "$pangea" run "$source/examples/local.toml"
+expect "run checks the node id" 1 "error: --node-id 7 is not below [mesh] nodes = 4" -- \
+    "$pangea" run "$source/examples/local.toml" --node-id 7
+
+# Bad manifests for the training layer fail before training, naming the key and where it was set.
+printf '[model]\npreset = "huge"\n' >"$work/preset.toml"
+expect "an unknown preset lists the presets" 1 "[model] preset: expected one of: tiny | small | 1b | 10b, got \"huge\"" -- \
+    "$pangea" manifest check "$work/preset.toml"
+printf '[model]\nheads = 3\n' >"$work/heads.toml"
+expect "heads must divide d_model" 1 "heads.toml:2:1: [model] (preset tiny) d_model 128 is not divisible by heads 3" -- \
+    "$pangea" manifest check "$work/heads.toml"
+printf '[model]\nkv_heads = 3\n' >"$work/kv.toml"
+expect "kv_heads must divide heads" 1 "kv.toml:2:1: [model] (preset tiny) heads 4 is not divisible by kv_heads 3" -- \
+    "$pangea" launch "$work/kv.toml"
+printf '[[data.sources]]\npath = "missing.tok"\n' >"$work/missing.toml"
+expect "a missing data file is named with its manifest line" 1 "missing.toml:1:1: [[data.sources]] path \"$work/missing.tok\": no such file or directory" -- \
+    "$pangea" launch "$work/missing.toml"
+printf '[[data.sources]]\npath = "builtin:prose"\nweight = 0\n[[data.sources]]\npath = "builtin:code"\nweight = 0\n' >"$work/weights.toml"
+expect "weights must sum to more than 0" 1 "the weights of [[data.sources]] sum to 0.0; they must sum to more than 0" -- \
+    "$pangea" manifest check "$work/weights.toml"
+printf '[[data.sources]]\npath = "builtin:poetry"\n' >"$work/builtin.toml"
+expect "an unknown built-in source lists the built-ins" 1 "unknown built-in corpus source 'poetry'; built-in sources are: prose, code, arithmetic, lists" -- \
+    "$pangea" manifest check "$work/builtin.toml"
+printf 'not a shard' >"$work/bad.tok"
+printf '[[data.sources]]\npath = "bad.tok"\n' >"$work/badshard.toml"
+expect "a file that is not a shard is rejected" 1 "bad.tok: 11 bytes is too short for a token shard" -- \
+    "$pangea" manifest check "$work/badshard.toml"
+
+# Data preparation: text in, shards out, and a manifest that trains on them checks clean.
+printf 'hello world\n' >"$work/a.txt"
+printf 'second document\n' >"$work/b.txt"
+expect "data prepare writes shards" 0 "wrote 1 shard (30 tokens, byte tokenizer, vocabulary 257)" -- \
+    "$pangea" data prepare -o "$work/shards" "$work/a.txt" "$work/b.txt"
+expect "data prepare of a built-in source" 0 "wrote 3 shards" -- \
+    "$pangea" data prepare -o "$work/builtin" --builtin arithmetic --builtin-bytes 30000 --shard-tokens 12000
+printf '[[data.sources]]\npath = "builtin"\nweight = 1\n[data]\nseq_len = 16\n' >"$work/shards.toml"
+expect "prepared shards are accepted as a source" 0 "OK (model tiny: 820.5k parameters)" -- \
+    "$pangea" manifest check "$work/shards.toml"
 expect "an unknown command is a usage error" 106 "A subcommand is required" -- "$pangea" frobnicate
 
 expect_summary

@@ -1,0 +1,93 @@
+#include "diloco/outer_loop.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include "pangea/optim.h"
+
+namespace pangea {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+OuterLoop::OuterLoop(std::span<float> params, const PluginInstance& optimizer, AverageFn average, bool overlap)
+    : params_(params),
+      optimizer_(optimizer),
+      average_(std::move(average)),
+      overlap_(overlap),
+      synced_(params.begin(), params.end()),
+      delta_(params.size()) {
+    if (overlap_) start_ = synced_;
+    const auto& vt = optimizer_.vtable<pangea_optim_vtable>();
+    if (const pangea_status status = vt.init(optimizer_.handle(), params.size()); status != PANGEA_OK)
+        throw OuterLoopError(optimizer_.describe_failure("init(" + std::to_string(params.size()) + ")", status));
+}
+
+OuterLoop::~OuterLoop() {
+    if (in_flight_.valid()) in_flight_.wait();
+}
+
+void OuterLoop::apply(std::span<const float> average) {
+    const auto& vt = optimizer_.vtable<pangea_optim_vtable>();
+    // The plugin updates a copy: a failing step must not leave half-updated synced parameters.
+    scratch_.assign(synced_.begin(), synced_.end());
+    if (const pangea_status status = vt.step(optimizer_.handle(), scratch_.data(), average.data(), scratch_.size());
+        status != PANGEA_OK)
+        throw OuterLoopError(optimizer_.describe_failure("step", status));
+    synced_.swap(scratch_);
+    ++applied_;
+}
+
+OuterStepReport OuterLoop::sync() {
+    const auto start = std::chrono::steady_clock::now();
+    OuterStepReport report;
+    if (!overlap_) {
+        for (size_t i = 0; i < delta_.size(); ++i) delta_[i] = synced_[i] - params_[i];
+        report.allreduce = average_(delta_);
+        if (report.allreduce.status != PANGEA_OK)
+            throw OuterLoopError("all-reduce of the pseudo-gradient failed: " + report.allreduce.error);
+        apply(delta_);
+        report.applied = true;
+        std::copy(synced_.begin(), synced_.end(), params_.begin());
+        report.blocked_seconds = seconds_since(start);
+        return report;
+    }
+    // Overlap. Wait for the previous round's average (it ran during this round's inner steps).
+    if (in_flight_.valid()) {
+        report.allreduce = in_flight_.get();
+        if (report.allreduce.status != PANGEA_OK)
+            throw OuterLoopError("all-reduce of the pseudo-gradient failed: " + report.allreduce.error);
+        apply(delta_);
+        report.applied = true;
+    }
+    // This round's local progress; start averaging it, and continue from synced - progress.
+    for (size_t i = 0; i < delta_.size(); ++i) {
+        delta_[i] = start_[i] - params_[i];
+        params_[i] = synced_[i] - delta_[i];
+    }
+    std::copy(params_.begin(), params_.end(), start_.begin());
+    in_flight_ = std::async(std::launch::async, [this] { return average_(delta_); });
+    report.blocked_seconds = seconds_since(start);
+    return report;
+}
+
+OuterStepReport OuterLoop::finish() {
+    const auto start = std::chrono::steady_clock::now();
+    OuterStepReport report;
+    if (in_flight_.valid()) {
+        report.allreduce = in_flight_.get();
+        if (report.allreduce.status != PANGEA_OK)
+            throw OuterLoopError("all-reduce of the pseudo-gradient failed: " + report.allreduce.error);
+        apply(delta_);
+        report.applied = true;
+    }
+    std::copy(synced_.begin(), synced_.end(), params_.begin());
+    report.blocked_seconds = seconds_since(start);
+    return report;
+}
+
+}  // namespace pangea

@@ -1,0 +1,82 @@
+// DiLoCo's outer loop on flat buffers.
+//
+// The loop keeps the last synced parameters in host memory (the "offload" copy; the model's own
+// parameters may live elsewhere). After each round of inner steps, sync():
+//
+//   blocking: pseudo-gradient = synced - params; average it over the nodes; the outer optimizer
+//             plugin steps `synced` with it; params = synced.
+//   overlap:  the round's pseudo-gradient (start of round - params) starts averaging in the
+//             background while the next round's inner steps run; the average that was in flight
+//             (started one round earlier) is waited for and applied to `synced`. The next round
+//             starts from synced - (this round's local pseudo-gradient): the node's own progress
+//             stands in for the average that is still on the wire ("eager" updates). Every node
+//             applies the same averages in the same order, so `synced` stays bit-identical
+//             across nodes; updates land one outer step late.
+//
+// With H = 1, no compression and SGD at lr 1, momentum 0, blocking mode is synchronous
+// parameter averaging.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <span>
+#include <stdexcept>
+#include <vector>
+
+#include "collective/ring_allreduce.hpp"
+#include "plugin_host/plugin_instance.hpp"
+
+namespace pangea {
+
+// Averages a buffer over the nodes, in place (changed only on success).
+using AverageFn = std::function<AllReduceResult(std::span<float>)>;
+
+class OuterLoopError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct OuterStepReport {
+    bool applied = false;       // an average was applied to the synced parameters in this call
+    AllReduceResult allreduce;  // the all-reduce that was applied
+    double blocked_seconds = 0;  // how long the caller waited in sync() / finish()
+};
+
+class OuterLoop {
+public:
+    // `params` is the model's flat buffer; `optimizer` an optim plugin instance (init() is called
+    // here). Both must outlive the loop; `average` is called from a background thread in
+    // overlap mode, never from two threads at once.
+    OuterLoop(std::span<float> params, const PluginInstance& optimizer, AverageFn average, bool overlap);
+    ~OuterLoop();  // waits for an all-reduce still in flight
+    OuterLoop(const OuterLoop&) = delete;
+    OuterLoop& operator=(const OuterLoop&) = delete;
+
+    // After each round of inner steps. Throws OuterLoopError naming what failed (the all-reduce,
+    // the optimizer plugin) and leaves the synced parameters as they were.
+    OuterStepReport sync();
+
+    // At the end of training: overlap mode waits for and applies the last average; then the
+    // model's parameters are the synced ones in both modes.
+    OuterStepReport finish();
+
+    std::span<const float> synced() const { return synced_; }
+    int64_t applied_steps() const { return applied_; }
+
+private:
+    void apply(std::span<const float> average);
+
+    std::span<float> params_;
+    const PluginInstance& optimizer_;
+    AverageFn average_;
+    bool overlap_;
+    std::vector<float> synced_;   // last synced parameters
+    std::vector<float> start_;    // overlap: where the current round started
+    std::vector<float> delta_;    // pseudo-gradient; in overlap mode owned by the in-flight all-reduce
+    std::vector<float> scratch_;  // the optimizer steps a copy, so a failed step changes nothing
+    std::future<AllReduceResult> in_flight_;
+    int64_t applied_ = 0;
+};
+
+}  // namespace pangea

@@ -1,0 +1,219 @@
+#include "train/launch.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "common/process.hpp"
+#include "manifest/manifest.hpp"
+#include "train/metrics.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pangea {
+namespace {
+
+std::atomic<int> g_interrupts{0};
+extern "C" void on_interrupt(int) { g_interrupts.fetch_add(1); }
+
+double number(const std::map<std::string, std::string>& fields, const std::string& key) {
+    const auto found = fields.find(key);
+    if (found == fields.end() || found->second == "null") return 0;
+    try {
+        return std::stod(found->second);
+    } catch (...) {
+        return 0;
+    }
+}
+
+std::optional<std::map<std::string, std::string>> read_json(const fs::path& path) {
+    std::ifstream in(path);
+    if (!in) return std::nullopt;
+    std::ostringstream text;
+    text << in.rdbuf();
+    return parse_flat_json(text.str());
+}
+
+std::string last_lines(const fs::path& path, size_t count) {
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    std::string out;
+    for (size_t i = lines.size() > count ? lines.size() - count : 0; i < lines.size(); ++i)
+        out += "    " + lines[i] + "\n";
+    return out;
+}
+
+std::string human_rate(double per_second) {
+    char text[32];
+    if (per_second >= 1e6) std::snprintf(text, sizeof text, "%.1fM", per_second / 1e6);
+    else if (per_second >= 1e3) std::snprintf(text, sizeof text, "%.1fk", per_second / 1e3);
+    else std::snprintf(text, sizeof text, "%.0f", per_second);
+    return text;
+}
+
+// One line about all nodes: the slowest node's position, mean loss, summed throughput, the
+// slowest last all-reduce and mean compute utilization.
+struct Progress {
+    int64_t outer = 0, inner = 0;
+    std::string line;
+};
+
+Progress combined_progress(const fs::path& status_dir, int nodes) {
+    Progress p{INT64_MAX, INT64_MAX, ""};
+    double loss = 0, eval = 0, rate = 0, allreduce = 0, bytes = 0, utilization = 0;
+    int64_t outer_steps = 0, inner_steps = 0;
+    int seen = 0;
+    for (int i = 0; i < nodes; ++i) {
+        const auto fields = read_json(status_dir / ("node-" + std::to_string(i) + ".json"));
+        if (!fields) continue;
+        ++seen;
+        const int64_t outer = static_cast<int64_t>(number(*fields, "outer_step"));
+        const int64_t inner = static_cast<int64_t>(number(*fields, "inner_step"));
+        if (outer < p.outer || (outer == p.outer && inner < p.inner)) p.outer = outer, p.inner = inner;
+        outer_steps = static_cast<int64_t>(number(*fields, "outer_steps"));
+        inner_steps = static_cast<int64_t>(number(*fields, "inner_steps"));
+        loss += number(*fields, "loss");
+        eval = number(*fields, "eval_loss");
+        rate += number(*fields, "tokens_per_s");
+        allreduce = std::max(allreduce, number(*fields, "allreduce_seconds"));
+        bytes = std::max(bytes, number(*fields, "allreduce_bytes"));
+        utilization += number(*fields, "compute_utilization");
+    }
+    if (seen < nodes) return {-1, -1, std::to_string(seen) + "/" + std::to_string(nodes) + " nodes started"};
+    char text[256];
+    std::snprintf(text, sizeof text,
+                  "outer %lld/%lld  inner %lld/%lld  loss %.3f  eval %s  %s tok/s  all-reduce %.2f s %.1f MiB  util %.0f%%",
+                  static_cast<long long>(p.outer), static_cast<long long>(outer_steps),
+                  static_cast<long long>(p.inner), static_cast<long long>(inner_steps), loss / nodes,
+                  eval > 0 ? std::to_string(eval).substr(0, 5).c_str() : "-", human_rate(rate).c_str(), allreduce,
+                  bytes / 1048576.0, 100 * utilization / nodes);
+    p.line = text;
+    return p;
+}
+
+}  // namespace
+
+int launch_local(const Manifest& manifest, const LaunchOptions& options) {
+    const int nodes = options.nodes > 0 ? options.nodes : static_cast<int>(manifest.get_int("mesh", "nodes"));
+    const fs::path run_dir = manifest.get_string("run", "dir");
+    for (const char* stale : {"rendezvous", "status", "summary", "metrics", "logs"}) fs::remove_all(run_dir / stale);
+    fs::create_directories(run_dir / "logs");
+    fs::create_directories(run_dir / "status");
+
+    const std::string exe = current_executable();
+    const uint64_t run_id = (uint64_t(std::random_device{}()) << 32) | std::random_device{}() | 1;
+    std::vector<ChildProcess> children;
+    for (int i = 0; i < nodes; ++i) {
+        std::vector<std::string> argv = {exe, "run", options.manifest_path, "--node-id", std::to_string(i),
+                                         "--run-id", std::to_string(run_id), "--set",
+                                         "mesh.nodes=" + std::to_string(nodes)};
+        for (const auto& set : options.set_arguments) argv.insert(argv.end(), {"--set", set});
+        children.emplace_back(argv, (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).string());
+    }
+    std::printf("launched %d nodes; logs in %s, metrics in %s\n", nodes, (run_dir / "logs").c_str(),
+                (run_dir / "metrics").c_str());
+    std::fflush(stdout);
+
+    struct sigaction action {};
+    action.sa_handler = on_interrupt;
+    sigemptyset(&action.sa_mask);
+    struct sigaction previous_int {}, previous_term {};
+    sigaction(SIGINT, &action, &previous_int);
+    sigaction(SIGTERM, &action, &previous_term);
+
+    const bool tty = ::isatty(STDOUT_FILENO) != 0;
+    const auto grace = std::chrono::milliseconds(manifest.get_int("mesh", "timeout_ms")) + std::chrono::seconds(30);
+    std::vector<std::optional<int>> codes(children.size());
+    constexpr auto kNever = std::chrono::steady_clock::time_point::max();
+    auto give_up = kNever;
+    int forwarded = 0, failed = -1;
+    int64_t printed_outer = -1;
+    size_t running = children.size();
+    auto last_draw = std::chrono::steady_clock::now();
+    while (running > 0) {
+        if (const int interrupts = g_interrupts.load(); interrupts > forwarded) {
+            forwarded = interrupts;
+            for (auto& child : children) child.signal(interrupts > 1 ? SIGKILL : SIGINT);
+            std::printf("%sinterrupted: %s the nodes\n", tty ? "\n" : "", interrupts > 1 ? "killing" : "stopping");
+        }
+        for (size_t i = 0; i < children.size(); ++i) {
+            if (codes[i] || !(codes[i] = children[i].wait_for(std::chrono::milliseconds(0)))) continue;
+            --running;
+            if (*codes[i] != 0 && failed < 0 && forwarded == 0) {
+                failed = static_cast<int>(i);
+                give_up = std::chrono::steady_clock::now() + grace;
+                std::printf("%snode %zu failed (exit status %d); last lines of its log:\n%s", tty ? "\n" : "", i,
+                            *codes[i], last_lines(run_dir / "logs" / ("node-" + std::to_string(i) + ".log"), 8).c_str());
+            }
+        }
+        if (std::chrono::steady_clock::now() > give_up) {
+            for (size_t i = 0; i < children.size(); ++i)
+                if (!codes[i]) {
+                    std::printf("node %zu still running after node %d failed; killing it\n", i, failed);
+                    children[i].signal(SIGKILL);
+                }
+            give_up = kNever;
+        }
+        const Progress progress = combined_progress(run_dir / "status", nodes);
+        if (progress.outer > printed_outer && progress.inner == 0 && progress.outer > 0) {
+            printed_outer = progress.outer;
+            std::string line = progress.line;
+            if (const size_t inner = line.find("  inner "); inner != std::string::npos)
+                line.erase(inner, line.find("  loss") - inner);  // a finished outer step has no inner position
+            std::printf("%s%s\n", tty ? "\r\033[K" : "", line.c_str());
+        } else if (tty && std::chrono::steady_clock::now() - last_draw > std::chrono::milliseconds(250)) {
+            last_draw = std::chrono::steady_clock::now();
+            std::printf("\r\033[K%s", progress.line.c_str());
+        }
+        std::fflush(stdout);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    sigaction(SIGINT, &previous_int, nullptr);
+    sigaction(SIGTERM, &previous_term, nullptr);
+    if (tty) std::printf("\r\033[K");
+
+    if (forwarded > 0) {
+        std::printf("interrupted; partial metrics are in %s\n", (run_dir / "metrics").c_str());
+        return 130;
+    }
+    bool all_ok = true;
+    for (size_t i = 0; i < codes.size(); ++i)
+        if (codes[i].value_or(1) != 0) {
+            all_ok = false;
+            if (static_cast<int>(i) != failed)
+                std::printf("node %zu exited with status %d; see %s\n", i, codes[i].value_or(1),
+                            (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).c_str());
+        }
+    if (!all_ok) return 1;
+
+    std::printf("\n%-6s %11s %11s %9s %12s %13s  %s\n", "node", "final loss", "eval loss", "util", "all-reduce s",
+                "sent MiB", "parameters");
+    std::string first_hash;
+    bool identical = true;
+    for (int i = 0; i < nodes; ++i) {
+        const auto fields = read_json(run_dir / "summary" / ("node-" + std::to_string(i) + ".json"));
+        if (!fields) continue;
+        const std::string hash = fields->count("params_hash") ? fields->at("params_hash") : "?";
+        if (i == 0) first_hash = hash;
+        identical = identical && hash == first_hash;
+        std::printf("%-6d %11.4f %11.4f %8.1f%% %12.2f %13.1f  %s\n", i, number(*fields, "final_loss"),
+                    number(*fields, "final_eval_loss"), 100 * number(*fields, "compute_utilization"),
+                    number(*fields, "allreduce_seconds"), number(*fields, "bytes_sent") / 1048576.0, hash.c_str());
+    }
+    std::printf("%s\n", identical ? "all nodes hold bit-identical parameters"
+                                  : "WARNING: the nodes' final parameters differ");
+    return identical ? 0 : 1;
+}
+
+}  // namespace pangea

@@ -1,0 +1,22 @@
+// `pangea launch -n N MANIFEST`: N local nodes as child processes of this one. Each node's
+// output goes to <run.dir>/logs/node-<i>.log; this process shows their combined progress (from
+// <run.dir>/status/), forwards Ctrl-C, stops the others when one fails, and prints the result.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pangea {
+
+struct Manifest;
+
+struct LaunchOptions {
+    int nodes = 0;                           // 0: [mesh] nodes
+    std::string manifest_path;
+    std::vector<std::string> set_arguments;  // passed on to every node
+};
+
+// Returns 0 when every node succeeded, 1 when one failed, 130 when interrupted.
+int launch_local(const Manifest& manifest, const LaunchOptions& options);
+
+}  // namespace pangea

@@ -1,0 +1,54 @@
+// What the node runner needs from a model: its parameters as one flat fp32 buffer, one inner
+// optimizer step on a batch of token windows, and the loss on held-out windows. The Llama model
+// in model/ (the only code that links LibTorch) implements it; the core drives it without
+// knowing what is inside, so the outer loop and the all-reduce work on the flat buffer directly.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace pangea {
+
+struct Manifest;
+struct ModelShape;
+
+// Windows of seq_len + 1 tokens each (inputs are the first seq_len, targets the last seq_len).
+struct TokenBatch {
+    std::span<const int32_t> tokens;
+    int64_t sequences = 0;
+    int64_t seq_len = 0;
+};
+
+struct InnerStepResult {
+    double loss = 0;       // mean cross-entropy over the step's tokens (without z-loss)
+    double grad_norm = 0;  // before clipping
+};
+
+struct LossSum {
+    double sum = 0;  // summed cross-entropy
+    int64_t tokens = 0;
+};
+
+class Learner {
+public:
+    virtual ~Learner() = default;
+
+    // The model's parameters, in parameter_layout() order. The model computes with this memory
+    // directly: writing here changes the model.
+    virtual std::span<float> parameters() = 0;
+
+    // One inner step: forward and backward over each micro-batch (gradients accumulated and
+    // averaged), clipping, then one AdamW update at learning rate `lr`.
+    virtual InnerStepResult step(std::span<const TokenBatch> micro_batches, double lr) = 0;
+
+    // Cross-entropy on held-out windows, without changing anything.
+    virtual LossSum evaluate(const TokenBatch& batch) = 0;
+};
+
+// Makes the Llama learner for [model] and [train] (defined in model/, which links LibTorch).
+// Parameters are initialized from [run] seed, identically on every node.
+std::unique_ptr<Learner> make_llama_learner(const Manifest& manifest, const ModelShape& shape);
+
+}  // namespace pangea

@@ -1,0 +1,37 @@
+// One node of a training run (`pangea run MANIFEST --node-id I`): reads its part of the data,
+// builds the model, joins the ring of nodes, and runs the DiLoCo loop: H inner steps, then an
+// outer step through the compression, transport and outer optimizer plugins, outer_steps times.
+// Writes metrics into the run directory (train/metrics.hpp).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace pangea {
+
+struct Manifest;
+class PluginRegistry;
+
+struct NodeOptions {
+    int node_id = 0;
+    uint64_t run_id = 0;                 // 0: derived from [run] name
+    std::filesystem::path rendezvous;    // empty: <run.dir>/rendezvous
+};
+
+struct ModelShape;
+
+// Opens the data and resolves the model's shape against it, as a node does before training:
+// a missing or bad data file, weights that do not sum to > 0 or a shape that does not divide
+// fail here with the manifest location. Returns the shape (vocabulary filled in).
+ModelShape check_training_inputs(const Manifest& manifest);
+
+// Returns the process exit status (0 on success). Throws for errors before training starts
+// (bad data, bad model shape, plugins); the caller prints them.
+int run_training_node(const Manifest& manifest, PluginRegistry& registry, const NodeOptions& options);
+
+// A 64-bit hash of a float buffer's bytes, printed as 16 hex digits: what nodes compare to show
+// they hold bit-identical parameters.
+std::string hash_floats(const float* values, size_t count);
+
+}  // namespace pangea

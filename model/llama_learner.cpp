@@ -1,0 +1,94 @@
+// The Llama model as a Learner: AdamW inner steps with micro-batch accumulation, gradient
+// clipping and optional z-loss.
+#include <torch/torch.h>
+
+#include <thread>
+
+#include "llama.hpp"
+#include "manifest/manifest.hpp"
+#include "train/learner.hpp"
+
+namespace F = torch::nn::functional;
+
+namespace pangea {
+namespace {
+
+class LlamaLearner final : public Learner {
+public:
+    LlamaLearner(const Manifest& m, const ModelShape& shape)
+        : model_(shape, m.get_int("data", "seq_len"), static_cast<uint64_t>(m.get_int("run", "seed"))),
+          optimizer_(make_optimizer(m)),
+          grad_clip_(m.get_float("train", "grad_clip")),
+          z_loss_(m.get_float("train", "z_loss")),
+          vocab_(shape.vocab) {}
+
+    std::span<float> parameters() override { return model_.flat(); }
+
+    InnerStepResult step(std::span<const TokenBatch> micro_batches, double lr) override {
+        for (auto& group : optimizer_.param_groups())
+            static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+        optimizer_.zero_grad();
+        double loss_sum = 0;
+        for (const auto& batch : micro_batches) {
+            const auto [inputs, targets] = split(batch);
+            const auto logits = model_.forward(inputs);
+            const auto flat_logits = logits.view({-1, vocab_});
+            auto loss = F::cross_entropy(flat_logits, targets.reshape({-1}));
+            loss_sum += loss.item<double>();
+            if (z_loss_ > 0) loss = loss + z_loss_ * torch::logsumexp(flat_logits, -1).pow(2).mean();
+            (loss / double(micro_batches.size())).backward();
+        }
+        const auto params = model_.parameters();
+        const double norm = torch::nn::utils::clip_grad_norm_(
+            params, grad_clip_ > 0 ? grad_clip_ : std::numeric_limits<double>::infinity());
+        optimizer_.step();
+        return {loss_sum / double(micro_batches.size()), norm};
+    }
+
+    LossSum evaluate(const TokenBatch& batch) override {
+        torch::NoGradGuard no_grad;
+        const auto [inputs, targets] = split(batch);
+        const auto logits = model_.forward(inputs).view({-1, vocab_});
+        const auto loss = F::cross_entropy(logits, targets.reshape({-1}),
+                                           F::CrossEntropyFuncOptions().reduction(torch::kSum));
+        return {loss.item<double>(), targets.numel()};
+    }
+
+private:
+    std::pair<torch::Tensor, torch::Tensor> split(const TokenBatch& batch) const {
+        const auto windows = torch::from_blob(const_cast<int32_t*>(batch.tokens.data()),
+                                              {batch.sequences, batch.seq_len + 1}, torch::kInt32)
+                                 .to(torch::kInt64);
+        return {windows.narrow(1, 0, batch.seq_len), windows.narrow(1, 1, batch.seq_len)};
+    }
+
+    torch::optim::AdamW make_optimizer(const Manifest& m) {
+        const int64_t threads = m.get_int("train", "threads");
+        torch::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())));
+        auto options = [&](double weight_decay) {
+            return std::make_unique<torch::optim::AdamWOptions>(
+                torch::optim::AdamWOptions(m.get_float("train", "lr"))
+                    .betas({m.get_float("train", "beta1"), m.get_float("train", "beta2")})
+                    .eps(1e-8)
+                    .weight_decay(weight_decay));
+        };
+        std::vector<torch::optim::OptimizerParamGroup> groups;
+        groups.emplace_back(model_.matrices(), options(m.get_float("train", "weight_decay")));
+        groups.emplace_back(model_.vectors(), options(0.0));  // no decay on norm gains
+        return torch::optim::AdamW(groups, torch::optim::AdamWOptions(m.get_float("train", "lr")));
+    }
+
+    LlamaModel model_;
+    torch::optim::AdamW optimizer_;
+    double grad_clip_;
+    double z_loss_;
+    int64_t vocab_;
+};
+
+}  // namespace
+
+std::unique_ptr<Learner> make_llama_learner(const Manifest& manifest, const ModelShape& shape) {
+    return std::make_unique<LlamaLearner>(manifest, shape);
+}
+
+}  // namespace pangea
