@@ -1,5 +1,7 @@
 #include "llama.hpp"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
 #include <map>
 
@@ -10,7 +12,9 @@ namespace pangea {
 LlamaModel::LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t seed) : shape_(shape) {
     const auto layout = parameter_layout(shape);
     flat_ = torch::empty({static_cast<int64_t>(parameter_count(shape))}, torch::kFloat32);
-    torch::manual_seed(seed);
+    // A generator of our own, not the global one: nodes built on several threads of one process
+    // (the tests) still get exactly the same parameters.
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
     std::map<std::string, torch::Tensor> by_name;
     const double output_std = 0.02 / std::sqrt(2.0 * double(shape.layers));
     {
@@ -22,7 +26,7 @@ LlamaModel::LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t se
             const bool is_output_projection = slot.name.find("wo") != std::string::npos ||
                                               slot.name.find("w2") != std::string::npos;
             if (is_norm) view.fill_(1.0);
-            else view.normal_(0.0, is_output_projection ? output_std : 0.02);
+            else view.normal_(0.0, is_output_projection ? output_std : 0.02, generator);
             view.set_requires_grad(true);
             (is_norm ? vectors_ : matrices_).push_back(view);
             by_name[slot.name] = view;
