@@ -229,6 +229,10 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 256));
     launch_command->add_option("--set", launch_options.set_arguments, "override a setting: section.key=value")
         ->allow_extra_args(false);
+    launch_command->add_option("--netns", launch_options.netns,
+                               "run node i in network namespace <prefix><i + 1> (see bench/wan.sh)");
+    launch_command->add_option("--host", launch_options.host,
+                               "address node i listens on; {r} becomes i + 1 (e.g. 10.77.0.{r})");
 
     auto* data = app.add_subcommand("data", "training data");
     data->require_subcommand(1);

@@ -119,6 +119,13 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
                                          "--run-id", std::to_string(run_id), "--set",
                                          "mesh.nodes=" + std::to_string(nodes)};
         for (const auto& set : options.set_arguments) argv.insert(argv.end(), {"--set", set});
+        if (!options.host.empty()) {
+            std::string host = options.host;
+            if (const size_t at = host.find("{r}"); at != std::string::npos) host.replace(at, 3, std::to_string(i + 1));
+            argv.insert(argv.end(), {"--set", "mesh.address=" + host + ":0"});
+        }
+        if (!options.netns.empty())
+            argv.insert(argv.begin(), {"/usr/bin/env", "ip", "netns", "exec", options.netns + std::to_string(i + 1)});
         children.emplace_back(argv, (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).string());
     }
     std::printf("launched %d nodes; logs in %s, metrics in %s\n", nodes, (run_dir / "logs").c_str(),

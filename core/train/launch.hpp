@@ -14,6 +14,10 @@ struct LaunchOptions {
     int nodes = 0;                           // 0: [mesh] nodes
     std::string manifest_path;
     std::vector<std::string> set_arguments;  // passed on to every node
+    // For emulated networks (bench/wan.sh): node i runs in network namespace <netns><i + 1>,
+    // and listens on `host` with {r} replaced by i + 1 (e.g. 10.77.0.{r}).
+    std::string netns;
+    std::string host;
 };
 
 // Returns 0 when every node succeeded, 1 when one failed, 130 when interrupted.

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# DiLoCo benchmarks on the embedded default (examples/local.toml: tiny model, built-in corpus),
+# figures in docs/training.md:
+#   loss         final held-out loss for 1 node, 4-node DiLoCo fp32 and 4-node DiLoCo int8, the
+#                same inner steps per node (loopback)
+#   utilization  compute utilization (inner compute time / wall time) of blocking and overlap
+#                mode, 4 nodes over emulated WAN links of --rate Mbit/s each way (bench/wan.sh;
+#                root only)
+#
+#   bench/diloco.sh [loss] [utilization] [--rate 20] [--outer 20] [--inner 10] [--codec int8]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+parts=() rate=20 outer=20 inner=10 codec=int8
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        loss|utilization) parts+=("$1"); shift ;;
+        --rate) rate=$2; shift 2 ;;
+        --outer) outer=$2; shift 2 ;;
+        --inner) inner=$2; shift 2 ;;
+        --codec) codec=$2; shift 2 ;;
+        *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+done
+[[ ${#parts[@]} -gt 0 ]] || parts=(loss utilization)
+
+source "$root/scripts/lib.sh"
+PANGEA_PACKAGES+=(iproute2)
+install_missing_packages
+build_pangea
+pangea=$PANGEA_BUILD/bin/pangea
+work=$(mktemp -d /tmp/pangea-diloco-XXXXXX)
+field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2 | tr -d '"'; }
+mean() {  # mean of a summary field over node files
+    local key=$1; shift
+    for f in "$@"; do field "$f" "$key"; done | awk '{ s += $1; n++ } END { printf "%.4f", s / n }'
+}
+
+for part in "${parts[@]}"; do
+case $part in
+loss)
+    say "loss: $outer outer x $inner inner steps per node"
+    common=(--set diloco.outer_steps="$outer" --set diloco.inner_steps="$inner" --set train.eval_interval=0)
+    "$pangea" launch -n 1 "$root/examples/local.toml" "${common[@]}" --set run.dir="$work/one" >/dev/null
+    "$pangea" launch -n 4 "$root/examples/local.toml" "${common[@]}" --set compress.plugin=none --set run.dir="$work/fp32" >/dev/null
+    "$pangea" launch -n 4 "$root/examples/local.toml" "${common[@]}" --set compress.plugin=int8 --set run.dir="$work/int8" >/dev/null
+    printf '\n%-28s %12s %14s %12s\n' "run" "eval loss" "train loss" "sent MiB"
+    for run in one fp32 int8; do
+        label=$([[ $run == one ]] && echo "1 node" || echo "4-node DiLoCo $run")
+        printf '%-28s %12s %14s %12.1f\n' "$label" "$(field "$work/$run/summary/node-0.json" final_eval_loss)" \
+            "$(mean final_loss "$work/$run"/summary/node-*.json)" \
+            "$(awk -v b="$(field "$work/$run/summary/node-0.json" bytes_sent)" 'BEGIN { print b / 1048576 }')"
+    done
+    ;;
+utilization)
+    [[ $(id -u) -eq 0 ]] || { echo "error: the utilization part needs root (network namespaces)" >&2; exit 1; }
+    say "utilization: 4 nodes, $rate Mbit/s links, $codec, $outer outer x $inner inner steps"
+    trap '"$root/bench/wan.sh" down 4 >/dev/null' EXIT
+    "$root/bench/wan.sh" up 4 --rate "${rate}mbit" >/dev/null
+    for mode in false true; do
+        "$pangea" launch -n 4 "$root/examples/local.toml" --netns pangea-n --host '10.77.0.{r}' \
+            --set diloco.outer_steps="$outer" --set diloco.inner_steps="$inner" --set train.eval_interval=0 \
+            --set compress.plugin="$codec" --set diloco.overlap=$mode --set run.dir="$work/overlap-$mode" >/dev/null
+    done
+    printf '\n%-10s %12s %12s %14s %12s %12s\n' "mode" "utilization" "wall s" "all-reduce s" "blocked s" "eval loss"
+    for mode in false true; do
+        s=("$work/overlap-$mode"/summary/node-*.json)
+        printf '%-10s %11s%% %12s %14s %12s %12s\n' "$([[ $mode == true ]] && echo overlap || echo blocking)" \
+            "$(awk -v u="$(mean compute_utilization "${s[@]}")" 'BEGIN { printf "%.1f", 100 * u }')" \
+            "$(mean wall_seconds "${s[@]}")" "$(mean allreduce_seconds "${s[@]}")" "$(mean blocked_seconds "${s[@]}")" \
+            "$(field "${s[0]}" final_eval_loss)"
+    done
+    ;;
+esac
+done
+rm -rf "$work"
