@@ -61,11 +61,16 @@ utilization)
             --set diloco.outer_steps="$outer" --set diloco.inner_steps="$inner" --set train.eval_interval=0 \
             --set compress.plugin="$codec" --set diloco.overlap=$mode --set run.dir="$work/overlap-$mode" >/dev/null
     done
-    printf '\n%-10s %12s %12s %14s %12s %12s\n' "mode" "utilization" "wall s" "all-reduce s" "blocked s" "eval loss"
+    # utilization: over the whole run (the last overlapped all-reduce is waited for at the end);
+    # per step: the mean of the outer steps' own utilization (the steady state).
+    printf '\n%-10s %12s %9s %12s %14s %12s %12s\n' "mode" "utilization" "per step" "wall s" "all-reduce s" \
+        "blocked s" "eval loss"
     for mode in false true; do
         s=("$work/overlap-$mode"/summary/node-*.json)
-        printf '%-10s %11s%% %12s %14s %12s %12s\n' "$([[ $mode == true ]] && echo overlap || echo blocking)" \
+        printf '%-10s %11s%% %8s%% %12s %14s %12s %12s\n' "$([[ $mode == true ]] && echo overlap || echo blocking)" \
             "$(awk -v u="$(mean compute_utilization "${s[@]}")" 'BEGIN { printf "%.1f", 100 * u }')" \
+            "$(grep -ho '"compute_utilization":[0-9.e-]*' "$work/overlap-$mode"/metrics/*.jsonl | cut -d: -f2 |
+               awk '{ s += $1; n++ } END { printf "%.1f", 100 * s / n }')" \
             "$(mean wall_seconds "${s[@]}")" "$(mean allreduce_seconds "${s[@]}")" "$(mean blocked_seconds "${s[@]}")" \
             "$(field "${s[0]}" final_eval_loss)"
     done

@@ -42,28 +42,30 @@ void OuterLoop::apply(std::span<const float> average) {
     ++applied_;
 }
 
+void OuterLoop::apply_average(AllReduceResult result, OuterStepReport* report) {
+    report->allreduce = std::move(result);
+    if (report->allreduce.status != PANGEA_OK)
+        throw OuterLoopError("all-reduce of the pseudo-gradient failed: " + report->allreduce.error);
+    apply(delta_);
+    report->applied = true;
+}
+
+void OuterLoop::apply_in_flight(OuterStepReport* report) {
+    if (in_flight_.valid()) apply_average(in_flight_.get(), report);
+}
+
 OuterStepReport OuterLoop::sync() {
     const auto start = std::chrono::steady_clock::now();
     OuterStepReport report;
     if (!overlap_) {
         for (size_t i = 0; i < delta_.size(); ++i) delta_[i] = synced_[i] - params_[i];
-        report.allreduce = average_(delta_);
-        if (report.allreduce.status != PANGEA_OK)
-            throw OuterLoopError("all-reduce of the pseudo-gradient failed: " + report.allreduce.error);
-        apply(delta_);
-        report.applied = true;
+        apply_average(average_(delta_), &report);
         std::copy(synced_.begin(), synced_.end(), params_.begin());
         report.blocked_seconds = seconds_since(start);
         return report;
     }
-    // Overlap. Wait for the previous round's average (it ran during this round's inner steps).
-    if (in_flight_.valid()) {
-        report.allreduce = in_flight_.get();
-        if (report.allreduce.status != PANGEA_OK)
-            throw OuterLoopError("all-reduce of the pseudo-gradient failed: " + report.allreduce.error);
-        apply(delta_);
-        report.applied = true;
-    }
+    // Overlap. Apply the previous round's average (it ran during this round's inner steps).
+    apply_in_flight(&report);
     // This round's local progress; start averaging it, and continue from synced - progress.
     for (size_t i = 0; i < delta_.size(); ++i) {
         delta_[i] = start_[i] - params_[i];
@@ -78,13 +80,7 @@ OuterStepReport OuterLoop::sync() {
 OuterStepReport OuterLoop::finish() {
     const auto start = std::chrono::steady_clock::now();
     OuterStepReport report;
-    if (in_flight_.valid()) {
-        report.allreduce = in_flight_.get();
-        if (report.allreduce.status != PANGEA_OK)
-            throw OuterLoopError("all-reduce of the pseudo-gradient failed: " + report.allreduce.error);
-        apply(delta_);
-        report.applied = true;
-    }
+    apply_in_flight(&report);
     std::copy(synced_.begin(), synced_.end(), params_.begin());
     report.blocked_seconds = seconds_since(start);
     return report;

@@ -66,6 +66,9 @@ public:
 
 private:
     void apply(std::span<const float> average);
+    // Applies delta_ once `result` (its all-reduce) succeeded; throws OuterLoopError otherwise.
+    void apply_average(AllReduceResult result, OuterStepReport* report);
+    void apply_in_flight(OuterStepReport* report);  // the overlapped all-reduce, if one is running
 
     std::span<float> params_;
     const PluginInstance& optimizer_;

@@ -15,6 +15,8 @@
 #include "mesh/ring_order.hpp"
 #include "mesh/ring_setup.hpp"
 
+#include "support/builtin_plugins.hpp"
+
 namespace pangea {
 namespace {
 
@@ -41,16 +43,8 @@ std::vector<float> input_of(int rank, size_t n) {
     return out;
 }
 
-PluginRegistry& registry() {
-    static PluginRegistry instance(std::vector<SearchPath>{{PANGEA_TEST_BUILTIN_PLUGINS, "build tree"}});
-    return instance;
-}
-
 PluginInstance make(pangea_plugin_kind kind, const std::string& name, std::map<std::string, SettingValue> overrides = {}) {
-    const PluginDescriptor& plugin = registry().get(kind, name);
-    SettingMap settings = plugin.default_settings();
-    for (auto& [key, value] : overrides) settings[key] = {value, "test"};
-    return PluginInstance(plugin, settings);
+    return test::make_plugin(kind, name, std::move(overrides));
 }
 
 // One rank: its plugins, its ring, and what its all-reduce returned.

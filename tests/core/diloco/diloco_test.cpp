@@ -11,19 +11,14 @@
 #include "train/model_shape.hpp"
 #include "train/node.hpp"
 
+#include "support/builtin_plugins.hpp"
+
 namespace pangea {
 namespace {
 
-PluginRegistry& registry() {
-    static PluginRegistry instance(std::vector<SearchPath>{{PANGEA_TEST_BUILTIN_PLUGINS, "build tree"}});
-    return instance;
-}
-
+PluginRegistry& registry() { return test::builtin_registry(); }
 PluginInstance make(pangea_plugin_kind kind, const std::string& name, std::map<std::string, SettingValue> overrides = {}) {
-    const PluginDescriptor& plugin = registry().get(kind, name);
-    SettingMap settings = plugin.default_settings();
-    for (auto& [key, value] : overrides) settings[key] = {value, "test"};
-    return PluginInstance(plugin, settings);
+    return test::make_plugin(kind, name, std::move(overrides));
 }
 
 Manifest small_manifest() {
