@@ -135,13 +135,16 @@ Sampler::Sampler(const std::vector<DataSource>& sources, int64_t seq_len, uint64
 
 Sampler::~Sampler() = default;
 
+size_t Sampler::pick_source(uint64_t hash) const {
+    const double u = double(hash >> 11) * 0x1.0p-53;  // uniform in [0, 1)
+    const auto found = std::upper_bound(cumulative_.begin(), cumulative_.end(), u);
+    return std::min<size_t>(static_cast<size_t>(found - cumulative_.begin()), sources_.size() - 1);
+}
+
 void Sampler::next(std::span<int32_t> out) {
     const uint64_t window = static_cast<uint64_t>(seq_len_) + 1;
     for (size_t at = 0; at + window <= out.size(); at += window) {
-        const double u = double(hash3(seed_, static_cast<uint64_t>(node_), state_.draws) >> 11) * 0x1.0p-53;
-        const size_t s = std::min<size_t>(
-            static_cast<size_t>(std::upper_bound(cumulative_.begin(), cumulative_.end(), u) - cumulative_.begin()),
-            sources_.size() - 1);
+        const size_t s = pick_source(hash3(seed_, static_cast<uint64_t>(node_), state_.draws));
         const Source& source = *sources_[s];
         // Slot c*N + k of an endless sequence of permutations of the training windows.
         const uint64_t slot = state_.per_source[s] * static_cast<uint64_t>(nodes_) + static_cast<uint64_t>(node_);
@@ -161,11 +164,7 @@ void Sampler::next(std::span<int32_t> out) {
 
 void Sampler::held_out(uint64_t index, std::span<int32_t> out) const {
     const uint64_t window = static_cast<uint64_t>(seq_len_) + 1;
-    const double u = double(hash3(seed_, 0xe7a1, index) >> 11) * 0x1.0p-53;
-    const size_t s = std::min<size_t>(
-        static_cast<size_t>(std::upper_bound(cumulative_.begin(), cumulative_.end(), u) - cumulative_.begin()),
-        sources_.size() - 1);
-    const Source& source = *sources_[s];
+    const Source& source = *sources_[pick_source(hash3(seed_, 0xe7a1, index))];
     const uint64_t w = (index % source.held_out_windows) * kHeldOutEvery + (kHeldOutEvery - 1);
     source.read(w * window, out.first(window));
 }

@@ -56,6 +56,7 @@ public:
 
 private:
     struct Source;
+    size_t pick_source(uint64_t hash) const;  // by the weights, from a uniform 64-bit hash
     std::vector<std::unique_ptr<Source>> sources_;
     std::vector<double> cumulative_;  // normalized weights, running sum
     int64_t seq_len_;

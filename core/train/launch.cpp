@@ -91,13 +91,15 @@ Progress combined_progress(const fs::path& status_dir, int nodes) {
         utilization += number(*fields, "compute_utilization");
     }
     if (seen < nodes) return {-1, -1, std::to_string(seen) + "/" + std::to_string(nodes) + " nodes started"};
-    char text[256];
-    std::snprintf(text, sizeof text,
-                  "outer %lld/%lld  inner %lld/%lld  loss %.3f  eval %s  %s tok/s  all-reduce %.2f s %.1f MiB  util %.0f%%",
-                  static_cast<long long>(p.outer), static_cast<long long>(outer_steps),
-                  static_cast<long long>(p.inner), static_cast<long long>(inner_steps), loss / nodes,
-                  eval > 0 ? std::to_string(eval).substr(0, 5).c_str() : "-", human_rate(rate).c_str(), allreduce,
-                  bytes / 1048576.0, 100 * utilization / nodes);
+    // A finished outer step (inner 0) has no inner position to show.
+    char inner_text[48] = "", eval_text[16] = "-", text[256];
+    if (p.inner > 0)
+        std::snprintf(inner_text, sizeof inner_text, "  inner %lld/%lld", static_cast<long long>(p.inner),
+                      static_cast<long long>(inner_steps));
+    if (eval > 0) std::snprintf(eval_text, sizeof eval_text, "%.3f", eval);
+    std::snprintf(text, sizeof text, "outer %lld/%lld%s  loss %.3f  eval %s  %s tok/s  all-reduce %.2f s %.1f MiB  util %.0f%%",
+                  static_cast<long long>(p.outer), static_cast<long long>(outer_steps), inner_text, loss / nodes,
+                  eval_text, human_rate(rate).c_str(), allreduce, bytes / 1048576.0, 100 * utilization / nodes);
     p.line = text;
     return p;
 }
@@ -175,10 +177,7 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
         const Progress progress = combined_progress(run_dir / "status", nodes);
         if (progress.outer > printed_outer && progress.inner == 0 && progress.outer > 0) {
             printed_outer = progress.outer;
-            std::string line = progress.line;
-            if (const size_t inner = line.find("  inner "); inner != std::string::npos)
-                line.erase(inner, line.find("  loss") - inner);  // a finished outer step has no inner position
-            std::printf("%s%s\n", tty ? "\r\033[K" : "", line.c_str());
+            std::printf("%s%s\n", tty ? "\r\033[K" : "", progress.line.c_str());
         } else if (tty && std::chrono::steady_clock::now() - last_draw > std::chrono::milliseconds(250)) {
             last_draw = std::chrono::steady_clock::now();
             std::printf("\r\033[K%s", progress.line.c_str());

@@ -91,7 +91,10 @@ std::string hash_floats(const float* values, size_t count) {
 }
 
 ModelShape check_training_inputs(const Manifest& m) {
-    const Sampler sampler(m.data_sources, m.get_int("data", "seq_len"), 0, 0, 1);
+    return check_training_inputs(m, Sampler(m.data_sources, m.get_int("data", "seq_len"), 0, 0, 1));
+}
+
+ModelShape check_training_inputs(const Manifest& m, const Sampler& sampler) {
     ModelShape shape = resolve_model_shape(m, sampler.vocab());
     if (shape.vocab < static_cast<int64_t>(sampler.vocab()))
         throw ManifestError({m.core.at("model").at("vocab").origin + ": [model] vocabulary " +
@@ -119,7 +122,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     // node waits for another.
     const int64_t seq_len = m.get_int("data", "seq_len");
     Sampler sampler(m.data_sources, seq_len, seed, node, nodes);
-    const ModelShape shape = check_training_inputs(m);
+    const ModelShape shape = check_training_inputs(m, sampler);
     std::unique_ptr<Learner> learner = make_llama_learner(m, shape);
     const std::span<float> params = learner->parameters();
     const PluginInstance optimizer = instantiate(m, registry, PANGEA_KIND_OPTIM, "nesterov");

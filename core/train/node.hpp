@@ -20,11 +20,14 @@ struct NodeOptions {
 };
 
 struct ModelShape;
+class Sampler;
 
 // Opens the data and resolves the model's shape against it, as a node does before training:
 // a missing or bad data file, weights that do not sum to > 0 or a shape that does not divide
 // fail here with the manifest location. Returns the shape (vocabulary filled in).
 ModelShape check_training_inputs(const Manifest& manifest);
+// The same against data already opened.
+ModelShape check_training_inputs(const Manifest& manifest, const Sampler& sampler);
 
 // Returns the process exit status (0 on success). Throws for errors before training starts
 // (bad data, bad model shape, plugins); the caller prints them.
