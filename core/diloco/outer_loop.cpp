@@ -42,6 +42,24 @@ void OuterLoop::apply(std::span<const float> average) {
     ++applied_;
 }
 
+void OuterLoop::preview(std::span<const float> estimate) {
+    const auto& vt = optimizer_.vtable<pangea_optim_vtable>();
+    const auto fail = [&](const char* what, pangea_status status) {
+        throw OuterLoopError(optimizer_.describe_failure(what, status));
+    };
+    saved_state_.resize(vt.state_size(optimizer_.handle()));
+    size_t written = 0;
+    if (const pangea_status s = vt.save_state(optimizer_.handle(), saved_state_.data(), saved_state_.size(), &written);
+        s != PANGEA_OK)
+        fail("save_state", s);
+    scratch_.assign(synced_.begin(), synced_.end());
+    const pangea_status stepped = vt.step(optimizer_.handle(), scratch_.data(), estimate.data(), scratch_.size());
+    // Put the state back even when the step failed: the preview must not count as a step.
+    if (const pangea_status s = vt.load_state(optimizer_.handle(), saved_state_.data(), written); s != PANGEA_OK)
+        fail("load_state", s);
+    if (stepped != PANGEA_OK) fail("step", stepped);
+}
+
 void OuterLoop::apply_average(AllReduceResult result, OuterStepReport* report) {
     report->allreduce = std::move(result);
     if (report->allreduce.status != PANGEA_OK)
@@ -66,11 +84,11 @@ OuterStepReport OuterLoop::sync() {
     }
     // Overlap. Apply the previous round's average (it ran during this round's inner steps).
     apply_in_flight(&report);
-    // This round's local progress; start averaging it, and continue from synced - progress.
-    for (size_t i = 0; i < delta_.size(); ++i) {
-        delta_[i] = start_[i] - params_[i];
-        params_[i] = synced_[i] - delta_[i];
-    }
+    // This round's local progress; start averaging it, and continue from where the outer step
+    // would take synced if the average equalled it.
+    for (size_t i = 0; i < delta_.size(); ++i) delta_[i] = start_[i] - params_[i];
+    preview(delta_);
+    std::copy(scratch_.begin(), scratch_.end(), params_.begin());
     std::copy(params_.begin(), params_.end(), start_.begin());
     in_flight_ = std::async(std::launch::async, [this] { return average_(delta_); });
     report.blocked_seconds = seconds_since(start);

@@ -8,10 +8,11 @@
 //   overlap:  the round's pseudo-gradient (start of round - params) starts averaging in the
 //             background while the next round's inner steps run; the average that was in flight
 //             (started one round earlier) is waited for and applied to `synced`. The next round
-//             starts from synced - (this round's local pseudo-gradient): the node's own progress
-//             stands in for the average that is still on the wire ("eager" updates). Every node
-//             applies the same averages in the same order, so `synced` stays bit-identical
-//             across nodes; updates land one outer step late.
+//             starts from a preview of the outer step on this round's local pseudo-gradient
+//             (optimizer state saved and restored around it): the node's own progress stands in
+//             for the average that is still on the wire ("eager" updates). Every node applies
+//             the same averages in the same order, so `synced` stays bit-identical across
+//             nodes; updates land one outer step late.
 //
 // With H = 1, no compression and SGD at lr 1, momentum 0, blocking mode is synchronous
 // parameter averaging.
@@ -69,6 +70,8 @@ private:
     // Applies delta_ once `result` (its all-reduce) succeeded; throws OuterLoopError otherwise.
     void apply_average(AllReduceResult result, OuterStepReport* report);
     void apply_in_flight(OuterStepReport* report);  // the overlapped all-reduce, if one is running
+    // scratch_ = synced_ after an outer step with `estimate`; the optimizer's state is unchanged.
+    void preview(std::span<const float> estimate);
 
     std::span<float> params_;
     const PluginInstance& optimizer_;
@@ -78,6 +81,7 @@ private:
     std::vector<float> start_;    // overlap: where the current round started
     std::vector<float> delta_;    // pseudo-gradient; in overlap mode owned by the in-flight all-reduce
     std::vector<float> scratch_;  // the optimizer steps a copy, so a failed step changes nothing
+    std::vector<uint8_t> saved_state_;  // overlap: optimizer state around a preview
     std::future<AllReduceResult> in_flight_;
     int64_t applied_ = 0;
 };
