@@ -2,6 +2,7 @@
 // clipping and optional z-loss.
 #include <torch/torch.h>
 
+#include <sstream>
 #include <thread>
 
 #include "llama.hpp"
@@ -54,7 +55,34 @@ public:
         return {loss.item<double>(), targets.numel()};
     }
 
+    std::vector<uint8_t> save_optimizer_state() override {
+        torch::serialize::OutputArchive archive;
+        optimizer_.save(archive);
+        std::ostringstream out;
+        archive.save_to(out);
+        const std::string bytes = out.str();
+        return {bytes.begin(), bytes.end()};
+    }
+
+    void load_optimizer_state(std::span<const uint8_t> bytes) override {
+        const std::vector<uint8_t> backup = save_optimizer_state();  // a failed load may have half-loaded
+        try {
+            load_archive(bytes);
+        } catch (const c10::Error& e) {
+            load_archive(backup);
+            throw std::runtime_error(std::string("the inner optimizer state does not fit this model: ") +
+                                     e.what_without_backtrace());
+        }
+    }
+
 private:
+    void load_archive(std::span<const uint8_t> bytes) {
+        std::istringstream in(std::string(bytes.begin(), bytes.end()));
+        torch::serialize::InputArchive archive;
+        archive.load_from(in);
+        optimizer_.load(archive);
+    }
+
     std::pair<torch::Tensor, torch::Tensor> split(const TokenBatch& batch) const {
         const auto windows = torch::from_blob(const_cast<int32_t*>(batch.tokens.data()),
                                               {batch.sequences, batch.seq_len + 1}, torch::kInt32)

@@ -9,7 +9,7 @@ PANGEA_BUILD=${PANGEA_BUILD:-$PANGEA_ROOT/build}
 PANGEA_PACKAGES=(
     g++ cmake ninja-build ccache pkg-config
     libtomlplusplus-dev libcli11-dev libboost-dev
-    libgtest-dev libgmock-dev libssl-dev procps libtorch-dev
+    libgtest-dev libgmock-dev libssl-dev procps libtorch-dev iproute2
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

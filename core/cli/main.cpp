@@ -10,6 +10,7 @@
 #include "data/prepare.hpp"
 #include "data/token_shard.hpp"
 #include "manifest/manifest.hpp"
+#include "mesh/coordinator.hpp"
 #include "train/launch.hpp"
 #include "train/model_shape.hpp"
 #include "train/node.hpp"
@@ -113,6 +114,27 @@ int run_node(const std::string& file, const std::vector<std::string>& set_argume
         throw ManifestError({"--node-id " + std::to_string(options.node_id) + " is not below [mesh] nodes = " +
                              std::to_string(nodes) + " (from " + manifest.core.at("mesh").at("nodes").origin + ")"});
     return run_training_node(manifest, registry, options);
+}
+
+struct CoordinatorCommand {
+    std::string manifest;
+    std::vector<std::string> set_arguments;
+    std::string listen = "127.0.0.1:7070";
+    std::string address_file;
+    uint64_t run_id = 0;
+};
+
+int coordinator(const CoordinatorCommand& command) {
+    PluginRegistry registry(default_search_path());
+    const Manifest manifest = load_manifest(command.manifest, collect_overrides(command.set_arguments), registry);
+    pangea_log_level level = PANGEA_LOG_INFO;
+    parse_log_level(manifest.get_string("run", "log_level"), &level);
+    set_log_level(level);
+    CoordinatorOptions options;
+    options.run = run_id_text(run_id_of(manifest, command.run_id));
+    options.timeout = std::chrono::milliseconds(manifest.get_int("mesh", "timeout_ms"));
+    options.min_members = static_cast<int>(manifest.get_int("mesh", "min_members"));
+    return run_coordinator(command.listen, options, command.address_file);
 }
 
 int launch(LaunchOptions options) {
@@ -221,6 +243,22 @@ int main(int argc, char** argv) {
         ->required()->check(CLI::NonNegativeNumber);
     run->add_option("--set", run_set, "override a setting: section.key=value")->allow_extra_args(false);
     run->add_option("--run-id", node_options.run_id, "shared by the nodes of one run (default: from [run] name)");
+    run->add_flag("--join", node_options.join,
+                  "join a run in progress: fetch the state from its members first (a node that finds the run "
+                  "started does so anyway)");
+
+    auto* coordinator_command = app.add_subcommand(
+        "coordinator", "the builtin membership store of a run (pangea launch starts one for local runs)");
+    CoordinatorCommand coordinator_options;
+    coordinator_command->add_option("manifest", coordinator_options.manifest, "the run manifest ([run] name, [mesh] timeout_ms and min_members)")
+        ->required();
+    coordinator_command->add_option("--set", coordinator_options.set_arguments, "override a setting: section.key=value")
+        ->allow_extra_args(false);
+    coordinator_command->add_option("--listen", coordinator_options.listen, "host:port to serve on (port 0: any)")
+        ->capture_default_str();
+    coordinator_command->add_option("--address-file", coordinator_options.address_file,
+                                    "write the bound host:port here once listening");
+    coordinator_command->add_option("--run-id", coordinator_options.run_id, "as given to the nodes (default: from [run] name)");
 
     auto* launch_command = app.add_subcommand("launch", "run N local nodes of a training run and show their progress");
     LaunchOptions launch_options;
@@ -266,6 +304,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (*run) return run_node(run_manifest, run_set, node_options);
+        if (*coordinator_command) return coordinator(coordinator_options);
         if (*launch_command) return launch(launch_options);
         if (*prepare) {
             if (prepare_options.inputs.empty() == prepare_options.builtin.empty()) {

@@ -176,6 +176,12 @@ void Sampler::restore(const SamplerState& state) {
     state_ = state;
 }
 
+void Sampler::skip_to(uint64_t draws) {
+    state_.draws = 0;
+    std::fill(state_.per_source.begin(), state_.per_source.end(), 0);
+    for (; state_.draws < draws; ++state_.draws) ++state_.per_source[pick_source(hash3(seed_, static_cast<uint64_t>(node_), state_.draws))];
+}
+
 std::string Sampler::describe() const {
     std::string out;
     double previous = 0;

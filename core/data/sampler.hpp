@@ -51,6 +51,9 @@ public:
 
     const SamplerState& state() const { return state_; }
     void restore(const SamplerState& state);  // throws DataError if it does not fit the sources
+    // The read position after `draws` sequences from the start: what a node that joins mid-run
+    // takes up for its own part of the data (the choice of source per draw is a pure function).
+    void skip_to(uint64_t draws);
 
     std::string describe() const;  // "prose 55% (1.0M tokens), ..."
 

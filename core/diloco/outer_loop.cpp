@@ -95,6 +95,30 @@ OuterStepReport OuterLoop::sync() {
     return report;
 }
 
+std::vector<uint8_t> OuterLoop::optimizer_state() const {
+    const auto& vt = optimizer_.vtable<pangea_optim_vtable>();
+    std::vector<uint8_t> bytes(vt.state_size(optimizer_.handle()));
+    size_t written = 0;
+    if (const pangea_status s = vt.save_state(optimizer_.handle(), bytes.data(), bytes.size(), &written); s != PANGEA_OK)
+        throw OuterLoopError(optimizer_.describe_failure("save_state", s));
+    bytes.resize(written);
+    return bytes;
+}
+
+void OuterLoop::restore(std::span<const float> synced, std::span<const uint8_t> optimizer_state) {
+    if (in_flight_.valid()) throw OuterLoopError("cannot take up a recovered state while an all-reduce is in flight");
+    if (synced.size() != synced_.size())
+        throw OuterLoopError("the recovered parameters are " + std::to_string(synced.size()) + " values, the model has " +
+                             std::to_string(synced_.size()));
+    const auto& vt = optimizer_.vtable<pangea_optim_vtable>();
+    if (const pangea_status s = vt.load_state(optimizer_.handle(), optimizer_state.data(), optimizer_state.size());
+        s != PANGEA_OK)
+        throw OuterLoopError(optimizer_.describe_failure("load_state of the recovered state", s));
+    synced_.assign(synced.begin(), synced.end());
+    std::copy(synced.begin(), synced.end(), params_.begin());
+    if (overlap_) start_ = synced_;
+}
+
 OuterStepReport OuterLoop::finish() {
     const auto start = std::chrono::steady_clock::now();
     OuterStepReport report;

@@ -63,6 +63,13 @@ public:
     OuterStepReport finish();
 
     std::span<const float> synced() const { return synced_; }
+
+    // The optimizer plugin's state, for live recovery and checkpoints.
+    std::vector<uint8_t> optimizer_state() const;
+    // Takes up state from elsewhere (a peer, a checkpoint): synced and model parameters become
+    // `synced`, the optimizer loads `optimizer_state`. Blocking mode only (nothing in flight).
+    // Throws OuterLoopError, leaving everything as it was, if either does not fit.
+    void restore(std::span<const float> synced, std::span<const uint8_t> optimizer_state);
     int64_t applied_steps() const { return applied_; }
 
 private:

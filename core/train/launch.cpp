@@ -69,12 +69,14 @@ struct Progress {
     std::string line;
 };
 
-Progress combined_progress(const fs::path& status_dir, int nodes) {
+Progress combined_progress(const fs::path& status_dir, const std::vector<bool>& shown) {
+    const int nodes = static_cast<int>(std::count(shown.begin(), shown.end(), true));
     Progress p{INT64_MAX, INT64_MAX, ""};
     double loss = 0, eval = 0, rate = 0, allreduce = 0, bytes = 0, utilization = 0;
     int64_t outer_steps = 0, inner_steps = 0;
     int seen = 0;
-    for (int i = 0; i < nodes; ++i) {
+    for (size_t i = 0; i < shown.size(); ++i) {
+        if (!shown[i]) continue;
         const auto fields = read_json(status_dir / ("node-" + std::to_string(i) + ".json"));
         if (!fields) continue;
         ++seen;
@@ -109,28 +111,54 @@ Progress combined_progress(const fs::path& status_dir, int nodes) {
 int launch_local(const Manifest& manifest, const LaunchOptions& options) {
     const int nodes = options.nodes > 0 ? options.nodes : static_cast<int>(manifest.get_int("mesh", "nodes"));
     const fs::path run_dir = manifest.get_string("run", "dir");
-    for (const char* stale : {"rendezvous", "status", "summary", "metrics", "logs"}) fs::remove_all(run_dir / stale);
+    for (const char* stale : {"status", "summary", "metrics", "logs"}) fs::remove_all(run_dir / stale);
     fs::create_directories(run_dir / "logs");
     fs::create_directories(run_dir / "status");
 
     const std::string exe = current_executable();
     const uint64_t run_id = (uint64_t(std::random_device{}()) << 32) | std::random_device{}() | 1;
+    auto host_of = [&](int i) {
+        std::string host = options.host;
+        if (const size_t at = host.find("{r}"); at != std::string::npos) host.replace(at, 3, std::to_string(i + 1));
+        return host;
+    };
+    auto in_netns = [&](std::vector<std::string> argv, int i) {
+        if (!options.netns.empty())
+            argv.insert(argv.begin(), {"/usr/bin/env", "ip", "netns", "exec", options.netns + std::to_string(i + 1)});
+        return argv;
+    };
+    // The coordinator (several nodes, none named in the manifest): in node 0's network namespace
+    // when there are namespaces, so that every node can reach it.
+    std::optional<ChildProcess> coordinator;
+    std::string coordinator_address = manifest.get_string("mesh", "coordinator");
+    if (nodes > 1 && coordinator_address.empty()) {
+        const fs::path address_file = run_dir / "coordinator.addr";
+        fs::remove(address_file);
+        std::vector<std::string> argv = {exe, "coordinator", options.manifest_path, "--run-id", std::to_string(run_id),
+                                         "--listen", (options.host.empty() ? std::string("127.0.0.1") : host_of(0)) + ":0",
+                                         "--address-file", address_file.string()};
+        for (const auto& set : options.set_arguments) argv.insert(argv.end(), {"--set", set});
+        coordinator.emplace(in_netns(argv, 0), (run_dir / "logs" / "coordinator.log").string());
+        for (int i = 0; i < 200 && coordinator_address.empty(); ++i) {
+            if (const auto code = coordinator->wait_for(std::chrono::milliseconds(50)))
+                throw std::runtime_error("the coordinator exited with status " + std::to_string(*code) + ":\n" +
+                                         last_lines(run_dir / "logs" / "coordinator.log", 8));
+            std::ifstream(address_file) >> coordinator_address;
+        }
+        if (coordinator_address.empty()) throw std::runtime_error("the coordinator did not start within 10 s");
+    }
     std::vector<ChildProcess> children;
     for (int i = 0; i < nodes; ++i) {
         std::vector<std::string> argv = {exe, "run", options.manifest_path, "--node-id", std::to_string(i),
                                          "--run-id", std::to_string(run_id), "--set",
                                          "mesh.nodes=" + std::to_string(nodes)};
         for (const auto& set : options.set_arguments) argv.insert(argv.end(), {"--set", set});
-        if (!options.host.empty()) {
-            std::string host = options.host;
-            if (const size_t at = host.find("{r}"); at != std::string::npos) host.replace(at, 3, std::to_string(i + 1));
-            argv.insert(argv.end(), {"--set", "mesh.address=" + host + ":0"});
-        }
-        if (!options.netns.empty())
-            argv.insert(argv.begin(), {"/usr/bin/env", "ip", "netns", "exec", options.netns + std::to_string(i + 1)});
-        children.emplace_back(argv, (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).string());
+        if (!coordinator_address.empty()) argv.insert(argv.end(), {"--set", "mesh.coordinator=" + coordinator_address});
+        if (!options.host.empty()) argv.insert(argv.end(), {"--set", "mesh.address=" + host_of(i) + ":0"});
+        children.emplace_back(in_netns(argv, i), (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).string());
     }
-    std::printf("launched %d nodes; logs in %s, metrics in %s\n", nodes, (run_dir / "logs").c_str(),
+    std::printf("launched %d nodes%s; logs in %s, metrics in %s\n", nodes,
+                coordinator ? (" and a coordinator at " + coordinator_address).c_str() : "", (run_dir / "logs").c_str(),
                 (run_dir / "metrics").c_str());
     std::fflush(stdout);
 
@@ -147,6 +175,7 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
     constexpr auto kNever = std::chrono::steady_clock::time_point::max();
     auto give_up = kNever;
     int forwarded = 0, failed = -1;
+    const int64_t min_members = std::max<int64_t>(1, manifest.get_int("mesh", "min_members"));
     int64_t printed_outer = -1;
     size_t running = children.size();
     auto last_draw = std::chrono::steady_clock::now();
@@ -159,22 +188,32 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
         for (size_t i = 0; i < children.size(); ++i) {
             if (codes[i] || !(codes[i] = children[i].wait_for(std::chrono::milliseconds(0)))) continue;
             --running;
-            if (*codes[i] != 0 && failed < 0 && forwarded == 0) {
-                failed = static_cast<int>(i);
-                give_up = std::chrono::steady_clock::now() + grace;
+            if (*codes[i] != 0 && forwarded == 0) {
+                if (failed < 0) failed = static_cast<int>(i);
                 std::printf("%snode %zu failed (exit status %d); last lines of its log:\n%s", tty ? "\n" : "", i,
                             *codes[i], last_lines(run_dir / "logs" / ("node-" + std::to_string(i) + ".log"), 8).c_str());
+                // The others carry on without it, as long as enough of them are left; below
+                // min_members they would wait for joiners that a local launch does not bring.
+                if (static_cast<int64_t>(running) < min_members && give_up == kNever) {
+                    give_up = std::chrono::steady_clock::now() + grace;
+                    std::printf("%zu nodes left, fewer than mesh.min_members = %lld: stopping the run\n", running,
+                                static_cast<long long>(min_members));
+                } else if (running > 0) {
+                    std::printf("the other %zu nodes carry on\n", running);
+                }
             }
         }
         if (std::chrono::steady_clock::now() > give_up) {
             for (size_t i = 0; i < children.size(); ++i)
                 if (!codes[i]) {
-                    std::printf("node %zu still running after node %d failed; killing it\n", i, failed);
+                    std::printf("node %zu still running; killing it\n", i);
                     children[i].signal(SIGKILL);
                 }
             give_up = kNever;
         }
-        const Progress progress = combined_progress(run_dir / "status", nodes);
+        std::vector<bool> shown(children.size());  // the failed nodes' last status would hold the view back
+        for (size_t i = 0; i < children.size(); ++i) shown[i] = codes[i].value_or(0) == 0;
+        const Progress progress = combined_progress(run_dir / "status", shown);
         if (progress.outer > printed_outer && progress.inner == 0 && progress.outer > 0) {
             printed_outer = progress.outer;
             std::printf("%s%s\n", tty ? "\r\033[K" : "", progress.line.c_str());
@@ -184,6 +223,10 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
         }
         std::fflush(stdout);
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (coordinator) {
+        coordinator->signal(SIGTERM);
+        coordinator->wait_for(std::chrono::seconds(5));
     }
     sigaction(SIGINT, &previous_int, nullptr);
     sigaction(SIGTERM, &previous_term, nullptr);
@@ -195,31 +238,33 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
     }
     bool all_ok = true;
     for (size_t i = 0; i < codes.size(); ++i)
-        if (codes[i].value_or(1) != 0) {
-            all_ok = false;
-            if (static_cast<int>(i) != failed)
-                std::printf("node %zu exited with status %d; see %s\n", i, codes[i].value_or(1),
-                            (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).c_str());
-        }
-    if (!all_ok) return 1;
+        if (codes[i].value_or(1) != 0) all_ok = false;
 
     std::printf("\n%-6s %11s %11s %9s %12s %13s  %s\n", "node", "final loss", "eval loss", "util", "all-reduce s",
                 "sent MiB", "parameters");
     std::string first_hash;
     bool identical = true;
+    int finished = 0;
     for (int i = 0; i < nodes; ++i) {
         const auto fields = read_json(run_dir / "summary" / ("node-" + std::to_string(i) + ".json"));
-        if (!fields) continue;
+        if (!fields || codes[i].value_or(1) != 0) continue;
         const std::string hash = fields->count("params_hash") ? fields->at("params_hash") : "?";
-        if (i == 0) first_hash = hash;
+        if (finished++ == 0) first_hash = hash;
         identical = identical && hash == first_hash;
         std::printf("%-6d %11.4f %11.4f %8.1f%% %12.2f %13.1f  %s\n", i, number(*fields, "final_loss"),
                     number(*fields, "final_eval_loss"), 100 * number(*fields, "compute_utilization"),
                     number(*fields, "allreduce_seconds"), number(*fields, "bytes_sent") / 1048576.0, hash.c_str());
     }
-    std::printf("%s\n", identical ? "all nodes hold bit-identical parameters"
-                                  : "WARNING: the nodes' final parameters differ");
-    return identical ? 0 : 1;
+    if (finished == 0) return 1;
+    std::printf("%s\n", !identical ? "WARNING: the nodes' final parameters differ"
+                         : all_ok   ? "all nodes hold bit-identical parameters"
+                                    : "the nodes that finished hold bit-identical parameters");
+    if (!all_ok)
+        for (size_t i = 0; i < codes.size(); ++i)
+            if (codes[i].value_or(1) != 0)
+                std::printf("node %zu exited with status %d; see %s\n", i, codes[i].value_or(1),
+                            (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).c_str());
+    return identical && all_ok ? 0 : 1;
 }
 
 }  // namespace pangea

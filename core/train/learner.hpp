@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace pangea {
 
@@ -45,6 +46,12 @@ public:
 
     // Cross-entropy on held-out windows, without changing anything.
     virtual LossSum evaluate(const TokenBatch& batch) = 0;
+
+    // The inner optimizer's state (moments, step counts) as opaque bytes, for live recovery and
+    // checkpoints. load_optimizer_state() takes the bytes of a learner of the same shape; it
+    // throws std::runtime_error saying what does not fit, and changes nothing then.
+    virtual std::vector<uint8_t> save_optimizer_state() = 0;
+    virtual void load_optimizer_state(std::span<const uint8_t> bytes) = 0;
 };
 
 // Makes the Llama learner for [model] and [train] (defined in model/, which links LibTorch).

@@ -5,37 +5,12 @@
 // Field names are documented in docs/training.md.
 #pragma once
 
-#include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <map>
-#include <optional>
 #include <string>
-#include <variant>
-#include <vector>
+
+#include "common/json.hpp"
 
 namespace pangea {
-
-// One flat JSON object, fields in insertion order.
-class JsonObject {
-public:
-    JsonObject& add(const std::string& key, double value);
-    JsonObject& add(const std::string& key, int64_t value);
-    JsonObject& add(const std::string& key, int value) { return add(key, int64_t{value}); }
-    JsonObject& add(const std::string& key, uint64_t value) { return add(key, static_cast<int64_t>(value)); }
-    JsonObject& add(const std::string& key, bool value);
-    JsonObject& add(const std::string& key, const std::string& value);
-    JsonObject& add(const std::string& key, const char* value) { return add(key, std::string(value)); }
-    std::string text() const { return "{" + body_ + "}"; }
-
-private:
-    void key(const std::string& name);
-    std::string body_;
-};
-
-// Reads the numbers and strings of a flat JSON object written by JsonObject (what the launcher
-// needs from status files); nullopt if the text is not one.
-std::optional<std::map<std::string, std::string>> parse_flat_json(const std::string& text);
 
 // Writes text to path through a temporary file and a rename: readers see all or nothing.
 void write_file_atomically(const std::filesystem::path& path, const std::string& text);

@@ -11,7 +11,10 @@
 #include "data/sampler.hpp"
 #include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
-#include "mesh/ring.hpp"
+#include "mesh/coordinator_client.hpp"
+#include "mesh/elastic_allreduce.hpp"
+#include "mesh/peers.hpp"
+#include "mesh/state_transfer.hpp"
 #include "plugin_host/plugin_instance.hpp"
 #include "train/learner.hpp"
 #include "train/metrics.hpp"
@@ -41,12 +44,6 @@ PluginInstance instantiate(const Manifest& manifest, PluginRegistry& registry, p
     return PluginInstance(plugin, plugin.default_settings());
 }
 
-uint64_t derive_run_id(const std::string& name) {
-    uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
-    return h | 1;  // never 0
-}
-
 // The sampler's windows for one inner step, cut into micro-batches.
 struct StepBatches {
     std::vector<int32_t> tokens;
@@ -71,6 +68,19 @@ double evaluate(Learner& learner, const Sampler& sampler, int64_t sequences, int
 }
 
 }  // namespace
+
+uint64_t run_id_of(const Manifest& m, uint64_t explicit_id) {
+    if (explicit_id != 0) return explicit_id;
+    uint64_t h = 1469598103934665603ull;  // FNV-1a of [run] name
+    for (unsigned char c : m.get_string("run", "name")) h = (h ^ c) * 1099511628211ull;
+    return h | 1;  // never 0
+}
+
+std::string run_id_text(uint64_t id) {
+    char text[17];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(id));
+    return text;
+}
 
 std::string hash_floats(const float* values, size_t count) {
     // Multiply-xorshift over 8-byte words: fast enough for billions of parameters.
@@ -133,33 +143,50 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
          ", vocab " + std::to_string(shape.vocab) + "); data: " + sampler.describe());
     info(tag + ": plugins " + transport.plugin().id() + ", " + codec.plugin().id() + ", " + optimizer.plugin().id());
 
-    // The ring.
+    // The mesh: a listener for peers, the coordinator, and the all-reduce over the members of
+    // each outer step.
+    const bool overlap = m.get_bool("diloco", "overlap");
     std::unique_ptr<OwnedListener> listener;
-    Ring ring;
-    std::unique_ptr<Link> next, previous;
-    std::unique_ptr<RingAllReduce> allreduce;
+    StateServer state_server;
+    std::unique_ptr<PeerAcceptor> acceptor;
+    std::unique_ptr<CoordinatorClient> membership;
+    std::unique_ptr<ElasticAllReduce> elastic;
+    JoinResult joined;
+    uint64_t run_id = 0;
     AverageFn average = [](std::span<float>) { return AllReduceResult{}; };  // one node: nothing to average
     if (nodes > 1) {
-        const uint64_t run_id = options.run_id != 0 ? options.run_id : derive_run_id(m.get_string("run", "name"));
+        if (m.get_string("mesh", "backend") != "builtin")
+            throw std::runtime_error(m.core.at("mesh").at("backend").origin + ": [mesh] backend = \"" +
+                                     m.get_string("mesh", "backend") +
+                                     "\" is not built yet; use \"builtin\" (pangea coordinator)");
+        const std::string coordinator = m.get_string("mesh", "coordinator");
+        if (coordinator.empty())
+            throw std::runtime_error(tag + ": [mesh] coordinator is not set: start `pangea coordinator` and set "
+                                           "mesh.coordinator to its host:port, or start the run with `pangea launch`");
+        run_id = run_id_of(m, options.run_id);
         listener = std::make_unique<OwnedListener>(transport, m.get_string("mesh", "address"));
-        const fs::path rendezvous_dir = options.rendezvous.empty() ? run_dir / "rendezvous" : options.rendezvous;
-        fs::create_directories(rendezvous_dir);
-        const FileRendezvous rendezvous(rendezvous_dir);
-        rendezvous.publish(node, listener->address());
-        const auto timeout = std::chrono::milliseconds(std::max<int64_t>(60000, 20 * m.get_int("mesh", "timeout_ms")));
-        const std::vector<std::string> addresses = rendezvous.wait_all(nodes, timeout);
-        ring = form_ring(transport, *listener, node, addresses, run_id, m.get_string("mesh", "ring_order"),
-                         static_cast<size_t>(m.get_int("mesh", "probe_bytes")), timeout);
-        next = std::make_unique<Link>(transport, ring.connections.next.handle());
-        previous = std::make_unique<Link>(transport, ring.connections.previous.handle());
-        RingOptions ring_options;
-        ring_options.stall_timeout_ms = static_cast<int>(std::max<int64_t>(30000, m.get_int("mesh", "timeout_ms")));
-        allreduce = std::make_unique<RingAllReduce>(ring.position, nodes, *next, *previous, codec, ring_options);
-        average = [&](std::span<float> data) { return allreduce->run(data, ReduceOp::kAverage); };
-        if (node == 0) info("ring " + ring.order_note);
+        acceptor = std::make_unique<PeerAcceptor>(
+            transport, *listener, node, run_id,
+            [&](OwnedConnection connection, const pangea_hello& peer) { state_server.serve(transport, std::move(connection), peer); });
+        CoordinatorClientOptions client;
+        client.coordinator = coordinator;
+        client.run = run_id_text(run_id);
+        client.node = node;
+        client.address = listener->address();
+        client.heartbeat = std::chrono::milliseconds(m.get_int("mesh", "heartbeat_ms"));
+        client.reconnect_for = std::chrono::milliseconds(m.get_int("mesh", "coordinator_wait_ms"));
+        client.join = options.join;
+        membership = std::make_unique<CoordinatorClient>(client);
+        joined = membership->join();
+        ElasticOptions elastic_options;
+        elastic_options.ring.stall_timeout_ms = static_cast<int>(std::max<int64_t>(30000, m.get_int("mesh", "timeout_ms")));
+        elastic_options.connect_timeout = std::chrono::milliseconds(std::max<int64_t>(10000, m.get_int("mesh", "timeout_ms")));
+        elastic = std::make_unique<ElasticAllReduce>(*membership, transport, *acceptor, codec, node, run_id, joined.step,
+                                                     elastic_options);
+        average = [&](std::span<float> data) { return elastic->average(data); };
+        info(tag + ": " + (joined.role == Role::kMember ? "member" : "joining a run in progress") + " at step " +
+             std::to_string(joined.step) + "; listening on " + listener->address());
     }
-
-    const bool overlap = m.get_bool("diloco", "overlap");
     OuterLoop loop(params, optimizer, average, overlap);
 
     const int64_t inner_steps = m.get_int("diloco", "inner_steps");
@@ -200,6 +227,67 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                                                                                   micro_batch * window),
                                  micro_batch, seq_len});
 
+    // Live recovery: take up the state of a live member, then ask to take part in the next outer
+    // step; if the run moved on meanwhile, fetch again. Returns the outer steps committed.
+    std::vector<std::string> recoveries;
+    auto recover = [&](std::vector<Member> sources, int64_t run_step) -> int64_t {
+        if (overlap)
+            throw std::runtime_error(tag + ": this node must recover its state from a peer, which needs "
+                                           "diloco.overlap = false (not available with overlap yet)");
+        while (true) {
+            FetchReport report;
+            const StateSnapshot snapshot =
+                fetch_state(transport, sources, node, run_id, run_step,
+                            std::chrono::milliseconds(m.get_int("mesh", "recovery_timeout_ms")), &report);
+            const std::vector<uint8_t>& synced = snapshot.at("params").bytes;
+            if (synced.size() != params.size() * sizeof(float))
+                throw std::runtime_error(tag + ": the recovered parameters are " + std::to_string(synced.size()) +
+                                         " bytes, this model has " + std::to_string(params.size() * sizeof(float)) +
+                                         "; do the nodes' manifests agree?");
+            loop.restore({reinterpret_cast<const float*>(synced.data()), params.size()}, snapshot.at("outer_optimizer").bytes);
+            learner->load_optimizer_state(snapshot.at("inner_optimizer").bytes);
+            sampler.skip_to(static_cast<uint64_t>(snapshot.step * inner_steps * micro_batch * grad_accum));
+            std::string from;
+            for (int source : report.sources) from += (from.empty() ? "" : ", ") + std::to_string(source);
+            char line[256];
+            std::snprintf(line, sizeof line, "%s: recovered the state of outer step %lld from node %s: %.1f MiB in %.2f s (%.1f MB/s)",
+                          tag.c_str(), static_cast<long long>(snapshot.step), from.c_str(), report.bytes / 1048576.0,
+                          report.seconds, report.bytes / 1e6 / std::max(report.seconds, 1e-9));
+            info(line);
+            try {
+                membership->admit(snapshot.step + 1);
+            } catch (const StaleNode& e) {
+                info(tag + ": the run moved on while this node recovered; fetching again");
+                run_step = e.run_step;
+                sources = e.sources;
+                continue;
+            }
+            elastic->set_committed_step(snapshot.step);
+            recoveries.push_back(JsonObject()
+                                     .add("step", snapshot.step)
+                                     .add("from", from)
+                                     .add("bytes", report.bytes)
+                                     .add("seconds", report.seconds)
+                                     .text());
+            return snapshot.step;
+        }
+    };
+    // What a joiner fetches from this node, kept after each commit while anyone is waiting.
+    auto publish_state = [&] {
+        if (!membership || overlap) return;
+        if (membership->joiners() == 0) return state_server.publish(nullptr);
+        auto snapshot = std::make_shared<StateSnapshot>();
+        snapshot->step = elastic->committed_step();
+        const auto synced = loop.synced();
+        const auto* bytes = reinterpret_cast<const uint8_t*>(synced.data());
+        snapshot->sections.push_back({"params", {bytes, bytes + synced.size_bytes()}, true});
+        snapshot->sections.push_back({"outer_optimizer", loop.optimizer_state(), true});
+        snapshot->sections.push_back({"inner_optimizer", learner->save_optimizer_state(), false});
+        state_server.publish(std::move(snapshot));
+    };
+    int64_t first_outer = 0;
+    if (membership && joined.role == Role::kRecover) first_outer = recover(joined.sources, joined.step);
+
     const auto run_start = Clock::now();
     double compute_total = 0, blocked_total = 0, allreduce_total = 0, last_loss = 0, last_eval = -1;
     uint64_t bytes_total = 0;
@@ -225,7 +313,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                                                .text());
     };
 
-    for (int64_t outer = 0; outer < outer_steps; ++outer) {
+    for (int64_t outer = first_outer; outer < outer_steps; ++outer) {
         const auto round_start = Clock::now();
         double compute = 0, loss_sum = 0;
         for (int64_t h = 0; h < inner_steps; ++h) {
@@ -243,7 +331,15 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             write_status("training", outer, h + 1, double((h + 1) * step_sequences * seq_len) / compute, false);
         }
         write_status("syncing", outer, inner_steps, double(inner_steps * step_sequences * seq_len) / compute, true);
-        const OuterStepReport report = loop.sync();
+        OuterStepReport report;
+        try {
+            report = loop.sync();
+        } catch (const StaleNode& e) {
+            log(PANGEA_LOG_WARN, "train", tag + ": " + e.what() + "; recovering from a peer");
+            outer = recover(e.sources, e.run_step) - 1;  // the loop's ++ makes it the next step
+            continue;
+        }
+        publish_state();
         if (report.applied) {
             last_allreduce = report.allreduce;
             allreduce_total += report.allreduce.seconds;
@@ -272,6 +368,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             .add("blocked_seconds", report.blocked_seconds)
             .add("compute_utilization", compute / wall)
             .add("synced_outer_steps", loop.applied_steps())
+            .add("members", elastic ? static_cast<int64_t>(elastic->last_epoch().members.size()) : int64_t{1})
             .add("params_hash", hash_floats(loop.synced().data(), loop.synced().size()));
         metrics << line.text() << "\n" << std::flush;
         write_status("training", outer + 1, 0, double(tokens) / wall, true);
@@ -282,6 +379,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         bytes_total += final_report.allreduce.bytes_sent;
     }
     blocked_total += final_report.blocked_seconds;
+    if (membership) membership->leave();
+    state_server.stop();
     const double wall = seconds_since(run_start);
     last_eval = evaluate(*learner, sampler, eval_sequences, micro_batch);
     const std::string hash = hash_floats(params.data(), params.size());
@@ -305,6 +404,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                               .add("bytes_sent", bytes_total)
                               .add("tokens", outer_steps * inner_steps * step_sequences * seq_len)
                               .add("params_hash", hash)
+                              .add("recoveries", static_cast<int64_t>(recoveries.size()))
+                              .add("last_recovery", recoveries.empty() ? std::string() : recoveries.back())
                               .text());
     write_status("done", outer_steps, 0, 0, true);
     return 0;

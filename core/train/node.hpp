@@ -1,6 +1,8 @@
 // One node of a training run (`pangea run MANIFEST --node-id I`): reads its part of the data,
-// builds the model, joins the ring of nodes, and runs the DiLoCo loop: H inner steps, then an
-// outer step through the compression, transport and outer optimizer plugins, outer_steps times.
+// builds the model, registers with the coordinator (several nodes), and runs the DiLoCo loop: H
+// inner steps, then an outer step through the compression, transport and outer optimizer
+// plugins, outer_steps times. A node that finds the run in progress, or that was dropped,
+// recovers the state from a live member first.
 // Writes metrics into the run directory (train/metrics.hpp).
 #pragma once
 
@@ -15,8 +17,8 @@ class PluginRegistry;
 
 struct NodeOptions {
     int node_id = 0;
-    uint64_t run_id = 0;                 // 0: derived from [run] name
-    std::filesystem::path rendezvous;    // empty: <run.dir>/rendezvous
+    uint64_t run_id = 0;  // 0: derived from [run] name
+    bool join = false;    // start as a late joiner: fetch the state from the members first
 };
 
 struct ModelShape;
@@ -32,6 +34,10 @@ ModelShape check_training_inputs(const Manifest& manifest, const Sampler& sample
 // Returns the process exit status (0 on success). Throws for errors before training starts
 // (bad data, bad model shape, plugins); the caller prints them.
 int run_training_node(const Manifest& manifest, PluginRegistry& registry, const NodeOptions& options);
+
+// The run id nodes and coordinator agree on: `explicit_id`, or one derived from [run] name.
+uint64_t run_id_of(const Manifest& manifest, uint64_t explicit_id);
+std::string run_id_text(uint64_t id);  // 16 hex digits, as the coordinator's messages carry it
 
 // A 64-bit hash of a float buffer's bytes, printed as 16 hex digits: what nodes compare to show
 // they hold bit-identical parameters.

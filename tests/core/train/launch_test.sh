@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `pangea launch` with real node processes on loopback: runs are reproducible, every node holds
 # bit-identical parameters after every outer step, the loss falls, int8 ends within 2% of fp32,
-# a SIGKILLed node fails the run (naming it), and Ctrl-C stops everything.
+# a SIGKILLed node is named and the others finish without it, and Ctrl-C stops everything.
 #   launch_test.sh <pangea binary>
 set -uo pipefail
 pangea=$1
@@ -61,18 +61,21 @@ expect "int8 ends within 2% of fp32 ($int8 vs $fp32)" 0 "" \
 expect "int8 sends about a quarter of the bytes" 0 "" -- awk -v a="$(field "$work/fp32/summary/node-0.json" bytes_sent)" \
     -v b="$(field "$work/int8/summary/node-0.json" bytes_sent)" 'BEGIN { exit !(b < 0.3 * a) }'
 
-# A node killed with SIGKILL mid-run: the run fails, naming it, and ends.
-"$pangea" launch -n 3 "$work/run.toml" --set run.dir="$work/kill" --set diloco.outer_steps=1000 >"$work/kill.out" 2>&1 &
+# A node killed with SIGKILL mid-run: the launcher names it, the others finish without it (the
+# elastic mesh drops it), and the launch still exits 1.
+"$pangea" launch -n 3 "$work/run.toml" --set run.dir="$work/kill" --set diloco.outer_steps=4 >"$work/kill.out" 2>&1 &
 launcher=$!
 for _ in $(seq 1 300); do grep -q '"outer_step":1' "$work/kill/metrics/node-2.jsonl" 2>/dev/null && break; sleep 0.1; done
 victim=$(pgrep -f -- "--node-id 2 .*$work/kill" | head -1)
 expect "the node to kill is running" 0 "" -- test -n "$victim"
 kill -9 "$victim"
-for _ in $(seq 1 600); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 1 1200); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
 wait "$launcher"; code=$?
-expect "the launch fails when a node is killed" 0 "" -- test "$code" -eq 1
+expect "the launch exits 1 when a node was killed" 0 "" -- test "$code" -eq 1
 expect "it names the killed node" 0 "node 2 failed (exit status 137)" -- cat "$work/kill.out"
-expect "the survivors' logs say what failed" 0 "all-reduce of the pseudo-gradient failed" -- cat "$work/kill/logs/node-1.log"
+expect "the others carry on and agree" 0 "the nodes that finished hold bit-identical parameters" -- cat "$work/kill.out"
+expect "the survivors finished every outer step" 0 "" -- test "$(wc -l <"$work/kill/metrics/node-1.jsonl")" -eq 4
+expect "the last outer steps had two members" 0 '"members":2' -- tail -1 "$work/kill/metrics/node-0.jsonl"
 expect "no node is left running" 1 "" -- pgrep -f -- "$work/kill"
 
 # Ctrl-C: forwarded to the nodes; the launcher exits 130 and leaves nothing running.

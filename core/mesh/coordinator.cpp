@@ -1,0 +1,444 @@
+#include "mesh/coordinator.hpp"
+
+#include <poll.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+
+#include "common/json.hpp"
+#include "common/log.hpp"
+#include "common/socket.hpp"
+
+namespace pangea {
+namespace {
+
+constexpr int kProtocol = 1;
+
+void note(pangea_log_level level, const std::string& message) { log(level, "coordinator", message); }
+
+int64_t integer(const std::map<std::string, std::string>& fields, const char* key) {
+    const auto found = fields.find(key);
+    if (found == fields.end()) return 0;
+    try {
+        return std::stoll(found->second);
+    } catch (const std::exception&) {
+        return 0;
+    }
+}
+
+std::string text(const std::map<std::string, std::string>& fields, const char* key) {
+    const auto found = fields.find(key);
+    return found == fields.end() ? "" : found->second;
+}
+
+}  // namespace
+
+std::string encode_members(const std::vector<Member>& members) {
+    std::string out;
+    for (const Member& m : members) out += (out.empty() ? "" : ";") + std::to_string(m.node) + "=" + m.address;
+    return out;
+}
+
+std::vector<Member> decode_members(const std::string& text) {
+    std::vector<Member> out;
+    size_t at = 0;
+    while (at < text.size()) {
+        const size_t end = std::min(text.find(';', at), text.size());
+        const std::string item = text.substr(at, end - at);
+        const size_t eq = item.find('=');
+        try {
+            if (eq == std::string::npos) throw std::invalid_argument("no '='");
+            out.push_back({std::stoi(item.substr(0, eq)), item.substr(eq + 1)});
+        } catch (const std::exception&) {
+            throw MeshError("bad member list from the membership store: '" + text + "'");
+        }
+        at = end + 1;
+    }
+    return out;
+}
+
+int Epoch::position_of(int node) const {
+    for (size_t i = 0; i < members.size(); ++i)
+        if (members[i].node == node) return static_cast<int>(i);
+    return -1;
+}
+
+std::string Epoch::describe() const {
+    std::string nodes;
+    for (const Member& m : members) nodes += (nodes.empty() ? "" : ", ") + std::to_string(m.node);
+    return "epoch " + std::to_string(id) + " (step " + std::to_string(step) + "): nodes " + nodes;
+}
+
+CoordinatorState::CoordinatorState(CoordinatorOptions options, Time now)
+    : options_(std::move(options)), grace_end_(now + options_.timeout) {}
+
+int CoordinatorState::node_of(int connection) const {
+    for (const auto& [id, node] : nodes_)
+        if (node.connection == connection) return id;
+    return -1;
+}
+
+int CoordinatorState::joiner_count() const {
+    return static_cast<int>(std::count_if(nodes_.begin(), nodes_.end(),
+                                          [](const auto& n) { return n.second.status == Status::kJoiner; }));
+}
+
+std::string CoordinatorState::describe() const {
+    std::string members, joiners;
+    for (const auto& [id, node] : nodes_) {
+        std::string& list = node.status == Status::kMember ? members : joiners;
+        list += (list.empty() ? "" : ", ") + std::to_string(id);
+    }
+    return "step " + std::to_string(committed_step_) + "; members [" + members + "]" +
+           (joiners.empty() ? "" : "; recovering [" + joiners + "]") +
+           (active_ ? "; running " + active_->epoch.describe() : "");
+}
+
+void CoordinatorState::send(int node, const std::string& message) {
+    const auto found = nodes_.find(node);
+    if (found != nodes_.end()) out_.push_back({found->second.connection, message});
+}
+
+
+void CoordinatorState::stale(int node) {
+    Node& n = nodes_.at(node);
+    n.status = Status::kJoiner;
+    n.ready_step = 0;
+    std::vector<Member> sources;
+    for (const auto& [id, other] : nodes_)
+        if (other.status == Status::kMember) sources.push_back({id, other.address});
+    send(node, JsonObject()
+                   .add("op", "stale")
+                   .add("step", committed_step_)
+                   .add("members", encode_members(sources))
+                   .text());
+}
+
+void CoordinatorState::welcome(int connection, const std::map<std::string, std::string>& hello, Time now) {
+    const int id = static_cast<int>(integer(hello, "node"));
+    if (const auto old = nodes_.find(id); old != nodes_.end() && old->second.connection != connection) {
+        // The node reconnected (its old connection is dead or about to be): keep one.
+        out_.push_back({old->second.connection, "", true});
+        if (active_ && active_->epoch.position_of(id) >= 0 && !active_->reported.count(id))
+            resolve(false, "node " + std::to_string(id) + " reconnected during the all-reduce");
+        nodes_.erase(old);
+    }
+    Node& node = nodes_[id];
+    node.connection = connection;
+    node.address = text(hello, "address");
+    node.last_seen = now;
+    const bool has_state = text(hello, "has_state") == "true";
+    const int64_t step = integer(hello, "step");
+    const std::string waiting = text(hello, "waiting");
+    const uint64_t pending = static_cast<uint64_t>(integer(hello, "pending_epoch"));
+    bool member = has_state ? step == committed_step_ : !started_ && text(hello, "join") != "true";
+    if (has_state && step + 1 == committed_step_ && waiting == "done" && pending == committed_epoch_ &&
+        text(hello, "ok") == "true") {
+        // It reported success in the epoch that committed, but the commit never reached it.
+        out_.push_back({connection, JsonObject()
+                                        .add("op", "commit")
+                                        .add("epoch", committed_epoch_)
+                                        .add("step", committed_step_)
+                                        .add("joiners", joiner_count())
+                                        .text()});
+        member = true;
+    } else if (member && (waiting == "epoch" || waiting == "done") && !(active_ && active_->epoch.id == pending)) {
+        // Its epoch was lost (with a previous coordinator) and nobody committed it: retry.
+        out_.push_back({connection, JsonObject().add("op", "retry").add("epoch", pending).add("reason", "coordinator restarted").text()});
+    }
+    if (has_state && step > committed_step_) {
+        out_.push_back({connection,
+                        JsonObject()
+                            .add("op", "refused")
+                            .add("reason", "it holds outer step " + std::to_string(step) +
+                                               " but the run committed only " + std::to_string(committed_step_))
+                            .text(),
+                        true});
+        nodes_.erase(id);
+        return;
+    }
+    node.status = member ? Status::kMember : Status::kJoiner;
+    std::vector<Member> sources;
+    for (const auto& [other_id, other] : nodes_)
+        if (other_id != id && other.status == Status::kMember) sources.push_back({other_id, other.address});
+    out_.push_back({connection, JsonObject()
+                                    .add("op", "welcome")
+                                    .add("role", member ? "member" : "recover")
+                                    .add("step", committed_step_)
+                                    .add("members", encode_members(sources))
+                                    .text()});
+    note(PANGEA_LOG_INFO, "node " + std::to_string(id) + " at " + node.address +
+                              (member ? " is a member" : " must recover its state from a peer") + "; " + describe());
+    if (member && waiting == "ready") node.ready_step = committed_step_ + 1;
+    maybe_decide();
+}
+
+void CoordinatorState::drop(int id, const std::string& why) {
+    const auto found = nodes_.find(id);
+    if (found == nodes_.end()) return;
+    out_.push_back({found->second.connection, "", true});
+    nodes_.erase(found);
+    note(why == "it left" ? PANGEA_LOG_INFO : PANGEA_LOG_WARN, "dropped node " + std::to_string(id) + ": " + why);
+    if (active_ && active_->epoch.position_of(id) >= 0 && !active_->reported.count(id)) {
+        resolve(false, "node " + std::to_string(id) + " dropped: " + why);
+        return;
+    }
+    maybe_resolve();
+    maybe_decide();
+}
+
+void CoordinatorState::maybe_decide() {
+    if (collecting_ || active_) return;
+    const int64_t step = committed_step_ + 1;
+    std::vector<Member> members;
+    for (const auto& [id, node] : nodes_) {
+        if (node.status != Status::kMember) continue;
+        if (node.ready_step != step) return;  // a member is still training
+        members.push_back({id, node.address});
+    }
+    if (members.empty()) return;
+    if (static_cast<int>(members.size()) < options_.min_members) {
+        for (const Member& m : members)
+            send(m.node, JsonObject()
+                             .add("op", "waiting")
+                             .add("reason", std::to_string(members.size()) + " members, fewer than mesh.min_members = " +
+                                                std::to_string(options_.min_members) + "; waiting for nodes to join")
+                             .text());
+        return;
+    }
+    ActiveEpoch active;
+    active.epoch.id = next_epoch_++;
+    active.epoch.step = step;
+    active.epoch.members = members;
+    started_ = true;
+    const std::string message = JsonObject()
+                                    .add("op", "epoch")
+                                    .add("epoch", active.epoch.id)
+                                    .add("step", step)
+                                    .add("members", encode_members(members))
+                                    .text();
+    for (const Member& m : members) {
+        nodes_.at(m.node).ready_step = 0;
+        send(m.node, message);
+    }
+    note(PANGEA_LOG_INFO, active.epoch.describe());
+    active_ = std::move(active);
+}
+
+void CoordinatorState::maybe_resolve() {
+    if (!active_) return;
+    for (const auto& [node, ok] : active_->reported)
+        if (!ok) return resolve(false, "node " + std::to_string(node) + " reported a failed all-reduce");
+    for (const Member& m : active_->epoch.members)
+        if (nodes_.count(m.node) && !active_->reported.count(m.node)) return;  // still running
+    resolve(true, "");
+}
+
+void CoordinatorState::resolve(bool commit, const std::string& why) {
+    const Epoch epoch = active_->epoch;
+    active_.reset();
+    if (commit) {
+        committed_step_ = epoch.step;
+        committed_epoch_ = epoch.id;
+        const std::string message = JsonObject()
+                                        .add("op", "commit")
+                                        .add("epoch", epoch.id)
+                                        .add("step", epoch.step)
+                                        .add("joiners", joiner_count())
+                                        .text();
+        for (const Member& m : epoch.members) send(m.node, message);
+        // Members that were not in the epoch (they came back too late) are now behind.
+        for (auto& [id, node] : nodes_)
+            if (node.status == Status::kMember && epoch.position_of(id) < 0) stale(id);
+    } else {
+        note(PANGEA_LOG_WARN, epoch.describe() + " is retried: " + why);
+        const std::string message = JsonObject().add("op", "retry").add("epoch", epoch.id).add("reason", why).text();
+        for (const Member& m : epoch.members) send(m.node, message);
+    }
+    maybe_decide();
+}
+
+std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection, const std::string& message, Time now) {
+    out_.clear();
+    const auto fields = parse_flat_json(message);
+    const std::string op = fields ? text(*fields, "op") : "";
+    const int id = node_of(connection);
+    if (!fields || op.empty()) {
+        note(PANGEA_LOG_WARN, "closed a connection that sent a message that is not ours: " + message.substr(0, 80));
+        if (id >= 0) drop(id, "it sent a malformed message");
+        out_.push_back({connection, "", true});
+        return std::move(out_);
+    }
+    if (op == "hello") {
+        std::string refusal;
+        if (integer(*fields, "protocol") != kProtocol)
+            refusal = "protocol " + text(*fields, "protocol") + " is not " + std::to_string(kProtocol);
+        else if (text(*fields, "run") != options_.run)
+            refusal = "it belongs to run " + text(*fields, "run") + ", this coordinator serves run " + options_.run;
+        else if (integer(*fields, "node") < 0 || text(*fields, "address").empty())
+            refusal = "the hello names no node id or address";
+        if (!refusal.empty()) {
+            note(PANGEA_LOG_WARN, "refused a node: " + refusal);
+            out_.push_back({connection, JsonObject().add("op", "refused").add("reason", refusal).text(), true});
+        } else if (collecting_) {
+            held_.push_back({connection, *fields});
+        } else {
+            welcome(connection, *fields, now);
+        }
+        return std::move(out_);
+    }
+    const bool held = std::any_of(held_.begin(), held_.end(), [&](const Hello& h) { return h.connection == connection; });
+    if (id < 0 && held) return std::move(out_);  // registered once the grace ends; until then, nothing to do
+    if (id < 0) {  // not registered (or dropped): only a hello is welcome
+        out_.push_back({connection, JsonObject().add("op", "refused").add("reason", "say hello first").text(), true});
+        return std::move(out_);
+    }
+    Node& node = nodes_.at(id);
+    node.last_seen = now;
+    if (op == "beat") {
+    } else if (op == "leave") {
+        drop(id, "it left");
+    } else if (op == "ready") {
+        const int64_t step = integer(*fields, "step");
+        if (node.status != Status::kMember || step != committed_step_ + 1) {
+            stale(id);
+        } else {
+            node.ready_step = step;
+            maybe_decide();
+        }
+    } else if (op == "done") {
+        const uint64_t epoch = static_cast<uint64_t>(integer(*fields, "epoch"));
+        if (node.status != Status::kMember) {
+            stale(id);
+        } else if (active_ && active_->epoch.id == epoch && active_->epoch.position_of(id) >= 0) {
+            active_->reported[id] = text(*fields, "ok") == "true";
+            maybe_resolve();
+        } else if (epoch != committed_epoch_) {
+            // An epoch that was retried (the retry may already be on its way; the node ignores a
+            // second one) or that a previous coordinator ran.
+            send(id, JsonObject().add("op", "retry").add("epoch", epoch).add("reason", "the epoch is over").text());
+        }
+    } else if (op == "admit") {
+        const int64_t step = integer(*fields, "step");
+        if (node.status == Status::kJoiner && step == committed_step_ + 1 && !active_) {
+            node.status = Status::kMember;
+            send(id, JsonObject().add("op", "admitted").add("step", step).text());
+            note(PANGEA_LOG_INFO, "node " + std::to_string(id) + " recovered and joins at step " + std::to_string(step));
+        } else {
+            stale(id);
+        }
+    } else {
+        note(PANGEA_LOG_WARN, "node " + std::to_string(id) + " sent unknown op '" + op + "'");
+    }
+    return std::move(out_);
+}
+
+std::vector<CoordinatorState::Send> CoordinatorState::on_closed(int connection, Time) {
+    out_.clear();
+    held_.erase(std::remove_if(held_.begin(), held_.end(), [&](const Hello& h) { return h.connection == connection; }),
+                held_.end());
+    if (const int id = node_of(connection); id >= 0) drop(id, "its connection closed");
+    return std::move(out_);
+}
+
+std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
+    out_.clear();
+    if (collecting_ && now >= grace_end_) {
+        // Carry on from what the nodes hold: the furthest committed step is the run's. Everyone
+        // held is welcomed before any epoch is decided.
+        for (const Hello& h : held_) {
+            if (text(h.fields, "has_state") != "true") continue;
+            const int64_t step = integer(h.fields, "step");
+            const uint64_t epoch = static_cast<uint64_t>(integer(h.fields, "epoch"));
+            if (step > committed_step_) committed_step_ = step, committed_epoch_ = epoch;
+            next_epoch_ = std::max({next_epoch_, epoch + 1, static_cast<uint64_t>(integer(h.fields, "pending_epoch")) + 1});
+            if (step > 0 || epoch > 0) started_ = true;
+        }
+        if (started_) note(PANGEA_LOG_INFO, "carrying on the run at step " + std::to_string(committed_step_));
+        for (const Hello& h : held_) welcome(h.connection, h.fields, now);
+        held_.clear();
+        collecting_ = false;
+        maybe_decide();
+    }
+    std::vector<int> silent;
+    for (const auto& [id, node] : nodes_)
+        if (now - node.last_seen > options_.timeout) silent.push_back(id);
+    for (int id : silent)
+        drop(id, "no heartbeat for " + std::to_string(options_.timeout.count()) + " ms");
+    return std::move(out_);
+}
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void on_signal(int) { g_stop = true; }
+
+}  // namespace
+
+int run_coordinator(const std::string& listen_address, const CoordinatorOptions& options,
+                    const std::string& address_file) {
+    TcpListener listener(listen_address);
+    if (!address_file.empty()) {
+        const std::string temporary = address_file + ".tmp";
+        std::ofstream(temporary) << listener.address() << "\n";
+        std::rename(temporary.c_str(), address_file.c_str());
+    }
+    note(PANGEA_LOG_INFO, "run " + options.run + ": listening on " + listener.address() + " (timeout " +
+                              std::to_string(options.timeout.count()) + " ms, min members " +
+                              std::to_string(options.min_members) + ")");
+    struct sigaction action{};
+    action.sa_handler = on_signal;
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+
+    using Clock = std::chrono::steady_clock;
+    CoordinatorState state(options, Clock::now());
+    std::map<int, std::unique_ptr<LineSocket>> connections;
+    int next_connection = 1;
+    auto deliver = [&](const std::vector<CoordinatorState::Send>& sends) {
+        for (const auto& s : sends) {
+            const auto found = connections.find(s.connection);
+            if (found == connections.end()) continue;
+            if (!s.message.empty()) found->second->send(s.message);
+            if (s.close) connections.erase(found);
+        }
+    };
+    std::string last_description;
+    while (!g_stop) {
+        std::vector<pollfd> fds{{listener.fd(), POLLIN, 0}};
+        std::vector<int> ids;
+        for (const auto& [id, socket] : connections) {
+            fds.push_back({socket->fd(), POLLIN, 0});
+            ids.push_back(id);
+        }
+        if (::poll(fds.data(), fds.size(), 100) < 0 && errno != EINTR) break;
+        if (fds[0].revents & POLLIN) {
+            if (Fd fd = listener.accept(std::chrono::milliseconds(0)))
+                connections[next_connection++] = std::make_unique<LineSocket>(std::move(fd));
+        }
+        for (size_t i = 1; i < fds.size(); ++i) {
+            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            const int id = ids[i - 1];
+            const auto found = connections.find(id);
+            if (found == connections.end()) continue;  // closed by an earlier decision
+            std::vector<std::string> messages;
+            const bool open = found->second->receive_available(&messages);
+            for (const std::string& m : messages) deliver(state.on_message(id, m, Clock::now()));
+            if (!open && connections.count(id)) {
+                connections.erase(id);
+                deliver(state.on_closed(id, Clock::now()));
+            }
+        }
+        deliver(state.on_tick(Clock::now()));
+        if (const std::string d = state.describe(); d != last_description) {
+            note(PANGEA_LOG_DEBUG, d);
+            last_description = d;
+        }
+    }
+    note(PANGEA_LOG_INFO, "stopped at step " + std::to_string(state.committed_step()));
+    return 0;
+}
+
+}  // namespace pangea

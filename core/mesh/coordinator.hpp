@@ -1,0 +1,97 @@
+// The builtin membership store: `pangea coordinator`, a small TCP server that the nodes of a run
+// connect to. One JSON object per line each way (docs/operations.md lists the messages).
+//
+// It keeps nothing the nodes cannot rebuild: on start it waits one timeout for nodes to
+// (re-)register; each says what it holds (committed outer steps, last epoch, what it is waiting
+// for), and the coordinator carries on from there. So a coordinator that is killed and
+// restarted does not end the run.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "mesh/membership.hpp"
+
+namespace pangea {
+
+struct CoordinatorOptions {
+    std::string run;                            // run id (hex); nodes of another run are refused
+    std::chrono::milliseconds timeout{3000};    // silence after which a node is dropped
+    int min_members = 1;                        // fewest members an outer step may have
+};
+
+std::string encode_members(const std::vector<Member>& members);  // "0=host:port;2=host:port"
+std::vector<Member> decode_members(const std::string& text);    // throws MeshError on bad text
+
+// The coordinator's decisions, without sockets or clocks (time is passed in), so that tests can
+// drive every path. Connections are numbered by the caller.
+class CoordinatorState {
+public:
+    using Time = std::chrono::steady_clock::time_point;
+    struct Send {
+        int connection;
+        std::string message;
+        bool close = false;  // close the connection after sending
+    };
+
+    CoordinatorState(CoordinatorOptions options, Time now);
+
+    std::vector<Send> on_message(int connection, const std::string& message, Time now);
+    std::vector<Send> on_closed(int connection, Time now);
+    std::vector<Send> on_tick(Time now);  // call every ~100 ms: timeouts, the end of the grace
+
+    int64_t committed_step() const { return committed_step_; }
+    std::string describe() const;  // one line for the log
+
+private:
+    enum class Status { kMember, kJoiner };
+    struct Node {
+        int connection = -1;
+        std::string address;
+        Status status = Status::kMember;
+        Time last_seen;
+        int64_t ready_step = 0;  // waiting for the epoch of this step (0: not waiting)
+    };
+    struct Hello {  // held while the coordinator is still collecting registrations
+        int connection;
+        std::map<std::string, std::string> fields;
+    };
+    struct ActiveEpoch {
+        Epoch epoch;
+        std::map<int, bool> reported;  // node -> ok
+    };
+
+    void welcome(int connection, const std::map<std::string, std::string>& hello, Time now);
+    void drop(int node, const std::string& why);
+    void maybe_decide();
+    void maybe_resolve();
+    void resolve(bool commit, const std::string& why);
+    void send(int node, const std::string& message);
+    void stale(int node);
+    int node_of(int connection) const;
+    int joiner_count() const;
+
+    CoordinatorOptions options_;
+    Time grace_end_;
+    bool collecting_ = true;  // within the first timeout after start: registrations are held
+    std::vector<Hello> held_;
+    std::map<int, Node> nodes_;
+    int64_t committed_step_ = 0;
+    uint64_t committed_epoch_ = 0;
+    uint64_t next_epoch_ = 1;
+    bool started_ = false;  // an epoch was decided (in this or an earlier coordinator)
+    std::optional<ActiveEpoch> active_;
+    std::vector<Send> out_;
+};
+
+// Serves until SIGINT/SIGTERM. Writes the bound address to `address_file` if given (for
+// `pangea launch`, which asks for port 0). Returns the exit code.
+int run_coordinator(const std::string& listen_address, const CoordinatorOptions& options,
+                    const std::string& address_file);
+
+}  // namespace pangea

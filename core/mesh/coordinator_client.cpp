@@ -1,0 +1,239 @@
+#include "mesh/coordinator_client.hpp"
+
+#include "common/json.hpp"
+#include "common/log.hpp"
+#include "mesh/coordinator.hpp"
+
+namespace pangea {
+namespace {
+
+void note(pangea_log_level level, const std::string& message) { log(level, "mesh", message); }
+
+std::string field(const std::map<std::string, std::string>& m, const char* key) {
+    const auto found = m.find(key);
+    return found == m.end() ? "" : found->second;
+}
+
+int64_t number(const std::map<std::string, std::string>& m, const char* key) {
+    try {
+        return std::stoll(field(m, key));
+    } catch (const std::exception&) {
+        return -1;
+    }
+}
+
+}  // namespace
+
+CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options) : options_(std::move(options)) {}
+
+CoordinatorClient::~CoordinatorClient() {
+    stop_ = true;
+    {
+        std::lock_guard lock(mutex_);
+        if (socket_) socket_->shutdown();
+    }
+    changed_.notify_all();
+    if (reader_.joinable()) reader_.join();
+    if (heartbeats_.joinable()) heartbeats_.join();
+}
+
+std::string CoordinatorClient::hello() const {
+    return JsonObject()
+        .add("op", "hello")
+        .add("protocol", 1)
+        .add("run", options_.run)
+        .add("node", options_.node)
+        .add("address", options_.address)
+        .add("has_state", has_state_)
+        .add("step", step_)
+        .add("epoch", epoch_)
+        .add("waiting", waiting_)
+        .add("pending_epoch", pending_epoch_)
+        .add("ok", pending_ok_)
+        .add("join", options_.join)
+        .text();
+}
+
+bool CoordinatorClient::send(const std::string& message) {
+    std::lock_guard lock(mutex_);
+    return socket_ && socket_->send(message);
+}
+
+void CoordinatorClient::run_connection() {
+    auto away_since = std::chrono::steady_clock::now();
+    bool warned = false;
+    while (!stop_) {
+        std::unique_ptr<LineSocket> socket;
+        try {
+            socket = std::make_unique<LineSocket>(connect_tcp(options_.coordinator, std::chrono::milliseconds(1000)));
+        } catch (const SocketError& e) {
+            const auto away = std::chrono::steady_clock::now() - away_since;
+            if (away > options_.reconnect_for) {
+                std::lock_guard lock(mutex_);
+                fatal_ = "the coordinator at " + options_.coordinator + " has not answered for " +
+                         std::to_string(options_.reconnect_for.count()) + " ms (" + e.what() + ")";
+                changed_.notify_all();
+                return;
+            }
+            if (!warned) note(PANGEA_LOG_WARN, std::string("node ") + std::to_string(options_.node) + ": " + e.what() + "; retrying");
+            warned = true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            continue;
+        }
+        {
+            std::lock_guard lock(mutex_);
+            if (!socket->send(hello())) continue;
+            socket_ = std::move(socket);
+        }
+        if (warned) note(PANGEA_LOG_INFO, "node " + std::to_string(options_.node) + ": reconnected to the coordinator");
+        warned = false;
+        while (!stop_) {
+            std::string line;
+            const auto received = socket_->receive(&line, 200);
+            if (received == LineSocket::Received::kTimeout) continue;
+            if (received == LineSocket::Received::kClosed) break;
+            auto message = parse_flat_json(line);
+            if (!message) break;
+            const std::string op = field(*message, "op");
+            if (op == "refused") {
+                std::lock_guard lock(mutex_);
+                fatal_ = "the coordinator at " + options_.coordinator + " refused node " + std::to_string(options_.node) +
+                         ": " + field(*message, "reason");
+                changed_.notify_all();
+                return;
+            }
+            if (op == "waiting") note(PANGEA_LOG_WARN, field(*message, "reason"));
+            std::function<void(uint64_t)> abort;
+            uint64_t aborted_epoch = 0;
+            {
+                std::lock_guard lock(mutex_);
+                // A retry of the epoch we are all-reducing in: the collective must stop waiting.
+                if (op == "retry" && waiting_ == "epoch" && static_cast<uint64_t>(number(*message, "epoch")) == pending_epoch_)
+                    abort = abort_handler_, aborted_epoch = pending_epoch_;
+                inbox_.push_back(std::move(*message));
+            }
+            changed_.notify_all();
+            if (abort) abort(aborted_epoch);
+        }
+        std::lock_guard lock(mutex_);
+        socket_.reset();
+        away_since = std::chrono::steady_clock::now();
+    }
+}
+
+void CoordinatorClient::run_heartbeats() {
+    const std::string beat = JsonObject().add("op", "beat").text();
+    std::unique_lock lock(mutex_);
+    while (!stop_) {
+        changed_.wait_for(lock, options_.heartbeat, [&] { return stop_.load(); });
+        if (socket_) socket_->send(beat);
+    }
+}
+
+CoordinatorClient::Message CoordinatorClient::wait_for(std::initializer_list<const char*> ops,
+                                                       const std::function<bool(const Message&)>& accept) {
+    std::unique_lock lock(mutex_);
+    while (true) {
+        while (!inbox_.empty()) {
+            Message message = std::move(inbox_.front());
+            inbox_.pop_front();
+            const std::string op = field(message, "op");
+            if (op == "stale" || (op == "welcome" && field(message, "role") == "recover" && has_state_)) {
+                has_state_ = false;
+                waiting_.clear();
+                throw StaleNode("node " + std::to_string(options_.node) +
+                                    " was dropped from the run (it went silent past the timeout, or the run moved on); "
+                                    "the run is at outer step " + field(message, "step"),
+                                number(message, "step"), decode_members(field(message, "members")));
+            }
+            for (const char* wanted : ops)
+                if (op == wanted && accept(message)) return message;
+            // Anything else (a late retry of an epoch already left, an informational message) is
+            // not for this call.
+        }
+        if (!fatal_.empty()) throw MeshError(fatal_);
+        if (stop_) throw MeshError("the membership client is stopping");
+        changed_.wait(lock);
+    }
+}
+
+JoinResult CoordinatorClient::join() {
+    reader_ = std::thread([this] { run_connection(); });
+    heartbeats_ = std::thread([this] { run_heartbeats(); });
+    const Message welcome = wait_for({"welcome"}, [](const Message&) { return true; });
+    JoinResult result;
+    result.step = number(welcome, "step");
+    result.sources = decode_members(field(welcome, "members"));
+    result.role = field(welcome, "role") == "member" ? Role::kMember : Role::kRecover;
+    std::lock_guard lock(mutex_);
+    if (result.role == Role::kMember) has_state_ = true;
+    return result;
+}
+
+Epoch CoordinatorClient::ready(int64_t step) {
+    {
+        std::lock_guard lock(mutex_);
+        waiting_ = "ready";
+    }
+    send(JsonObject().add("op", "ready").add("step", step).text());
+    const Message message = wait_for({"epoch"}, [&](const Message& m) { return number(m, "step") == step; });
+    Epoch epoch;
+    epoch.id = static_cast<uint64_t>(number(message, "epoch"));
+    epoch.step = step;
+    epoch.members = decode_members(field(message, "members"));
+    std::lock_guard lock(mutex_);
+    waiting_ = "epoch";
+    pending_epoch_ = epoch.id;
+    return epoch;
+}
+
+bool CoordinatorClient::done(const Epoch& epoch, bool ok) {
+    {
+        std::lock_guard lock(mutex_);
+        waiting_ = "done";
+        pending_ok_ = ok;
+    }
+    send(JsonObject().add("op", "done").add("epoch", epoch.id).add("ok", ok).text());
+    const Message message = wait_for({"commit", "retry"}, [&](const Message& m) {
+        return static_cast<uint64_t>(number(m, "epoch")) == epoch.id;
+    });
+    std::lock_guard lock(mutex_);
+    waiting_.clear();
+    if (field(message, "op") == "retry") {
+        note(PANGEA_LOG_WARN, "node " + std::to_string(options_.node) + ": " + epoch.describe() +
+                                  " is retried: " + field(message, "reason"));
+        return false;
+    }
+    step_ = epoch.step;
+    epoch_ = epoch.id;
+    joiners_ = static_cast<int>(number(message, "joiners"));
+    return true;
+}
+
+void CoordinatorClient::admit(int64_t step) {
+    {
+        std::lock_guard lock(mutex_);
+        has_state_ = true;  // should the coordinator restart meanwhile, it sees what we hold
+        step_ = step - 1;
+        waiting_.clear();
+    }
+    send(JsonObject().add("op", "admit").add("step", step).text());
+    wait_for({"admitted", "welcome"}, [](const Message&) { return true; });
+}
+
+void CoordinatorClient::on_abort(std::function<void(uint64_t epoch)> handler) {
+    std::lock_guard lock(mutex_);
+    abort_handler_ = std::move(handler);
+}
+
+void CoordinatorClient::leave() {
+    stop_ = true;  // first: the coordinator closing the connection must not look like a reason to reconnect
+    send(JsonObject().add("op", "leave").text());
+    {
+        std::lock_guard lock(mutex_);
+        if (socket_) socket_->shutdown();
+    }
+    changed_.notify_all();
+}
+
+}  // namespace pangea

@@ -1,0 +1,72 @@
+// A node's side of the builtin coordinator: one TCP connection, heartbeats from a background
+// thread, and a reconnect loop that re-registers with what this node holds, so that a
+// coordinator restart costs the run nothing but a pause.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "common/socket.hpp"
+#include "mesh/membership.hpp"
+
+namespace pangea {
+
+struct CoordinatorClientOptions {
+    std::string coordinator;  // host:port
+    std::string run;          // run id (hex)
+    int node = 0;
+    std::string address;  // this node's transport address
+    std::chrono::milliseconds heartbeat{1000};
+    std::chrono::milliseconds reconnect_for{60000};  // give up when the coordinator stays away this long
+    bool join = false;  // a late joiner: recover from the members even if the run has not started
+};
+
+class CoordinatorClient : public Membership {
+public:
+    explicit CoordinatorClient(CoordinatorClientOptions options);
+    ~CoordinatorClient() override;
+
+    JoinResult join() override;
+    Epoch ready(int64_t step) override;
+    bool done(const Epoch& epoch, bool ok) override;
+    void admit(int64_t step) override;
+    int joiners() const override { return joiners_; }
+    void on_abort(std::function<void(uint64_t epoch)> handler) override;
+    void leave() override;
+
+private:
+    using Message = std::map<std::string, std::string>;
+    void run_connection();   // the reader thread: connect, hello, receive, reconnect
+    void run_heartbeats();
+    std::string hello() const;  // under mutex_
+    bool send(const std::string& message);
+    // Waits for a message whose op is one of `ops` (and that `accept` takes); throws StaleNode
+    // on "stale" and MeshError when the coordinator refused us or stayed away.
+    Message wait_for(std::initializer_list<const char*> ops, const std::function<bool(const Message&)>& accept);
+
+    CoordinatorClientOptions options_;
+    mutable std::mutex mutex_;
+    std::condition_variable changed_;
+    std::deque<Message> inbox_;
+    std::string fatal_;  // why the connection is gone for good
+    std::unique_ptr<LineSocket> socket_;
+    std::function<void(uint64_t)> abort_handler_;
+    // What this node holds, told to every coordinator it (re)connects to.
+    bool has_state_ = false;
+    int64_t step_ = 0;
+    uint64_t epoch_ = 0;
+    std::string waiting_;  // "", "ready", "epoch" (all-reducing), "done" (reported)
+    uint64_t pending_epoch_ = 0;
+    bool pending_ok_ = false;
+    std::atomic<int> joiners_ = 0;
+    std::atomic<bool> stop_ = false;
+    std::thread reader_, heartbeats_;
+};
+
+}  // namespace pangea

@@ -1,0 +1,119 @@
+#include "mesh/elastic_allreduce.hpp"
+
+#include <algorithm>
+#include <thread>
+
+#include "common/log.hpp"
+
+namespace pangea {
+
+ElasticAllReduce::ElasticAllReduce(Membership& membership, const PluginInstance& transport, PeerAcceptor& acceptor,
+                                   const PluginInstance& codec, int node, uint64_t run_id, int64_t committed_step,
+                                   ElasticOptions options)
+    : membership_(membership),
+      transport_(transport),
+      acceptor_(acceptor),
+      codec_(codec),
+      node_(node),
+      run_id_(run_id),
+      committed_step_(committed_step),
+      options_(options) {
+    membership_.on_abort([this](uint64_t) { abort_links(); });
+}
+
+void ElasticAllReduce::abort_links() {
+    std::lock_guard lock(links_mutex_);
+    if (next_) next_->abort();
+    if (previous_) previous_->abort();
+}
+
+void ElasticAllReduce::disconnect() {
+    std::lock_guard lock(links_mutex_);
+    next_.reset();
+    previous_.reset();
+    connections_ = RingConnections{};
+    ring_.clear();
+}
+
+void ElasticAllReduce::connect(const Epoch& epoch) {
+    const bool same = ring_.size() == epoch.members.size() &&
+                      std::equal(ring_.begin(), ring_.end(), epoch.members.begin(),
+                                 [](const Member& a, const Member& b) { return a.node == b.node && a.address == b.address; });
+    if (same && next_) return;
+    disconnect();
+    const int n = static_cast<int>(epoch.members.size());
+    const int position = epoch.position_of(node_);
+    const Member& next = epoch.members[(position + 1) % n];
+    const Member& previous = epoch.members[(position + n - 1) % n];
+    pangea_hello self{};
+    self.struct_size = sizeof self;
+    self.node_id = static_cast<uint32_t>(node_);
+    self.run_id = run_id_;
+    self.channel = ring_channel(epoch.id);
+    const auto& vt = transport_.vtable<pangea_transport_vtable>();
+    const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
+    RingConnections connections;
+    while (true) {  // the next member may still be finishing its own connect
+        pangea_connection* handle = nullptr;
+        pangea_hello peer{};
+        const pangea_status status =
+            vt.connect(transport_.handle(), next.address.c_str(), &self, 2000, &peer, &handle);
+        if (status == PANGEA_OK) {
+            connections.next = OwnedConnection(&transport_, handle);
+            break;
+        }
+        if (std::chrono::steady_clock::now() > deadline)
+            throw MeshError("node " + std::to_string(node_) + " could not connect to node " + std::to_string(next.node) +
+                            " at " + next.address + " in " + epoch.describe() + ": " +
+                            transport_.describe_failure("connect", status));
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    connections.previous = acceptor_.take(previous.node, self.channel, options_.connect_timeout);
+    std::lock_guard lock(links_mutex_);
+    connections_ = std::move(connections);
+    next_ = std::make_unique<Link>(transport_, connections_.next.handle());
+    previous_ = std::make_unique<Link>(transport_, connections_.previous.handle());
+    ring_ = epoch.members;
+}
+
+AllReduceResult ElasticAllReduce::average(std::span<float> data) {
+    const int64_t step = committed_step_ + 1;
+    AllReduceResult total;
+    for (int attempt = 1;; ++attempt) {
+        const Epoch epoch = membership_.ready(step);
+        last_ = epoch;
+        const int n = static_cast<int>(epoch.members.size());
+        AllReduceResult result;
+        work_.assign(data.begin(), data.end());
+        if (n > 1) {
+            try {
+                connect(epoch);
+                RingAllReduce ring(epoch.position_of(node_), n, *next_, *previous_, codec_, options_.ring);
+                result = ring.run(work_, ReduceOp::kAverage);
+            } catch (const MeshError& e) {
+                result.status = PANGEA_ERR_IO;
+                result.error = e.what();
+            }
+        }
+        total.seconds += result.seconds;
+        total.bytes_sent += result.bytes_sent;
+        total.bytes_received += result.bytes_received;
+        const bool ok = result.status == PANGEA_OK;
+        if (!ok) disconnect();
+        if (membership_.done(epoch, ok)) {
+            std::copy(work_.begin(), work_.end(), data.begin());
+            committed_step_ = step;
+            return total;
+        }
+        disconnect();  // the members change, or a link is broken: a fresh ring next time
+        if (!ok) log(PANGEA_LOG_WARN, "mesh", "node " + std::to_string(node_) + ": all-reduce in " + epoch.describe() + " failed: " + result.error);
+        if (attempt >= options_.max_attempts) {
+            total.status = PANGEA_ERR_IO;
+            total.error = "outer step " + std::to_string(step) + " failed in " + std::to_string(attempt) +
+                          " epochs in a row; last: " + (ok ? "another member failed" : result.error);
+            return total;
+        }
+    }
+}
+
+}  // namespace pangea

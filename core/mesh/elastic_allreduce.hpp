@@ -1,0 +1,64 @@
+// The all-reduce of an elastic run: at each outer step the members agree on an epoch, form the
+// ring of that epoch (kept while the members stay the same), average, and commit only if every
+// member succeeded. A member lost midway makes every survivor abort, agree on the members
+// without it, and average the same inputs again.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "collective/link.hpp"
+#include "collective/ring_allreduce.hpp"
+#include "mesh/membership.hpp"
+#include "mesh/peers.hpp"
+
+namespace pangea {
+
+struct ElasticOptions {
+    RingOptions ring;
+    std::chrono::milliseconds connect_timeout{10000};  // to reach a ring neighbour
+    int max_attempts = 20;                             // of one outer step, before giving up
+};
+
+class ElasticAllReduce {
+public:
+    // All references must outlive this object. `committed_step` is the number of outer steps
+    // the run had committed when this node got its state.
+    ElasticAllReduce(Membership& membership, const PluginInstance& transport, PeerAcceptor& acceptor,
+                     const PluginInstance& codec, int node, uint64_t run_id, int64_t committed_step,
+                     ElasticOptions options);
+
+    // Averages `data` over the members of the next outer step, in place (changed only once the
+    // epoch committed). Throws StaleNode when this node was dropped, MeshError when the step
+    // could not be completed in max_attempts epochs. Failed attempts' time and bytes are counted.
+    AllReduceResult average(std::span<float> data);
+
+    int64_t committed_step() const { return committed_step_; }
+    void set_committed_step(int64_t step) { committed_step_ = step; }  // after live recovery
+    const Epoch& last_epoch() const { return last_; }
+
+private:
+    void connect(const Epoch& epoch);  // throws MeshError
+    void disconnect();
+    void abort_links();
+
+    Membership& membership_;
+    const PluginInstance& transport_;
+    PeerAcceptor& acceptor_;
+    const PluginInstance& codec_;
+    int node_;
+    uint64_t run_id_;
+    int64_t committed_step_;
+    ElasticOptions options_;
+    Epoch last_;
+    std::vector<float> work_;
+    std::mutex links_mutex_;  // the membership's abort handler runs on another thread
+    RingConnections connections_;
+    std::unique_ptr<Link> next_, previous_;
+    std::vector<Member> ring_;  // members the connections were made for
+};
+
+}  // namespace pangea

@@ -1,0 +1,66 @@
+#include "mesh/peers.hpp"
+
+#include "common/log.hpp"
+
+namespace pangea {
+
+PeerAcceptor::PeerAcceptor(const PluginInstance& transport, const OwnedListener& listener, int node, uint64_t run_id,
+                           Handler on_recovery)
+    : transport_(transport), listener_(listener), on_recovery_(std::move(on_recovery)) {
+    self_.struct_size = sizeof self_;
+    self_.node_id = static_cast<uint32_t>(node);
+    self_.run_id = run_id;
+    thread_ = std::thread([this] { run(); });
+}
+
+PeerAcceptor::~PeerAcceptor() {
+    {
+        std::lock_guard lock(mutex_);
+        stop_ = true;
+    }
+    thread_.join();
+    for (auto& handler : handlers_) handler.join();
+}
+
+void PeerAcceptor::run() {
+    const auto& vt = transport_.vtable<pangea_transport_vtable>();
+    while (true) {
+        {
+            std::lock_guard lock(mutex_);
+            if (stop_) return;
+        }
+        pangea_connection* handle = nullptr;
+        pangea_hello peer{};
+        const pangea_status status = vt.accept(transport_.handle(), listener_.handle(), &self_, 200, &peer, &handle);
+        if (status == PANGEA_ERR_TIMEOUT) continue;
+        if (status != PANGEA_OK) {
+            // A stranger or a broken handshake: the plugin said why; keep listening.
+            log(PANGEA_LOG_WARN, "mesh", transport_.describe_failure("accept", status));
+            continue;
+        }
+        OwnedConnection connection(&transport_, handle);
+        std::lock_guard lock(mutex_);
+        if (peer.channel == kRecoveryChannel) {
+            handlers_.emplace_back([this, peer, c = std::move(connection)]() mutable { on_recovery_(std::move(c), peer); });
+        } else {
+            waiting_[{static_cast<int>(peer.node_id), peer.channel}] = std::move(connection);
+            arrived_.notify_all();
+        }
+    }
+}
+
+OwnedConnection PeerAcceptor::take(int peer, uint32_t channel, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    const auto key = std::make_pair(peer, channel);
+    if (!arrived_.wait_for(lock, timeout, [&] { return waiting_.count(key) > 0; }))
+        throw MeshError("node " + std::to_string(self_.node_id) + " waited " + std::to_string(timeout.count()) +
+                        " ms for node " + std::to_string(peer) + " to connect");
+    OwnedConnection connection = std::move(waiting_.at(key));
+    waiting_.erase(key);
+    // Connections of epochs that are over will never be taken.
+    for (auto it = waiting_.begin(); it != waiting_.end();)
+        it = it->first.second < channel && it->first.second >= ring_channel(0) ? waiting_.erase(it) : std::next(it);
+    return connection;
+}
+
+}  // namespace pangea

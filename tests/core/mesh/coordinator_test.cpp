@@ -1,0 +1,213 @@
+// The coordinator's decisions, driven message by message with a fake clock: epochs, commits,
+// retries when a member is lost, joiners, stale nodes, and carrying on after a restart.
+#include <gtest/gtest.h>
+
+#include "common/json.hpp"
+#include "mesh/coordinator.hpp"
+
+namespace pangea {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Sends = std::vector<CoordinatorState::Send>;
+
+class Coordinator : public ::testing::Test {
+protected:
+    Clock::time_point now = Clock::time_point() + std::chrono::hours(1);
+    std::optional<CoordinatorState> state;
+    std::map<int, std::vector<std::map<std::string, std::string>>> inbox;  // connection -> messages
+    std::set<int> closed;
+
+    void start(int min_members = 1) {
+        state.emplace(CoordinatorOptions{"00000000000000ab", std::chrono::milliseconds(3000), min_members}, now);
+    }
+    void deliver(const Sends& sends) {
+        for (const auto& s : sends) {
+            if (!s.message.empty()) inbox[s.connection].push_back(*parse_flat_json(s.message));
+            if (s.close) closed.insert(s.connection);
+        }
+    }
+    void message(int connection, const JsonObject& m) { deliver(state->on_message(connection, m.text(), now)); }
+    void tick(std::chrono::milliseconds advance = std::chrono::milliseconds(0)) {
+        now += advance;
+        deliver(state->on_tick(now));
+    }
+    // A node that has just started (connection = node + 1).
+    void hello(int node, bool has_state = false, int64_t step = 0, int64_t epoch = 0, const char* waiting = "",
+               int64_t pending = 0, bool ok = false, bool join = false) {
+        message(node + 1, JsonObject()
+                              .add("op", "hello")
+                              .add("protocol", 1)
+                              .add("run", "00000000000000ab")
+                              .add("node", node)
+                              .add("address", "10.0.0." + std::to_string(node) + ":1")
+                              .add("has_state", has_state)
+                              .add("step", step)
+                              .add("epoch", epoch)
+                              .add("waiting", waiting)
+                              .add("pending_epoch", pending)
+                              .add("ok", ok)
+                              .add("join", join));
+    }
+    void ready(int node, int64_t step) { message(node + 1, JsonObject().add("op", "ready").add("step", step)); }
+    void done(int node, int64_t epoch, bool ok) {
+        message(node + 1, JsonObject().add("op", "done").add("epoch", epoch).add("ok", ok));
+    }
+    // The last message node got, and whether there is one with that op.
+    std::map<std::string, std::string> last(int node) {
+        auto& messages = inbox[node + 1];
+        return messages.empty() ? std::map<std::string, std::string>{} : messages.back();
+    }
+    std::string last_op(int node) { return last(node)["op"]; }
+
+    // Starts `n` fresh nodes and commits outer step 1 with all of them.
+    void run_first_step(int n) {
+        start();
+        for (int i = 0; i < n; ++i) hello(i);
+        tick(std::chrono::milliseconds(3001));
+        for (int i = 0; i < n; ++i) ready(i, 1);
+        for (int i = 0; i < n; ++i) done(i, 1, true);
+        for (int i = 0; i < n; ++i) ASSERT_EQ(last_op(i), "commit");
+    }
+};
+
+TEST_F(Coordinator, RegistrationsAreHeldForOneTimeoutThenWelcomed) {
+    start();
+    hello(0);
+    EXPECT_TRUE(inbox[1].empty());
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(last_op(0), "welcome");
+    EXPECT_EQ(last(0)["role"], "member");
+}
+
+TEST_F(Coordinator, AnEpochNeedsEveryMemberReadyAndCommitsWhenAllSucceed) {
+    start();
+    hello(0), hello(1), hello(2);
+    tick(std::chrono::milliseconds(3001));
+    ready(0, 1), ready(1, 1);
+    EXPECT_EQ(last_op(0), "welcome") << "no epoch while node 2 still trains";
+    ready(2, 1);
+    EXPECT_EQ(last_op(0), "epoch");
+    EXPECT_EQ(last(0)["members"], "0=10.0.0.0:1;1=10.0.0.1:1;2=10.0.0.2:1");
+    done(0, 1, true), done(1, 1, true);
+    EXPECT_EQ(last_op(0), "epoch") << "no commit before every member reported";
+    done(2, 1, true);
+    EXPECT_EQ(last_op(0), "commit");
+    EXPECT_EQ(last(2)["step"], "1");
+    EXPECT_EQ(state->committed_step(), 1);
+}
+
+TEST_F(Coordinator, AMemberLostMidEpochMakesTheSurvivorsRetryWithoutIt) {
+    run_first_step(3);
+    ready(0, 2), ready(1, 2), ready(2, 2);
+    done(0, 2, true);  // node 0 finished before node 2 died: it must not apply alone
+    deliver(state->on_closed(3, now));  // node 2's process ended
+    EXPECT_EQ(last_op(0), "retry");
+    EXPECT_EQ(last_op(1), "retry");
+    ready(0, 2), ready(1, 2);
+    EXPECT_EQ(last_op(0), "epoch");
+    EXPECT_EQ(last(0)["members"], "0=10.0.0.0:1;1=10.0.0.1:1");
+    done(0, 3, true), done(1, 3, true);
+    EXPECT_EQ(last_op(1), "commit");
+    EXPECT_EQ(state->committed_step(), 2);
+}
+
+TEST_F(Coordinator, AFailedReportRetriesEveryone) {
+    run_first_step(2);
+    ready(0, 2), ready(1, 2);
+    done(1, 2, false);
+    EXPECT_EQ(last_op(0), "retry");
+    EXPECT_EQ(last_op(1), "retry");
+    done(0, 2, true);  // late, for an epoch that is over: answered with a retry, never a commit
+    EXPECT_EQ(last_op(0), "retry");
+    EXPECT_EQ(state->committed_step(), 1);
+}
+
+TEST_F(Coordinator, ASilentNodeIsDroppedAfterTheTimeoutAndFoundStaleWhenItReturns) {
+    run_first_step(3);
+    ready(0, 2), ready(1, 2);
+    tick(std::chrono::milliseconds(2000));
+    message(1, JsonObject().add("op", "beat"));
+    message(2, JsonObject().add("op", "beat"));
+    tick(std::chrono::milliseconds(1500));  // node 2 has been silent 3.5 s
+    EXPECT_TRUE(closed.count(3));
+    EXPECT_EQ(last_op(0), "epoch");
+    EXPECT_EQ(last(0)["members"], "0=10.0.0.0:1;1=10.0.0.1:1");
+    done(0, 2, true), done(1, 2, true);
+    // SIGCONT: node 2 reconnects holding step 1, the run is at step 2.
+    hello(2, true, 1, 1);
+    EXPECT_EQ(last_op(2), "welcome");
+    EXPECT_EQ(last(2)["role"], "recover");
+    EXPECT_EQ(last(2)["members"], "0=10.0.0.0:1;1=10.0.0.1:1");
+}
+
+TEST_F(Coordinator, AJoinerIsAdmittedAtTheNextStepOnly) {
+    run_first_step(2);
+    hello(4, false, 0, 0, "", 0, false, true);
+    EXPECT_EQ(last(4)["role"], "recover");
+    ready(0, 2), ready(1, 2);
+    done(0, 2, true), done(1, 2, true);
+    EXPECT_EQ(last(0)["joiners"], "1") << "members keep a snapshot while someone recovers";
+    // The joiner fetched the state of step 1, but the run is at step 2 now.
+    message(5, JsonObject().add("op", "admit").add("step", 2));
+    EXPECT_EQ(last_op(4), "stale");
+    EXPECT_EQ(last(4)["step"], "2");
+    message(5, JsonObject().add("op", "admit").add("step", 3));
+    EXPECT_EQ(last_op(4), "admitted");
+    ready(0, 3), ready(1, 3);
+    EXPECT_EQ(last_op(0), "commit") << "the epoch waits for the admitted joiner";
+    ready(4, 3);
+    EXPECT_EQ(last(4)["members"], "0=10.0.0.0:1;1=10.0.0.1:1;4=10.0.0.4:1");
+}
+
+TEST_F(Coordinator, BelowMinMembersTheRunWaitsForJoiners) {
+    start(3);
+    hello(0), hello(1);
+    tick(std::chrono::milliseconds(3001));
+    ready(0, 1), ready(1, 1);
+    EXPECT_EQ(last_op(0), "waiting");
+    hello(2);
+    ready(2, 1);
+    EXPECT_EQ(last_op(0), "epoch");
+}
+
+TEST_F(Coordinator, ARestartedCoordinatorCarriesOnFromWhatTheNodesHold) {
+    // The old coordinator committed epoch 7 (step 5) and told node 0 only, then died; node 1
+    // still waits for the outcome and node 2 was training.
+    start();
+    hello(0, true, 5, 7, "ready");
+    hello(1, true, 4, 6, "done", 7, true);
+    hello(2, true, 5, 7);
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(state->committed_step(), 5);
+    EXPECT_EQ(inbox[2].front()["op"], "commit") << "node 1 learns the commit it missed";
+    EXPECT_EQ(inbox[2].front()["epoch"], "7");
+    for (int node : {0, 1, 2}) EXPECT_EQ(last(node)["role"], "member");
+    ready(1, 6), ready(2, 6);
+    EXPECT_EQ(last_op(0), "epoch");
+    EXPECT_EQ(last(0)["epoch"], "8") << "epoch ids go on from the highest the nodes saw";
+}
+
+TEST_F(Coordinator, AnEpochLostWithTheOldCoordinatorIsRetried) {
+    start();
+    hello(0, true, 4, 6, "done", 7, true);
+    hello(1, true, 4, 6, "epoch", 7);
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(inbox[1].front()["op"], "retry");
+    EXPECT_EQ(inbox[2].front()["op"], "retry");
+    EXPECT_EQ(state->committed_step(), 4);
+}
+
+TEST_F(Coordinator, StrangersAndOtherRunsAreRefused) {
+    start();
+    message(9, JsonObject().add("op", "hello").add("protocol", 1).add("run", "ffff").add("node", 0).add("address", "x:1"));
+    EXPECT_EQ(inbox[9].back()["op"], "refused");
+    EXPECT_TRUE(closed.count(9));
+    deliver(state->on_message(8, "GET / HTTP/1.1", now));
+    EXPECT_TRUE(closed.count(8));
+    message(7, JsonObject().add("op", "ready").add("step", 1));
+    EXPECT_EQ(inbox[7].back()["op"], "refused");
+}
+
+}  // namespace
+}  // namespace pangea

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Fault injection with real processes and real signals over emulated links (bench/wan.sh:
+# network namespaces, 16 Mbit/s each way), builtin coordinator. One run goes through:
+#   1. a node SIGKILLed in the middle of an all-reduce: the others retry that step without it
+#   2. a node started mid-run with --join: it recovers the state live and agrees with the others
+#   3. a node SIGSTOPped past the timeout, then SIGCONTed: it is dropped, notices, and recovers
+#   4. the recovery source SIGKILLed halfway: the joiner completes from another member
+#   5. the coordinator SIGKILLed and restarted: training goes on
+# and after every outer step all members hold bit-identical parameters. Every wait is bounded
+# and prints who was waiting on what. Needs root (network namespaces); skipped otherwise.
+#   faults_test.sh <pangea binary> <source root>
+set -uo pipefail
+pangea=$1 root=$2
+if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! ip netns list >/dev/null 2>&1; then
+    echo "skipped: needs root and iproute2 for network namespaces"
+    exit 77
+fi
+source "$root/tests/lib/expect.sh"
+work=$(mktemp -d)
+cleanup() {
+    pkill -9 -f -- "$work" 2>/dev/null
+    "$root/bench/wan.sh" down 6 >/dev/null 2>&1
+    rm -rf "$work"
+}
+trap cleanup EXIT
+"$root/bench/wan.sh" up 6 --rate 16mbit >/dev/null || { echo "FAIL: bench/wan.sh up 6"; exit 1; }
+
+cat >"$work/run.toml" <<'TOML'
+[run]
+seed = 5
+[model]
+preset = "tiny"
+layers = 2
+[data]
+seq_len = 32
+eval_sequences = 8
+[train]
+lr = 0.003
+micro_batch = 4
+warmup_steps = 5
+threads = 1
+eval_interval = 0
+[diloco]
+inner_steps = 2
+outer_steps = 40
+[mesh]
+nodes = 5
+heartbeat_ms = 500
+timeout_ms = 2000
+min_members = 2
+[compress]
+plugin = "none"
+TOML
+
+declare -A pids
+coordinator_address=10.77.0.6:7070
+start_coordinator() {
+    ip netns exec pangea-n6 "$pangea" coordinator "$work/run.toml" --run-id 99 --listen "$coordinator_address" \
+        >>"$work/coordinator.log" 2>&1 &
+    coordinator=$!
+}
+start_node() {  # node id, extra arguments
+    local i=$1; shift
+    ip netns exec "pangea-n$((i + 1))" "$pangea" run "$work/run.toml" --node-id "$i" --run-id 99 \
+        --set run.dir="$work/run" --set mesh.address="10.77.0.$((i + 1)):0" \
+        --set mesh.coordinator="$coordinator_address" "$@" >>"$work/node-$i.log" 2>&1 &
+    pids[$i]=$!
+}
+diagnose() {
+    echo "    coordinator: $(tail -3 "$work/coordinator.log" | tr '\n' '|')"
+    for log in "$work"/node-*.log; do echo "    $(basename "$log"): $(tail -2 "$log" | tr '\n' '|')"; done
+}
+# wait_until <seconds> <what> -- command: polls every 50 ms; on timeout says who waited on what.
+wait_until() {
+    local seconds=$1 what=$2; shift 3
+    local deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS > deadline)); then
+            echo "FAIL: waited ${seconds} s for: $what"
+            diagnose
+            expect_failures=$((expect_failures + 1))
+            return 1
+        fi
+        sleep 0.05
+    done
+    echo "ok: $what"
+    expect_passes=$((expect_passes + 1))
+}
+committed() { grep -q "\"outer_step\":$2," "$work/run/metrics/node-$1.jsonl"; }
+last_step() { tail -1 "$work/run/metrics/node-$1.jsonl" 2>/dev/null | grep -o '"outer_step":[0-9]*' | cut -d: -f2; }
+
+start_coordinator
+for i in 0 1 2 3; do start_node "$i"; done
+wait_until 120 "four nodes commit outer step 2" -- committed 0 2
+
+# 1. SIGKILL node 3 as soon as the coordinator starts an epoch with it: the all-reduce of 1.8 MB
+#    takes over a second on these links, so node 3 dies in the middle of it.
+epochs=$(grep -c "\[coordinator\] epoch" "$work/coordinator.log")
+wait_until 60 "a new epoch with all four nodes starts" -- \
+    bash -c "[[ \$(grep -c '\[coordinator\] epoch' '$work/coordinator.log') -gt $epochs ]]"
+kill -9 "${pids[3]}"
+wait_until 30 "the epoch node 3 died in is retried without it" -- \
+    grep -q "is retried: node 3 dropped" "$work/coordinator.log"
+step=$(last_step 0)
+wait_until 60 "the survivors commit the next outer step with three members" -- \
+    bash -c "tail -1 '$work/run/metrics/node-0.jsonl' | grep -q '\"members\":3' && [[ \$(tail -1 '$work/run/metrics/node-0.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $step ]]"
+
+# 2. A node joins mid-run and recovers live.
+start_node 4 --join
+wait_until 120 "node 4 recovers the state live" -- grep -q "recovered the state of outer step" "$work/node-4.log"
+wait_until 60 "node 4 takes part in an outer step" -- grep -q '"members":4' "$work/run/metrics/node-4.jsonl"
+
+# 3. SIGSTOP node 2 past the timeout, then SIGCONT.
+kill -STOP "${pids[2]}"
+wait_until 30 "the coordinator drops the stopped node" -- grep -q "dropped node 2: no heartbeat" "$work/coordinator.log"
+sleep 1
+kill -CONT "${pids[2]}"
+wait_until 120 "node 2 notices it is stale and recovers" -- \
+    bash -c "grep -q 'was dropped from the run' '$work/node-2.log' && grep -q 'recovered the state' '$work/node-2.log'"
+
+# 4. Node 3 comes back; its recovery source (node 0, the first member) is killed halfway.
+start_node 3 --join
+wait_until 120 "node 0 starts serving the state to node 3" -- grep -q "serving the state of step .* to node 3" "$work/node-0.log"
+sleep 1
+kill -9 "${pids[0]}"
+wait_until 120 "node 3 completes the recovery from another member" -- \
+    bash -c "grep -q 'fetching the state from node 0 failed' '$work/node-3.log' && grep -q 'recovered the state of outer step .* from node 0, ' '$work/node-3.log'"
+
+# 5. Kill the coordinator and start it again at the same address.
+step=$(last_step 1)
+kill -9 "$coordinator"
+sleep 1
+start_coordinator
+wait_until 60 "the restarted coordinator carries on" -- grep -q "carrying on the run at step" "$work/coordinator.log"
+wait_until 60 "training goes on after the restart" -- bash -c "[[ \$(tail -1 '$work/run/metrics/node-1.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $((step + 1)) ]]"
+
+# The end: nodes 1-4 finish; every outer step's parameters agree across the nodes that ran it.
+for i in 1 2 3 4; do
+    wait_until 300 "node $i finishes" -- bash -c "! kill -0 ${pids[$i]}"
+    wait "${pids[$i]}"; code=$?
+    expect "node $i exits 0" 0 "" -- test "$code" -eq 0
+done
+expect "the finished nodes hold bit-identical parameters" 0 "" -- \
+    test "$(grep -ho '"params_hash":"[0-9a-f]*"' "$work"/run/summary/node-{1,2,3,4}.json | sort -u | wc -l)" -eq 1
+expect "after every outer step, every node that committed it holds the same parameters" 0 "" -- \
+    test "$(grep -ho '"outer_step":[0-9]*,.*"params_hash":"[0-9a-f]*"' "$work"/run/metrics/node-*.jsonl |
+            sed -E 's/"outer_step":([0-9]+),.*"params_hash":"([0-9a-f]+)"/\1 \2/' | sort -u | cut -d' ' -f1 | uniq -d | wc -l)" -eq 0
+expect_summary || { diagnose; exit 1; }
