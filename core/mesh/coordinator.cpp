@@ -323,9 +323,14 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection,
     } else if (op == "admit") {
         const int64_t step = integer(*fields, "step");
         if (node.status == Status::kJoiner && step == committed_step_ + 1 && !active_) {
+            // From now on the epoch of `step` waits for it: the run cannot move past the state
+            // it is fetching.
             node.status = Status::kMember;
             send(id, JsonObject().add("op", "admitted").add("step", step).text());
-            note(PANGEA_LOG_INFO, "node " + std::to_string(id) + " recovered and joins at step " + std::to_string(step));
+            note(PANGEA_LOG_INFO, "node " + std::to_string(id) + " takes part from step " + std::to_string(step) +
+                                      " (recovering the state of step " + std::to_string(committed_step_) + ")");
+        } else if (node.status == Status::kMember && step == committed_step_ + 1) {
+            send(id, JsonObject().add("op", "admitted").add("step", step).text());
         } else {
             stale(id);
         }

@@ -210,14 +210,34 @@ bool CoordinatorClient::done(const Epoch& epoch, bool ok) {
     return true;
 }
 
+void CoordinatorClient::forget_staleness() {
+    std::erase_if(inbox_, [](const Message& m) {
+        const std::string op = field(m, "op");
+        return op == "stale" || op == "welcome";
+    });
+}
+
+void CoordinatorClient::reserve(int64_t step) {
+    {
+        std::lock_guard lock(mutex_);
+        reserved_ = step;
+        forget_staleness();
+    }
+    send(JsonObject().add("op", "admit").add("step", step).text());
+}
+
 void CoordinatorClient::admit(int64_t step) {
+    bool asked = false;
     {
         std::lock_guard lock(mutex_);
         has_state_ = true;  // should the coordinator restart meanwhile, it sees what we hold
         step_ = step - 1;
         waiting_.clear();
+        asked = reserved_ == step;
+        reserved_ = 0;
+        if (!asked) forget_staleness();
     }
-    send(JsonObject().add("op", "admit").add("step", step).text());
+    if (!asked) send(JsonObject().add("op", "admit").add("step", step).text());
     wait_for({"admitted", "welcome"}, [](const Message&) { return true; });
 }
 

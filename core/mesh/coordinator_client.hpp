@@ -35,6 +35,7 @@ public:
     JoinResult join() override;
     Epoch ready(int64_t step) override;
     bool done(const Epoch& epoch, bool ok) override;
+    void reserve(int64_t step) override;
     void admit(int64_t step) override;
     int joiners() const override { return joiners_; }
     void on_abort(std::function<void(uint64_t epoch)> handler) override;
@@ -46,6 +47,9 @@ private:
     void run_heartbeats();
     std::string hello() const;  // under mutex_
     bool send(const std::string& message);
+    // Drops "you are stale" news that came before a request for admission: the answer to that
+    // request is what counts. Under mutex_.
+    void forget_staleness();
     // Waits for a message whose op is one of `ops` (and that `accept` takes); throws StaleNode
     // on "stale" and MeshError when the coordinator refused us or stayed away.
     Message wait_for(std::initializer_list<const char*> ops, const std::function<bool(const Message&)>& accept);
@@ -64,6 +68,7 @@ private:
     std::string waiting_;  // "", "ready", "epoch" (all-reducing), "done" (reported)
     uint64_t pending_epoch_ = 0;
     bool pending_ok_ = false;
+    int64_t reserved_ = 0;  // the step reserve() asked for
     std::atomic<int> joiners_ = 0;
     std::atomic<bool> stop_ = false;
     std::thread reader_, heartbeats_;

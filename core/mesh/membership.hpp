@@ -67,8 +67,13 @@ public:
     // succeeded), false when the step must be retried. Throws StaleNode.
     virtual bool done(const Epoch& epoch, bool ok) = 0;
 
-    // After live recovery of the state after outer step `step - 1`: asks to take part in outer
-    // step `step`. Throws StaleNode when the run has moved on (fetch again).
+    // Live recovery of the state after outer step `step - 1` has begun: asks to take part in
+    // outer step `step`. Granted, the members wait for this node at the end of that step, so
+    // that the run cannot move on while the state is on the wire (however long that takes).
+    // Returns at once; admit() collects the answer.
+    virtual void reserve(int64_t step) = 0;
+    // After the recovery: waits until this node takes part in outer step `step` (asking, if
+    // reserve() did not). Throws StaleNode when the run has moved on (fetch again).
     virtual void admit(int64_t step) = 0;
 
     // Nodes waiting to recover at the last commit: members keep a state snapshot for them.

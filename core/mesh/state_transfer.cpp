@@ -168,7 +168,7 @@ void StateServer::serve(const PluginInstance& transport, OwnedConnection connect
 
 StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Member>& sources, int node,
                           uint64_t run_id, int64_t min_step, std::chrono::milliseconds timeout,
-                          FetchReport* report) {
+                          FetchReport* report, const std::function<void(int64_t step)>& on_step) {
     if (sources.empty()) throw MeshError("node " + std::to_string(node) + " must recover its state but the run has no other member");
     const auto start = std::chrono::steady_clock::now();
     const auto deadline = start + timeout;
@@ -252,6 +252,7 @@ StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Mem
                 }
                 step = offered_step;
                 table = offered;
+                if (on_step) on_step(step);
                 for (const Entry& e : table) {
                     data.emplace_back(e.size);
                     received.push_back(0);

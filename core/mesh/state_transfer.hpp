@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -57,9 +58,10 @@ struct FetchReport {
 };
 
 // Fetches a snapshot of step >= min_step from `sources`, moving to the next one on failure,
-// until `timeout`. Throws MeshError saying which sources failed and why.
+// until `timeout`. `on_step` is called when a source offers a snapshot, with its step, before
+// the bytes come. Throws MeshError saying which sources failed and why.
 StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Member>& sources, int node,
                           uint64_t run_id, int64_t min_step, std::chrono::milliseconds timeout,
-                          FetchReport* report);
+                          FetchReport* report, const std::function<void(int64_t step)>& on_step = {});
 
 }  // namespace pangea

@@ -238,7 +238,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             FetchReport report;
             const StateSnapshot snapshot =
                 fetch_state(transport, sources, node, run_id, run_step,
-                            std::chrono::milliseconds(m.get_int("mesh", "recovery_timeout_ms")), &report);
+                            std::chrono::milliseconds(m.get_int("mesh", "recovery_timeout_ms")), &report,
+                            [&](int64_t step) { membership->reserve(step + 1); });
             const std::vector<uint8_t>& synced = snapshot.at("params").bytes;
             if (synced.size() != params.size() * sizeof(float))
                 throw std::runtime_error(tag + ": the recovered parameters are " + std::to_string(synced.size()) +

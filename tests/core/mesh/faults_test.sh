@@ -20,7 +20,7 @@ work=$(mktemp -d)
 cleanup() {
     pkill -9 -f -- "$work" 2>/dev/null
     "$root/bench/wan.sh" down 6 >/dev/null 2>&1
-    rm -rf "$work"
+    [[ -n ${KEEP:-} ]] && echo "kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 "$root/bench/wan.sh" up 6 --rate 16mbit >/dev/null || { echo "FAIL: bench/wan.sh up 6"; exit 1; }
