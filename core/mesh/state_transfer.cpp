@@ -193,6 +193,7 @@ StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Mem
         running_crc.clear();
     };
     std::string failures;
+    auto transfer_start = start;
     for (size_t attempt = 0;; ++attempt) {
         if (std::chrono::steady_clock::now() > deadline)
             throw MeshError("node " + std::to_string(node) + " could not fetch the state of step >= " +
@@ -252,6 +253,7 @@ StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Mem
                 }
                 step = offered_step;
                 table = offered;
+                transfer_start = std::chrono::steady_clock::now();
                 if (on_step) on_step(step);
                 for (const Entry& e : table) {
                     data.emplace_back(e.size);
@@ -288,7 +290,9 @@ StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Mem
             StateSnapshot snapshot;
             snapshot.step = step;
             for (size_t i = 0; i < table.size(); ++i) snapshot.sections.push_back({table[i].name, std::move(data[i]), table[i].shared});
-            report->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            const auto end = std::chrono::steady_clock::now();
+            report->seconds = std::chrono::duration<double>(end - transfer_start).count();
+            report->waited_seconds = std::chrono::duration<double>(transfer_start - start).count();
             return snapshot;
         } catch (const MeshError& e) {
             failures += "\n  node " + std::to_string(source.node) + " (" + source.address + "): " + e.what();

@@ -53,7 +53,8 @@ private:
 
 struct FetchReport {
     uint64_t bytes = 0;        // payload received, including what a failed source sent
-    double seconds = 0;
+    double seconds = 0;        // from the first byte offered to the last received
+    double waited_seconds = 0;  // before that: for a member to have a snapshot new enough
     std::vector<int> sources;  // members the bytes came from, in order
 };
 

@@ -251,9 +251,11 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             std::string from;
             for (int source : report.sources) from += (from.empty() ? "" : ", ") + std::to_string(source);
             char line[256];
-            std::snprintf(line, sizeof line, "%s: recovered the state of outer step %lld from node %s: %.1f MiB in %.2f s (%.1f MB/s)",
+            std::snprintf(line, sizeof line,
+                          "%s: recovered the state of outer step %lld from node %s: %.1f MiB in %.2f s (%.2f MB/s), "
+                          "after %.1f s waiting for a snapshot",
                           tag.c_str(), static_cast<long long>(snapshot.step), from.c_str(), report.bytes / 1048576.0,
-                          report.seconds, report.bytes / 1e6 / std::max(report.seconds, 1e-9));
+                          report.seconds, report.bytes / 1e6 / std::max(report.seconds, 1e-9), report.waited_seconds);
             info(line);
             try {
                 membership->admit(snapshot.step + 1);
