@@ -10,6 +10,7 @@
 #include "data/prepare.hpp"
 #include "data/token_shard.hpp"
 #include "manifest/manifest.hpp"
+#include "mesh/auth.hpp"
 #include "mesh/coordinator.hpp"
 #include "train/launch.hpp"
 #include "train/model_shape.hpp"
@@ -134,6 +135,10 @@ int coordinator(const CoordinatorCommand& command) {
     options.run = run_id_text(run_id_of(manifest, command.run_id));
     options.timeout = std::chrono::milliseconds(manifest.get_int("mesh", "timeout_ms"));
     options.min_members = static_cast<int>(manifest.get_int("mesh", "min_members"));
+    options.secret = load_run_secret(manifest);
+    if (options.secret.empty())
+        log(PANGEA_LOG_WARN, "coordinator", "the run has no secret ([mesh] secret_file or secret_env): any node that "
+                                            "can reach this coordinator may join");
     return run_coordinator(command.listen, options, command.address_file);
 }
 

@@ -143,17 +143,21 @@ LineSocket::Received LineSocket::receive(std::string* message, int timeout_ms) {
 
 bool LineSocket::receive_available(std::vector<std::string>* out) {
     char chunk[4096];
-    while (true) {
+    bool open = true;
+    while (open) {
         const ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, MSG_DONTWAIT);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        if (n <= 0) return false;
+        if (n <= 0) {
+            open = false;  // what came before the close still counts
+            break;
+        }
         buffer_.append(chunk, static_cast<size_t>(n));
         if (buffer_.size() > kMaxMessage) return false;
     }
     std::string message;
     while (take_message(&message)) out->push_back(std::move(message));
-    return true;
+    return open;
 }
 
 void LineSocket::shutdown() { ::shutdown(fd_.get(), SHUT_RDWR); }

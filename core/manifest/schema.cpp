@@ -75,6 +75,8 @@ constexpr pangea_setting kMesh[] = {
     integer("nodes", "4", "node ids in the run (0 .. nodes-1), each reading its own part of the data", 1, 4096),
     text("backend", "builtin", "membership store", "builtin|etcd"),
     text("coordinator", "", "host:port of the builtin coordinator (pangea launch starts one and sets it)"),
+    text("secret_file", "", "file holding the run's shared secret (nodes and coordinator prove they know it)"),
+    text("secret_env", "", "environment variable holding the run's shared secret, when secret_file is not set"),
     text("address", "127.0.0.1:0", "address this node listens on (port 0: any)"),
     integer("heartbeat_ms", "1000", "interval between heartbeats", 10, 600000),
     integer("timeout_ms", "3000", "silence after which a peer is declared dead", 50, 3600000),

@@ -10,6 +10,7 @@
 #include "common/json.hpp"
 #include "common/log.hpp"
 #include "common/socket.hpp"
+#include "mesh/auth.hpp"
 
 namespace pangea {
 namespace {
@@ -168,6 +169,9 @@ void CoordinatorState::welcome(int connection, const std::map<std::string, std::
                                     .add("role", member ? "member" : "recover")
                                     .add("step", committed_step_)
                                     .add("members", encode_members(sources))
+                                    .add("proof", options_.secret.empty()
+                                                      ? std::string()
+                                                      : coordinator_reply_proof(options_.secret, text(hello, "nonce")))
                                     .text()});
     note(PANGEA_LOG_INFO, "node " + std::to_string(id) + " at " + node.address +
                               (member ? " is a member" : " must recover its state from a peer") + "; " + describe());
@@ -260,6 +264,20 @@ void CoordinatorState::resolve(bool commit, const std::string& why) {
     maybe_decide();
 }
 
+std::vector<CoordinatorState::Send> CoordinatorState::on_connected(int connection) {
+    const std::string nonce = random_nonce();
+    challenges_[connection] = nonce;
+    return {{connection, JsonObject().add("op", "challenge").add("nonce", nonce).text()}};
+}
+
+std::string coordinator_proof(const std::string& secret, const std::string& nonce, const std::string& run, int64_t node) {
+    return hmac_sha256_hex(secret, "pangea-coordinator|" + nonce + "|" + run + "|" + std::to_string(node));
+}
+
+std::string coordinator_reply_proof(const std::string& secret, const std::string& node_nonce) {
+    return hmac_sha256_hex(secret, "pangea-coordinator-reply|" + node_nonce);
+}
+
 std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection, const std::string& message, Time now) {
     out_.clear();
     const auto fields = parse_flat_json(message);
@@ -273,6 +291,17 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection,
     }
     if (op == "hello") {
         std::string refusal;
+        const auto challenge = challenges_.find(connection);
+        if (!options_.secret.empty() &&
+            (challenge == challenges_.end() ||
+             !same_digest(text(*fields, "proof"), coordinator_proof(options_.secret, challenge->second, text(*fields, "run"),
+                                                                    integer(*fields, "node"))))) {
+            // Nothing about the run goes back: not its id, not why.
+            note(PANGEA_LOG_WARN, "refused a connection claiming to be node " + text(*fields, "node") +
+                                      ": authentication failed (it does not hold the run's secret)");
+            out_.push_back({connection, JsonObject().add("op", "refused").add("reason", "authentication failed").text(), true});
+            return std::move(out_);
+        }
         if (integer(*fields, "protocol") != kProtocol)
             refusal = "protocol " + text(*fields, "protocol") + " is not " + std::to_string(kProtocol);
         else if (text(*fields, "run") != options_.run)
@@ -342,6 +371,7 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection,
 
 std::vector<CoordinatorState::Send> CoordinatorState::on_closed(int connection, Time) {
     out_.clear();
+    challenges_.erase(connection);
     held_.erase(std::remove_if(held_.begin(), held_.end(), [&](const Hello& h) { return h.connection == connection; }),
                 held_.end());
     if (const int id = node_of(connection); id >= 0) drop(id, "its connection closed");
@@ -420,8 +450,11 @@ int run_coordinator(const std::string& listen_address, const CoordinatorOptions&
         }
         if (::poll(fds.data(), fds.size(), 100) < 0 && errno != EINTR) break;
         if (fds[0].revents & POLLIN) {
-            if (Fd fd = listener.accept(std::chrono::milliseconds(0)))
-                connections[next_connection++] = std::make_unique<LineSocket>(std::move(fd));
+            if (Fd fd = listener.accept(std::chrono::milliseconds(0))) {
+                const int id = next_connection++;
+                connections[id] = std::make_unique<LineSocket>(std::move(fd));
+                deliver(state.on_connected(id));
+            }
         }
         for (size_t i = 1; i < fds.size(); ++i) {
             if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;

@@ -23,9 +23,15 @@ struct CoordinatorOptions {
     std::string run;                            // run id (hex); nodes of another run are refused
     std::chrono::milliseconds timeout{3000};    // silence after which a node is dropped
     int min_members = 1;                        // fewest members an outer step may have
+    std::string secret;                         // empty: nodes are not asked to prove anything
 };
 
 std::string encode_members(const std::vector<Member>& members);  // "0=host:port;2=host:port"
+
+// What a node proves in its hello (over the coordinator's challenge), and what the coordinator
+// proves back in its welcome (over the node's nonce), both HMAC-SHA256 with the run's secret.
+std::string coordinator_proof(const std::string& secret, const std::string& nonce, const std::string& run, int64_t node);
+std::string coordinator_reply_proof(const std::string& secret, const std::string& node_nonce);
 std::vector<Member> decode_members(const std::string& text);    // throws MeshError on bad text
 
 // The coordinator's decisions, without sockets or clocks (time is passed in), so that tests can
@@ -41,6 +47,7 @@ public:
 
     CoordinatorState(CoordinatorOptions options, Time now);
 
+    std::vector<Send> on_connected(int connection);  // the challenge the node must answer
     std::vector<Send> on_message(int connection, const std::string& message, Time now);
     std::vector<Send> on_closed(int connection, Time now);
     std::vector<Send> on_tick(Time now);  // call every ~100 ms: timeouts, the end of the grace
@@ -80,6 +87,7 @@ private:
     Time grace_end_;
     bool collecting_ = true;  // within the first timeout after start: registrations are held
     std::vector<Hello> held_;
+    std::map<int, std::string> challenges_;  // connection -> nonce it was sent
     std::map<int, Node> nodes_;
     int64_t committed_step_ = 0;
     uint64_t committed_epoch_ = 0;

@@ -2,6 +2,7 @@
 
 #include "common/json.hpp"
 #include "common/log.hpp"
+#include "mesh/auth.hpp"
 #include "mesh/coordinator.hpp"
 
 namespace pangea {
@@ -37,7 +38,7 @@ CoordinatorClient::~CoordinatorClient() {
     if (heartbeats_.joinable()) heartbeats_.join();
 }
 
-std::string CoordinatorClient::hello() const {
+std::string CoordinatorClient::hello(const std::string& challenge) const {
     return JsonObject()
         .add("op", "hello")
         .add("protocol", 1)
@@ -51,6 +52,9 @@ std::string CoordinatorClient::hello() const {
         .add("pending_epoch", pending_epoch_)
         .add("ok", pending_ok_)
         .add("join", options_.join)
+        .add("nonce", nonce_)
+        .add("proof", options_.secret.empty() ? std::string()
+                                              : coordinator_proof(options_.secret, challenge, options_.run, options_.node))
         .text();
 }
 
@@ -80,9 +84,19 @@ void CoordinatorClient::run_connection() {
             std::this_thread::sleep_for(std::chrono::milliseconds(200));
             continue;
         }
+        std::string challenge_line;
+        const auto challenged = socket->receive(&challenge_line, 5000);
+        const auto challenge = parse_flat_json(challenge_line);
+        if (challenged != LineSocket::Received::kMessage || !challenge || field(*challenge, "op") != "challenge") {
+            note(PANGEA_LOG_WARN, "node " + std::to_string(options_.node) + ": " + options_.coordinator +
+                                      " did not greet as a pangea coordinator; retrying");
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+            continue;
+        }
         {
             std::lock_guard lock(mutex_);
-            if (!socket->send(hello())) continue;
+            nonce_ = random_nonce();
+            if (!socket->send(hello(field(*challenge, "nonce")))) continue;
             socket_ = std::move(socket);
         }
         if (warned) note(PANGEA_LOG_INFO, "node " + std::to_string(options_.node) + ": reconnected to the coordinator");
@@ -103,6 +117,13 @@ void CoordinatorClient::run_connection() {
                 return;
             }
             if (op == "waiting") note(PANGEA_LOG_WARN, field(*message, "reason"));
+            if (op == "welcome" && !options_.secret.empty() &&
+                !same_digest(field(*message, "proof"), coordinator_reply_proof(options_.secret, nonce_))) {
+                std::lock_guard lock(mutex_);
+                fatal_ = "the coordinator at " + options_.coordinator + " does not hold the run's secret";
+                changed_.notify_all();
+                return;
+            }
             std::function<void(uint64_t)> abort;
             uint64_t aborted_epoch = 0;
             {
@@ -247,10 +268,12 @@ void CoordinatorClient::on_abort(std::function<void(uint64_t epoch)> handler) {
 }
 
 void CoordinatorClient::leave() {
-    stop_ = true;  // first: the coordinator closing the connection must not look like a reason to reconnect
-    send(JsonObject().add("op", "leave").text());
     {
+        // Under the lock: the reader cannot drop the socket before the message is out, and stops
+        // before the coordinator's answering close could look like a reason to reconnect.
         std::lock_guard lock(mutex_);
+        if (socket_) socket_->send(JsonObject().add("op", "leave").text());
+        stop_ = true;
         if (socket_) socket_->shutdown();
     }
     changed_.notify_all();

@@ -25,6 +25,7 @@ struct CoordinatorClientOptions {
     std::chrono::milliseconds heartbeat{1000};
     std::chrono::milliseconds reconnect_for{60000};  // give up when the coordinator stays away this long
     bool join = false;  // a late joiner: recover from the members even if the run has not started
+    std::string secret;  // the run's shared secret (empty: none)
 };
 
 class CoordinatorClient : public Membership {
@@ -45,7 +46,7 @@ private:
     using Message = std::map<std::string, std::string>;
     void run_connection();   // the reader thread: connect, hello, receive, reconnect
     void run_heartbeats();
-    std::string hello() const;  // under mutex_
+    std::string hello(const std::string& challenge) const;  // under mutex_
     bool send(const std::string& message);
     // Drops "you are stale" news that came before a request for admission: the answer to that
     // request is what counts. Under mutex_.
@@ -70,6 +71,7 @@ private:
     bool pending_ok_ = false;
     int64_t reserved_ = 0;  // the step reserve() asked for
     std::atomic<int> joiners_ = 0;
+    std::string nonce_;  // what the coordinator must prove it can sign
     std::atomic<bool> stop_ = false;
     std::thread reader_, heartbeats_;
 };

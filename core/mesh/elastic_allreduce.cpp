@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "common/log.hpp"
+#include "mesh/auth.hpp"
 
 namespace pangea {
 
@@ -60,6 +61,7 @@ void ElasticAllReduce::connect(const Epoch& epoch) {
             vt.connect(transport_.handle(), next.address.c_str(), &self, 2000, &peer, &handle);
         if (status == PANGEA_OK) {
             connections.next = OwnedConnection(&transport_, handle);
+            authenticate_link(Link(transport_, handle), options_.secret, /*initiator=*/true);
             break;
         }
         if (std::chrono::steady_clock::now() > deadline)

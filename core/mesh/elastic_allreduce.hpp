@@ -21,6 +21,7 @@ struct ElasticOptions {
     RingOptions ring;
     std::chrono::milliseconds connect_timeout{10000};  // to reach a ring neighbour
     int max_attempts = 20;                             // of one outer step, before giving up
+    std::string secret;                                // the run's (mesh/auth.hpp); empty: none
 };
 
 class ElasticAllReduce {

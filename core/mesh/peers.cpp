@@ -1,12 +1,14 @@
 #include "mesh/peers.hpp"
 
+#include "collective/link.hpp"
 #include "common/log.hpp"
+#include "mesh/auth.hpp"
 
 namespace pangea {
 
 PeerAcceptor::PeerAcceptor(const PluginInstance& transport, const OwnedListener& listener, int node, uint64_t run_id,
-                           Handler on_recovery)
-    : transport_(transport), listener_(listener), on_recovery_(std::move(on_recovery)) {
+                           std::string secret, Handler on_recovery)
+    : transport_(transport), listener_(listener), secret_(std::move(secret)), on_recovery_(std::move(on_recovery)) {
     self_.struct_size = sizeof self_;
     self_.node_id = static_cast<uint32_t>(node);
     self_.run_id = run_id;
@@ -40,13 +42,22 @@ void PeerAcceptor::run() {
         }
         OwnedConnection connection(&transport_, handle);
         std::lock_guard lock(mutex_);
-        if (peer.channel == kRecoveryChannel) {
-            handlers_.emplace_back([this, peer, c = std::move(connection)]() mutable { on_recovery_(std::move(c), peer); });
-        } else {
-            waiting_[{static_cast<int>(peer.node_id), peer.channel}] = std::move(connection);
-            arrived_.notify_all();
-        }
+        handlers_.emplace_back([this, peer, c = std::move(connection)]() mutable { admit(std::move(c), peer); });
     }
+}
+
+void PeerAcceptor::admit(OwnedConnection connection, pangea_hello peer) {
+    try {
+        authenticate_link(Link(transport_, connection.handle()), secret_, /*initiator=*/false);
+    } catch (const MeshError& e) {
+        log(PANGEA_LOG_WARN, "mesh", "node " + std::to_string(self_.node_id) + " refused a connection claiming to be node " +
+                                         std::to_string(peer.node_id) + ": " + e.what());
+        return;
+    }
+    if (peer.channel == kRecoveryChannel) return on_recovery_(std::move(connection), peer);
+    std::lock_guard lock(mutex_);
+    waiting_[{static_cast<int>(peer.node_id), peer.channel}] = std::move(connection);
+    arrived_.notify_all();
 }
 
 OwnedConnection PeerAcceptor::take(int peer, uint32_t channel, std::chrono::milliseconds timeout) {

@@ -25,9 +25,10 @@ class PeerAcceptor {
 public:
     using Handler = std::function<void(OwnedConnection connection, const pangea_hello& peer)>;
 
-    // `on_recovery` serves a joiner's state request; it runs on its own thread per connection.
+    // Every connection must first prove it holds `secret` (mesh/auth.hpp; none when empty), on a
+    // thread of its own. `on_recovery` then serves a joiner's state request on that thread.
     PeerAcceptor(const PluginInstance& transport, const OwnedListener& listener, int node, uint64_t run_id,
-                 Handler on_recovery);
+                 std::string secret, Handler on_recovery);
     ~PeerAcceptor();  // stops accepting, waits for the handlers
     PeerAcceptor(const PeerAcceptor&) = delete;
     PeerAcceptor& operator=(const PeerAcceptor&) = delete;
@@ -37,10 +38,12 @@ public:
 
 private:
     void run();
+    void admit(OwnedConnection connection, pangea_hello peer);  // authenticates, then hands it on
 
     const PluginInstance& transport_;
     const OwnedListener& listener_;
     pangea_hello self_{};
+    std::string secret_;
     Handler on_recovery_;
     std::mutex mutex_;
     std::condition_variable arrived_;

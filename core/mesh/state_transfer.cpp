@@ -7,6 +7,7 @@
 #include "collective/link.hpp"
 #include "common/crc32.hpp"
 #include "common/log.hpp"
+#include "mesh/auth.hpp"
 
 namespace pangea {
 namespace {
@@ -167,8 +168,9 @@ void StateServer::serve(const PluginInstance& transport, OwnedConnection connect
 }
 
 StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Member>& sources, int node,
-                          uint64_t run_id, int64_t min_step, std::chrono::milliseconds timeout,
-                          FetchReport* report, const std::function<void(int64_t step)>& on_step) {
+                          uint64_t run_id, const std::string& secret, int64_t min_step,
+                          std::chrono::milliseconds timeout, FetchReport* report,
+                          const std::function<void(int64_t step)>& on_step) {
     if (sources.empty()) throw MeshError("node " + std::to_string(node) + " must recover its state but the run has no other member");
     const auto start = std::chrono::steady_clock::now();
     const auto deadline = start + timeout;
@@ -212,6 +214,7 @@ StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Mem
                 throw TransferError(transport.describe_failure("connect to " + source.address, status));
             OwnedConnection connection(&transport, handle);
             const Link link(transport, connection.handle());
+            authenticate_link(link, secret, /*initiator=*/true);
             std::vector<uint8_t> request(kRequestBytes);
             put(request, 0, kRequestMagic);
             put(request, 4, kVersion);

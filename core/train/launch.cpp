@@ -16,6 +16,7 @@
 
 #include "common/process.hpp"
 #include "manifest/manifest.hpp"
+#include "mesh/auth.hpp"
 #include "train/metrics.hpp"
 
 namespace fs = std::filesystem;
@@ -127,6 +128,13 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
             argv.insert(argv.begin(), {"/usr/bin/env", "ip", "netns", "exec", options.netns + std::to_string(i + 1)});
         return argv;
     };
+    // A run without a secret of its own gets a fresh one, passed down in the environment, so
+    // that nothing else on this machine can join it.
+    std::vector<std::string> settings = options.set_arguments;
+    if (manifest.get_string("mesh", "secret_file").empty() && manifest.get_string("mesh", "secret_env").empty()) {
+        ::setenv("PANGEA_LAUNCH_SECRET", random_nonce().c_str(), 1);
+        settings.push_back("mesh.secret_env=PANGEA_LAUNCH_SECRET");
+    }
     // The coordinator (several nodes, none named in the manifest): in node 0's network namespace
     // when there are namespaces, so that every node can reach it.
     std::optional<ChildProcess> coordinator;
@@ -137,7 +145,7 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
         std::vector<std::string> argv = {exe, "coordinator", options.manifest_path, "--run-id", std::to_string(run_id),
                                          "--listen", (options.host.empty() ? std::string("127.0.0.1") : host_of(0)) + ":0",
                                          "--address-file", address_file.string()};
-        for (const auto& set : options.set_arguments) argv.insert(argv.end(), {"--set", set});
+        for (const auto& set : settings) argv.insert(argv.end(), {"--set", set});
         coordinator.emplace(in_netns(argv, 0), (run_dir / "logs" / "coordinator.log").string());
         for (int i = 0; i < 200 && coordinator_address.empty(); ++i) {
             if (const auto code = coordinator->wait_for(std::chrono::milliseconds(50)))
@@ -152,7 +160,7 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
         std::vector<std::string> argv = {exe, "run", options.manifest_path, "--node-id", std::to_string(i),
                                          "--run-id", std::to_string(run_id), "--set",
                                          "mesh.nodes=" + std::to_string(nodes)};
-        for (const auto& set : options.set_arguments) argv.insert(argv.end(), {"--set", set});
+        for (const auto& set : settings) argv.insert(argv.end(), {"--set", set});
         if (!coordinator_address.empty()) argv.insert(argv.end(), {"--set", "mesh.coordinator=" + coordinator_address});
         if (!options.host.empty()) argv.insert(argv.end(), {"--set", "mesh.address=" + host_of(i) + ":0"});
         children.emplace_back(in_netns(argv, i), (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).string());

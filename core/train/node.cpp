@@ -11,6 +11,7 @@
 #include "data/sampler.hpp"
 #include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
+#include "mesh/auth.hpp"
 #include "mesh/coordinator_client.hpp"
 #include "mesh/elastic_allreduce.hpp"
 #include "mesh/peers.hpp"
@@ -153,6 +154,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     std::unique_ptr<ElasticAllReduce> elastic;
     JoinResult joined;
     uint64_t run_id = 0;
+    std::string secret;
     AverageFn average = [](std::span<float>) { return AllReduceResult{}; };  // one node: nothing to average
     if (nodes > 1) {
         if (m.get_string("mesh", "backend") != "builtin")
@@ -164,9 +166,13 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             throw std::runtime_error(tag + ": [mesh] coordinator is not set: start `pangea coordinator` and set "
                                            "mesh.coordinator to its host:port, or start the run with `pangea launch`");
         run_id = run_id_of(m, options.run_id);
+        secret = load_run_secret(m);
+        if (secret.empty())
+            log(PANGEA_LOG_WARN, "mesh", tag + ": the run has no secret ([mesh] secret_file or secret_env): anyone who can "
+                                               "reach the coordinator and the nodes can join it");
         listener = std::make_unique<OwnedListener>(transport, m.get_string("mesh", "address"));
         acceptor = std::make_unique<PeerAcceptor>(
-            transport, *listener, node, run_id,
+            transport, *listener, node, run_id, secret,
             [&](OwnedConnection connection, const pangea_hello& peer) { state_server.serve(transport, std::move(connection), peer); });
         CoordinatorClientOptions client;
         client.coordinator = coordinator;
@@ -176,9 +182,11 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         client.heartbeat = std::chrono::milliseconds(m.get_int("mesh", "heartbeat_ms"));
         client.reconnect_for = std::chrono::milliseconds(m.get_int("mesh", "coordinator_wait_ms"));
         client.join = options.join;
+        client.secret = secret;
         membership = std::make_unique<CoordinatorClient>(client);
         joined = membership->join();
         ElasticOptions elastic_options;
+        elastic_options.secret = secret;
         elastic_options.ring.stall_timeout_ms = static_cast<int>(std::max<int64_t>(30000, m.get_int("mesh", "timeout_ms")));
         elastic_options.connect_timeout = std::chrono::milliseconds(std::max<int64_t>(10000, m.get_int("mesh", "timeout_ms")));
         elastic = std::make_unique<ElasticAllReduce>(*membership, transport, *acceptor, codec, node, run_id, joined.step,
@@ -237,7 +245,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         while (true) {
             FetchReport report;
             const StateSnapshot snapshot =
-                fetch_state(transport, sources, node, run_id, run_step,
+                fetch_state(transport, sources, node, run_id, secret, run_step,
                             std::chrono::milliseconds(m.get_int("mesh", "recovery_timeout_ms")), &report,
                             [&](int64_t step) { membership->reserve(step + 1); });
             const std::vector<uint8_t>& synced = snapshot.at("params").bytes;

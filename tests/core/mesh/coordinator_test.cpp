@@ -209,5 +209,35 @@ TEST_F(Coordinator, StrangersAndOtherRunsAreRefused) {
     EXPECT_EQ(inbox[7].back()["op"], "refused");
 }
 
+TEST_F(Coordinator, WithASecretOnlyNodesThatProveItAreWelcomed) {
+    state.emplace(CoordinatorOptions{"00000000000000ab", std::chrono::milliseconds(3000), 1, "s3cret"}, now);
+    auto challenge = [&](int connection) {
+        deliver(state->on_connected(connection));
+        return inbox[connection].back()["nonce"];
+    };
+    auto hello_with = [&](int connection, const std::string& proof) {
+        message(connection, JsonObject()
+                                .add("op", "hello")
+                                .add("protocol", 1)
+                                .add("run", "00000000000000ab")
+                                .add("node", 0)
+                                .add("address", "10.0.0.1:1")
+                                .add("nonce", "abc")
+                                .add("proof", proof));
+    };
+    const std::string stranger_nonce = challenge(5);
+    hello_with(5, coordinator_proof("guess", stranger_nonce, "00000000000000ab", 0));
+    EXPECT_EQ(inbox[5].back()["op"], "refused");
+    EXPECT_EQ(inbox[5].back()["reason"], "authentication failed") << "a stranger learns nothing about the run";
+    EXPECT_TRUE(closed.count(5));
+    const std::string nonce = challenge(1);
+    EXPECT_EQ(nonce.size(), 32u);
+    EXPECT_NE(nonce, stranger_nonce);
+    hello_with(1, coordinator_proof("s3cret", nonce, "00000000000000ab", 0));
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(inbox[1].back()["op"], "welcome");
+    EXPECT_EQ(inbox[1].back()["proof"], coordinator_reply_proof("s3cret", "abc")) << "the coordinator proves itself too";
+}
+
 }  // namespace
 }  // namespace pangea

@@ -6,6 +6,7 @@
 #   3. a node SIGSTOPped past the timeout, then SIGCONTed: it is dropped, notices, and recovers
 #   4. the recovery source SIGKILLed halfway: the joiner completes from another member
 #   5. the coordinator SIGKILLed and restarted: training goes on
+#   6. a stranger without the run's secret tries to join as node 1: refused, the run unaffected
 # and after every outer step all members hold bit-identical parameters. Every wait is bounded
 # and prints who was waiting on what. Needs root (network namespaces); skipped otherwise.
 #   faults_test.sh <pangea binary> <source root>
@@ -48,10 +49,12 @@ nodes = 5
 heartbeat_ms = 500
 timeout_ms = 2000
 min_members = 2
+secret_env = "PANGEA_TEST_SECRET"
 [compress]
 plugin = "none"
 TOML
 
+export PANGEA_TEST_SECRET=faults-test-secret
 declare -A pids
 coordinator_address=10.77.0.6:7070
 start_coordinator() {
@@ -104,6 +107,16 @@ wait_until 30 "the epoch node 3 died in is retried without it" -- \
 step=$(last_step 0)
 wait_until 60 "the survivors commit the next outer step with three members" -- \
     bash -c "tail -1 '$work/run/metrics/node-0.jsonl' | grep -q '\"members\":3' && [[ \$(tail -1 '$work/run/metrics/node-0.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $step ]]"
+
+# 6. A stranger with the wrong secret claims to be node 1.
+step=$(last_step 0)
+expect "a node without the secret is refused" 1 "refused node 1: authentication failed" -- \
+    env PANGEA_TEST_SECRET=a-guess timeout 60 ip netns exec pangea-n5 "$pangea" run "$work/run.toml" --node-id 1 \
+    --run-id 99 --set run.dir="$work/stranger" --set mesh.address=10.77.0.5:0 --set mesh.coordinator="$coordinator_address"
+expect "the coordinator logs the refusal" 0 "refused a connection claiming to be node 1: authentication failed" -- \
+    cat "$work/coordinator.log"
+wait_until 60 "the run goes on with the same three members" -- \
+    bash -c "tail -1 '$work/run/metrics/node-1.jsonl' | grep -q '\"members\":3' && [[ \$(tail -1 '$work/run/metrics/node-1.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $step ]]"
 
 # 2. A node joins mid-run and recovers live.
 start_node 4 --join

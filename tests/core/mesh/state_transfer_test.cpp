@@ -31,10 +31,12 @@ std::shared_ptr<StateSnapshot> make_snapshot(int64_t step, uint8_t per_node) {
 
 // A member: its listener, acceptor and state server.
 struct Source {
+    explicit Source(std::string run_secret = "") : secret(std::move(run_secret)) {}
+    std::string secret;
     PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
     OwnedListener listener{transport, "127.0.0.1:0"};
     StateServer server;
-    PeerAcceptor acceptor{transport, listener, 1, kRun,
+    PeerAcceptor acceptor{transport, listener, 1, kRun, secret,
                           [this](OwnedConnection c, const pangea_hello& peer) { server.serve(transport, std::move(c), peer); }};
     ~Source() { server.stop(); }
 };
@@ -46,7 +48,7 @@ TEST(StateTransfer, AJoinerGetsEveryByteOfTheSnapshot) {
     const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
     FetchReport report;
     const StateSnapshot got =
-        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, 3, std::chrono::seconds(30), &report);
+        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "", 3, std::chrono::seconds(30), &report);
     EXPECT_EQ(got.step, 4);
     ASSERT_EQ(got.sections.size(), 3u);
     for (size_t i = 0; i < 3; ++i) {
@@ -56,6 +58,23 @@ TEST(StateTransfer, AJoinerGetsEveryByteOfTheSnapshot) {
     }
     EXPECT_EQ(report.sources, std::vector<int>{1});
     EXPECT_EQ(report.bytes, 5u * (1 << 20) + 123 + 1000 + 3 * (1 << 20));
+}
+
+TEST(StateTransfer, OnlyAJoinerWithTheRunsSecretGetsTheState) {
+    Source source("run secret");
+    source.server.publish(make_snapshot(4, 9));
+    const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
+    FetchReport report;
+    try {
+        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "a guess", 0, std::chrono::seconds(3), &report);
+        FAIL() << "a stranger got the state";
+    } catch (const MeshError& e) {
+        EXPECT_NE(std::string(e.what()).find("authentication failed"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(report.bytes, 0u);
+    const StateSnapshot got = fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "run secret", 0,
+                                          std::chrono::seconds(30), &report);
+    EXPECT_EQ(got.step, 4);
 }
 
 TEST(StateTransfer, AJoinerWaitsForASnapshotNewEnough) {
@@ -68,7 +87,7 @@ TEST(StateTransfer, AJoinerWaitsForASnapshotNewEnough) {
     });
     FetchReport report;
     const StateSnapshot got =
-        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, 3, std::chrono::seconds(30), &report);
+        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "", 3, std::chrono::seconds(30), &report);
     EXPECT_EQ(got.step, 3);
 }
 
@@ -76,7 +95,7 @@ TEST(StateTransfer, NoSourceAnsweringIsAnErrorNamingThem) {
     const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
     FetchReport report;
     try {
-        fetch_state(transport, {{3, "127.0.0.1:1"}}, 5, kRun, 0, std::chrono::seconds(2), &report);
+        fetch_state(transport, {{3, "127.0.0.1:1"}}, 5, kRun, "", 0, std::chrono::seconds(2), &report);
         FAIL() << "no error";
     } catch (const MeshError& e) {
         EXPECT_NE(std::string(e.what()).find("node 3 (127.0.0.1:1)"), std::string::npos) << e.what();
@@ -139,7 +158,7 @@ TEST(StateTransfer, ASourceThatDiesHalfwayIsReplacedAndSharedBytesAreNotFetchedT
     const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
     FetchReport report;
     const StateSnapshot got = fetch_state(transport, {{2, half_listener.address()}, {1, whole.listener.address()}}, 5,
-                                          kRun, 6, std::chrono::seconds(60), &report);
+                                          kRun, "", 6, std::chrono::seconds(60), &report);
     half.get();
     EXPECT_EQ(report.sources, (std::vector<int>{2, 1}));
     for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(got.sections[i].bytes == snapshot->sections[i].bytes) << got.sections[i].name;
@@ -157,7 +176,7 @@ TEST(StateTransfer, ADamagedChunkIsRefetchedFromAnotherSource) {
     const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
     FetchReport report;
     const StateSnapshot got = fetch_state(transport, {{2, bad_listener.address()}, {1, whole.listener.address()}}, 5,
-                                          kRun, 6, std::chrono::seconds(60), &report);
+                                          kRun, "", 6, std::chrono::seconds(60), &report);
     bad.get();
     EXPECT_TRUE(got.sections[0].bytes == snapshot->sections[0].bytes);
 }
