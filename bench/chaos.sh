@@ -31,6 +31,7 @@ settings=(--set mesh.nodes="$nodes" --set mesh.min_members=2 --set mesh.heartbea
 start_coordinator() {
     "$pangea" coordinator "$root/examples/local.toml" --run-id 5 --listen "${address:-127.0.0.1:0}" \
         --address-file "$work/coordinator.addr" "${settings[@]}" >>"$work/coordinator.log" 2>&1 &
+    disown
     coordinator=$!
     for _ in $(seq 1 100); do [[ -s $work/coordinator.addr ]] && break; sleep 0.05; done
     address=$(cat "$work/coordinator.addr")
@@ -42,6 +43,7 @@ start_node() {  # id [--join]
     "$pangea" run "$root/examples/local.toml" --node-id "$i" --run-id 5 "${settings[@]}" \
         --set mesh.coordinator="$address" --set run.dir="$work/run-$i-${incarnation[$i]}" "$@" \
         >>"$work/node-$i.log" 2>&1 &
+    disown
     pid[$i]=$!
 }
 alive() { kill -0 "${pid[$1]}" 2>/dev/null; }
