@@ -119,9 +119,20 @@ void CoordinatorState::stale(int node) {
 
 void CoordinatorState::welcome(int connection, const std::map<std::string, std::string>& hello, Time now) {
     const int id = static_cast<int>(integer(hello, "node"));
+    if (const auto old = nodes_.find(id); old != nodes_.end() && old->second.connection != connection &&
+                                          old->second.incarnation != text(hello, "incarnation") &&
+                                          now - old->second.last_seen < options_.timeout) {
+        // Another live process holds this id (two nodes started with the same --node-id).
+        const std::string reason = "node id " + std::to_string(id) + " is taken by a live node at " + old->second.address;
+        note(PANGEA_LOG_WARN, "refused a second node " + std::to_string(id) + " at " + text(hello, "address") + ": " + reason);
+        out_.push_back({connection, JsonObject().add("op", "refused").add("reason", reason).text(), true});
+        challenges_.erase(connection);
+        return;
+    }
     if (const auto old = nodes_.find(id); old != nodes_.end() && old->second.connection != connection) {
         // The node reconnected (its old connection is dead or about to be): keep one.
         out_.push_back({old->second.connection, "", true});
+        challenges_.erase(old->second.connection);
         if (active_ && active_->epoch.position_of(id) >= 0 && !active_->reported.count(id))
             resolve(false, "node " + std::to_string(id) + " reconnected during the all-reduce");
         nodes_.erase(old);
@@ -129,6 +140,7 @@ void CoordinatorState::welcome(int connection, const std::map<std::string, std::
     Node& node = nodes_[id];
     node.connection = connection;
     node.address = text(hello, "address");
+    node.incarnation = text(hello, "incarnation");
     node.last_seen = now;
     const bool has_state = text(hello, "has_state") == "true";
     const int64_t step = integer(hello, "step");
@@ -183,6 +195,7 @@ void CoordinatorState::drop(int id, const std::string& why) {
     const auto found = nodes_.find(id);
     if (found == nodes_.end()) return;
     out_.push_back({found->second.connection, "", true});
+    challenges_.erase(found->second.connection);
     nodes_.erase(found);
     note(why == "it left" ? PANGEA_LOG_INFO : PANGEA_LOG_WARN, "dropped node " + std::to_string(id) + ": " + why);
     if (active_ && active_->epoch.position_of(id) >= 0 && !active_->reported.count(id)) {

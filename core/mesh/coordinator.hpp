@@ -60,6 +60,7 @@ private:
     struct Node {
         int connection = -1;
         std::string address;
+        std::string incarnation;  // per process: tells a reconnect from a second process with this id
         Status status = Status::kMember;
         Time last_seen;
         int64_t ready_step = 0;  // waiting for the epoch of this step (0: not waiting)

@@ -25,7 +25,8 @@ int64_t number(const std::map<std::string, std::string>& m, const char* key) {
 
 }  // namespace
 
-CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options) : options_(std::move(options)) {}
+CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options)
+    : options_(std::move(options)), incarnation_(random_nonce()) {}
 
 CoordinatorClient::~CoordinatorClient() {
     stop_ = true;
@@ -52,6 +53,7 @@ std::string CoordinatorClient::hello(const std::string& challenge) const {
         .add("pending_epoch", pending_epoch_)
         .add("ok", pending_ok_)
         .add("join", options_.join)
+        .add("incarnation", incarnation_)
         .add("nonce", nonce_)
         .add("proof", options_.secret.empty() ? std::string()
                                               : coordinator_proof(options_.secret, challenge, options_.run, options_.node))

@@ -72,6 +72,7 @@ private:
     int64_t reserved_ = 0;  // the step reserve() asked for
     std::atomic<int> joiners_ = 0;
     std::string nonce_;  // what the coordinator must prove it can sign
+    const std::string incarnation_;  // this process, across reconnects
     std::atomic<bool> stop_ = false;
     std::thread reader_, heartbeats_;
 };

@@ -38,7 +38,11 @@ public:
     AllReduceResult average(std::span<float> data);
 
     int64_t committed_step() const { return committed_step_; }
-    void set_committed_step(int64_t step) { committed_step_ = step; }  // after live recovery
+    // After live recovery: the run's step, and no ring kept from before (its peers moved on).
+    void set_committed_step(int64_t step) {
+        committed_step_ = step;
+        disconnect();
+    }
     const Epoch& last_epoch() const { return last_; }
 
 private:

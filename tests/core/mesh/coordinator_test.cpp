@@ -34,8 +34,9 @@ protected:
     }
     // A node that has just started (connection = node + 1).
     void hello(int node, bool has_state = false, int64_t step = 0, int64_t epoch = 0, const char* waiting = "",
-               int64_t pending = 0, bool ok = false, bool join = false) {
-        message(node + 1, JsonObject()
+               int64_t pending = 0, bool ok = false, bool join = false, int connection = 0,
+               const std::string& incarnation = "") {
+        message(connection > 0 ? connection : node + 1, JsonObject()
                               .add("op", "hello")
                               .add("protocol", 1)
                               .add("run", "00000000000000ab")
@@ -47,7 +48,8 @@ protected:
                               .add("waiting", waiting)
                               .add("pending_epoch", pending)
                               .add("ok", ok)
-                              .add("join", join));
+                              .add("join", join)
+                              .add("incarnation", incarnation.empty() ? "process-" + std::to_string(node) : incarnation));
     }
     void ready(int node, int64_t step) { message(node + 1, JsonObject().add("op", "ready").add("step", step)); }
     void done(int node, int64_t epoch, bool ok) {
@@ -207,6 +209,17 @@ TEST_F(Coordinator, StrangersAndOtherRunsAreRefused) {
     EXPECT_TRUE(closed.count(8));
     message(7, JsonObject().add("op", "ready").add("step", 1));
     EXPECT_EQ(inbox[7].back()["op"], "refused");
+}
+
+TEST_F(Coordinator, ASecondProcessWithALiveNodesIdIsRefusedButAReconnectIsNot) {
+    run_first_step(2);
+    hello(1, false, 0, 0, "", 0, false, false, /*connection=*/9, "another process");
+    EXPECT_EQ(inbox[9].back()["op"], "refused");
+    EXPECT_EQ(inbox[9].back()["reason"], "node id 1 is taken by a live node at 10.0.0.1:1");
+    hello(1, true, 1, 1, "", 0, false, false, /*connection=*/10);  // the same process, reconnected
+    EXPECT_EQ(inbox[10].back()["op"], "welcome");
+    EXPECT_EQ(inbox[10].back()["role"], "member");
+    EXPECT_TRUE(closed.count(2)) << "its old connection is closed";
 }
 
 TEST_F(Coordinator, WithASecretOnlyNodesThatProveItAreWelcomed) {
