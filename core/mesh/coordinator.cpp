@@ -73,7 +73,7 @@ std::string Epoch::describe() const {
 }
 
 CoordinatorState::CoordinatorState(CoordinatorOptions options, Time now)
-    : options_(std::move(options)), grace_end_(now + options_.timeout) {}
+    : options_(std::move(options)), grace_end_(now + options_.timeout), now_(now), last_wait_note_(now) {}
 
 int CoordinatorState::node_of(int connection) const {
     for (const auto& [id, node] : nodes_)
@@ -242,6 +242,7 @@ void CoordinatorState::maybe_decide() {
     }
     note(PANGEA_LOG_INFO, active.epoch.describe());
     active_ = std::move(active);
+    last_wait_note_ = now_;
 }
 
 void CoordinatorState::maybe_resolve() {
@@ -293,6 +294,7 @@ std::string coordinator_reply_proof(const std::string& secret, const std::string
 
 std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection, const std::string& message, Time now) {
     out_.clear();
+    now_ = now;
     const auto fields = parse_flat_json(message);
     const std::string op = fields ? text(*fields, "op") : "";
     const int id = node_of(connection);
@@ -382,8 +384,9 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection,
     return std::move(out_);
 }
 
-std::vector<CoordinatorState::Send> CoordinatorState::on_closed(int connection, Time) {
+std::vector<CoordinatorState::Send> CoordinatorState::on_closed(int connection, Time now) {
     out_.clear();
+    now_ = now;
     challenges_.erase(connection);
     held_.erase(std::remove_if(held_.begin(), held_.end(), [&](const Hello& h) { return h.connection == connection; }),
                 held_.end());
@@ -393,6 +396,7 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_closed(int connection, 
 
 std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
     out_.clear();
+    now_ = now;
     if (collecting_ && now >= grace_end_) {
         // Carry on from what the nodes hold: the furthest committed step is the run's. Everyone
         // held is welcomed before any epoch is decided.
@@ -409,6 +413,27 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
         held_.clear();
         collecting_ = false;
         maybe_decide();
+    }
+    // Members held at a boundary for long hear whom they wait for (slow nodes, a joiner still
+    // fetching the state), so that no wait is silent.
+    if (!collecting_ && !active_ && now - last_wait_note_ > std::chrono::seconds(10)) {
+        std::string slow;
+        std::vector<int> waiting;
+        for (const auto& [id, node] : nodes_) {
+            if (node.status != Status::kMember) continue;
+            if (node.ready_step == committed_step_ + 1) waiting.push_back(id);
+            else slow += (slow.empty() ? "" : ", ") + std::to_string(id);
+        }
+        if (!waiting.empty() && !slow.empty()) {
+            last_wait_note_ = now;
+            const std::string message = JsonObject()
+                                            .add("op", "waiting")
+                                            .add("reason", "outer step " + std::to_string(committed_step_ + 1) +
+                                                               " waits for node(s) " + slow +
+                                                               " (still training, or recovering the state)")
+                                            .text();
+            for (int id : waiting) send(id, message);
+        }
     }
     std::vector<int> silent;
     for (const auto& [id, node] : nodes_)

@@ -95,6 +95,8 @@ private:
     uint64_t next_epoch_ = 1;
     bool started_ = false;  // an epoch was decided (in this or an earlier coordinator)
     std::optional<ActiveEpoch> active_;
+    Time now_;             // of the event being handled
+    Time last_wait_note_;  // the last epoch decided, or the last time waiting members were told whom they wait for
     std::vector<Send> out_;
 };
 

@@ -1,5 +1,6 @@
 #include "mesh/state_transfer.hpp"
 
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <thread>
@@ -196,6 +197,7 @@ StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Mem
     };
     std::string failures;
     auto transfer_start = start;
+    auto last_progress = start;
     for (size_t attempt = 0;; ++attempt) {
         if (std::chrono::steady_clock::now() > deadline)
             throw MeshError("node " + std::to_string(node) + " could not fetch the state of step >= " +
@@ -284,6 +286,17 @@ StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Mem
                     running_crc[s] = crc32(at, length, running_crc[s]);
                     received[s] += length;
                     report->bytes += length;
+                    if (std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(10)) {
+                        // A large model's state takes a while over a WAN: say how far it got.
+                        last_progress = std::chrono::steady_clock::now();
+                        uint64_t have = 0, total = 0;
+                        for (size_t i = 0; i < table.size(); ++i) have += received[i], total += table[i].size;
+                        const double seconds = std::chrono::duration<double>(last_progress - transfer_start).count();
+                        char line[160];
+                        std::snprintf(line, sizeof line, "node %d: %.0f of %.0f MiB of the state from node %d (%.1f MB/s)",
+                                      node, have / 1048576.0, total / 1048576.0, source.node, report->bytes / 1e6 / seconds);
+                        log(PANGEA_LOG_INFO, "mesh", line);
+                    }
                 }
                 if (running_crc[s] != table[s].crc) {
                     received[s] = 0, running_crc[s] = 0;

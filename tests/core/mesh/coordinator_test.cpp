@@ -162,6 +162,23 @@ TEST_F(Coordinator, AJoinerIsAdmittedAtTheNextStepOnly) {
     EXPECT_EQ(last(4)["members"], "0=10.0.0.0:1;1=10.0.0.1:1;4=10.0.0.4:1");
 }
 
+TEST_F(Coordinator, MembersHeldAtABoundaryHearWhomTheyWaitFor) {
+    run_first_step(3);
+    ready(0, 2), ready(1, 2);
+    tick(std::chrono::milliseconds(1000));
+    EXPECT_EQ(last_op(0), "commit");
+    message(1, JsonObject().add("op", "beat")), message(2, JsonObject().add("op", "beat")), message(3, JsonObject().add("op", "beat"));
+    tick(std::chrono::milliseconds(1500));
+    message(1, JsonObject().add("op", "beat")), message(2, JsonObject().add("op", "beat")), message(3, JsonObject().add("op", "beat"));
+    for (int i = 0; i < 4; ++i) {
+        tick(std::chrono::milliseconds(2000));
+        for (int c : {1, 2, 3}) message(c, JsonObject().add("op", "beat"));
+    }
+    EXPECT_EQ(last_op(0), "waiting");
+    EXPECT_EQ(last(0)["reason"], "outer step 2 waits for node(s) 2 (still training, or recovering the state)");
+    EXPECT_EQ(last_op(2), "commit") << "the slow node itself is not nagged";
+}
+
 TEST_F(Coordinator, BelowMinMembersTheRunWaitsForJoiners) {
     start(3);
     hello(0), hello(1);

@@ -12,10 +12,15 @@
 #   faults_test.sh <pangea binary> <source root>
 set -uo pipefail
 pangea=$1 root=$2
-if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! ip netns list >/dev/null 2>&1; then
-    echo "skipped: needs root and iproute2 for network namespaces"
+if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
+    echo "skipped: needs root and iproute2 (ip, tc) for network namespaces"
     exit 77
 fi
+if ! ip netns add "pangea-probe-$$" 2>/dev/null; then
+    echo "skipped: this machine does not allow creating network namespaces"
+    exit 77
+fi
+ip netns del "pangea-probe-$$"
 source "$root/tests/lib/expect.sh"
 work=$(mktemp -d)
 cleanup() {
