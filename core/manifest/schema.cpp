@@ -73,7 +73,9 @@ constexpr pangea_setting kDiloco[] = {
 };
 constexpr pangea_setting kMesh[] = {
     integer("nodes", "4", "node ids in the run (0 .. nodes-1), each reading its own part of the data", 1, 4096),
-    text("backend", "builtin", "membership store", "builtin|etcd"),
+    text("backend", "builtin", "membership store: the builtin coordinator, or etcd (the nodes elect a coordinator)",
+         "builtin|etcd"),
+    text("etcd", "http://127.0.0.1:2379", "etcd endpoint, for backend = etcd"),
     text("coordinator", "", "host:port of the builtin coordinator (pangea launch starts one and sets it)"),
     text("secret_file", "", "file holding the run's shared secret (nodes and coordinator prove they know it)"),
     text("secret_env", "", "environment variable holding the run's shared secret, when secret_file is not set"),

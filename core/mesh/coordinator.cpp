@@ -409,6 +409,10 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
             if (step > 0 || epoch > 0) started_ = true;
         }
         if (started_) note(PANGEA_LOG_INFO, "carrying on the run at step " + std::to_string(committed_step_));
+        // Members first, so that every node told to recover learns all the members to fetch from.
+        std::stable_partition(held_.begin(), held_.end(), [&](const Hello& h) {
+            return text(h.fields, "has_state") == "true" && integer(h.fields, "step") >= committed_step_ - 1;
+        });
         for (const Hello& h : held_) welcome(h.connection, h.fields, now);
         held_.clear();
         collecting_ = false;
@@ -450,24 +454,22 @@ void on_signal(int) { g_stop = true; }
 
 }  // namespace
 
-int run_coordinator(const std::string& listen_address, const CoordinatorOptions& options,
-                    const std::string& address_file) {
-    TcpListener listener(listen_address);
-    if (!address_file.empty()) {
-        const std::string temporary = address_file + ".tmp";
-        std::ofstream(temporary) << listener.address() << "\n";
-        std::rename(temporary.c_str(), address_file.c_str());
-    }
-    note(PANGEA_LOG_INFO, "run " + options.run + ": listening on " + listener.address() + " (timeout " +
-                              std::to_string(options.timeout.count()) + " ms, min members " +
-                              std::to_string(options.min_members) + ")");
-    struct sigaction action{};
-    action.sa_handler = on_signal;
-    sigaction(SIGINT, &action, nullptr);
-    sigaction(SIGTERM, &action, nullptr);
+struct CoordinatorServer::Impl {
+    TcpListener listener;
+    CoordinatorOptions options;
+};
 
+CoordinatorServer::CoordinatorServer(const std::string& listen_address, CoordinatorOptions options)
+    : impl_(std::make_unique<Impl>(Impl{TcpListener(listen_address), std::move(options)})) {}
+
+CoordinatorServer::~CoordinatorServer() = default;
+
+const std::string& CoordinatorServer::address() const { return impl_->listener.address(); }
+
+void CoordinatorServer::serve(const std::atomic<bool>& stop) {
     using Clock = std::chrono::steady_clock;
-    CoordinatorState state(options, Clock::now());
+    const TcpListener& listener = impl_->listener;
+    CoordinatorState state(impl_->options, Clock::now());
     std::map<int, std::unique_ptr<LineSocket>> connections;
     int next_connection = 1;
     auto deliver = [&](const std::vector<CoordinatorState::Send>& sends) {
@@ -479,7 +481,7 @@ int run_coordinator(const std::string& listen_address, const CoordinatorOptions&
         }
     };
     std::string last_description;
-    while (!g_stop) {
+    while (!stop) {
         std::vector<pollfd> fds{{listener.fd(), POLLIN, 0}};
         std::vector<int> ids;
         for (const auto& [id, socket] : connections) {
@@ -514,6 +516,24 @@ int run_coordinator(const std::string& listen_address, const CoordinatorOptions&
         }
     }
     note(PANGEA_LOG_INFO, "stopped at step " + std::to_string(state.committed_step()));
+}
+
+int run_coordinator(const std::string& listen_address, const CoordinatorOptions& options,
+                    const std::string& address_file) {
+    CoordinatorServer server(listen_address, options);
+    if (!address_file.empty()) {
+        const std::string temporary = address_file + ".tmp";
+        std::ofstream(temporary) << server.address() << "\n";
+        std::rename(temporary.c_str(), address_file.c_str());
+    }
+    note(PANGEA_LOG_INFO, "run " + options.run + ": listening on " + server.address() + " (timeout " +
+                              std::to_string(options.timeout.count()) + " ms, min members " +
+                              std::to_string(options.min_members) + ")");
+    struct sigaction action{};
+    action.sa_handler = on_signal;
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+    server.serve(g_stop);
     return 0;
 }
 

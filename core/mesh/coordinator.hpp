@@ -9,7 +9,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <atomic>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -98,6 +100,21 @@ private:
     Time now_;             // of the event being handled
     Time last_wait_note_;  // the last epoch decided, or the last time waiting members were told whom they wait for
     std::vector<Send> out_;
+};
+
+// The coordinator's TCP server: bound at construction (address() known at once), serving until
+// `stop` turns true. `pangea coordinator` runs one; with the etcd backend, the elected node runs
+// one in a thread.
+class CoordinatorServer {
+public:
+    CoordinatorServer(const std::string& listen_address, CoordinatorOptions options);  // throws SocketError
+    ~CoordinatorServer();
+    const std::string& address() const;
+    void serve(const std::atomic<bool>& stop);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
 };
 
 // Serves until SIGINT/SIGTERM. Writes the bound address to `address_file` if given (for

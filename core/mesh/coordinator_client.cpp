@@ -62,8 +62,10 @@ std::string CoordinatorClient::hello(const std::string& challenge) const {
 
 bool CoordinatorClient::send(const std::string& message) {
     std::lock_guard lock(mutex_);
-    return socket_ && socket_->send(message);
+    return send_locked(message);
 }
+
+bool CoordinatorClient::send_locked(const std::string& message) { return socket_ && socket_->send(message); }
 
 void CoordinatorClient::run_connection() {
     auto away_since = std::chrono::steady_clock::now();
@@ -71,12 +73,14 @@ void CoordinatorClient::run_connection() {
     while (!stop_) {
         std::unique_ptr<LineSocket> socket;
         try {
-            socket = std::make_unique<LineSocket>(connect_tcp(options_.coordinator, std::chrono::milliseconds(1000)));
-        } catch (const SocketError& e) {
+            address_ = options_.locate ? options_.locate() : options_.coordinator;
+            if (address_.empty()) throw SocketError("no coordinator is known yet");
+            socket = std::make_unique<LineSocket>(connect_tcp(address_, std::chrono::milliseconds(1000)));
+        } catch (const std::exception& e) {  // SocketError, or MeshError from locating it
             const auto away = std::chrono::steady_clock::now() - away_since;
             if (away > options_.reconnect_for) {
                 std::lock_guard lock(mutex_);
-                fatal_ = "the coordinator at " + options_.coordinator + " has not answered for " +
+                fatal_ = "the coordinator at " + address_ + " has not answered for " +
                          std::to_string(options_.reconnect_for.count()) + " ms (" + e.what() + ")";
                 changed_.notify_all();
                 return;
@@ -90,7 +94,7 @@ void CoordinatorClient::run_connection() {
         const auto challenged = socket->receive(&challenge_line, 5000);
         const auto challenge = parse_flat_json(challenge_line);
         if (challenged != LineSocket::Received::kMessage || !challenge || field(*challenge, "op") != "challenge") {
-            note(PANGEA_LOG_WARN, "node " + std::to_string(options_.node) + ": " + options_.coordinator +
+            note(PANGEA_LOG_WARN, "node " + std::to_string(options_.node) + ": " + address_ +
                                       " did not greet as a pangea coordinator; retrying");
             std::this_thread::sleep_for(std::chrono::milliseconds(500));
             continue;
@@ -113,7 +117,7 @@ void CoordinatorClient::run_connection() {
             const std::string op = field(*message, "op");
             if (op == "refused") {
                 std::lock_guard lock(mutex_);
-                fatal_ = "the coordinator at " + options_.coordinator + " refused node " + std::to_string(options_.node) +
+                fatal_ = "the coordinator at " + address_ + " refused node " + std::to_string(options_.node) +
                          ": " + field(*message, "reason");
                 changed_.notify_all();
                 return;
@@ -122,7 +126,7 @@ void CoordinatorClient::run_connection() {
             if (op == "welcome" && !options_.secret.empty() &&
                 !same_digest(field(*message, "proof"), coordinator_reply_proof(options_.secret, nonce_))) {
                 std::lock_guard lock(mutex_);
-                fatal_ = "the coordinator at " + options_.coordinator + " does not hold the run's secret";
+                fatal_ = "the coordinator at " + address_ + " does not hold the run's secret";
                 changed_.notify_all();
                 return;
             }
@@ -241,27 +245,29 @@ void CoordinatorClient::forget_staleness() {
 }
 
 void CoordinatorClient::reserve(int64_t step) {
-    {
-        std::lock_guard lock(mutex_);
-        reserved_ = step;
-        forget_staleness();
-    }
-    send(JsonObject().add("op", "admit").add("step", step).text());
+    std::lock_guard lock(mutex_);
+    reserved_ = step;
+    forget_staleness();
+    send_locked(JsonObject().add("op", "admit").add("step", step).text());
 }
 
 void CoordinatorClient::admit(int64_t step) {
-    bool asked = false;
+    const std::string request = JsonObject().add("op", "admit").add("step", step).text();
     {
         std::lock_guard lock(mutex_);
-        has_state_ = true;  // should the coordinator restart meanwhile, it sees what we hold
-        step_ = step - 1;
         waiting_.clear();
-        asked = reserved_ == step;
+        if (reserved_ != step) {
+            forget_staleness();
+            send_locked(request);
+        }
         reserved_ = 0;
-        if (!asked) forget_staleness();
     }
-    if (!asked) send(JsonObject().add("op", "admit").add("step", step).text());
-    wait_for({"admitted", "welcome"}, [](const Message&) { return true; });
+    // A welcome means a new coordinator (a restart, or another node elected): it has not heard
+    // the request, so ask again. Until admitted, hellos say this node holds no state.
+    while (field(wait_for({"admitted", "welcome"}, [](const Message&) { return true; }), "op") == "welcome") send(request);
+    std::lock_guard lock(mutex_);
+    has_state_ = true;
+    step_ = step - 1;
 }
 
 void CoordinatorClient::on_abort(std::function<void(uint64_t epoch)> handler) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +20,9 @@ namespace pangea {
 
 struct CoordinatorClientOptions {
     std::string coordinator;  // host:port
+    // Where the coordinator is now, asked before every connection attempt ("" while unknown);
+    // with the etcd backend it moves when the node hosting it dies. Unset: `coordinator`.
+    std::function<std::string()> locate;
     std::string run;          // run id (hex)
     int node = 0;
     std::string address;  // this node's transport address
@@ -48,6 +52,7 @@ private:
     void run_heartbeats();
     std::string hello(const std::string& challenge) const;  // under mutex_
     bool send(const std::string& message);
+    bool send_locked(const std::string& message);  // under mutex_
     // Drops "you are stale" news that came before a request for admission: the answer to that
     // request is what counts. Under mutex_.
     void forget_staleness();
@@ -72,6 +77,7 @@ private:
     int64_t reserved_ = 0;  // the step reserve() asked for
     std::atomic<int> joiners_ = 0;
     std::string nonce_;  // what the coordinator must prove it can sign
+    std::string address_;  // of the coordinator last tried (reader thread)
     const std::string incarnation_;  // this process, across reconnects
     std::atomic<bool> stop_ = false;
     std::thread reader_, heartbeats_;

@@ -139,7 +139,7 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
     // when there are namespaces, so that every node can reach it.
     std::optional<ChildProcess> coordinator;
     std::string coordinator_address = manifest.get_string("mesh", "coordinator");
-    if (nodes > 1 && coordinator_address.empty()) {
+    if (nodes > 1 && coordinator_address.empty() && manifest.get_string("mesh", "backend") == "builtin") {
         const fs::path address_file = run_dir / "coordinator.addr";
         fs::remove(address_file);
         std::vector<std::string> argv = {exe, "coordinator", options.manifest_path, "--run-id", std::to_string(run_id),

@@ -13,6 +13,7 @@
 #include "manifest/manifest.hpp"
 #include "mesh/auth.hpp"
 #include "mesh/coordinator_client.hpp"
+#include "mesh/etcd_coordinator.hpp"
 #include "mesh/elastic_allreduce.hpp"
 #include "mesh/peers.hpp"
 #include "mesh/state_transfer.hpp"
@@ -150,6 +151,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     std::unique_ptr<OwnedListener> listener;
     StateServer state_server;
     std::unique_ptr<PeerAcceptor> acceptor;
+    std::unique_ptr<EtcdCoordinatorElection> election;  // backend = etcd: may host the coordinator
     std::unique_ptr<CoordinatorClient> membership;
     std::unique_ptr<ElasticAllReduce> elastic;
     JoinResult joined;
@@ -157,12 +159,9 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     std::string secret;
     AverageFn average = [](std::span<float>) { return AllReduceResult{}; };  // one node: nothing to average
     if (nodes > 1) {
-        if (m.get_string("mesh", "backend") != "builtin")
-            throw std::runtime_error(m.core.at("mesh").at("backend").origin + ": [mesh] backend = \"" +
-                                     m.get_string("mesh", "backend") +
-                                     "\" is not built yet; use \"builtin\" (pangea coordinator)");
+        const bool use_etcd = m.get_string("mesh", "backend") == "etcd";
         const std::string coordinator = m.get_string("mesh", "coordinator");
-        if (coordinator.empty())
+        if (coordinator.empty() && !use_etcd)
             throw std::runtime_error(tag + ": [mesh] coordinator is not set: start `pangea coordinator` and set "
                                            "mesh.coordinator to its host:port, or start the run with `pangea launch`");
         run_id = run_id_of(m, options.run_id);
@@ -176,6 +175,18 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             [&](OwnedConnection connection, const pangea_hello& peer) { state_server.serve(transport, std::move(connection), peer); });
         CoordinatorClientOptions client;
         client.coordinator = coordinator;
+        if (use_etcd) {
+            CoordinatorOptions coordinator_options;
+            coordinator_options.run = run_id_text(run_id);
+            coordinator_options.timeout = std::chrono::milliseconds(m.get_int("mesh", "timeout_ms"));
+            coordinator_options.min_members = static_cast<int>(m.get_int("mesh", "min_members"));
+            coordinator_options.secret = secret;
+            const std::string address = listener->address();
+            election = std::make_unique<EtcdCoordinatorElection>(
+                m.get_string("mesh", "etcd"), node, address.substr(0, address.rfind(':')), coordinator_options,
+                std::chrono::milliseconds(m.get_int("mesh", "heartbeat_ms")));
+            client.locate = [&election] { return election->locate(); };
+        }
         client.run = run_id_text(run_id);
         client.node = node;
         client.address = listener->address();

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # Fault injection with real processes and real signals over emulated links (bench/wan.sh:
-# network namespaces, 16 Mbit/s each way), builtin coordinator. One run goes through:
+# network namespaces, 16 Mbit/s each way), with either membership backend: the builtin
+# coordinator, or a real etcd (started here, with a temporary data directory) through which the
+# nodes elect the node that coordinates. One run goes through:
 #   1. a node SIGKILLed in the middle of an all-reduce: the others retry that step without it
 #   2. a node started mid-run with --join: it recovers the state live and agrees with the others
 #   3. a node SIGSTOPped past the timeout, then SIGCONTed: it is dropped, notices, and recovers
 #   4. the recovery source SIGKILLed halfway: the joiner completes from another member
-#   5. the coordinator SIGKILLed and restarted: training goes on
+#   5. the coordinator SIGKILLed and restarted (etcd: the node hosting it SIGKILLed, another
+#      elected, the node restarted with --join): training goes on
 #   6. a stranger without the run's secret tries to join as node 1: refused, the run unaffected
 # and after every outer step all members hold bit-identical parameters. Every wait is bounded
 # and prints who was waiting on what. Needs root (network namespaces); skipped otherwise.
-#   faults_test.sh <pangea binary> <source root>
+#   faults_test.sh <pangea binary> <source root> [builtin|etcd]
 set -uo pipefail
-pangea=$1 root=$2
+pangea=$1 root=$2 backend=${3:-builtin}
 if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
     echo "skipped: needs root and iproute2 (ip, tc) for network namespaces"
+    exit 77
+fi
+if [[ $backend == etcd ]] && ! command -v etcd >/dev/null; then
+    echo "skipped: etcd is not installed (apt-get install etcd-server)"
     exit 77
 fi
 if ! ip netns add "pangea-probe-$$" 2>/dev/null; then
@@ -61,7 +68,18 @@ TOML
 
 export PANGEA_TEST_SECRET=faults-test-secret
 declare -A pids
-coordinator_address=10.77.0.6:7070
+coordinator_address=10.77.0.6:7070 etcd_endpoint=http://10.77.0.6:2379
+if [[ $backend == etcd ]]; then
+    membership=(--set mesh.backend=etcd --set mesh.etcd="$etcd_endpoint")
+    ip netns exec pangea-n6 etcd --data-dir "$work/etcd" --listen-client-urls "$etcd_endpoint" \
+        --advertise-client-urls "$etcd_endpoint" --listen-peer-urls http://10.77.0.6:2380 >"$work/etcd.log" 2>&1 &
+    for _ in $(seq 1 100); do
+        ip netns exec pangea-n6 etcdctl --endpoints "$etcd_endpoint" endpoint health >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+else
+    membership=(--set mesh.coordinator="$coordinator_address")
+fi
 start_coordinator() {
     ip netns exec pangea-n6 "$pangea" coordinator "$work/run.toml" --run-id 99 --listen "$coordinator_address" \
         >>"$work/coordinator.log" 2>&1 &
@@ -70,12 +88,19 @@ start_coordinator() {
 start_node() {  # node id, extra arguments
     local i=$1; shift
     ip netns exec "pangea-n$((i + 1))" "$pangea" run "$work/run.toml" --node-id "$i" --run-id 99 \
-        --set run.dir="$work/run" --set mesh.address="10.77.0.$((i + 1)):0" \
-        --set mesh.coordinator="$coordinator_address" "$@" >>"$work/node-$i.log" 2>&1 &
+        --set run.dir="$work/run" --set mesh.address="10.77.0.$((i + 1)):0" "${membership[@]}" "$@" \
+        >>"$work/node-$i.log" 2>&1 &
     pids[$i]=$!
 }
+# What the coordinator logged: its own file, or with etcd the log of whichever node hosted it.
+coordinator_log() {
+    local logs=("$work"/node-*.log)
+    [[ -f $work/coordinator.log ]] && logs+=("$work/coordinator.log")
+    grep -h '\[coordinator\]' "${logs[@]}"
+}
+coordinator_says() { coordinator_log | grep -q -- "$1"; }
 diagnose() {
-    echo "    coordinator: $(tail -3 "$work/coordinator.log" | tr '\n' '|')"
+    echo "    coordinator: $(coordinator_log | tail -3 | tr '\n' '|')"
     for log in "$work"/node-*.log; do echo "    $(basename "$log"): $(tail -2 "$log" | tr '\n' '|')"; done
 }
 # wait_until <seconds> <what> -- command: polls every 50 ms; on timeout says who waited on what.
@@ -97,18 +122,24 @@ wait_until() {
 committed() { grep -q "\"outer_step\":$2," "$work/run/metrics/node-$1.jsonl"; }
 last_step() { tail -1 "$work/run/metrics/node-$1.jsonl" 2>/dev/null | grep -o '"outer_step":[0-9]*' | cut -d: -f2; }
 
-start_coordinator
-for i in 0 1 2 3; do start_node "$i"; done
+if [[ $backend == etcd ]]; then
+    # Node 1 first, so that it hosts the coordinator until scenario 5 kills it.
+    start_node 1
+    wait_until 30 "node 1 is elected to coordinate" -- grep -q "node 1 was elected" "$work/node-1.log"
+    for i in 0 2 3; do start_node "$i"; done
+else
+    start_coordinator
+    for i in 0 1 2 3; do start_node "$i"; done
+fi
 wait_until 120 "four nodes commit outer step 2" -- committed 0 2
 
 # 1. SIGKILL node 3 as soon as the coordinator starts an epoch with it: the all-reduce of 1.8 MB
 #    takes over a second on these links, so node 3 dies in the middle of it.
-epochs=$(grep -c "\[coordinator\] epoch" "$work/coordinator.log")
-wait_until 60 "a new epoch with all four nodes starts" -- \
-    bash -c "[[ \$(grep -c '\[coordinator\] epoch' '$work/coordinator.log') -gt $epochs ]]"
+epochs=$(coordinator_log | grep -c "\[coordinator\] epoch")
+new_epoch() { [[ $(coordinator_log | grep -c "\[coordinator\] epoch") -gt $epochs ]]; }
+wait_until 60 "a new epoch with all four nodes starts" -- new_epoch
 kill -9 "${pids[3]}"
-wait_until 30 "the epoch node 3 died in is retried without it" -- \
-    grep -q "is retried: node 3 dropped" "$work/coordinator.log"
+wait_until 30 "the epoch node 3 died in is retried without it" -- coordinator_says "is retried: node 3 dropped"
 step=$(last_step 0)
 wait_until 60 "the survivors commit the next outer step with three members" -- \
     bash -c "tail -1 '$work/run/metrics/node-0.jsonl' | grep -q '\"members\":3' && [[ \$(tail -1 '$work/run/metrics/node-0.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $step ]]"
@@ -117,9 +148,9 @@ wait_until 60 "the survivors commit the next outer step with three members" -- \
 step=$(last_step 0)
 expect "a node without the secret is refused" 1 "refused node 1: authentication failed" -- \
     env PANGEA_TEST_SECRET=a-guess timeout 60 ip netns exec pangea-n5 "$pangea" run "$work/run.toml" --node-id 1 \
-    --run-id 99 --set run.dir="$work/stranger" --set mesh.address=10.77.0.5:0 --set mesh.coordinator="$coordinator_address"
+    --run-id 99 --set run.dir="$work/stranger" --set mesh.address=10.77.0.5:0 "${membership[@]}"
 expect "the coordinator logs the refusal" 0 "refused a connection claiming to be node 1: authentication failed" -- \
-    cat "$work/coordinator.log"
+    coordinator_log
 wait_until 60 "the run goes on with the same three members" -- \
     bash -c "tail -1 '$work/run/metrics/node-1.jsonl' | grep -q '\"members\":3' && [[ \$(tail -1 '$work/run/metrics/node-1.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $step ]]"
 
@@ -130,7 +161,7 @@ wait_until 60 "node 4 takes part in an outer step" -- grep -q '"members":4' "$wo
 
 # 3. SIGSTOP node 2 past the timeout, then SIGCONT.
 kill -STOP "${pids[2]}"
-wait_until 30 "the coordinator drops the stopped node" -- grep -q "dropped node 2: no heartbeat" "$work/coordinator.log"
+wait_until 30 "the coordinator drops the stopped node" -- coordinator_says "dropped node 2: no heartbeat"
 sleep 1
 kill -CONT "${pids[2]}"
 wait_until 120 "node 2 notices it is stale and recovers" -- \
@@ -144,13 +175,21 @@ kill -9 "${pids[0]}"
 wait_until 120 "node 3 completes the recovery from another member" -- \
     bash -c "grep -q 'fetching the state from node 0 failed' '$work/node-3.log' && grep -q 'recovered the state of outer step .* from node 0, ' '$work/node-3.log'"
 
-# 5. Kill the coordinator and start it again at the same address.
-step=$(last_step 1)
-kill -9 "$coordinator"
-sleep 1
-start_coordinator
-wait_until 60 "the restarted coordinator carries on" -- grep -q "carrying on the run at step" "$work/coordinator.log"
-wait_until 60 "training goes on after the restart" -- bash -c "[[ \$(tail -1 '$work/run/metrics/node-1.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $((step + 1)) ]]"
+# 5. Kill the coordinator and start it again at the same address; with etcd, kill the node that
+#    hosts it: another node is elected and carries on; the killed node comes back with --join.
+step=$(last_step 2)
+if [[ $backend == etcd ]]; then
+    kill -9 "${pids[1]}"
+    wait_until 60 "another node is elected to coordinate" -- bash -c "cat '$work'/node-[0234].log | grep -q 'was elected'"
+    start_node 1 --join
+    wait_until 120 "node 1 recovers and takes part again" -- bash -c "grep -c 'recovered the state' '$work/node-1.log' | grep -q 1"
+else
+    kill -9 "$coordinator"
+    sleep 1
+    start_coordinator
+fi
+wait_until 60 "the new coordinator carries on" -- coordinator_says "carrying on the run at step"
+wait_until 60 "training goes on after the restart" -- bash -c "[[ \$(tail -1 '$work/run/metrics/node-2.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $((step + 1)) ]]"
 
 # The end: nodes 1-4 finish; every outer step's parameters agree across the nodes that ran it.
 for i in 1 2 3 4; do
