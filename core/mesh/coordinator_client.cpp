@@ -72,10 +72,16 @@ void CoordinatorClient::run_connection() {
     bool warned = false;
     while (!stop_) {
         std::unique_ptr<LineSocket> socket;
+        std::string challenge_line;
+        std::optional<Message> challenge;
         try {
             address_ = options_.locate ? options_.locate() : options_.coordinator;
             if (address_.empty()) throw SocketError("no coordinator is known yet");
             socket = std::make_unique<LineSocket>(connect_tcp(address_, std::chrono::milliseconds(1000)));
+            const auto greeted = socket->receive(&challenge_line, 5000);
+            challenge = parse_flat_json(challenge_line);
+            if (greeted != LineSocket::Received::kMessage || !challenge || field(*challenge, "op") != "challenge")
+                throw SocketError(address_ + " did not greet as a pangea coordinator");
         } catch (const std::exception& e) {  // SocketError, or MeshError from locating it
             const auto away = std::chrono::steady_clock::now() - away_since;
             if (away > options_.reconnect_for) {
@@ -88,15 +94,6 @@ void CoordinatorClient::run_connection() {
             if (!warned) note(PANGEA_LOG_WARN, std::string("node ") + std::to_string(options_.node) + ": " + e.what() + "; retrying");
             warned = true;
             std::this_thread::sleep_for(std::chrono::milliseconds(200));
-            continue;
-        }
-        std::string challenge_line;
-        const auto challenged = socket->receive(&challenge_line, 5000);
-        const auto challenge = parse_flat_json(challenge_line);
-        if (challenged != LineSocket::Received::kMessage || !challenge || field(*challenge, "op") != "challenge") {
-            note(PANGEA_LOG_WARN, "node " + std::to_string(options_.node) + ": " + address_ +
-                                      " did not greet as a pangea coordinator; retrying");
-            std::this_thread::sleep_for(std::chrono::milliseconds(500));
             continue;
         }
         {
