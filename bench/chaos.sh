@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Chaos soak (not in CI): N local nodes train for a set time while random nodes are SIGKILLed
 # and restarted (with --join), SIGSTOPped past the timeout and resumed, and the coordinator is
-# killed and restarted. Reports outer steps completed, the worst stall between two committed
+# killed and restarted (with --backend etcd: a real etcd on loopback, and the node hosting the
+# coordinator is killed instead, so that another is elected). Reports outer steps completed, the worst stall between two committed
 # steps, node failures we did not cause, and any divergence (two nodes holding different
 # parameters after the same outer step). Target: no hang, no divergence.
 #
-#   bench/chaos.sh [--nodes 6] [--minutes 10] [--every 5]
+#   bench/chaos.sh [--nodes 6] [--minutes 10] [--every 5] [--backend builtin|etcd]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-nodes=6 minutes=10 every=5
+nodes=6 minutes=10 every=5 backend=builtin
 while [[ $# -gt 0 ]]; do
     case $1 in
         --nodes) nodes=$2; shift 2 ;;
         --minutes) minutes=$2; shift 2 ;;
         --every) every=$2; shift 2 ;;
-        *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        --backend) backend=$2; shift 2 ;;
+        *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 source "$root/scripts/lib.sh"
@@ -28,7 +30,17 @@ settings=(--set mesh.nodes="$nodes" --set mesh.min_members=2 --set mesh.heartbea
           --set mesh.secret_env=PANGEA_CHAOS_SECRET --set model.layers=2 --set diloco.inner_steps=2
           --set diloco.outer_steps=1000000 --set train.eval_interval=0 --set compress.plugin=int8)
 
+if [[ $backend == etcd ]]; then
+    port=$((20000 + RANDOM % 20000))
+    etcd --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$port" \
+        --advertise-client-urls "http://127.0.0.1:$port" --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
+        >"$work/etcd.log" 2>&1 &
+    disown
+    sleep 2
+    settings+=(--set mesh.backend=etcd --set mesh.etcd="http://127.0.0.1:$port")
+fi
 start_coordinator() {
+    [[ $backend == etcd ]] && return
     "$pangea" coordinator "$root/examples/local.toml" --run-id 5 --listen "${address:-127.0.0.1:0}" \
         --address-file "$work/coordinator.addr" "${settings[@]}" >>"$work/coordinator.log" 2>&1 &
     disown
@@ -41,7 +53,7 @@ start_node() {  # id [--join]
     local i=$1; shift
     incarnation[$i]=$((${incarnation[$i]:-0} + 1))
     "$pangea" run "$root/examples/local.toml" --node-id "$i" --run-id 5 "${settings[@]}" \
-        --set mesh.coordinator="$address" --set run.dir="$work/run-$i-${incarnation[$i]}" "$@" \
+        ${address:+--set mesh.coordinator="$address"} --set run.dir="$work/run-$i-${incarnation[$i]}" "$@" \
         >>"$work/node-$i.log" 2>&1 &
     disown
     pid[$i]=$!
@@ -74,8 +86,17 @@ while ((SECONDS < end)); do
             done ;;
         4 | 5)  # SIGSTOP past the timeout
             kill -STOP "${pid[$victim]}"; sleep 3; kill -CONT "${pid[$victim]}"; stops=$((stops + 1)) ;;
-        6)  # the coordinator
-            kill -9 "$coordinator"; sleep 1; start_coordinator; coordinator_restarts=$((coordinator_restarts + 1)) ;;
+        6)  # the coordinator (etcd: the node hosting it)
+            if [[ $backend == etcd ]]; then
+                host=$(etcdctl --endpoints "http://127.0.0.1:$port" get --prefix /pangea/ --print-value-only | head -1)
+                for ((i = 0; i < nodes; i++)); do
+                    if [[ -n $host ]] && alive "$i" && ((${#live[@]} > 3)) && grep -q "serving at $host" "$work/node-$i.log"; then
+                        kill -9 "${pid[$i]}"; pid[$i]=killed; coordinator_restarts=$((coordinator_restarts + 1))
+                    fi
+                done
+            else
+                kill -9 "$coordinator"; sleep 1; start_coordinator; coordinator_restarts=$((coordinator_restarts + 1))
+            fi ;;
         *)  # restart every dead node
             for ((i = 0; i < nodes; i++)); do
                 if [[ ${pid[$i]} == killed ]]; then start_node "$i" --join; restarts=$((restarts + 1)); fi
@@ -83,7 +104,7 @@ while ((SECONDS < end)); do
     esac
 done
 pkill -9 -f -- "$work/run-" 2>/dev/null
-kill -9 "$coordinator" 2>/dev/null
+[[ -n ${coordinator:-} ]] && kill -9 "$coordinator" 2>/dev/null
 sleep 0.5
 
 # Outer steps and stalls from every metrics line (wall clock of each commit per node).
@@ -92,13 +113,13 @@ steps=$(grep -o '"outer_step":[0-9]*' "$work/all.jsonl" | cut -d: -f2 | sort -n 
 divergent=$(grep -o '"outer_step":[0-9]*,.*"params_hash":"[0-9a-f]*"' "$work/all.jsonl" |
     sed -E 's/"outer_step":([0-9]+),.*"params_hash":"([0-9a-f]+)"/\1 \2/' | sort -u | cut -d' ' -f1 | uniq -d | wc -l)
 # The coordinator logs each epoch with its step; the worst gap between two new steps is the stall.
-stall=$(grep -h '\[coordinator\] epoch' "$work/coordinator.log" |
+stall=$(cat "$work"/coordinator.log "$work"/node-*.log 2>/dev/null | grep -h '\[coordinator\] epoch' | sort |
     awk '{ split($1, t, ":"); s = t[1] * 3600 + t[2] * 60 + t[3]; match($0, /step [0-9]+/); st = substr($0, RSTART + 5, RLENGTH - 5) + 0;
            if (st > last) { if (prev != "" && s - prev > worst) worst = s - prev; prev = s; last = st } }
          END { printf "%.1f", worst }')
 echo
 echo "duration            ${minutes} min, $nodes nodes"
-echo "events              $kills SIGKILLs, $restarts restarts with --join, $stops SIGSTOP/SIGCONT, $coordinator_restarts coordinator restarts"
+echo "events              $kills SIGKILLs, $restarts restarts with --join, $stops SIGSTOP/SIGCONT, $coordinator_restarts coordinator kills ($backend)"
 echo "outer steps         $steps committed"
 echo "worst stall         $stall s between two committed steps"
 echo "node failures       $failures (nodes that ended without being killed)"
