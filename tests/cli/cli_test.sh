@@ -74,6 +74,19 @@ expect "data prepare of a built-in source" 0 "wrote 3 shards" -- \
 printf '[[data.sources]]\npath = "builtin"\nweight = 1\n[data]\nseq_len = 16\n' >"$work/shards.toml"
 expect "prepared shards are accepted as a source" 0 "OK (model tiny: 820.5k parameters)" -- \
     "$pangea" manifest check "$work/shards.toml"
+# A node of a multi-node run: what is wrong with its mesh settings is named, and it never waits
+# forever for a coordinator that is not there.
+node=("$pangea" run "$source/examples/local.toml" --node-id 0 --set run.dir="$work/node")
+expect "a node needs a coordinator or launch" 1 "[mesh] coordinator is not set" -- "${node[@]}"
+expect "an unreadable secret file is named" 1 "[mesh] secret_file $work/none cannot be read" -- \
+    "${node[@]}" --set mesh.coordinator=127.0.0.1:1 --set mesh.secret_file="$work/none"
+expect "an unset secret variable is named" 1 "secret_env names PANGEA_CLI_TEST_UNSET, which is not set" -- \
+    "${node[@]}" --set mesh.coordinator=127.0.0.1:1 --set mesh.secret_env=PANGEA_CLI_TEST_UNSET
+expect "an absent coordinator is given up on after coordinator_wait_ms" 1 \
+    "the coordinator at 127.0.0.1:1 has not answered for 1000 ms" -- \
+    timeout 60 "${node[@]}" --set mesh.coordinator=127.0.0.1:1 --set mesh.coordinator_wait_ms=1000
+expect "an unreachable etcd is named" 1 "etcd at http://127.0.0.1:1: /v3/lease/grant" -- \
+    timeout 60 "${node[@]}" --set mesh.backend=etcd --set mesh.etcd=http://127.0.0.1:1
 expect "an unknown command is a usage error" 106 "A subcommand is required" -- "$pangea" frobnicate
 
 expect_summary
