@@ -7,6 +7,7 @@
 #include <atomic>
 #include <fstream>
 
+#include "common/files.hpp"
 #include "common/json.hpp"
 #include "common/log.hpp"
 #include "common/socket.hpp"
@@ -521,11 +522,7 @@ void CoordinatorServer::serve(const std::atomic<bool>& stop) {
 int run_coordinator(const std::string& listen_address, const CoordinatorOptions& options,
                     const std::string& address_file) {
     CoordinatorServer server(listen_address, options);
-    if (!address_file.empty()) {
-        const std::string temporary = address_file + ".tmp";
-        std::ofstream(temporary) << server.address() << "\n";
-        std::rename(temporary.c_str(), address_file.c_str());
-    }
+    if (!address_file.empty()) write_file_atomically(address_file, server.address());
     note(PANGEA_LOG_INFO, "run " + options.run + ": listening on " + server.address() + " (timeout " +
                               std::to_string(options.timeout.count()) + " ms, min members " +
                               std::to_string(options.min_members) + ")");

@@ -5,14 +5,5 @@
 // Field names are documented in docs/training.md.
 #pragma once
 
-#include <filesystem>
-#include <string>
-
+#include "common/files.hpp"
 #include "common/json.hpp"
-
-namespace pangea {
-
-// Writes text to path through a temporary file and a rename: readers see all or nothing.
-void write_file_atomically(const std::filesystem::path& path, const std::string& text);
-
-}  // namespace pangea

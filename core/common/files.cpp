@@ -1,4 +1,4 @@
-#include "train/metrics.hpp"
+#include "common/files.hpp"
 
 #include <fstream>
 
@@ -9,7 +9,7 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
     {
         std::ofstream out(temporary, std::ios::trunc);
         out << text << "\n";
-        if (!out.flush()) return;  // metrics are best effort: a full disk must not stop training
+        if (!out.flush()) return;
     }
     std::error_code ignored;
     std::filesystem::rename(temporary, path, ignored);
