@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <fstream>
 
 #include "common/files.hpp"
 #include "common/json.hpp"
@@ -120,17 +119,17 @@ void CoordinatorState::stale(int node) {
 
 void CoordinatorState::welcome(int connection, const std::map<std::string, std::string>& hello, Time now) {
     const int id = static_cast<int>(integer(hello, "node"));
-    if (const auto old = nodes_.find(id); old != nodes_.end() && old->second.connection != connection &&
-                                          old->second.incarnation != text(hello, "incarnation") &&
-                                          now - old->second.last_seen < options_.timeout) {
-        // Another live process holds this id (two nodes started with the same --node-id).
-        const std::string reason = "node id " + std::to_string(id) + " is taken by a live node at " + old->second.address;
-        note(PANGEA_LOG_WARN, "refused a second node " + std::to_string(id) + " at " + text(hello, "address") + ": " + reason);
-        out_.push_back({connection, JsonObject().add("op", "refused").add("reason", reason).text(), true});
-        challenges_.erase(connection);
-        return;
-    }
     if (const auto old = nodes_.find(id); old != nodes_.end() && old->second.connection != connection) {
+        if (old->second.incarnation != text(hello, "incarnation") && now - old->second.last_seen < options_.timeout) {
+            // Another live process holds this id (two nodes started with the same --node-id).
+            const std::string reason =
+                "node id " + std::to_string(id) + " is taken by a live node at " + old->second.address;
+            note(PANGEA_LOG_WARN,
+                 "refused a second node " + std::to_string(id) + " at " + text(hello, "address") + ": " + reason);
+            out_.push_back({connection, JsonObject().add("op", "refused").add("reason", reason).text(), true});
+            challenges_.erase(connection);
+            return;
+        }
         // The node reconnected (its old connection is dead or about to be): keep one.
         out_.push_back({old->second.connection, "", true});
         challenges_.erase(old->second.connection);
