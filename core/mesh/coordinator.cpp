@@ -73,7 +73,14 @@ std::string Epoch::describe() const {
 }
 
 CoordinatorState::CoordinatorState(CoordinatorOptions options, Time now)
-    : options_(std::move(options)), grace_end_(now + options_.timeout), now_(now), last_wait_note_(now) {}
+    : options_(std::move(options)),
+      grace_end_(now + options_.timeout),
+      committed_step_(options_.committed_step),
+      committed_epoch_(options_.committed_epoch),
+      next_epoch_(options_.committed_epoch + 1),
+      started_(options_.committed_epoch > 0),
+      now_(now),
+      last_wait_note_(now) {}
 
 int CoordinatorState::node_of(int connection) const {
     for (const auto& [id, node] : nodes_)
@@ -120,7 +127,9 @@ void CoordinatorState::stale(int node) {
 void CoordinatorState::welcome(int connection, const std::map<std::string, std::string>& hello, Time now) {
     const int id = static_cast<int>(integer(hello, "node"));
     if (const auto old = nodes_.find(id); old != nodes_.end() && old->second.connection != connection) {
-        if (old->second.incarnation != text(hello, "incarnation") && now - old->second.last_seen < options_.timeout) {
+        // (With a registry, etcd keeps ids unique: a new process registers only once the old one's lease is gone.)
+        if (!options_.registry && old->second.incarnation != text(hello, "incarnation") &&
+            now - old->second.last_seen < options_.timeout) {
             // Another live process holds this id (two nodes started with the same --node-id).
             const std::string reason =
                 "node id " + std::to_string(id) + " is taken by a live node at " + old->second.address;
@@ -254,9 +263,24 @@ void CoordinatorState::maybe_resolve() {
     resolve(true, "");
 }
 
-void CoordinatorState::resolve(bool commit, const std::string& why) {
+void CoordinatorState::resolve(bool commit, std::string why) {
     const Epoch epoch = active_->epoch;
     active_.reset();
+    if (commit && options_.record_commit) {
+        try {
+            if (!options_.record_commit(epoch)) {
+                // Another coordinator was elected meanwhile: the nodes move to it.
+                note(PANGEA_LOG_WARN, "superseded by another coordinator; " + epoch.describe() + " is left to it");
+                superseded_ = true;
+                for (const auto& [id, node] : nodes_) out_.push_back({node.connection, "", true});
+                nodes_.clear();
+                return;
+            }
+        } catch (const MeshError& e) {
+            commit = false;
+            why = std::string("its commit could not be recorded: ") + e.what();
+        }
+    }
     if (commit) {
         committed_step_ = epoch.step;
         committed_epoch_ = epoch.id;
@@ -329,11 +353,13 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection,
         } else if (collecting_) {
             held_.push_back({connection, *fields});
         } else {
-            welcome(connection, *fields, now);
+            admit_hello(connection, *fields, now);
         }
         return std::move(out_);
     }
-    const bool held = std::any_of(held_.begin(), held_.end(), [&](const Hello& h) { return h.connection == connection; });
+    const auto same = [&](const Hello& h) { return h.connection == connection; };
+    const bool held = std::any_of(held_.begin(), held_.end(), same) ||
+                      std::any_of(unregistered_.begin(), unregistered_.end(), same);
     if (id < 0 && held) return std::move(out_);  // registered once the grace ends; until then, nothing to do
     if (id < 0) {  // not registered (or dropped): only a hello is welcome
         out_.push_back({connection, JsonObject().add("op", "refused").add("reason", "say hello first").text(), true});
@@ -388,8 +414,9 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_closed(int connection, 
     out_.clear();
     now_ = now;
     challenges_.erase(connection);
-    held_.erase(std::remove_if(held_.begin(), held_.end(), [&](const Hello& h) { return h.connection == connection; }),
-                held_.end());
+    const auto same = [&](const Hello& h) { return h.connection == connection; };
+    held_.erase(std::remove_if(held_.begin(), held_.end(), same), held_.end());
+    unregistered_.erase(std::remove_if(unregistered_.begin(), unregistered_.end(), same), unregistered_.end());
     if (const int id = node_of(connection); id >= 0) drop(id, "its connection closed");
     return std::move(out_);
 }
@@ -408,12 +435,23 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
             next_epoch_ = std::max({next_epoch_, epoch + 1, static_cast<uint64_t>(integer(h.fields, "pending_epoch")) + 1});
             if (step > 0 || epoch > 0) started_ = true;
         }
+        const bool all_fresh = !held_.empty() && std::all_of(held_.begin(), held_.end(), [](const Hello& h) {
+            return text(h.fields, "has_state") != "true" && text(h.fields, "join") != "true";
+        });
+        if (all_fresh && started_) {
+            // The store remembers a run with this id, but every node starts afresh: a new run.
+            note(PANGEA_LOG_WARN, "the store holds step " + std::to_string(committed_step_) +
+                                      " of an earlier run with this id, but every node starts afresh: starting a new run");
+            committed_step_ = 0;
+            committed_epoch_ = 0;
+            started_ = false;
+        }
         if (started_) note(PANGEA_LOG_INFO, "carrying on the run at step " + std::to_string(committed_step_));
         // Members first, so that every node told to recover learns all the members to fetch from.
         std::stable_partition(held_.begin(), held_.end(), [&](const Hello& h) {
             return text(h.fields, "has_state") == "true" && integer(h.fields, "step") >= committed_step_ - 1;
         });
-        for (const Hello& h : held_) welcome(h.connection, h.fields, now);
+        for (const Hello& h : held_) admit_hello(h.connection, h.fields, now);
         held_.clear();
         collecting_ = false;
         maybe_decide();
@@ -441,10 +479,36 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
     }
     std::vector<int> silent;
     for (const auto& [id, node] : nodes_)
-        if (now - node.last_seen > options_.timeout) silent.push_back(id);
+        if (!options_.registry && now - node.last_seen > options_.timeout) silent.push_back(id);
     for (int id : silent)
         drop(id, "no heartbeat for " + std::to_string(options_.timeout.count()) + " ms");
     return std::move(out_);
+}
+
+std::vector<CoordinatorState::Send> CoordinatorState::on_registered(int node, bool present, Time now) {
+    out_.clear();
+    now_ = now;
+    if (present) {
+        registered_.insert(node);
+        if (!collecting_) {
+            std::vector<Hello> ready;
+            for (auto it = unregistered_.begin(); it != unregistered_.end();)
+                if (integer(it->fields, "node") == node) ready.push_back(*it), it = unregistered_.erase(it);
+                else ++it;
+            for (const Hello& h : ready) welcome(h.connection, h.fields, now);
+        }
+    } else {
+        registered_.erase(node);
+        drop(node, "no heartbeat (its lease in the store expired, or it left)");
+    }
+    return std::move(out_);
+}
+
+void CoordinatorState::admit_hello(int connection, const std::map<std::string, std::string>& hello, Time now) {
+    if (options_.registry && !registered_.count(static_cast<int>(integer(hello, "node"))))
+        unregistered_.push_back({connection, hello});  // welcomed once its registration shows
+    else
+        welcome(connection, hello, now);
 }
 
 namespace {
@@ -454,22 +518,17 @@ void on_signal(int) { g_stop = true; }
 
 }  // namespace
 
-struct CoordinatorServer::Impl {
-    TcpListener listener;
-    CoordinatorOptions options;
-};
-
-CoordinatorServer::CoordinatorServer(const std::string& listen_address, CoordinatorOptions options)
-    : impl_(std::make_unique<Impl>(Impl{TcpListener(listen_address), std::move(options)})) {}
+CoordinatorServer::CoordinatorServer(const std::string& listen_address) : listener_(listen_address) {}
 
 CoordinatorServer::~CoordinatorServer() = default;
 
-const std::string& CoordinatorServer::address() const { return impl_->listener.address(); }
+const std::string& CoordinatorServer::address() const { return listener_.address(); }
 
-void CoordinatorServer::serve(const std::atomic<bool>& stop) {
+void CoordinatorServer::serve(const CoordinatorOptions& options, const std::atomic<bool>& stop,
+                              const RegistryChanges& registry) {
     using Clock = std::chrono::steady_clock;
-    const TcpListener& listener = impl_->listener;
-    CoordinatorState state(impl_->options, Clock::now());
+    const TcpListener& listener = listener_;
+    CoordinatorState state(options, Clock::now());
     std::map<int, std::unique_ptr<LineSocket>> connections;
     int next_connection = 1;
     auto deliver = [&](const std::vector<CoordinatorState::Send>& sends) {
@@ -509,7 +568,10 @@ void CoordinatorServer::serve(const std::atomic<bool>& stop) {
                 deliver(state.on_closed(id, Clock::now()));
             }
         }
+        if (registry)
+            for (const auto& [node, present] : registry()) deliver(state.on_registered(node, present, Clock::now()));
         deliver(state.on_tick(Clock::now()));
+        if (state.superseded()) break;
         if (const std::string d = state.describe(); d != last_description) {
             note(PANGEA_LOG_DEBUG, d);
             last_description = d;
@@ -520,7 +582,7 @@ void CoordinatorServer::serve(const std::atomic<bool>& stop) {
 
 int run_coordinator(const std::string& listen_address, const CoordinatorOptions& options,
                     const std::string& address_file) {
-    CoordinatorServer server(listen_address, options);
+    CoordinatorServer server(listen_address);
     if (!address_file.empty()) write_file_atomically(address_file, server.address());
     note(PANGEA_LOG_INFO, "run " + options.run + ": listening on " + server.address() + " (timeout " +
                               std::to_string(options.timeout.count()) + " ms, min members " +
@@ -529,7 +591,7 @@ int run_coordinator(const std::string& listen_address, const CoordinatorOptions&
     action.sa_handler = on_signal;
     sigaction(SIGINT, &action, nullptr);
     sigaction(SIGTERM, &action, nullptr);
-    server.serve(g_stop);
+    server.serve(options, g_stop);
     return 0;
 }
 

@@ -7,9 +7,10 @@
 // restarted does not end the run.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/socket.hpp"
 #include "mesh/membership.hpp"
 
 namespace pangea {
@@ -26,6 +28,18 @@ struct CoordinatorOptions {
     std::chrono::milliseconds timeout{3000};    // silence after which a node is dropped
     int min_members = 1;                        // fewest members an outer step may have
     std::string secret;                         // empty: nodes are not asked to prove anything
+
+    // With a registry (etcd), a node takes part only while it is registered there: its lease is
+    // its heartbeat, so it is dropped when its registration goes (on_registered), not on
+    // silence here.
+    bool registry = false;
+    // Writes an epoch's commit to the store before any member hears of it. Returns false when
+    // this coordinator has been superseded (it then stops: superseded()); throws MeshError when
+    // the store cannot be reached (the epoch is retried).
+    std::function<bool(const Epoch&)> record_commit;
+    // The last commit the store holds: where a newly elected coordinator carries on from.
+    int64_t committed_step = 0;
+    uint64_t committed_epoch = 0;
 };
 
 std::string encode_members(const std::vector<Member>& members);  // "0=host:port;2=host:port"
@@ -53,7 +67,11 @@ public:
     std::vector<Send> on_message(int connection, const std::string& message, Time now);
     std::vector<Send> on_closed(int connection, Time now);
     std::vector<Send> on_tick(Time now);  // call every ~100 ms: timeouts, the end of the grace
+    // With a registry: `node` registered (present) or its registration went (lease expired,
+    // revoked on leaving).
+    std::vector<Send> on_registered(int node, bool present, Time now);
 
+    bool superseded() const { return superseded_; }  // another coordinator took over: stop serving
     int64_t committed_step() const { return committed_step_; }
     std::string describe() const;  // one line for the log
 
@@ -76,11 +94,12 @@ private:
         std::map<int, bool> reported;  // node -> ok
     };
 
+    void admit_hello(int connection, const std::map<std::string, std::string>& hello, Time now);
     void welcome(int connection, const std::map<std::string, std::string>& hello, Time now);
     void drop(int node, const std::string& why);
     void maybe_decide();
     void maybe_resolve();
-    void resolve(bool commit, const std::string& why);
+    void resolve(bool commit, std::string why);
     void send(int node, const std::string& message);
     void stale(int node);
     int node_of(int connection) const;
@@ -90,6 +109,9 @@ private:
     Time grace_end_;
     bool collecting_ = true;  // within the first timeout after start: registrations are held
     std::vector<Hello> held_;
+    std::set<int> registered_;           // with a registry: the nodes registered there
+    std::vector<Hello> unregistered_;    // hellos of nodes not (yet) registered there
+    bool superseded_ = false;
     std::map<int, std::string> challenges_;  // connection -> nonce it was sent
     std::map<int, Node> nodes_;
     int64_t committed_step_ = 0;
@@ -102,19 +124,20 @@ private:
     std::vector<Send> out_;
 };
 
-// The coordinator's TCP server: bound at construction (address() known at once), serving until
-// `stop` turns true. `pangea coordinator` runs one; with the etcd backend, the elected node runs
-// one in a thread.
+// The coordinator's TCP server: bound at construction (address() known at once), then serving
+// until `stop` turns true or the coordinator is superseded. `pangea coordinator` runs one; with
+// the etcd backend, the elected node runs one in a thread and feeds it the registry's changes
+// through `registry` (polled every ~100 ms: the changes since the last call).
 class CoordinatorServer {
 public:
-    CoordinatorServer(const std::string& listen_address, CoordinatorOptions options);  // throws SocketError
+    using RegistryChanges = std::function<std::vector<std::pair<int, bool>>()>;  // (node, present)
+    explicit CoordinatorServer(const std::string& listen_address);  // throws SocketError
     ~CoordinatorServer();
     const std::string& address() const;
-    void serve(const std::atomic<bool>& stop);
+    void serve(const CoordinatorOptions& options, const std::atomic<bool>& stop, const RegistryChanges& registry = {});
 
 private:
-    struct Impl;
-    std::unique_ptr<Impl> impl_;
+    TcpListener listener_;
 };
 
 // Serves until SIGINT/SIGTERM. Writes the bound address to `address_file` if given (for

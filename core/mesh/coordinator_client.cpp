@@ -101,6 +101,7 @@ void CoordinatorClient::run_connection() {
             nonce_ = random_nonce();
             if (!socket->send(hello(field(*challenge, "nonce")))) continue;
             socket_ = std::move(socket);
+            connected_to_ = address_;
         }
         if (warned) note(PANGEA_LOG_INFO, "node " + std::to_string(options_.node) + ": reconnected to the coordinator");
         warned = false;
@@ -150,7 +151,18 @@ void CoordinatorClient::run_heartbeats() {
     std::unique_lock lock(mutex_);
     while (!stop_) {
         changed_.wait_for(lock, options_.heartbeat, [&] { return stop_.load(); });
-        if (socket_) socket_->send(beat);
+        if (!socket_) continue;
+        if (options_.send_beats) socket_->send(beat);
+        if (!options_.locate) continue;
+        const std::string connected = connected_to_;
+        lock.unlock();
+        const std::string elected = options_.locate();  // an etcd read: not under the lock
+        lock.lock();
+        if (socket_ && connected_to_ == connected && !elected.empty() && elected != connected) {
+            note(PANGEA_LOG_WARN, "node " + std::to_string(options_.node) + ": the coordinator moved from " + connected +
+                                      " to " + elected + "; reconnecting");
+            socket_->shutdown();  // the reader reconnects
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-// A node's side of the builtin coordinator: one TCP connection, heartbeats from a background
-// thread, and a reconnect loop that re-registers with what this node holds, so that a
+// A node's side of the coordinator (builtin, or elected through etcd): one TCP connection,
+// heartbeats from a background thread, and a reconnect loop that re-registers with what this node holds, so that a
 // coordinator restart costs the run nothing but a pause.
 #pragma once
 
@@ -28,6 +28,10 @@ struct CoordinatorClientOptions {
     int node = 0;
     std::string address;  // this node's transport address
     std::chrono::milliseconds heartbeat{1000};
+    // Beats to the coordinator at `heartbeat`. Off with etcd, where the node's lease is its
+    // heartbeat; there the heartbeat thread instead checks where the coordinator is (locate),
+    // and moves to a newly elected one even if the old one stalled without closing.
+    bool send_beats = true;
     std::chrono::milliseconds reconnect_for{60000};  // give up when the coordinator stays away this long
     bool join = false;  // a late joiner: recover from the members even if the run has not started
     std::string secret;  // the run's shared secret (empty: none)
@@ -79,6 +83,7 @@ private:
     std::atomic<int> joiners_ = 0;
     std::string nonce_;  // what the coordinator must prove it can sign
     std::string address_;  // of the coordinator last tried (reader thread)
+    std::string connected_to_;  // the coordinator behind socket_ (under mutex_)
     const std::string incarnation_;  // this process, across reconnects
     std::atomic<bool> stop_ = false;
     std::thread reader_, heartbeats_;

@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <regex>
 
 #include "mesh/ring_setup.hpp"
@@ -35,6 +36,13 @@ std::optional<std::string> json_field(const std::string& json, const std::string
     std::smatch match;
     if (!std::regex_search(json, match, pattern)) return std::nullopt;
     return match[2].matched ? match[2].str() : match[1].str();
+}
+
+// The end of the key range that holds exactly the keys starting with `prefix`.
+std::string prefix_end(std::string prefix) {
+    while (!prefix.empty() && static_cast<unsigned char>(prefix.back()) == 0xff) prefix.pop_back();
+    if (!prefix.empty()) prefix.back() = static_cast<char>(prefix.back() + 1);
+    return prefix;
 }
 
 size_t collect(char* data, size_t size, size_t count, void* out) {
@@ -93,13 +101,24 @@ bool EtcdClient::keep_alive(int64_t lease) {
 
 void EtcdClient::revoke_lease(int64_t lease) { call("/v3/lease/revoke", "{\"ID\":" + std::to_string(lease) + "}"); }
 
-bool EtcdClient::create(const std::string& key, const std::string& value, int64_t lease) {
+std::optional<int64_t> EtcdClient::create(const std::string& key, const std::string& value, int64_t lease) {
     const std::string k = base64(key);
     const std::string answer =
         call("/v3/kv/txn", "{\"compare\":[{\"key\":\"" + k +
                                "\",\"result\":\"EQUAL\",\"target\":\"CREATE\",\"create_revision\":\"0\"}],"
                                "\"success\":[{\"request_put\":{\"key\":\"" + k + "\",\"value\":\"" + base64(value) +
                                "\",\"lease\":\"" + std::to_string(lease) + "\"}}]}");
+    if (json_field(answer, "succeeded").value_or("false") != "true") return std::nullopt;
+    return std::stoll(json_field(answer, "revision").value_or("0"));  // the transaction's: the key's creation
+}
+
+bool EtcdClient::put_if_created_at(const std::string& guard, int64_t guard_revision, const std::string& key,
+                                   const std::string& value) {
+    const std::string answer =
+        call("/v3/kv/txn", "{\"compare\":[{\"key\":\"" + base64(guard) +
+                               "\",\"result\":\"EQUAL\",\"target\":\"CREATE\",\"create_revision\":\"" +
+                               std::to_string(guard_revision) + "\"}],\"success\":[{\"request_put\":{\"key\":\"" +
+                               base64(key) + "\",\"value\":\"" + base64(value) + "\"}}]}");
     return json_field(answer, "succeeded").value_or("false") == "true";
 }
 
@@ -108,6 +127,81 @@ std::optional<std::string> EtcdClient::get(const std::string& key) {
     const auto value = json_field(answer, "value");
     if (!value) return std::nullopt;
     return unbase64(*value);
+}
+
+std::vector<EtcdKey> EtcdClient::list(const std::string& prefix, int64_t* revision) {
+    const std::string answer = call("/v3/kv/range", "{\"key\":\"" + base64(prefix) + "\",\"range_end\":\"" +
+                                                        base64(prefix_end(prefix)) + "\"}");
+    *revision = std::stoll(json_field(answer, "revision").value_or("0"));
+    std::vector<EtcdKey> keys;
+    static const std::regex kv("\\{\"key\":\"[^}]*\\}");
+    for (auto it = std::sregex_iterator(answer.begin(), answer.end(), kv); it != std::sregex_iterator(); ++it) {
+        const std::string object = it->str();
+        keys.push_back({unbase64(json_field(object, "key").value_or("")), unbase64(json_field(object, "value").value_or("")),
+                        std::stoll(json_field(object, "create_revision").value_or("0"))});
+    }
+    return keys;
+}
+
+namespace {
+
+struct WatchStream {
+    const std::function<void(const EtcdEvent&)>* on_event;
+    const std::atomic<bool>* stop;
+    std::string pending;  // an incomplete line
+    int64_t revision = 0;
+    std::string error;
+};
+
+// The gateway streams one JSON object per line: {"result":{"header":{...},"events":[...]}}.
+size_t on_watch_data(char* data, size_t size, size_t count, void* user) {
+    auto& stream = *static_cast<WatchStream*>(user);
+    stream.pending.append(data, size * count);
+    static const std::regex event("\\{(\"type\":\"(PUT|DELETE)\",)?\"kv\":\\{([^}]*)\\}");
+    for (size_t end; (end = stream.pending.find('\n')) != std::string::npos; stream.pending.erase(0, end + 1)) {
+        const std::string line = stream.pending.substr(0, end);
+        if (line.find("\"error\"") != std::string::npos || line.find("\"canceled\":true") != std::string::npos) {
+            stream.error = line.substr(0, 200);
+            return 0;  // ends the transfer
+        }
+        for (auto it = std::sregex_iterator(line.begin(), line.end(), event); it != std::sregex_iterator(); ++it) {
+            const std::string kv = (*it)[3].str();
+            stream.revision = std::max<int64_t>(stream.revision, std::stoll(json_field(kv, "mod_revision").value_or("0")));
+            (*stream.on_event)({(*it)[2].str() == "DELETE", unbase64(json_field(kv, "key").value_or("")),
+                                unbase64(json_field(kv, "value").value_or(""))});
+        }
+    }
+    return size * count;
+}
+
+int on_watch_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    return static_cast<WatchStream*>(user)->stop->load() ? 1 : 0;
+}
+
+}  // namespace
+
+int64_t EtcdClient::watch(const std::string& prefix, int64_t from_revision,
+                          const std::function<void(const EtcdEvent&)>& on_event, const std::atomic<bool>& stop) {
+    WatchStream stream{&on_event, &stop, "", from_revision - 1, ""};
+    const std::string body = "{\"create_request\":{\"key\":\"" + base64(prefix) + "\",\"range_end\":\"" +
+                             base64(prefix_end(prefix)) + "\",\"start_revision\":\"" + std::to_string(from_revision) +
+                             "\"}}";
+    const std::string url = endpoint_ + "/v3/watch";
+    CURL* h = curl_->handle;
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms_);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_watch_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &stream);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_watch_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &stream);
+    const CURLcode rc = curl_easy_perform(h);
+    if (!stream.error.empty()) throw MeshError("etcd at " + endpoint_ + ": the watch of " + prefix + " ended: " + stream.error);
+    if (rc != CURLE_OK && !stop) throw MeshError("etcd at " + endpoint_ + ": /v3/watch: " + curl_easy_strerror(rc));
+    return stream.revision;
 }
 
 }  // namespace pangea

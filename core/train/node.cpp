@@ -13,7 +13,7 @@
 #include "manifest/manifest.hpp"
 #include "mesh/auth.hpp"
 #include "mesh/coordinator_client.hpp"
-#include "mesh/etcd_coordinator.hpp"
+#include "mesh/etcd_backend.hpp"
 #include "mesh/elastic_allreduce.hpp"
 #include "mesh/peers.hpp"
 #include "mesh/state_transfer.hpp"
@@ -151,7 +151,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     std::unique_ptr<OwnedListener> listener;
     StateServer state_server;
     std::unique_ptr<PeerAcceptor> acceptor;
-    std::unique_ptr<EtcdCoordinatorElection> election;  // backend = etcd: may host the coordinator
+    std::unique_ptr<EtcdBackend> etcd;  // backend = etcd: registers this node, may host the coordinator
     std::unique_ptr<CoordinatorClient> membership;
     std::unique_ptr<ElasticAllReduce> elastic;
     JoinResult joined;
@@ -182,10 +182,11 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             coordinator_options.min_members = static_cast<int>(m.get_int("mesh", "min_members"));
             coordinator_options.secret = secret;
             const std::string address = listener->address();
-            election = std::make_unique<EtcdCoordinatorElection>(
-                m.get_string("mesh", "etcd"), node, address.substr(0, address.rfind(':')), coordinator_options,
-                std::chrono::milliseconds(m.get_int("mesh", "heartbeat_ms")));
-            client.locate = [&election] { return election->locate(); };
+            etcd = std::make_unique<EtcdBackend>(m.get_string("mesh", "etcd"), node, address,
+                                                 address.substr(0, address.rfind(':')), coordinator_options,
+                                                 std::chrono::milliseconds(m.get_int("mesh", "heartbeat_ms")));
+            client.locate = [&etcd] { return etcd->locate(); };
+            client.send_beats = false;  // the etcd lease is the heartbeat
         }
         client.run = run_id_text(run_id);
         client.node = node;

@@ -21,6 +21,16 @@ protected:
     void start(int min_members = 1) {
         state.emplace(CoordinatorOptions{"00000000000000ab", std::chrono::milliseconds(3000), min_members}, now);
     }
+    // A coordinator elected through a registry (etcd); `commits` collects the epochs it records.
+    void start_with_registry(std::function<bool(const Epoch&)> record, int64_t step = 0, uint64_t epoch = 0) {
+        CoordinatorOptions options{"00000000000000ab", std::chrono::milliseconds(3000), 1};
+        options.registry = true;
+        options.record_commit = std::move(record);
+        options.committed_step = step;
+        options.committed_epoch = epoch;
+        state.emplace(options, now);
+    }
+    void registered(int node, bool present = true) { deliver(state->on_registered(node, present, now)); }
     void deliver(const Sends& sends) {
         for (const auto& s : sends) {
             if (!s.message.empty()) inbox[s.connection].push_back(*parse_flat_json(s.message));
@@ -267,6 +277,86 @@ TEST_F(Coordinator, WithASecretOnlyNodesThatProveItAreWelcomed) {
     tick(std::chrono::milliseconds(3001));
     EXPECT_EQ(inbox[1].back()["op"], "welcome");
     EXPECT_EQ(inbox[1].back()["proof"], coordinator_reply_proof("s3cret", "abc")) << "the coordinator proves itself too";
+}
+
+TEST_F(Coordinator, WithARegistryOnlyRegisteredNodesAreWelcomedAndAnExpiryDropsThem) {
+    std::vector<Epoch> commits;
+    start_with_registry([&](const Epoch& e) { return commits.push_back(e), true; });
+    registered(0), registered(1);
+    hello(0), hello(1), hello(2);
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(last_op(0), "welcome");
+    EXPECT_TRUE(inbox[3].empty()) << "node 2 is not registered in the store yet";
+    registered(2);
+    EXPECT_EQ(last_op(2), "welcome");
+    tick(std::chrono::milliseconds(60000));
+    EXPECT_FALSE(closed.count(1)) << "with a registry, silence here drops no one: the lease is the heartbeat";
+    ready(0, 1), ready(1, 1), ready(2, 1);
+    done(0, 1, true);
+    registered(2, false);  // node 2's lease expired mid all-reduce
+    EXPECT_TRUE(closed.count(3));
+    EXPECT_EQ(last_op(0), "retry");
+    ready(0, 1), ready(1, 1);
+    done(0, 2, true), done(1, 2, true);
+    EXPECT_EQ(last_op(0), "commit");
+    ASSERT_EQ(commits.size(), 1u) << "the commit is recorded in the store before anyone hears of it";
+    EXPECT_EQ(commits[0].id, 2u);
+    EXPECT_EQ(commits[0].members.size(), 2u);
+}
+
+TEST_F(Coordinator, ASupersededCoordinatorCommitsNothingAndLetsGo) {
+    start_with_registry([](const Epoch&) { return false; });  // another coordinator was elected
+    registered(0), registered(1);
+    hello(0), hello(1);
+    tick(std::chrono::milliseconds(3001));
+    ready(0, 1), ready(1, 1);
+    done(0, 1, true), done(1, 1, true);
+    EXPECT_EQ(last_op(0), "epoch") << "no commit without the record";
+    EXPECT_TRUE(state->superseded());
+    EXPECT_TRUE(closed.count(1) && closed.count(2)) << "the nodes are let go to find the new coordinator";
+    EXPECT_EQ(state->committed_step(), 0);
+}
+
+TEST_F(Coordinator, AStoreThatCannotRecordTheCommitMakesTheEpochRetry) {
+    bool reachable = false;
+    start_with_registry([&](const Epoch&) -> bool {
+        if (!reachable) throw MeshError("etcd at http://x: connection refused");
+        return true;
+    });
+    registered(0);
+    hello(0);
+    tick(std::chrono::milliseconds(3001));
+    ready(0, 1);
+    done(0, 1, true);
+    EXPECT_EQ(last_op(0), "retry");
+    EXPECT_NE(last(0)["reason"].find("could not be recorded"), std::string::npos) << last(0)["reason"];
+    reachable = true;
+    ready(0, 1);
+    done(0, 2, true);
+    EXPECT_EQ(last_op(0), "commit");
+}
+
+TEST_F(Coordinator, ANewlyElectedCoordinatorCarriesOnFromTheStoresRecord) {
+    start_with_registry([](const Epoch&) { return true; }, /*step=*/4, /*epoch=*/7);
+    registered(0), registered(1);
+    hello(0, true, 4, 7, "ready");
+    hello(1, true, 3, 6, "done", 7, true);  // reported in epoch 7, which committed, but never heard
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(last_op(1), "welcome");
+    EXPECT_EQ(inbox[2][0]["op"], "commit") << "the commit it missed";
+    ready(1, 5);
+    EXPECT_EQ(last_op(0), "epoch");
+    EXPECT_EQ(last(0)["epoch"], "8");
+    EXPECT_EQ(last(0)["step"], "5");
+}
+
+TEST_F(Coordinator, AStoreRecordOfAnEarlierRunIsIgnoredWhenEveryNodeStartsAfresh) {
+    start_with_registry([](const Epoch&) { return true; }, /*step=*/9, /*epoch=*/12);
+    registered(0);
+    hello(0);
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(last(0)["role"], "member");
+    EXPECT_EQ(state->committed_step(), 0);
 }
 
 }  // namespace

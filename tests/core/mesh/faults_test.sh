@@ -9,7 +9,7 @@
 #   4. the recovery source SIGKILLed halfway: the joiner completes from another member
 #   5. the coordinator SIGKILLed and restarted (etcd: the node hosting it SIGKILLed, another
 #      elected, the node restarted with --join): training goes on
-#   6. a stranger without the run's secret tries to join as node 1: refused, the run unaffected
+#   6. a stranger without the run's secret tries to join as node 3: refused, the run unaffected
 # and after every outer step all members hold bit-identical parameters. Every wait is bounded
 # and prints who was waiting on what. Needs root (network namespaces); skipped otherwise.
 #   faults_test.sh <pangea binary> <source root> [builtin|etcd]
@@ -144,12 +144,13 @@ step=$(last_step 0)
 wait_until 60 "the survivors commit the next outer step with three members" -- \
     bash -c "tail -1 '$work/run/metrics/node-0.jsonl' | grep -q '\"members\":3' && [[ \$(tail -1 '$work/run/metrics/node-0.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $step ]]"
 
-# 6. A stranger with the wrong secret claims to be node 1.
+# 6. A stranger with the wrong secret claims the id of node 3, which died (a live node's id is
+#    refused earlier with etcd, where registrations keep ids unique).
 step=$(last_step 0)
-expect "a node without the secret is refused" 1 "refused node 1: authentication failed" -- \
-    env PANGEA_TEST_SECRET=a-guess timeout 60 ip netns exec pangea-n5 "$pangea" run "$work/run.toml" --node-id 1 \
+expect "a node without the secret is refused" 1 "refused node 3: authentication failed" -- \
+    env PANGEA_TEST_SECRET=a-guess timeout 60 ip netns exec pangea-n5 "$pangea" run "$work/run.toml" --node-id 3 \
     --run-id 99 --set run.dir="$work/stranger" --set mesh.address=10.77.0.5:0 "${membership[@]}"
-expect "the coordinator logs the refusal" 0 "refused a connection claiming to be node 1: authentication failed" -- \
+expect "the coordinator logs the refusal" 0 "refused a connection claiming to be node 3: authentication failed" -- \
     coordinator_log
 wait_until 60 "the run goes on with the same three members" -- \
     bash -c "tail -1 '$work/run/metrics/node-1.jsonl' | grep -q '\"members\":3' && [[ \$(tail -1 '$work/run/metrics/node-1.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $step ]]"
