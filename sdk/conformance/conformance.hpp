@@ -57,6 +57,7 @@ private:
 struct Subject {
     const PluginDescriptor* plugin;
     SettingMap settings;  // defaults, with the runner's --set values applied
+    uint64_t large_object_bytes = 1ull << 30;  // storage: the size of the large round trip
 
     PluginInstance make() const { return PluginInstance(*plugin, settings); }
     std::string check_name(const std::string& what) const { return plugin->id() + ": " + what; }
@@ -72,5 +73,6 @@ void check_generic(Report& report, const Subject& subject);
 void check_compress(Report& report, const Subject& subject);
 void check_optim(Report& report, const Subject& subject);
 void check_transport(Report& report, const Subject& subject);
+void check_storage(Report& report, const Subject& subject);
 
 }  // namespace pangea::conformance

@@ -1,7 +1,7 @@
 // pangea-plugin-check: the conformance runner. Loads plugin libraries the way the host does and
 // runs the generic checks and each plugin kind's checks against them.
 //
-//   pangea-plugin-check [--set name=value]... [--skip FILE] LIBRARY...
+//   pangea-plugin-check [--set name=value]... [--skip FILE] [--object-mib N] LIBRARY...
 //
 // --set gives a setting to every plugin that declares it (needed for required settings).
 // --skip names a file of checks to skip, one per line: "<check name> -- <reason>".
@@ -63,6 +63,8 @@ int main(int argc, char** argv) {
     app.add_option("library", libraries, "plugin shared libraries (.so)")->required();
     app.add_option("--set", sets, "a setting for the plugins that declare it: name=value");
     app.add_option("--skip", skip_file, "file of checks to skip: \"<check name> -- <reason>\"");
+    uint64_t object_mib = 1024;
+    app.add_option("--object-mib", object_mib, "storage: MiB in the large-object round trip")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
     try {
@@ -83,7 +85,7 @@ int main(int argc, char** argv) {
             check_library(report, path);
             for (const PluginDescriptor* plugin : plugins) {
                 std::vector<std::string> missing;
-                Subject subject{plugin, settings_for(*plugin, sets, &missing)};
+                Subject subject{plugin, settings_for(*plugin, sets, &missing), object_mib << 20};
                 if (!missing.empty()) {
                     report.skip(plugin->id() + ": all checks",
                                 "required setting '" + missing.front() + "' has no value: pass --set " +
@@ -95,10 +97,7 @@ int main(int argc, char** argv) {
                     case PANGEA_KIND_COMPRESS: check_compress(report, subject); break;
                     case PANGEA_KIND_OPTIM: check_optim(report, subject); break;
                     case PANGEA_KIND_TRANSPORT: check_transport(report, subject); break;
-                    case PANGEA_KIND_STORAGE:
-                        report.skip(plugin->id() + ": " + kind_name(plugin->kind) + " checks",
-                                    "this runner has no checks for the kind yet");
-                        break;
+                    case PANGEA_KIND_STORAGE: check_storage(report, subject); break;
                 }
             }
         }

@@ -32,6 +32,7 @@
 #include "pangea/compress.h"
 #include "pangea/optim.h"
 #include "pangea/plugin.h"
+#include "pangea/storage.h"
 #include "pangea/transport.h"
 
 namespace pangea::sdk {
@@ -191,6 +192,22 @@ public:
     virtual void abort(pangea_connection* connection) noexcept = 0;
     virtual void close(pangea_connection* connection) noexcept = 0;
     virtual void close_listener(pangea_listener* listener) noexcept = 0;
+};
+
+// Storage plugins hand out writers: the class decides what they point to. commit() and abort()
+// release the writer whatever happens (commit() throws only after releasing it). read() returns
+// the count read; stat() the size. A missing key is Error(PANGEA_ERR_NOT_FOUND, ...).
+class Storage : public PluginBase {
+public:
+    static constexpr pangea_plugin_kind kind = PANGEA_KIND_STORAGE;
+    virtual pangea_storage_writer* open_write(const char* key) = 0;
+    virtual void write(pangea_storage_writer* writer, const void* data, size_t bytes) = 0;
+    virtual void commit(pangea_storage_writer* writer) = 0;
+    virtual void abort(pangea_storage_writer* writer) noexcept = 0;
+    virtual size_t read(const char* key, uint64_t offset, void* dst, size_t bytes) = 0;
+    virtual uint64_t stat(const char* key) = 0;
+    virtual void list(const char* prefix, pangea_storage_list_fn fn, void* user) = 0;
+    virtual void remove(const char* key) = 0;
 };
 
 // ------------------------------------------------------------------ the boundary
@@ -391,6 +408,62 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_TR
         },
         [](void* self, pangea_listener* listener) noexcept {
             if (self != nullptr && listener != nullptr) as<Transport>(self)->close_listener(listener);
+        },
+    };
+    return &vtable;
+}
+
+template <class T>
+const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_STORAGE>) {
+    static const pangea_storage_vtable vtable = {
+        header_for<T>(sizeof(pangea_storage_vtable)),
+        [](void* self, const char* key, pangea_storage_writer** out) noexcept {
+            return guarded(self, [&] {
+                if (key == nullptr || out == nullptr) throw Error(PANGEA_ERR_INVALID_ARGUMENT, "open_write: NULL argument");
+                *out = as<Storage>(self)->open_write(key);
+            });
+        },
+        [](void* self, pangea_storage_writer* writer, const void* data, size_t bytes) noexcept {
+            return guarded(self, [&] {
+                if (writer == nullptr || (data == nullptr && bytes > 0))
+                    throw Error(PANGEA_ERR_INVALID_ARGUMENT, "write: NULL argument");
+                as<Storage>(self)->write(writer, data, bytes);
+            });
+        },
+        [](void* self, pangea_storage_writer* writer) noexcept {
+            return guarded(self, [&] {
+                if (writer == nullptr) throw Error(PANGEA_ERR_INVALID_ARGUMENT, "commit: NULL writer");
+                as<Storage>(self)->commit(writer);
+            });
+        },
+        [](void* self, pangea_storage_writer* writer) noexcept {
+            if (self != nullptr && writer != nullptr) as<Storage>(self)->abort(writer);
+        },
+        [](void* self, const char* key, uint64_t offset, void* dst, size_t bytes, size_t* read) noexcept {
+            return guarded(self, [&] {
+                if (key == nullptr || read == nullptr || (dst == nullptr && bytes > 0))
+                    throw Error(PANGEA_ERR_INVALID_ARGUMENT, "read: NULL argument");
+                *read = 0;
+                *read = as<Storage>(self)->read(key, offset, dst, bytes);
+            });
+        },
+        [](void* self, const char* key, uint64_t* size) noexcept {
+            return guarded(self, [&] {
+                if (key == nullptr || size == nullptr) throw Error(PANGEA_ERR_INVALID_ARGUMENT, "stat: NULL argument");
+                *size = as<Storage>(self)->stat(key);
+            });
+        },
+        [](void* self, const char* prefix, pangea_storage_list_fn fn, void* user) noexcept {
+            return guarded(self, [&] {
+                if (prefix == nullptr || fn == nullptr) throw Error(PANGEA_ERR_INVALID_ARGUMENT, "list: NULL argument");
+                as<Storage>(self)->list(prefix, fn, user);
+            });
+        },
+        [](void* self, const char* key) noexcept {
+            return guarded(self, [&] {
+                if (key == nullptr) throw Error(PANGEA_ERR_INVALID_ARGUMENT, "remove: NULL key");
+                as<Storage>(self)->remove(key);
+            });
         },
     };
     return &vtable;
