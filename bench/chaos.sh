@@ -7,22 +7,30 @@
 # parameters after the same outer step). Target: no hang, no divergence.
 #
 #   bench/chaos.sh [--nodes 6] [--minutes 10] [--every 5] [--backend builtin|etcd]
+#
+# --binary DIR soaks a copy of a build's bin/ and lib/ instead of building (so that a rebuild
+# meanwhile does not swap the executable under the nodes restarted later).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-nodes=6 minutes=10 every=5 backend=builtin
+nodes=6 minutes=10 every=5 backend=builtin binary=
 while [[ $# -gt 0 ]]; do
     case $1 in
         --nodes) nodes=$2; shift 2 ;;
         --minutes) minutes=$2; shift 2 ;;
         --every) every=$2; shift 2 ;;
         --backend) backend=$2; shift 2 ;;
-        *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        --binary) binary=$2; shift 2 ;;
+        *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 source "$root/scripts/lib.sh"
 install_missing_packages
-build_pangea >/dev/null
-pangea=$PANGEA_BUILD/bin/pangea
+if [[ -n $binary ]]; then
+    pangea=$binary/bin/pangea
+else
+    build_pangea >/dev/null
+    pangea=$PANGEA_BUILD/bin/pangea
+fi
 work=$(mktemp -d /tmp/pangea-chaos-XXXXXX)
 trap 'pkill -9 -f -- "$work" 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$work"' EXIT
 export PANGEA_CHAOS_SECRET=$RANDOM$RANDOM$RANDOM

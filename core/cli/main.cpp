@@ -3,9 +3,11 @@
 
 #include <cstdio>
 #include <iostream>
+#include <map>
 
 #include "bench/allreduce_bench.hpp"
 #include "bench/compress_bench.hpp"
+#include "checkpoint/checkpoint.hpp"
 #include "common/log.hpp"
 #include "data/prepare.hpp"
 #include "data/token_shard.hpp"
@@ -152,6 +154,51 @@ int launch(LaunchOptions options) {
     return launch_local(manifest, options);
 }
 
+struct CheckpointCommand {
+    std::string manifest;
+    std::vector<std::string> set_arguments;
+    int node = 0;
+    std::string which = "latest";
+    std::string out;
+};
+
+int checkpoint_command(const std::string& action, const CheckpointCommand& command) {
+    PluginRegistry registry(default_search_path());
+    const Manifest manifest = load_manifest(command.manifest, collect_overrides(command.set_arguments), registry);
+    const ObjectStore store(open_storage(manifest, registry));
+    const std::string prefix = checkpoint_prefix(manifest, command.node);
+    if (action == "list") {
+        const auto checkpoints = list_checkpoints(store, prefix);
+        const auto latest = latest_checkpoint(store, prefix);
+        if (checkpoints.empty()) {
+            std::cout << "no checkpoints under " << store.name() << " " << prefix << "\n";
+            return 0;
+        }
+        std::cout << store.name() << " " << prefix << "\n" << padded("step", 10) << padded("MiB", 10) << "parts\n";
+        for (const CheckpointSummary& c : checkpoints) {
+            char mib[32];
+            std::snprintf(mib, sizeof mib, "%.1f", c.bytes() / 1048576.0);
+            std::cout << padded(std::to_string(c.step), 10) << padded(mib, 10) << c.parts.size()
+                      << (latest && *latest == c.step ? "  <- latest" : "") << "\n";
+        }
+        return 0;
+    }
+    const int64_t step = resolve_checkpoint(store, prefix, command.which);
+    if (action == "inspect") {
+        std::string header;
+        read_summary(store, prefix, step, &header);
+        std::cout << store.name() << " " << checkpoint_dir(prefix, step) << "checkpoint.json:\n" << header;
+        bool ok = true;
+        for (const std::string& line : verify_checkpoint(store, prefix, step, &ok)) std::cout << "  " << line << "\n";
+        std::cout << (ok ? "every part matches its SHA-256\n" : "the checkpoint is damaged: resume refuses it\n");
+        return ok ? 0 : 1;
+    }
+    export_checkpoint(store, prefix, step, command.out);
+    std::cout << "exported step " << step << " to " << command.out
+              << " (model.safetensors, config.json: Hugging Face LlamaForCausalLM)\n";
+    return 0;
+}
+
 int data_prepare(const PrepareOptions& options) {
     const auto written = prepare_shards(options);
     uint64_t tokens = 0;
@@ -252,6 +299,30 @@ int main(int argc, char** argv) {
                   "join a run in progress: fetch the state from its members first (a node that finds the run "
                   "started does so anyway)");
 
+    run->add_option("--resume", node_options.resume,
+                    "start from this node's checkpoint: latest, or an outer step number");
+
+    auto* checkpoint = app.add_subcommand("checkpoint", "a run's checkpoints in its [storage]");
+    checkpoint->require_subcommand(1);
+    CheckpointCommand checkpoint_options;
+    std::map<std::string, CLI::App*> checkpoint_actions;
+    for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
+             {"list", "list the complete checkpoints of a node"},
+             {"inspect", "print a checkpoint's header and verify every part's SHA-256"},
+             {"export", "write model.safetensors and config.json (Hugging Face Llama) to a directory"}}) {
+        auto* action = checkpoint->add_subcommand(name, help);
+        action->add_option("manifest", checkpoint_options.manifest, "the run manifest (its [storage] and [checkpoint])")
+            ->required();
+        if (name != "list")
+            action->add_option("step", checkpoint_options.which, "latest, or an outer step number")->capture_default_str();
+        if (name == "export") action->add_option("-o,--out", checkpoint_options.out, "the directory to write")->required();
+        action->add_option("--node", checkpoint_options.node, "whose checkpoints (each node saves its own)")
+            ->capture_default_str();
+        action->add_option("--set", checkpoint_options.set_arguments, "override a setting: section.key=value")
+            ->allow_extra_args(false);
+        checkpoint_actions[name] = action;
+    }
+
     auto* coordinator_command = app.add_subcommand(
         "coordinator", "the builtin membership store of a run (pangea launch starts one for local runs)");
     CoordinatorCommand coordinator_options;
@@ -274,6 +345,8 @@ int main(int argc, char** argv) {
         ->allow_extra_args(false);
     launch_command->add_option("--netns", launch_options.netns,
                                "run node i in network namespace <prefix><i + 1> (see bench/wan.sh)");
+    launch_command->add_option("--resume", launch_options.resume,
+                               "every node starts from its checkpoint: latest, or an outer step number");
     launch_command->add_option("--host", launch_options.host,
                                "address node i listens on; {r} becomes i + 1 (e.g. 10.77.0.{r})");
 
@@ -310,6 +383,8 @@ int main(int argc, char** argv) {
         }
         if (*run) return run_node(run_manifest, run_set, node_options);
         if (*coordinator_command) return coordinator(coordinator_options);
+        for (const auto& [name, action] : checkpoint_actions)
+            if (*action) return checkpoint_command(name, checkpoint_options);
         if (*launch_command) return launch(launch_options);
         if (*prepare) {
             if (prepare_options.inputs.empty() == prepare_options.builtin.empty()) {

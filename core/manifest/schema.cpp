@@ -94,6 +94,10 @@ constexpr pangea_setting kMesh[] = {
 constexpr pangea_setting kCheckpoint[] = {
     integer("interval", "0", "outer steps between checkpoints (0: none)", 0, 1e9),
     flag("async", "true", "write checkpoints in the background while training continues"),
+    integer("keep", "3", "complete checkpoints kept per node (older ones are deleted)", 1, 1000000),
+    text("when_busy", "wait", "a checkpoint due while the previous one is still being written: wait for it, or skip this one",
+         "wait|skip"),
+    text("prefix", "", "where in the storage the checkpoints go: <prefix>/node-<id>/step-<n>/ (empty: the run's name)"),
 };
 
 constexpr CoreSection kCoreSections[] = {

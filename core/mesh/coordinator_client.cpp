@@ -26,7 +26,9 @@ int64_t number(const std::map<std::string, std::string>& m, const char* key) {
 }  // namespace
 
 CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options)
-    : options_(std::move(options)), incarnation_(random_nonce()) {}
+    : options_(std::move(options)), incarnation_(random_nonce()) {
+    if (options_.resumed_step >= 0) has_state_ = true, step_ = options_.resumed_step;
+}
 
 CoordinatorClient::~CoordinatorClient() {
     stop_ = true;

@@ -163,6 +163,7 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
         for (const auto& set : settings) argv.insert(argv.end(), {"--set", set});
         if (!coordinator_address.empty()) argv.insert(argv.end(), {"--set", "mesh.coordinator=" + coordinator_address});
         if (!options.host.empty()) argv.insert(argv.end(), {"--set", "mesh.address=" + host_of(i) + ":0"});
+        if (!options.resume.empty()) argv.insert(argv.end(), {"--resume", options.resume});
         children.emplace_back(in_netns(argv, i), (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).string());
     }
     std::printf("launched %d nodes%s; logs in %s, metrics in %s\n", nodes,

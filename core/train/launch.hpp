@@ -18,6 +18,7 @@ struct LaunchOptions {
     // and listens on `host` with {r} replaced by i + 1 (e.g. 10.77.0.{r}).
     std::string netns;
     std::string host;
+    std::string resume;  // passed on to every node: "latest" or an outer step
 };
 
 // Returns 0 when every node succeeded, 1 when one failed, 130 when interrupted.

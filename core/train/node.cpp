@@ -13,6 +13,7 @@
 #include "manifest/manifest.hpp"
 #include "mesh/auth.hpp"
 #include "mesh/coordinator_client.hpp"
+#include "checkpoint/checkpointer.hpp"
 #include "mesh/etcd_backend.hpp"
 #include "mesh/elastic_allreduce.hpp"
 #include "mesh/peers.hpp"
@@ -76,6 +77,21 @@ uint64_t run_id_of(const Manifest& m, uint64_t explicit_id) {
     uint64_t h = 1469598103934665603ull;  // FNV-1a of [run] name
     for (unsigned char c : m.get_string("run", "name")) h = (h ^ c) * 1099511628211ull;
     return h | 1;  // never 0
+}
+
+PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry) {
+    const auto found = manifest.plugins.find(PANGEA_KIND_STORAGE);
+    if (found != manifest.plugins.end() && found->second.plugin != nullptr)
+        return PluginInstance(*found->second.plugin, found->second.settings);
+    const PluginDescriptor& plugin = registry.get(PANGEA_KIND_STORAGE, "local");
+    SettingMap settings = plugin.default_settings();
+    settings["path"] = {(fs::path(manifest.get_string("run", "dir")) / "checkpoints").string(), "default: <run.dir>/checkpoints"};
+    return PluginInstance(plugin, settings);
+}
+
+std::string checkpoint_prefix(const Manifest& m, int node) {
+    const std::string& prefix = m.get_string("checkpoint", "prefix");
+    return (prefix.empty() ? m.get_string("run", "name") : prefix) + "/node-" + std::to_string(node) + "/";
 }
 
 std::string run_id_text(uint64_t id) {
@@ -145,9 +161,24 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
          ", vocab " + std::to_string(shape.vocab) + "); data: " + sampler.describe());
     info(tag + ": plugins " + transport.plugin().id() + ", " + codec.plugin().id() + ", " + optimizer.plugin().id());
 
+    // Checkpoints: read the one to resume from now, so that the mesh hears which step this node holds.
+    const bool overlap = m.get_bool("diloco", "overlap");
+    const int64_t checkpoint_interval = m.get_int("checkpoint", "interval");
+    if (overlap && (checkpoint_interval > 0 || !options.resume.empty()))
+        throw std::runtime_error(tag + ": checkpoints need diloco.overlap = false (not available with overlap yet)");
+    std::unique_ptr<ObjectStore> store;
+    std::optional<TrainingState> resumed;
+    const std::string prefix = checkpoint_prefix(m, node);
+    if (checkpoint_interval > 0 || !options.resume.empty()) store = std::make_unique<ObjectStore>(open_storage(m, registry));
+    if (!options.resume.empty()) {
+        const int64_t step = resolve_checkpoint(*store, prefix, options.resume);
+        resumed = read_checkpoint(*store, prefix, step, shape);
+        info(tag + ": resuming from " + store->name() + " " + checkpoint_dir(prefix, step) + " (outer step " +
+             std::to_string(step) + ", every part's SHA-256 verified)");
+    }
+
     // The mesh: a listener for peers, the coordinator, and the all-reduce over the members of
     // each outer step.
-    const bool overlap = m.get_bool("diloco", "overlap");
     std::unique_ptr<OwnedListener> listener;
     StateServer state_server;
     std::unique_ptr<PeerAcceptor> acceptor;
@@ -194,6 +225,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         client.heartbeat = std::chrono::milliseconds(m.get_int("mesh", "heartbeat_ms"));
         client.reconnect_for = std::chrono::milliseconds(m.get_int("mesh", "coordinator_wait_ms"));
         client.join = options.join;
+        if (resumed) client.resumed_step = resumed->step;
         client.secret = secret;
         membership = std::make_unique<CoordinatorClient>(client);
         joined = membership->join();
@@ -236,7 +268,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         return loss;
     };
 
-    std::ofstream metrics(run_dir / "metrics" / (tag + ".jsonl"), std::ios::trunc);
+    // A resumed node carries on its metrics file.
+    std::ofstream metrics(run_dir / "metrics" / (tag + ".jsonl"), resumed ? std::ios::app : std::ios::trunc);
     const fs::path status_path = run_dir / "status" / (tag + ".json");
     const int64_t window = seq_len + 1;
     const int64_t step_sequences = micro_batch * grad_accum;
@@ -309,7 +342,37 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         state_server.publish(std::move(snapshot));
     };
     int64_t first_outer = 0;
+    if (resumed) {
+        loop.restore(resumed->params, resumed->outer_optimizer);
+        learner->load_optimizer_state(resumed->inner_optimizer);
+        sampler.skip_to(resumed->sampler_position);
+        first_outer = resumed->step;
+        resumed.reset();  // the memory goes back
+    }
     if (membership && joined.role == Role::kRecover) first_outer = recover(joined.sources, joined.step);
+
+    std::unique_ptr<Checkpointer> checkpointer;
+    if (checkpoint_interval > 0) {
+        CheckpointerOptions checkpoint_options;
+        checkpoint_options.prefix = prefix;
+        checkpoint_options.context = {m.get_string("run", "name"), node, shape, seq_len};
+        checkpoint_options.keep = static_cast<int>(m.get_int("checkpoint", "keep"));
+        checkpoint_options.async = m.get_bool("checkpoint", "async");
+        checkpoint_options.wait_when_busy = m.get_string("checkpoint", "when_busy") == "wait";
+        checkpointer = std::make_unique<Checkpointer>(*store, checkpoint_options);
+    }
+    // The state after `step` outer steps, copied to host memory for the checkpointer.
+    const std::string manifest_text = m.to_toml();
+    auto save_checkpoint = [&](int64_t step) {
+        TrainingState state;
+        state.step = step;
+        state.params.assign(loop.synced().begin(), loop.synced().end());
+        state.outer_optimizer = loop.optimizer_state();
+        state.inner_optimizer = learner->save_optimizer_state();
+        state.sampler_position = static_cast<uint64_t>(step * inner_steps * micro_batch * grad_accum);
+        state.manifest = manifest_text;
+        checkpointer->save(std::move(state));
+    };
 
     const auto run_start = Clock::now();
     double compute_total = 0, blocked_total = 0, allreduce_total = 0, last_loss = 0, last_eval = -1;
@@ -363,6 +426,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             continue;
         }
         publish_state();
+        if (checkpointer && ((outer + 1) % checkpoint_interval == 0 || outer + 1 == outer_steps)) save_checkpoint(outer + 1);
         if (report.applied) {
             last_allreduce = report.allreduce;
             allreduce_total += report.allreduce.seconds;
@@ -404,6 +468,11 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     blocked_total += final_report.blocked_seconds;
     if (membership) membership->leave();
     state_server.stop();
+    CheckpointStats saves;
+    if (checkpointer) {
+        checkpointer->wait();  // the last checkpoint is on storage before the run reports done
+        saves = checkpointer->stats();
+    }
     const double wall = seconds_since(run_start);
     last_eval = evaluate(*learner, sampler, eval_sequences, micro_batch);
     const std::string hash = hash_floats(params.data(), params.size());
@@ -429,6 +498,13 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                               .add("params_hash", hash)
                               .add("recoveries", static_cast<int64_t>(recoveries.size()))
                               .add("last_recovery", recoveries.empty() ? std::string() : recoveries.back())
+                              .add("checkpoints_saved", saves.saved)
+                              .add("checkpoints_skipped", saves.skipped)
+                              .add("checkpoints_failed", saves.failed)
+                              .add("checkpoint_stall_seconds", saves.stall_seconds)
+                              .add("checkpoint_write_seconds", saves.write_seconds)
+                              .add("checkpoint_bytes", saves.bytes)
+                              .add("last_checkpoint", saves.last_step)
                               .text());
     write_status("done", outer_steps, 0, 0, true);
     return 0;

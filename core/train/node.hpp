@@ -2,7 +2,8 @@
 // builds the model, registers with the coordinator (several nodes), and runs the DiLoCo loop: H
 // inner steps, then an outer step through the compression, transport and outer optimizer
 // plugins, outer_steps times. A node that finds the run in progress, or that was dropped,
-// recovers the state from a live member first.
+// recovers the state from a live member first. With [checkpoint] interval, it saves checkpoints
+// in the background (checkpoint/checkpointer.hpp); --resume starts from one.
 // Writes metrics into the run directory (train/metrics.hpp).
 #pragma once
 
@@ -19,10 +20,17 @@ struct NodeOptions {
     int node_id = 0;
     uint64_t run_id = 0;  // 0: derived from [run] name
     bool join = false;    // start as a late joiner: fetch the state from the members first
+    std::string resume;   // "latest" or an outer step: start from this node's checkpoint ("": afresh)
 };
 
 struct ModelShape;
 class Sampler;
+class PluginInstance;
+
+// The storage plugin of [storage]; without one, storage/local in <run.dir>/checkpoints.
+PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry);
+// Where node `node`'s checkpoints go in the storage: "<checkpoint.prefix or run name>/node-<id>/".
+std::string checkpoint_prefix(const Manifest& manifest, int node);
 
 // Opens the data and resolves the model's shape against it, as a node does before training:
 // a missing or bad data file, weights that do not sum to > 0 or a shape that does not divide

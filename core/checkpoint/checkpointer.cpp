@@ -1,0 +1,116 @@
+#include "checkpoint/checkpointer.hpp"
+
+#include <chrono>
+#include <cstdio>
+
+#include "common/log.hpp"
+
+namespace pangea {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+void note(pangea_log_level level, const std::string& message) { log(level, "checkpoint", message); }
+
+}  // namespace
+
+Checkpointer::Checkpointer(const ObjectStore& store, CheckpointerOptions options)
+    : store_(store), options_(std::move(options)) {
+    if (options_.async) writer_ = std::thread([this] { run(); });
+}
+
+Checkpointer::~Checkpointer() {
+    {
+        std::unique_lock lock(mutex_);
+        changed_.wait(lock, [&] { return !pending_ && !writing_; });
+        stop_ = true;
+    }
+    changed_.notify_all();
+    if (writer_.joinable()) writer_.join();
+}
+
+bool Checkpointer::save(TrainingState state) {
+    const auto start = Clock::now();
+    if (!options_.async) {
+        write(state);
+        std::lock_guard lock(mutex_);
+        stats_.stall_seconds += seconds_since(start);
+        return true;
+    }
+    std::unique_lock lock(mutex_);
+    if ((pending_ || writing_) && !options_.wait_when_busy) {
+        ++stats_.skipped;
+        note(PANGEA_LOG_WARN, "skipped the checkpoint of step " + std::to_string(state.step) +
+                                  ": the previous one is still being written (checkpoint.when_busy = \"skip\")");
+        return false;
+    }
+    changed_.wait(lock, [&] { return !pending_ && !writing_; });
+    pending_ = std::move(state);
+    stats_.stall_seconds += seconds_since(start);
+    changed_.notify_all();
+    return true;
+}
+
+void Checkpointer::wait() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return !pending_ && !writing_; });
+}
+
+CheckpointStats Checkpointer::stats() const {
+    std::lock_guard lock(mutex_);
+    return stats_;
+}
+
+void Checkpointer::run() {
+    std::unique_lock lock(mutex_);
+    while (true) {
+        changed_.wait(lock, [&] { return pending_ || stop_; });
+        if (!pending_) return;
+        const TrainingState state = std::move(*pending_);
+        pending_.reset();
+        writing_ = true;
+        lock.unlock();
+        write(state);
+        lock.lock();
+        writing_ = false;
+        changed_.notify_all();
+    }
+}
+
+void Checkpointer::write(const TrainingState& state) {
+    const auto start = Clock::now();
+    auto last_note = start;
+    const std::string where = store_.name() + " " + checkpoint_dir(options_.prefix, state.step);
+    uint64_t bytes = 0;
+    try {
+        write_checkpoint(store_, options_.prefix, state, options_.context, [&](uint64_t written) {
+            bytes = written;
+            if (seconds_since(last_note) < 10) return;  // long saves say how far they are
+            last_note = Clock::now();
+            note(PANGEA_LOG_INFO, "writing " + where + ": " + std::to_string(written >> 20) + " MiB so far");
+        });
+        const std::vector<int64_t> pruned = prune_checkpoints(store_, options_.prefix, options_.keep);
+        const double seconds = seconds_since(start);
+        char line[160];
+        std::snprintf(line, sizeof line, ": %.1f MiB in %.2f s (%.1f MB/s)", bytes / 1048576.0, seconds,
+                      bytes / 1e6 / std::max(seconds, 1e-9));
+        std::string removed;
+        for (int64_t step : pruned) removed += (removed.empty() ? "" : ", ") + std::to_string(step);
+        note(PANGEA_LOG_INFO, "saved " + where + line + (removed.empty() ? "" : "; removed step(s) " + removed));
+        std::lock_guard lock(mutex_);
+        ++stats_.saved;
+        stats_.bytes += bytes;
+        stats_.write_seconds += seconds;
+        stats_.last_step = state.step;
+    } catch (const std::exception& e) {
+        note(PANGEA_LOG_ERROR, "could not save " + where + ": " + e.what() +
+                                   " (the previous checkpoint stays the latest; training goes on)");
+        std::lock_guard lock(mutex_);
+        ++stats_.failed;
+        stats_.last_error = e.what();
+    }
+}
+
+}  // namespace pangea

@@ -1,0 +1,205 @@
+// The checkpoint format through the real storage/local plugin in a temporary directory: round
+// trip, the safetensors layout, what a damaged or incomplete checkpoint does, retention, and the
+// asynchronous checkpointer.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "checkpoint/checkpointer.hpp"
+#include "common/json.hpp"
+#include "plugin_host/plugin_instance.hpp"
+
+namespace pangea {
+namespace {
+
+namespace fs = std::filesystem;
+
+class Checkpoints : public ::testing::Test {
+protected:
+    void SetUp() override {
+        dir = fs::temp_directory_path() / ("pangea-checkpoint-test-" + std::to_string(std::random_device()()));
+        registry.emplace(std::vector<SearchPath>{{PANGEA_TEST_BUILTIN_PLUGINS, "build tree"}});
+        const PluginDescriptor& plugin = registry->get(PANGEA_KIND_STORAGE, "local");
+        SettingMap settings = plugin.default_settings();
+        settings["path"] = {dir.string(), "test"};
+        store.emplace(PluginInstance(plugin, settings));
+        shape.preset = "custom";
+        shape.layers = 1, shape.d_model = 8, shape.heads = 2, shape.kv_heads = 1, shape.ffn = 16, shape.vocab = 11;
+        context = {"test-run", 0, shape, 32};
+    }
+    void TearDown() override { fs::remove_all(dir); }
+
+    TrainingState state(int64_t step) const {
+        TrainingState s;
+        s.step = step;
+        s.params.resize(parameter_count(shape));
+        for (size_t i = 0; i < s.params.size(); ++i) s.params[i] = static_cast<float>(i) * 0.5f + step;
+        s.outer_optimizer = {1, 2, 3, static_cast<uint8_t>(step)};
+        s.inner_optimizer = std::vector<uint8_t>(1000, static_cast<uint8_t>(step));
+        s.sampler_position = 77 * step;
+        s.manifest = "[run]\nname = \"test-run\"\n";
+        return s;
+    }
+    fs::path file(int64_t step, const std::string& part) const {
+        return dir / ("run/node-0/" + checkpoint_dir("", step) + part);
+    }
+
+    fs::path dir;
+    std::optional<PluginRegistry> registry;
+    std::optional<ObjectStore> store;
+    ModelShape shape;
+    CheckpointContext context;
+    const std::string prefix = "run/node-0/";
+};
+
+TEST_F(Checkpoints, AStateRoundTripsAndLatestNamesTheNewest) {
+    write_checkpoint(*store, prefix, state(2), context);
+    write_checkpoint(*store, prefix, state(4), context);
+    EXPECT_EQ(latest_checkpoint(*store, prefix).value_or(-1), 4);
+    EXPECT_EQ(resolve_checkpoint(*store, prefix, "latest"), 4);
+    const TrainingState back = read_checkpoint(*store, prefix, 2, shape);
+    const TrainingState expected = state(2);
+    EXPECT_EQ(back.step, 2);
+    EXPECT_EQ(back.params, expected.params);
+    EXPECT_EQ(back.outer_optimizer, expected.outer_optimizer);
+    EXPECT_EQ(back.inner_optimizer, expected.inner_optimizer);
+    EXPECT_EQ(back.sampler_position, expected.sampler_position);
+    EXPECT_EQ(back.manifest, expected.manifest);
+    ASSERT_EQ(list_checkpoints(*store, prefix).size(), 2u);
+}
+
+TEST_F(Checkpoints, TheModelIsSafetensorsWithHuggingFaceNamesAndAConfig) {
+    write_checkpoint(*store, prefix, state(1), context);
+    std::ifstream in(file(1, "model.safetensors"), std::ios::binary);
+    uint64_t header_bytes = 0;
+    in.read(reinterpret_cast<char*>(&header_bytes), 8);
+    EXPECT_EQ((8 + header_bytes) % 8, 0u) << "tensors start 8-byte aligned";
+    std::string header(header_bytes, '\0');
+    in.read(header.data(), static_cast<std::streamsize>(header_bytes));
+    const JsonValue json = parse_json(header);
+    const JsonValue* q = json.find("model.layers.0.self_attn.q_proj.weight");
+    ASSERT_NE(q, nullptr) << header;
+    EXPECT_EQ(q->find("dtype")->string, "F32");
+    ASSERT_EQ(q->find("shape")->items.size(), 2u);
+    EXPECT_EQ(q->find("shape")->items[0].number, 8);
+    for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+                             "model.layers.0.mlp.gate_proj.weight", "model.layers.0.post_attention_layernorm.weight"})
+        EXPECT_NE(json.find(name), nullptr) << name;
+    std::ifstream config_file(file(1, "config.json"));
+    const JsonValue config = parse_json(std::string(std::istreambuf_iterator<char>(config_file), {}));
+    EXPECT_EQ(config.find("model_type")->string, "llama");
+    EXPECT_EQ(config.find("num_key_value_heads")->number, 1);
+    EXPECT_EQ(config.find("max_position_embeddings")->number, 32);
+}
+
+TEST_F(Checkpoints, ADamagedPartIsRefusedByName) {
+    write_checkpoint(*store, prefix, state(3), context);
+    {
+        std::fstream f(file(3, "outer_optimizer.bin"), std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(1);
+        f.put('X');
+    }
+    try {
+        read_checkpoint(*store, prefix, 3, shape);
+        FAIL() << "a corrupt part was accepted";
+    } catch (const CheckpointError& e) {
+        EXPECT_NE(std::string(e.what()).find("outer_optimizer.bin is corrupt"), std::string::npos) << e.what();
+    }
+    bool ok = true;
+    const auto lines = verify_checkpoint(*store, prefix, 3, &ok);
+    EXPECT_FALSE(ok);
+    EXPECT_EQ(lines.size(), 5u);
+}
+
+TEST_F(Checkpoints, ATruncatedPartIsRefusedByName) {
+    write_checkpoint(*store, prefix, state(3), context);
+    fs::resize_file(file(3, "model.safetensors"), 100);
+    try {
+        read_checkpoint(*store, prefix, 3, shape);
+        FAIL() << "a truncated part was accepted";
+    } catch (const CheckpointError& e) {
+        EXPECT_NE(std::string(e.what()).find("model.safetensors is 100 bytes, the header says"), std::string::npos)
+            << e.what();
+    }
+}
+
+TEST_F(Checkpoints, AnotherModelShapeIsRefused) {
+    write_checkpoint(*store, prefix, state(1), context);
+    ModelShape other = shape;
+    other.ffn = 32;
+    EXPECT_THROW(read_checkpoint(*store, prefix, 1, other), CheckpointError);
+}
+
+TEST_F(Checkpoints, AnIncompleteCheckpointIsNeitherListedNorLatest) {
+    write_checkpoint(*store, prefix, state(2), context);
+    write_checkpoint(*store, prefix, state(4), context);
+    // A save of step 6 that died before its header: the parts are there, the header is not.
+    fs::remove(file(4, "checkpoint.json"));
+    store->put(prefix + "latest", std::string("step-00000002\n"));
+    EXPECT_EQ(list_checkpoints(*store, prefix).size(), 1u);
+    EXPECT_THROW(read_checkpoint(*store, prefix, 4, shape), CheckpointError);
+    EXPECT_EQ(read_checkpoint(*store, prefix, resolve_checkpoint(*store, prefix, "latest"), shape).step, 2);
+}
+
+TEST_F(Checkpoints, RetentionKeepsTheNewestAndRemovesTheRestWhole) {
+    for (int64_t step : {1, 2, 3, 4}) write_checkpoint(*store, prefix, state(step), context);
+    fs::remove(file(1, "checkpoint.json"));  // an old incomplete one
+    const auto removed = prune_checkpoints(*store, prefix, 2);
+    EXPECT_EQ(removed, (std::vector<int64_t>{1, 2}));
+    const auto left = list_checkpoints(*store, prefix);
+    ASSERT_EQ(left.size(), 2u);
+    EXPECT_EQ(left[0].step, 3);
+    EXPECT_FALSE(fs::exists(dir / "run/node-0/step-00000001")) << "nothing of a removed checkpoint is left";
+    EXPECT_FALSE(fs::exists(dir / "run/node-0/step-00000002"));
+}
+
+TEST_F(Checkpoints, TheCheckpointerWritesInTheBackgroundAndSkipsWhenToldTo) {
+    CheckpointerOptions options{prefix, context, 10, true, true};
+    {
+        Checkpointer checkpointer(*store, options);
+        for (int64_t step = 1; step <= 5; ++step) EXPECT_TRUE(checkpointer.save(state(step)));
+        checkpointer.wait();
+        EXPECT_EQ(checkpointer.stats().saved, 5);
+    }
+    EXPECT_EQ(latest_checkpoint(*store, prefix).value_or(-1), 5);
+    options.wait_when_busy = false;
+    options.keep = 2;
+    Checkpointer skipping(*store, options);
+    int accepted = 0;
+    for (int64_t step = 6; step <= 40; ++step) accepted += skipping.save(state(step)) ? 1 : 0;
+    skipping.wait();
+    const CheckpointStats stats = skipping.stats();
+    EXPECT_EQ(stats.saved, accepted);
+    EXPECT_EQ(stats.saved + stats.skipped, 35);
+    EXPECT_EQ(list_checkpoints(*store, prefix).size(), 2u);
+    EXPECT_EQ(read_checkpoint(*store, prefix, resolve_checkpoint(*store, prefix, "latest"), shape).step, stats.last_step);
+}
+
+TEST_F(Checkpoints, AFailingStoreIsReportedAndLeavesTheLatestAsItWas) {
+    write_checkpoint(*store, prefix, state(1), context);
+    CheckpointerOptions options{prefix, context, 3, true, true};
+    Checkpointer checkpointer(*store, options);
+    TrainingState wrong = state(2);
+    wrong.params.resize(3);  // does not fit the model: the write fails
+    checkpointer.save(std::move(wrong));
+    checkpointer.wait();
+    EXPECT_EQ(checkpointer.stats().failed, 1);
+    EXPECT_NE(checkpointer.stats().last_error.find("parameters"), std::string::npos);
+    EXPECT_EQ(latest_checkpoint(*store, prefix).value_or(-1), 1);
+}
+
+TEST(Json, ParsesDocumentsAndNamesWhereTheyAreBroken) {
+    const JsonValue v = parse_json(R"({"a":[1,2.5,-3e2],"b":{"c":"x\"y\u00e9"},"d":true,"e":null})");
+    EXPECT_EQ(v.find("a")->items[2].number, -300);
+    EXPECT_EQ(v.find("b")->find("c")->string, "x\"y\xc3\xa9");
+    EXPECT_TRUE(v.find("d")->boolean);
+    EXPECT_EQ(v.find("e")->type, JsonValue::Type::kNull);
+    for (const char* bad : {"{", "{\"a\":}", "[1,]", "\"abc", "{\"a\":1} x", "[\"\\u12g4\"]", "nul"})
+        EXPECT_THROW(parse_json(bad), JsonError) << bad;
+    EXPECT_THROW(parse_json(std::string(100, '[') + std::string(100, ']')), JsonError) << "too deep";
+}
+
+}  // namespace
+}  // namespace pangea
