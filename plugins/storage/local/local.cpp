@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -95,6 +97,10 @@ public:
     }
 
     void write(pangea_storage_writer* writer, const void* data, size_t bytes) override {
+#ifdef PANGEA_LOCAL_TEST_WRITE_DELAY_MS
+        // tests/ builds a slow copy of this plugin, so that a test can kill a save halfway.
+        std::this_thread::sleep_for(std::chrono::milliseconds(PANGEA_LOCAL_TEST_WRITE_DELAY_MS));
+#endif
         const auto* p = static_cast<const char*>(data);
         while (bytes > 0) {
             const ssize_t n = ::write(writer->fd, p, bytes);
