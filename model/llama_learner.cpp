@@ -55,17 +55,32 @@ public:
         return {loss.item<double>(), targets.numel()};
     }
 
-    std::vector<uint8_t> save_optimizer_state() override {
-        torch::serialize::OutputArchive archive;
-        optimizer_.save(archive);
-        std::ostringstream out;
-        archive.save_to(out);
-        const std::string bytes = out.str();
-        return {bytes.begin(), bytes.end()};
+    std::function<std::vector<uint8_t>()> snapshot_optimizer_state() override {
+        // A second AdamW over the same parameters (the archive only uses their identities as
+        // keys) holding copies of the moments: cheap now, serialized whenever asked.
+        auto copy = std::make_shared<torch::optim::AdamW>(optimizer_.param_groups(),
+                                                          static_cast<const torch::optim::AdamWOptions&>(optimizer_.defaults()));
+        for (const auto& [key, state] : optimizer_.state()) {
+            const auto& s = static_cast<const torch::optim::AdamWParamState&>(*state);
+            auto moments = std::make_unique<torch::optim::AdamWParamState>();
+            moments->step(s.step());
+            moments->exp_avg(s.exp_avg().clone());
+            moments->exp_avg_sq(s.exp_avg_sq().clone());
+            if (s.max_exp_avg_sq().defined()) moments->max_exp_avg_sq(s.max_exp_avg_sq().clone());
+            copy->state()[key] = std::move(moments);
+        }
+        return [copy] {
+            torch::serialize::OutputArchive archive;
+            copy->save(archive);
+            std::ostringstream out;
+            archive.save_to(out);
+            const std::string bytes = out.str();
+            return std::vector<uint8_t>(bytes.begin(), bytes.end());
+        };
     }
 
     void load_optimizer_state(std::span<const uint8_t> bytes) override {
-        const std::vector<uint8_t> backup = save_optimizer_state();  // a failed load may have half-loaded
+        const std::vector<uint8_t> backup = snapshot_optimizer_state()();  // a failed load may have half-loaded
         try {
             load_archive(bytes);
         } catch (const c10::Error& e) {

@@ -263,7 +263,8 @@ void write_checkpoint(const ObjectStore& store, const std::string& prefix, const
                                &written, progress));
     parts.push_back(write_part(store, dir, "config.json", {bytes_of(config)}, &written, progress));
     parts.push_back(write_part(store, dir, "outer_optimizer.bin", {state.outer_optimizer}, &written, progress));
-    parts.push_back(write_part(store, dir, "inner_optimizer.bin", {state.inner_optimizer}, &written, progress));
+    const std::vector<uint8_t> inner = state.inner_optimizer_later ? state.inner_optimizer_later() : state.inner_optimizer;
+    parts.push_back(write_part(store, dir, "inner_optimizer.bin", {inner}, &written, progress));
     parts.push_back(write_part(store, dir, "manifest.toml", {bytes_of(state.manifest)}, &written, progress));
     std::string list;
     for (const CheckpointPart& p : parts)

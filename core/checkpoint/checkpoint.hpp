@@ -29,6 +29,9 @@ struct TrainingState {
     std::vector<float> params;              // the synced parameters, in parameter_layout() order
     std::vector<uint8_t> outer_optimizer;   // the outer optimizer plugin's saved state
     std::vector<uint8_t> inner_optimizer;   // this node's inner optimizer state
+    // When set (a save), makes inner_optimizer's bytes on the writer's thread: the trainer only
+    // copied the tensors.
+    std::function<std::vector<uint8_t>()> inner_optimizer_later;
     uint64_t sampler_position = 0;          // training sequences this node has drawn
     std::string manifest;                   // the manifest text
 };

@@ -32,11 +32,8 @@ Checkpointer::~Checkpointer() {
 }
 
 bool Checkpointer::save(TrainingState state) {
-    const auto start = Clock::now();
     if (!options_.async) {
         write(state);
-        std::lock_guard lock(mutex_);
-        stats_.stall_seconds += seconds_since(start);
         return true;
     }
     std::unique_lock lock(mutex_);
@@ -48,7 +45,6 @@ bool Checkpointer::save(TrainingState state) {
     }
     changed_.wait(lock, [&] { return !pending_ && !writing_; });
     pending_ = std::move(state);
-    stats_.stall_seconds += seconds_since(start);
     changed_.notify_all();
     return true;
 }

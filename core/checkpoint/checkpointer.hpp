@@ -29,7 +29,6 @@ struct CheckpointStats {
     int saved = 0;
     int skipped = 0;
     int failed = 0;
-    double stall_seconds = 0;  // the trainer's time inside save(), over all saves
     double write_seconds = 0;  // the writer's time, over all saves
     uint64_t bytes = 0;
     int64_t last_step = -1;    // of the last checkpoint saved

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -47,10 +48,12 @@ public:
     // Cross-entropy on held-out windows, without changing anything.
     virtual LossSum evaluate(const TokenBatch& batch) = 0;
 
-    // The inner optimizer's state (moments, step counts) as opaque bytes, for live recovery and
-    // checkpoints. load_optimizer_state() takes the bytes of a learner of the same shape; it
-    // throws std::runtime_error saying what does not fit, and changes nothing then.
-    virtual std::vector<uint8_t> save_optimizer_state() = 0;
+    // The inner optimizer's state (moments, step counts), for live recovery and checkpoints: a
+    // copy taken now (tensor copies, fast), and a function that turns it into opaque bytes later,
+    // from any thread, so that a checkpoint's serialization does not stall training.
+    // load_optimizer_state() takes such bytes from a learner of the same shape; it throws
+    // std::runtime_error saying what does not fit, and changes nothing then.
+    virtual std::function<std::vector<uint8_t>()> snapshot_optimizer_state() = 0;
     virtual void load_optimizer_state(std::span<const uint8_t> bytes) = 0;
 };
 
