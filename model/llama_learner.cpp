@@ -57,19 +57,26 @@ public:
 
     std::function<std::vector<uint8_t>()> snapshot_optimizer_state() override {
         // A second AdamW over the same parameters (the archive only uses their identities as
-        // keys) holding copies of the moments: cheap now, serialized whenever asked.
-        auto copy = std::make_shared<torch::optim::AdamW>(optimizer_.param_groups(),
-                                                          static_cast<const torch::optim::AdamWOptions&>(optimizer_.defaults()));
+        // keys) holding copies of the moments: cheap now, serialized whenever asked. The copy
+        // of the previous snapshot is reused once nobody holds it (its tensors are allocated).
+        if (!snapshot_ || snapshot_.use_count() > 1)
+            snapshot_ = std::make_shared<torch::optim::AdamW>(
+                optimizer_.param_groups(), static_cast<const torch::optim::AdamWOptions&>(optimizer_.defaults()));
+        auto& copies = snapshot_->state();
         for (const auto& [key, state] : optimizer_.state()) {
             const auto& s = static_cast<const torch::optim::AdamWParamState&>(*state);
-            auto moments = std::make_unique<torch::optim::AdamWParamState>();
-            moments->step(s.step());
-            moments->exp_avg(s.exp_avg().clone());
-            moments->exp_avg_sq(s.exp_avg_sq().clone());
-            if (s.max_exp_avg_sq().defined()) moments->max_exp_avg_sq(s.max_exp_avg_sq().clone());
-            copy->state()[key] = std::move(moments);
+            auto& slot = copies[key];
+            if (!slot) slot = std::make_unique<torch::optim::AdamWParamState>();
+            auto& moments = static_cast<torch::optim::AdamWParamState&>(*slot);
+            auto copy = [](torch::Tensor into, const torch::Tensor& from) {
+                return into.defined() && into.sizes() == from.sizes() ? into.copy_(from) : from.clone();
+            };
+            moments.step(s.step());
+            moments.exp_avg(copy(moments.exp_avg(), s.exp_avg()));
+            moments.exp_avg_sq(copy(moments.exp_avg_sq(), s.exp_avg_sq()));
+            if (s.max_exp_avg_sq().defined()) moments.max_exp_avg_sq(copy(moments.max_exp_avg_sq(), s.max_exp_avg_sq()));
         }
-        return [copy] {
+        return [copy = snapshot_] {
             torch::serialize::OutputArchive archive;
             copy->save(archive);
             std::ostringstream out;
@@ -123,6 +130,7 @@ private:
 
     LlamaModel model_;
     torch::optim::AdamW optimizer_;
+    std::shared_ptr<torch::optim::AdamW> snapshot_;  // the last snapshot_optimizer_state() copy
     double grad_clip_;
     double z_loss_;
     int64_t vocab_;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <utility>
 
 #include "common/log.hpp"
 
@@ -49,6 +50,11 @@ bool Checkpointer::save(TrainingState state) {
     return true;
 }
 
+TrainingState Checkpointer::spare() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(spare_, {});
+}
+
 void Checkpointer::wait() {
     std::unique_lock lock(mutex_);
     changed_.wait(lock, [&] { return !pending_ && !writing_; });
@@ -64,12 +70,14 @@ void Checkpointer::run() {
     while (true) {
         changed_.wait(lock, [&] { return pending_ || stop_; });
         if (!pending_) return;
-        const TrainingState state = std::move(*pending_);
+        TrainingState state = std::move(*pending_);
         pending_.reset();
         writing_ = true;
         lock.unlock();
         write(state);
+        state.inner_optimizer_later = nullptr;  // lets the learner reuse its copy
         lock.lock();
+        spare_ = std::move(state);
         writing_ = false;
         changed_.notify_all();
     }

@@ -45,6 +45,9 @@ public:
     // Saves `state` (taken over). Returns false when it was skipped (a save still in flight and
     // wait_when_busy is off).
     bool save(TrainingState state);
+    // A state to fill for the next save: the last one written, whose buffers are already the
+    // right size (double buffering: one being written, one being filled), or an empty one.
+    TrainingState spare();
     void wait();  // until no save is in flight
     CheckpointStats stats() const;
 
@@ -57,6 +60,7 @@ private:
     mutable std::mutex mutex_;
     std::condition_variable changed_;
     std::optional<TrainingState> pending_;  // handed over, not yet written
+    TrainingState spare_;                   // written, kept for its buffers
     bool writing_ = false;
     bool stop_ = false;
     CheckpointStats stats_;

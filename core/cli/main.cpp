@@ -7,6 +7,7 @@
 
 #include "bench/allreduce_bench.hpp"
 #include "bench/compress_bench.hpp"
+#include "bench/storage_bench.hpp"
 #include "checkpoint/checkpoint.hpp"
 #include "common/log.hpp"
 #include "data/prepare.hpp"
@@ -237,6 +238,14 @@ int main(int argc, char** argv) {
 
     auto* bench = app.add_subcommand("bench", "measure performance");
     bench->require_subcommand(1);
+    auto* bench_storage = bench->add_subcommand("storage", "write and read throughput of storage plugins");
+    StorageBenchOptions storage_options;
+    bench_storage->add_option("--config", storage_options.configs,
+                              "plugin:key=value,... (repeatable), e.g. local:path=/tmp/x or s3:endpoint=URL,bucket=B")
+        ->required();
+    bench_storage->add_option("--mib", storage_options.mib, "object size in MiB")->capture_default_str();
+    bench_storage->add_option("--repeats", storage_options.repeats, "runs per configuration (the best is shown)")
+        ->capture_default_str();
     auto* bench_compress = bench->add_subcommand(
         "compress", "throughput of compression plugins beside memcpy, with ratio and error");
     CompressBenchOptions compress_options;
@@ -376,6 +385,11 @@ int main(int argc, char** argv) {
         if (*show) return plugins_show(show_kind, show_name);
         if (*check) return manifest_check(manifest_file, set_arguments);
         if (*bench_allreduce) return run_allreduce_bench(allreduce_options);
+        if (*bench_storage) {
+            PluginRegistry registry(default_search_path());
+            run_storage_bench(registry, storage_options);
+            return 0;
+        }
         if (*bench_compress) {
             PluginRegistry registry(default_search_path());
             run_compress_bench(registry, compress_options);

@@ -95,9 +95,9 @@ OuterStepReport OuterLoop::sync() {
     return report;
 }
 
-std::vector<uint8_t> OuterLoop::optimizer_state() const {
+std::vector<uint8_t> OuterLoop::optimizer_state(std::vector<uint8_t> bytes) const {
     const auto& vt = optimizer_.vtable<pangea_optim_vtable>();
-    std::vector<uint8_t> bytes(vt.state_size(optimizer_.handle()));
+    bytes.resize(vt.state_size(optimizer_.handle()));
     size_t written = 0;
     if (const pangea_status s = vt.save_state(optimizer_.handle(), bytes.data(), bytes.size(), &written); s != PANGEA_OK)
         throw OuterLoopError(optimizer_.describe_failure("save_state", s));

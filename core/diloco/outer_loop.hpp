@@ -64,8 +64,9 @@ public:
 
     std::span<const float> synced() const { return synced_; }
 
-    // The optimizer plugin's state, for live recovery and checkpoints.
-    std::vector<uint8_t> optimizer_state() const;
+    // The optimizer plugin's state, for live recovery and checkpoints, written into `reuse`'s
+    // memory (a checkpoint buffer from the previous save: no fresh pages to fault in).
+    std::vector<uint8_t> optimizer_state(std::vector<uint8_t> reuse = {}) const;
     // Takes up state from elsewhere (a peer, a checkpoint): synced and model parameters become
     // `synced`, the optimizer loads `optimizer_state`. Blocking mode only (nothing in flight).
     // Throws OuterLoopError, leaving everything as it was, if either does not fit.

@@ -366,10 +366,10 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     double checkpoint_stall = 0;  // training time lost to checkpoints: the copy, and any wait
     auto save_checkpoint = [&](int64_t step) {
         const auto start = Clock::now();
-        TrainingState state;
+        TrainingState state = checkpointer->spare();
         state.step = step;
         state.params.assign(loop.synced().begin(), loop.synced().end());
-        state.outer_optimizer = loop.optimizer_state();
+        state.outer_optimizer = loop.optimizer_state(std::move(state.outer_optimizer));
         state.inner_optimizer_later = learner->snapshot_optimizer_state();
         state.sampler_position = static_cast<uint64_t>(step * inner_steps * micro_batch * grad_accum);
         state.manifest = manifest_text;
