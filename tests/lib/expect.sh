@@ -22,3 +22,14 @@ expect_summary() {
     echo "$expect_passes passed, $expect_failures failed"
     [[ $expect_failures -eq 0 ]]
 }
+
+# The value of "key" in a flat JSON file (a node's summary or status): json_field FILE KEY.
+json_field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2 | tr -d '"'; }
+
+# Waits up to $1 seconds for a command to succeed; says what it waited for when it gives up.
+wait_for() {
+    local limit=$1; shift
+    for ((i = 0; i < limit * 10; i++)); do "$@" && return 0; sleep 0.1; done
+    echo "FAIL: waited $limit s for: $*"
+    return 1
+}

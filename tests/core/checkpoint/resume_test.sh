@@ -35,19 +35,12 @@ ring_order = "rank"
 interval = 2
 TOML
 
-field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2 | tr -d '"'; }
 latest() { cat "$1/checkpoints/resume/node-${2:-0}/latest" 2>/dev/null; }
-# Waits up to $1 s for a command to succeed.
-wait_for() {
-    local limit=$1; shift
-    for ((i = 0; i < limit * 10; i++)); do "$@" && return 0; sleep 0.1; done
-    echo "FAIL: waited $limit s for: $*"; return 1
-}
 
 # 1. One node, uninterrupted.
 expect "an uninterrupted run saves checkpoints" 0 "saved storage/local resume/node-0/step-00000008/" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/full"
-want=$(field "$work/full/summary/node-0.json" params_hash)
+want=$(json_field "$work/full/summary/node-0.json" params_hash)
 
 # 2. The same run SIGKILLed once the checkpoint of step 2 is in, then resumed.
 "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/killed" >"$work/killed.log" 2>&1 &
@@ -57,7 +50,7 @@ kill -9 "$pid"; wait "$pid" 2>/dev/null
 from=$(latest "$work/killed")
 expect "the killed run resumes from its latest checkpoint" 0 "resuming from storage/local resume/node-0/$from/" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/killed" --resume latest
-got=$(field "$work/killed/summary/node-0.json" params_hash)
+got=$(json_field "$work/killed/summary/node-0.json" params_hash)
 expect "resumed from $from, the parameters are bit-identical to the uninterrupted run's" 0 "$want" -- echo "$got"
 
 # 3. Killed in the middle of a save (storage/local slowed down: each write sleeps 0.4 s).
@@ -73,7 +66,7 @@ expect "list shows only the complete checkpoint" 0 "2         " -- \
     "$pangea" checkpoint list "$work/run.toml" --set run.dir="$work/crash"
 expect "resume picks the previous complete checkpoint" 0 "resuming from storage/local resume/node-0/step-00000002/" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/crash" --resume latest
-expect "and ends bit-identical too" 0 "$want" -- field "$work/crash/summary/node-0.json" params_hash
+expect "and ends bit-identical too" 0 "$want" -- json_field "$work/crash/summary/node-0.json" params_hash
 expect "no temporary file of the killed save is left" 0 "partial: 0" -- \
     bash -c "echo partial: \$(ls '$work/crash/checkpoints/.partial' | wc -l)"
 
@@ -113,7 +106,7 @@ PY
 two=(--set mesh.nodes=2)
 expect "two nodes, uninterrupted" 0 "all nodes hold bit-identical parameters" -- \
     "$pangea" launch "$work/run.toml" "${two[@]}" --set run.dir="$work/two-full"
-want2=$(field "$work/two-full/summary/node-0.json" params_hash)
+want2=$(json_field "$work/two-full/summary/node-0.json" params_hash)
 "$pangea" launch "$work/run.toml" "${two[@]}" --set run.dir="$work/two" >"$work/two.log" 2>&1 &
 launcher=$!
 wait_for 120 bash -c "[[ \$(cat '$work/two/checkpoints/resume/node-0/latest' 2>/dev/null) == step-0000000[2-6] && \$(cat '$work/two/checkpoints/resume/node-1/latest' 2>/dev/null) == step-0000000[2-6] ]]"
@@ -121,6 +114,6 @@ kill -9 "$launcher"
 pkill -9 -f -- "run.dir=$work/two( |\$)"; wait "$launcher" 2>/dev/null
 expect "launch --resume latest carries every node on" 0 "all nodes hold bit-identical parameters" -- \
     "$pangea" launch "$work/run.toml" "${two[@]}" --set run.dir="$work/two" --resume latest
-expect "... bit-identical to the uninterrupted launch" 0 "$want2" -- field "$work/two/summary/node-1.json" params_hash
+expect "... bit-identical to the uninterrupted launch" 0 "$want2" -- json_field "$work/two/summary/node-1.json" params_hash
 
 expect_summary

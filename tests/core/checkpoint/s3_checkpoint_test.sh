@@ -39,12 +39,6 @@ nodes = 1
 [checkpoint]
 interval = 2
 TOML
-field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2 | tr -d '"'; }
-wait_for() {
-    local limit=$1; shift
-    for ((i = 0; i < limit * 10; i++)); do "$@" && return 0; sleep 0.1; done
-    echo "FAIL: waited $limit s for: $*"; return 1
-}
 
 bucket=checkpoints
 s3rver_start "$work/s3" "$bucket"
@@ -56,8 +50,8 @@ aws_s3() { aws --endpoint-url "$S3_ENDPOINT" "$@"; }
 "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/local" >"$work/local.log" 2>&1
 expect "a run checkpoints into S3" 0 "saved storage/s3 s3run/node-0/step-00000008/" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/s3run" "${s3[@]}"
-want=$(field "$work/local/summary/node-0.json" params_hash)
-expect "storage does not change training" 0 "$want" -- field "$work/s3run/summary/node-0.json" params_hash
+want=$(json_field "$work/local/summary/node-0.json" params_hash)
+expect "storage does not change training" 0 "$want" -- json_field "$work/s3run/summary/node-0.json" params_hash
 if command -v aws >/dev/null; then
     expect "the aws CLI sees the checkpoints in the bucket" 0 "team/s3run/node-0/step-00000008/checkpoint.json" -- \
         aws_s3 s3 ls --recursive "s3://$bucket/team/s3run/"
@@ -83,7 +77,7 @@ wait_for 120 grep -q "saved storage/s3 s3run/node-0/step-00000002/" "$work/kille
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 expect "the killed run resumes from S3" 0 "resuming from storage/s3 s3run/node-0/step-0000000" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/killed" "${s3k[@]}" --resume latest
-expect "... bit-identical to the uninterrupted run" 0 "$want" -- field "$work/killed/summary/node-0.json" params_hash
+expect "... bit-identical to the uninterrupted run" 0 "$want" -- json_field "$work/killed/summary/node-0.json" params_hash
 
 # 3. Killed mid-upload: the server behind an 8 Mbit/s link, so each checkpoint's upload takes
 #    seconds (root and network namespaces needed).
@@ -101,7 +95,7 @@ if [[ $(id -u) -eq 0 ]] && "$root/bench/wan.sh" up 2 --rate 8mbit >/dev/null 2>&
         bash -c "compgen -G '$work/s3wan/$bucket/s3run/node-0/step-00000004/checkpoint.json*' >/dev/null || echo no header"
     expect "resume picks the previous complete checkpoint from S3" 0 "resuming from storage/s3 s3run/node-0/step-00000002/" -- \
         ip netns exec pangea-n1 "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/crash" "${s3w[@]}" --resume latest
-    expect "... and ends bit-identical" 0 "$want" -- field "$work/crash/summary/node-0.json" params_hash
+    expect "... and ends bit-identical" 0 "$want" -- json_field "$work/crash/summary/node-0.json" params_hash
 else
     echo "note: not root or no network namespaces: the mid-upload kill is not run"
 fi

@@ -32,14 +32,12 @@ ring_order = "rank"
 plugin = "none"
 TOML
 
-field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2 | tr -d '"'; }
-
 expect "two nodes train and agree" 0 "all nodes hold bit-identical parameters" -- \
     "$pangea" launch -n 2 "$work/run.toml" --set run.dir="$work/a"
 expect "the same manifest and seed again" 0 "all nodes hold bit-identical parameters" -- \
     "$pangea" launch -n 2 "$work/run.toml" --set run.dir="$work/b"
 expect "the second run ends with bit-identical parameters" 0 "" -- \
-    test "$(field "$work/a/summary/node-0.json" params_hash)" = "$(field "$work/b/summary/node-0.json" params_hash)"
+    test "$(json_field "$work/a/summary/node-0.json" params_hash)" = "$(json_field "$work/b/summary/node-0.json" params_hash)"
 expect "every outer step is in the metrics" 0 "" -- test "$(wc -l <"$work/a/metrics/node-1.jsonl")" -eq 6
 expect "after every outer step both nodes hold the same parameters" 0 "" -- \
     cmp <(grep -o '"params_hash":"[0-9a-f]*"' "$work/a/metrics/node-0.jsonl") \
@@ -51,15 +49,15 @@ expect "four nodes, uncompressed" 0 "all nodes hold bit-identical parameters" --
     "$pangea" launch -n 4 "$work/run.toml" --set run.dir="$work/fp32"
 expect "four nodes, int8" 0 "all nodes hold bit-identical parameters" -- \
     "$pangea" launch -n 4 "$work/run.toml" --set run.dir="$work/int8" --set compress.plugin=int8
-first=$(field "$work/fp32/metrics/node-0.jsonl" eval_loss)
-fp32=$(field "$work/fp32/summary/node-0.json" final_eval_loss)
-int8=$(field "$work/int8/summary/node-0.json" final_eval_loss)
+first=$(json_field "$work/fp32/metrics/node-0.jsonl" eval_loss)
+fp32=$(json_field "$work/fp32/summary/node-0.json" final_eval_loss)
+int8=$(json_field "$work/int8/summary/node-0.json" final_eval_loss)
 expect "the loss falls (eval $first after one outer step, $fp32 at the end)" 0 "" \
     -- awk -v a="$first" -v b="$fp32" 'BEGIN { exit !(b < 0.9 * a) }'
 expect "int8 ends within 2% of fp32 ($int8 vs $fp32)" 0 "" \
     -- awk -v a="$fp32" -v b="$int8" 'BEGIN { d = (b - a) / a; if (d < 0) d = -d; exit !(d < 0.02) }'
-expect "int8 sends about a quarter of the bytes" 0 "" -- awk -v a="$(field "$work/fp32/summary/node-0.json" bytes_sent)" \
-    -v b="$(field "$work/int8/summary/node-0.json" bytes_sent)" 'BEGIN { exit !(b < 0.3 * a) }'
+expect "int8 sends about a quarter of the bytes" 0 "" -- awk -v a="$(json_field "$work/fp32/summary/node-0.json" bytes_sent)" \
+    -v b="$(json_field "$work/int8/summary/node-0.json" bytes_sent)" 'BEGIN { exit !(b < 0.3 * a) }'
 
 # A node killed with SIGKILL mid-run: the launcher names it, the others finish without it (the
 # elastic mesh drops it), and the launch still exits 1.
