@@ -10,7 +10,7 @@ PANGEA_PACKAGES=(
     g++ cmake ninja-build ccache pkg-config
     libtomlplusplus-dev libcli11-dev libboost-dev
     libgtest-dev libgmock-dev libssl-dev procps libtorch-dev iproute2
-    libcurl4-openssl-dev etcd-server libgloo-dev
+    libcurl4-openssl-dev etcd-server libgloo-dev libucx-dev
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

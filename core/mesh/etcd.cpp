@@ -80,6 +80,8 @@ std::string EtcdClient::call(const std::string& path, const std::string& body) {
         throw MeshError("etcd at " + endpoint_ + ": " + path + ": " + curl_easy_strerror(rc));
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200 && response.find("requested lease not found") != std::string::npos)
+        throw EtcdLeaseLost("etcd at " + endpoint_ + ": " + path + ": the lease has expired");
     if (status != 200)
         throw MeshError("etcd at " + endpoint_ + ": " + path + " answered HTTP " + std::to_string(status) + ": " +
                         response.substr(0, 200));

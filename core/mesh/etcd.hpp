@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "mesh/ring_setup.hpp"  // MeshError
+
 namespace pangea {
 
 struct EtcdKey {
@@ -24,8 +26,15 @@ struct EtcdEvent {
     std::string value;  // with a put
 };
 
+// etcd no longer knows the lease a call used (it expired while this process was stopped).
+class EtcdLeaseLost : public MeshError {
+public:
+    using MeshError::MeshError;
+};
+
 // One client per thread (a libcurl handle is one thread's). Each call throws MeshError naming
-// the endpoint and the call when etcd cannot be reached or answers with an error.
+// the endpoint and the call when etcd cannot be reached or answers with an error
+// (EtcdLeaseLost when the error is that the lease is gone).
 class EtcdClient {
 public:
     // `endpoint`: "http://host:port". Calls time out after `timeout_ms` (watches do not).

@@ -27,7 +27,13 @@ EtcdBackend::EtcdBackend(const std::string& endpoint, int node, const std::strin
     // A process that held this id a moment ago (killed, now restarted) leaves its registration
     // behind until its lease expires: wait that long before calling the id taken.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(ttl_seconds_ + 2);
-    while (!register_node(etcd_)) {
+    while (true) {
+        try {
+            if (register_node(etcd_)) break;
+        } catch (const EtcdLeaseLost&) {  // this process was stopped past the TTL meanwhile
+            lease_ = etcd_.grant_lease(ttl_seconds_);
+            continue;
+        }
         if (std::chrono::steady_clock::now() > deadline) {
             try {
                 etcd_.revoke_lease(lease_);
@@ -38,7 +44,7 @@ EtcdBackend::EtcdBackend(const std::string& endpoint, int node, const std::strin
                             endpoint_ + ")");
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(250));
-        etcd_.keep_alive(lease_);
+        if (!etcd_.keep_alive(lease_)) lease_ = etcd_.grant_lease(ttl_seconds_);
     }
     keeper_ = std::thread([this] { keep_lease(); });
 }

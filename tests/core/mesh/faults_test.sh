@@ -12,9 +12,10 @@
 #   6. a stranger without the run's secret tries to join as node 3: refused, the run unaffected
 # and after every outer step all members hold bit-identical parameters. Every wait is bounded
 # and prints who was waiting on what. Needs root (network namespaces); skipped otherwise.
-#   faults_test.sh <pangea binary> <source root> [builtin|etcd]
+# The nodes use transport/TRANSPORT (default tcp): the scenarios hold for every transport.
+#   faults_test.sh <pangea binary> <source root> [builtin|etcd] [TRANSPORT]
 set -uo pipefail
-pangea=$1 root=$2 backend=${3:-builtin}
+pangea=$1 root=$2 backend=${3:-builtin} transport=${4:-tcp}
 if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
     echo "skipped: needs root and iproute2 (ip, tc) for network namespaces"
     exit 77
@@ -88,7 +89,8 @@ start_coordinator() {
 start_node() {  # node id, extra arguments
     local i=$1; shift
     ip netns exec "pangea-n$((i + 1))" "$pangea" run "$work/run.toml" --node-id "$i" --run-id 99 \
-        --set run.dir="$work/run" --set mesh.address="10.77.0.$((i + 1)):0" "${membership[@]}" "$@" \
+        --set run.dir="$work/run" --set mesh.address="10.77.0.$((i + 1)):0" --set transport.plugin="$transport" \
+        "${membership[@]}" "$@" \
         >>"$work/node-$i.log" 2>&1 &
     pids[$i]=$!
 }
