@@ -198,6 +198,7 @@ void CoordinatorState::welcome(int connection, const std::map<std::string, std::
                               (member ? " is a member" : " must recover its state from a peer") + "; " + describe());
     if (member && waiting == "ready") node.ready_step = committed_step_ + 1;
     maybe_decide();
+    replay_early(connection);
 }
 
 void CoordinatorState::drop(int id, const std::string& why) {
@@ -319,6 +320,21 @@ std::string coordinator_reply_proof(const std::string& secret, const std::string
 std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection, const std::string& message, Time now) {
     out_.clear();
     now_ = now;
+    handle(connection, message);
+    return std::move(out_);
+}
+
+void CoordinatorState::replay_early(int connection) {
+    const auto found = early_.find(connection);
+    if (found == early_.end()) return;
+    const std::vector<std::string> messages = std::move(found->second);
+    early_.erase(found);
+    if (node_of(connection) < 0) return;  // refused after all
+    for (const std::string& message : messages) handle(connection, message);
+}
+
+void CoordinatorState::handle(int connection, const std::string& message) {
+    const Time now = now_;
     const auto fields = parse_flat_json(message);
     const std::string op = fields ? text(*fields, "op") : "";
     const int id = node_of(connection);
@@ -326,7 +342,7 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection,
         note(PANGEA_LOG_WARN, "closed a connection that sent a message that is not ours: " + message.substr(0, 80));
         if (id >= 0) drop(id, "it sent a malformed message");
         out_.push_back({connection, "", true});
-        return std::move(out_);
+        return;
     }
     if (op == "hello") {
         std::string refusal;
@@ -339,7 +355,7 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection,
             note(PANGEA_LOG_WARN, "refused a connection claiming to be node " + text(*fields, "node") +
                                       ": authentication failed (it does not hold the run's secret)");
             out_.push_back({connection, JsonObject().add("op", "refused").add("reason", "authentication failed").text(), true});
-            return std::move(out_);
+            return;
         }
         if (integer(*fields, "protocol") != kProtocol)
             refusal = "protocol " + text(*fields, "protocol") + " is not " + std::to_string(kProtocol);
@@ -355,15 +371,19 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection,
         } else {
             admit_hello(connection, *fields, now);
         }
-        return std::move(out_);
+        return;
     }
     const auto same = [&](const Hello& h) { return h.connection == connection; };
     const bool held = std::any_of(held_.begin(), held_.end(), same) ||
                       std::any_of(unregistered_.begin(), unregistered_.end(), same);
-    if (id < 0 && held) return std::move(out_);  // registered once the grace ends; until then, nothing to do
+    if (id < 0 && held) {  // kept until it is welcomed (a node may report ready before that)
+        auto& early = early_[connection];
+        if (op != "beat" && early.size() < 64) early.push_back(message);
+        return;
+    }
     if (id < 0) {  // not registered (or dropped): only a hello is welcome
         out_.push_back({connection, JsonObject().add("op", "refused").add("reason", "say hello first").text(), true});
-        return std::move(out_);
+        return;
     }
     Node& node = nodes_.at(id);
     node.last_seen = now;
@@ -407,13 +427,13 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_message(int connection,
     } else {
         note(PANGEA_LOG_WARN, "node " + std::to_string(id) + " sent unknown op '" + op + "'");
     }
-    return std::move(out_);
 }
 
 std::vector<CoordinatorState::Send> CoordinatorState::on_closed(int connection, Time now) {
     out_.clear();
     now_ = now;
     challenges_.erase(connection);
+    early_.erase(connection);
     const auto same = [&](const Hello& h) { return h.connection == connection; };
     held_.erase(std::remove_if(held_.begin(), held_.end(), same), held_.end());
     unregistered_.erase(std::remove_if(unregistered_.begin(), unregistered_.end(), same), unregistered_.end());

@@ -94,6 +94,8 @@ private:
         std::map<int, bool> reported;  // node -> ok
     };
 
+    void handle(int connection, const std::string& message);  // one message; sends go to out_
+    void replay_early(int connection);  // what a held connection sent before its welcome
     void admit_hello(int connection, const std::map<std::string, std::string>& hello, Time now);
     void welcome(int connection, const std::map<std::string, std::string>& hello, Time now);
     void drop(int node, const std::string& why);
@@ -109,6 +111,7 @@ private:
     Time grace_end_;
     bool collecting_ = true;  // within the first timeout after start: registrations are held
     std::vector<Hello> held_;
+    std::map<int, std::vector<std::string>> early_;  // messages of held hellos' connections, in order
     std::set<int> registered_;           // with a registry: the nodes registered there
     std::vector<Hello> unregistered_;    // hellos of nodes not (yet) registered there
     bool superseded_ = false;

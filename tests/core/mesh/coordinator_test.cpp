@@ -217,6 +217,19 @@ TEST_F(Coordinator, ARestartedCoordinatorCarriesOnFromWhatTheNodesHold) {
     EXPECT_EQ(last(0)["epoch"], "8") << "epoch ids go on from the highest the nodes saw";
 }
 
+TEST_F(Coordinator, WhatANodeSaysBeforeItsWelcomeIsNotLost) {
+    // A restarted coordinator holds hellos for one timeout; node 1 finishes its inner steps
+    // meanwhile and reports ready before it is welcomed (the soak found this one: the run
+    // waited for a ready that had been dropped).
+    start();
+    hello(0, true, 5, 7, "ready");
+    hello(1, true, 5, 7);  // training when it reconnected
+    ready(1, 6);
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(last_op(0), "epoch") << "node 1's early ready counts";
+    EXPECT_EQ(last(1)["step"], "6");
+}
+
 TEST_F(Coordinator, AnEpochLostWithTheOldCoordinatorIsRetried) {
     start();
     hello(0, true, 4, 6, "done", 7, true);
