@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "checkpoint/checkpointer.hpp"
 #include "collective/ring_allreduce.hpp"
 #include "common/log.hpp"
 #include "data/sampler.hpp"
@@ -13,7 +14,6 @@
 #include "manifest/manifest.hpp"
 #include "mesh/auth.hpp"
 #include "mesh/coordinator_client.hpp"
-#include "checkpoint/checkpointer.hpp"
 #include "mesh/etcd_backend.hpp"
 #include "mesh/elastic_allreduce.hpp"
 #include "mesh/peers.hpp"
@@ -283,6 +283,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     // Live recovery: take up the state of a live member, then ask to take part in the next outer
     // step; if the run moved on meanwhile, fetch again. Returns the outer steps committed.
     std::vector<std::string> recoveries;
+    // Training sequences a node has drawn after `step` outer steps: its data position.
+    auto draws_after = [&](int64_t step) { return static_cast<uint64_t>(step * inner_steps * micro_batch * grad_accum); };
     auto recover = [&](std::vector<Member> sources, int64_t run_step) -> int64_t {
         if (overlap)
             throw std::runtime_error(tag + ": this node must recover its state from a peer, which needs "
@@ -300,7 +302,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                                          "; do the nodes' manifests agree?");
             loop.restore({reinterpret_cast<const float*>(synced.data()), params.size()}, snapshot.at("outer_optimizer").bytes);
             learner->load_optimizer_state(snapshot.at("inner_optimizer").bytes);
-            sampler.skip_to(static_cast<uint64_t>(snapshot.step * inner_steps * micro_batch * grad_accum));
+            sampler.skip_to(draws_after(snapshot.step));
             std::string from;
             for (int source : report.sources) from += (from.empty() ? "" : ", ") + std::to_string(source);
             char line[256];
@@ -371,7 +373,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         state.params.assign(loop.synced().begin(), loop.synced().end());
         state.outer_optimizer = loop.optimizer_state(std::move(state.outer_optimizer));
         state.inner_optimizer_later = learner->snapshot_optimizer_state();
-        state.sampler_position = static_cast<uint64_t>(step * inner_steps * micro_batch * grad_accum);
+        state.sampler_position = draws_after(step);
         state.manifest = manifest_text;
         checkpointer->save(std::move(state));
         checkpoint_stall += seconds_since(start);
