@@ -46,6 +46,7 @@
 #include <gloo/transport/tcp/device.h>
 #include <gloo/transport/unbound_buffer.h>
 
+#include "../shared/socket.hpp"
 #include "pangea/sdk.hpp"
 
 namespace pangea::gloo_transport {
@@ -80,54 +81,9 @@ struct MessageHeader {
 };
 static_assert(sizeof(MessageHeader) == 16);
 
-std::string system_error_text(int error) { return std::strerror(error); }
-
-class Fd {
-public:
-    Fd() = default;
-    explicit Fd(int fd) : fd_(fd) {}
-    ~Fd() { reset(); }
-    Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    Fd& operator=(Fd&& other) noexcept {
-        if (this != &other) {
-            reset();
-            fd_ = std::exchange(other.fd_, -1);
-        }
-        return *this;
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-
-private:
-    int fd_ = -1;
-};
-
-class Deadline {
-public:
-    explicit Deadline(int timeout_ms)
-        : forever_(timeout_ms < 0), end_(Clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0))) {}
-    int remaining_ms() const {  // -1: forever
-        if (forever_) return -1;
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end_ - Clock::now()).count();
-        return left > 0 ? static_cast<int>(std::min<long long>(left, 1 << 30)) : 0;
-    }
-    bool passed() const { return !forever_ && Clock::now() >= end_; }
-    // The earlier of this deadline and `cap_ms` from now.
-    Deadline capped(int cap_ms) const {
-        const int left = remaining_ms();
-        return Deadline(left < 0 ? cap_ms : std::min(left, cap_ms));
-    }
-
-private:
-    bool forever_;
-    Clock::time_point end_;
-};
+using pangea::transport::Deadline;
+using pangea::transport::Fd;
+using pangea::transport::system_error_text;
 
 // "host:port" or "[v6]:port" to a socket address.
 sockaddr_storage resolve(const std::string& address, socklen_t* length) {

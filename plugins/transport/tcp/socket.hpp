@@ -1,5 +1,5 @@
-// POSIX TCP sockets for the tcp transport: an owning descriptor, address parsing, and whole-buffer
-// reads and writes with deadlines. Errors are pangea::sdk::Error with the system's own text.
+// POSIX TCP sockets for the tcp transport: address parsing, and whole-buffer reads and writes
+// with deadlines (the descriptor and deadline types are shared/socket.hpp's). Errors are pangea::sdk::Error with the system's own text.
 #pragma once
 
 #include <arpa/inet.h>
@@ -18,6 +18,7 @@
 #include <string>
 #include <utility>
 
+#include "../shared/socket.hpp"
 #include "pangea/sdk.hpp"
 
 namespace pangea::tcp {
@@ -25,57 +26,9 @@ namespace pangea::tcp {
 using pangea::sdk::Error;
 using Clock = std::chrono::steady_clock;
 
-inline std::string system_error_text(int error) { return std::strerror(error); }
-
-// Owns a file descriptor; closes it once.
-class Fd {
-public:
-    Fd() = default;
-    explicit Fd(int fd) : fd_(fd) {}
-    ~Fd() { reset(); }
-    Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    Fd& operator=(Fd&& other) noexcept {
-        if (this != &other) {
-            reset();
-            fd_ = std::exchange(other.fd_, -1);
-        }
-        return *this;
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-    // Wakes every thread blocked on the socket (their calls fail) without closing it.
-    void shutdown() const {
-        if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
-    }
-
-private:
-    int fd_ = -1;
-};
-
-// A deadline; a negative timeout means none.
-class Deadline {
-public:
-    explicit Deadline(int timeout_ms)
-        : forever_(timeout_ms < 0), end_(Clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0))) {}
-    // Milliseconds left for poll(): -1 for forever, 0 when passed.
-    int remaining_ms() const {
-        if (forever_) return -1;
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end_ - Clock::now()).count();
-        return left > 0 ? static_cast<int>(std::min<long long>(left, 1 << 30)) : 0;
-    }
-    bool passed() const { return !forever_ && Clock::now() >= end_; }
-
-private:
-    bool forever_;
-    Clock::time_point end_;
-};
+using pangea::transport::Deadline;
+using pangea::transport::Fd;
+using pangea::transport::system_error_text;
 
 // "host:port", "[v6addr]:port". Throws PANGEA_ERR_INVALID_ARGUMENT naming the address.
 inline std::pair<std::string, std::string> split_address(const std::string& address) {
