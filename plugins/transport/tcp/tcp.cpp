@@ -313,8 +313,7 @@ struct PendingConnection {
 };
 
 struct Listener {
-    Fd fd;
-    std::string bound;
+    ListeningSocket socket;
     std::mutex mutex;  // one accept() at a time
     std::map<uint64_t, PendingConnection> pending;
 };
@@ -392,28 +391,9 @@ public:
     }
 
     pangea_listener* listen(const char* address, char* bound, size_t capacity) override {
-        socklen_t length = 0;
-        const sockaddr_storage local = resolve(address, &length);
-        Fd fd(::socket(local.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        if (!fd) throw Error(PANGEA_ERR_IO, "tcp: socket: " + system_error_text(errno));
-        const int one = 1;
-        ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&local), length) != 0)
-            throw Error(PANGEA_ERR_IO, std::string("tcp: bind ") + address + ": " + system_error_text(errno));
-        if (::listen(fd.get(), 128) != 0)
-            throw Error(PANGEA_ERR_IO, std::string("tcp: listen ") + address + ": " + system_error_text(errno));
-        sockaddr_storage actual{};
-        socklen_t actual_length = sizeof actual;
-        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&actual), &actual_length);
         auto listener = std::make_unique<Listener>();
-        listener->fd = std::move(fd);
-        listener->bound = format_address(actual);
-        if (bound != nullptr) {
-            if (capacity <= listener->bound.size())
-                throw Error(PANGEA_ERR_CAPACITY, "tcp: the bound address " + listener->bound + " needs " +
-                                                     std::to_string(listener->bound.size() + 1) + " bytes");
-            std::memcpy(bound, listener->bound.c_str(), listener->bound.size() + 1);
-        }
+        listener->socket = listen_on(kWho, address);
+        listener->socket.copy_bound(kWho, bound, capacity);
         auto* handle = reinterpret_cast<pangea_listener*>(listener.get());
         std::lock_guard<std::mutex> lock(mutex_);
         listeners_[handle] = std::move(listener);
@@ -429,23 +409,16 @@ public:
         while (true) {
             expire_pending(listener);
             if (auto connection = take_complete(listener, self, peer)) return connection;
-            try {
-                wait_ready(listener.fd.get(), POLLIN, Deadline(std::min(deadline.remaining_ms() < 0 ? 100 : deadline.remaining_ms(), 100)),
-                           "waiting for a connection");
-            } catch (const Error& e) {
-                if (e.status() != PANGEA_ERR_TIMEOUT) throw;
-                if (deadline.passed())
-                    throw Error(PANGEA_ERR_TIMEOUT, "tcp: no connection arrived at " + listener.bound + " within " +
-                                                        std::to_string(timeout_ms) + " ms");
+            Fd socket = accept_briefly(kWho, listener.socket, deadline, settings_.socket_buffer);
+            if (!socket) {
+                if (deadline.passed()) throw no_connection(kWho, listener.socket, timeout_ms);
                 continue;
             }
-            Fd socket(::accept4(listener.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-            if (!socket) continue;  // the client gave up already
-            tune(socket.get(), settings_.socket_buffer);
+            set_blocking(socket.get(), true);  // the stream threads block; handshake reads have deadlines
             const std::string from = peer_of(socket.get());
             Hello hello;
             try {
-                read_exact(socket.get(), &hello, sizeof hello, Deadline(settings_.handshake_timeout_ms), "reading a handshake");
+                read_exact(kWho, socket.get(), &hello, sizeof hello, Deadline(settings_.handshake_timeout_ms), "reading a handshake");
             } catch (const Error& e) {
                 host_.log(PANGEA_LOG_WARN, "tcp: dropped a connection from " + from + ": " + e.what());
                 continue;
@@ -479,14 +452,15 @@ public:
         const auto count = static_cast<uint16_t>(settings_.streams);
         std::vector<Fd> sockets;
         for (uint16_t k = 0; k < count; ++k) {
-            sockets.push_back(connect_to(address, deadline, settings_.socket_buffer));
+            sockets.push_back(connect_to(kWho, address, deadline, settings_.socket_buffer));
+            set_blocking(sockets.back().get(), true);
             const Hello hello = make_hello(self, k, count, nonce, kHelloRequest);
             if (const int error = send_all(sockets.back().get(), &hello, sizeof hello, nullptr, 0); error != 0)
                 throw Error(PANGEA_ERR_PEER_LOST, std::string("tcp: handshake with ") + address + ": " + system_error_text(error));
         }
         Hello answer{};
         for (uint16_t k = 0; k < count; ++k) {
-            read_exact(sockets[k].get(), &answer, sizeof answer, deadline, "waiting for the handshake answer");
+            read_exact(kWho, sockets[k].get(), &answer, sizeof answer, deadline, "waiting for the handshake answer");
             if (const std::string bad = check_hello(answer); !bad.empty())
                 throw Error(PANGEA_ERR_CORRUPT, std::string("tcp: ") + address + ": " + bad);
             if (answer.status == kHelloWrongRun)

@@ -81,127 +81,26 @@ static_assert(sizeof(Bye) == 16);
 
 // ------------------------------------------------------------------ sockets
 
+constexpr const char* kWho = "ucx";  // starts every error text
+
+using pangea::transport::accept_briefly;
+using pangea::transport::connect_to;
 using pangea::transport::Deadline;
 using pangea::transport::Fd;
+using pangea::transport::listen_on;
+using pangea::transport::ListeningSocket;
+using pangea::transport::no_connection;
+using pangea::transport::peer_of;
 using pangea::transport::system_error_text;
 
-sockaddr_storage resolve(const std::string& address, socklen_t* length) {
-    std::string host, port;
-    if (!address.empty() && address.front() == '[') {
-        const size_t close = address.find(']');
-        if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':')
-            throw Error(PANGEA_ERR_INVALID_ARGUMENT, "ucx: bad address '" + address + "': expected [v6]:port");
-        host = address.substr(1, close - 1);
-        port = address.substr(close + 2);
-    } else {
-        const size_t colon = address.rfind(':');
-        if (colon == std::string::npos || colon == 0)
-            throw Error(PANGEA_ERR_INVALID_ARGUMENT, "ucx: bad address '" + address + "': expected host:port");
-        host = address.substr(0, colon);
-        port = address.substr(colon + 1);
-    }
-    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoul(port) > 65535)
-        throw Error(PANGEA_ERR_INVALID_ARGUMENT, "ucx: bad port in address '" + address + "'");
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* found = nullptr;
-    const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
-    if (rc != 0 || found == nullptr)
-        throw Error(PANGEA_ERR_IO, "ucx: cannot resolve '" + address + "': " + gai_strerror(rc));
-    sockaddr_storage out{};
-    std::memcpy(&out, found->ai_addr, found->ai_addrlen);
-    *length = found->ai_addrlen;
-    ::freeaddrinfo(found);
-    return out;
-}
-
-std::string format_address(const sockaddr_storage& address) {
-    char host[INET6_ADDRSTRLEN] = {};
-    if (address.ss_family == AF_INET6) {
-        const auto& v6 = reinterpret_cast<const sockaddr_in6&>(address);
-        ::inet_ntop(AF_INET6, &v6.sin6_addr, host, sizeof host);
-        return "[" + std::string(host) + "]:" + std::to_string(ntohs(v6.sin6_port));
-    }
-    const auto& v4 = reinterpret_cast<const sockaddr_in&>(address);
-    ::inet_ntop(AF_INET, &v4.sin_addr, host, sizeof host);
-    return std::string(host) + ":" + std::to_string(ntohs(v4.sin_port));
-}
-
-std::string peer_of(int fd) {
-    sockaddr_storage address{};
-    socklen_t length = sizeof address;
-    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) return "(unknown peer)";
-    return format_address(address);
-}
-
-void wait_ready(int fd, short events, const Deadline& deadline, const std::string& what) {
-    while (true) {
-        pollfd entry{fd, events, 0};
-        const int rc = ::poll(&entry, 1, deadline.remaining_ms());
-        if (rc > 0) return;
-        if (rc == 0) throw Error(PANGEA_ERR_TIMEOUT, "ucx: timed out " + what);
-        if (errno != EINTR) throw Error(PANGEA_ERR_IO, "ucx: poll: " + system_error_text(errno));
-    }
-}
-
-// All sockets are non-blocking: every handshake read and write has a deadline.
+// The handshake's reads and writes, with this transport's name in their errors.
 void read_exact(int fd, void* data, size_t bytes, const Deadline& deadline, const std::string& what) {
-    auto* out = static_cast<uint8_t*>(data);
-    while (bytes > 0) {
-        wait_ready(fd, POLLIN, deadline, what);
-        const ssize_t got = ::recv(fd, out, bytes, 0);
-        if (got > 0) {
-            out += got;
-            bytes -= static_cast<size_t>(got);
-        } else if (got == 0) {
-            throw Error(PANGEA_ERR_PEER_LOST, "ucx: the peer closed the connection while " + what);
-        } else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
-            throw Error(PANGEA_ERR_PEER_LOST, "ucx: " + what + ": " + system_error_text(errno));
-        }
-    }
+    pangea::transport::read_exact(kWho, fd, data, bytes, deadline, what);
 }
-
 void write_exact(int fd, const void* data, size_t bytes, const Deadline& deadline, const std::string& what) {
-    const auto* in = static_cast<const uint8_t*>(data);
-    while (bytes > 0) {
-        wait_ready(fd, POLLOUT, deadline, what);
-        const ssize_t sent = ::send(fd, in, bytes, MSG_NOSIGNAL);
-        if (sent > 0) {
-            in += sent;
-            bytes -= static_cast<size_t>(sent);
-        } else if (sent < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
-            throw Error(PANGEA_ERR_PEER_LOST, "ucx: " + what + ": " + system_error_text(errno));
-        }
-    }
+    pangea::transport::write_exact(kWho, fd, data, bytes, deadline, what);
 }
 
-void make_nonblocking(int fd) {
-    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-}
-
-Fd connect_to(const std::string& address, const Deadline& deadline) {
-    socklen_t length = 0;
-    const sockaddr_storage target = resolve(address, &length);
-    Fd fd(::socket(target.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd) throw Error(PANGEA_ERR_IO, "ucx: socket: " + system_error_text(errno));
-    make_nonblocking(fd.get());
-    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&target), length) != 0) {
-        if (errno != EINPROGRESS)
-            throw Error(PANGEA_ERR_PEER_LOST, "ucx: connect to " + address + ": " + system_error_text(errno));
-        wait_ready(fd.get(), POLLOUT, deadline, "connecting to " + address);
-        int error = 0;
-        socklen_t size = sizeof error;
-        ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &size);
-        if (error != 0)
-            throw Error(PANGEA_ERR_PEER_LOST, "ucx: connect to " + address + ": " + system_error_text(error));
-    }
-    return fd;
-}
 
 // ------------------------------------------------------------------ UCX objects
 
@@ -280,8 +179,7 @@ struct Connection {
 };
 
 struct Listener {
-    Fd fd;
-    std::string bound;
+    ListeningSocket socket;
     std::mutex mutex;                 // one accept() at a time
     std::atomic<bool> closed{false};  // close_listener() ends a waiting accept() with this
 };
@@ -422,28 +320,9 @@ public:
     }
 
     pangea_listener* listen(const char* address, char* bound, size_t capacity) override {
-        socklen_t length = 0;
-        const sockaddr_storage local = resolve(address, &length);
-        Fd fd(::socket(local.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-        if (!fd) throw Error(PANGEA_ERR_IO, "ucx: socket: " + system_error_text(errno));
-        const int one = 1;
-        ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&local), length) != 0)
-            throw Error(PANGEA_ERR_IO, std::string("ucx: bind ") + address + ": " + system_error_text(errno));
-        if (::listen(fd.get(), 128) != 0)
-            throw Error(PANGEA_ERR_IO, std::string("ucx: listen ") + address + ": " + system_error_text(errno));
-        sockaddr_storage actual{};
-        socklen_t actual_length = sizeof actual;
-        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&actual), &actual_length);
         auto listener = std::make_unique<Listener>();
-        listener->fd = std::move(fd);
-        listener->bound = format_address(actual);
-        if (bound != nullptr) {
-            if (capacity <= listener->bound.size())
-                throw Error(PANGEA_ERR_CAPACITY, "ucx: the bound address " + listener->bound + " needs " +
-                                                     std::to_string(listener->bound.size() + 1) + " bytes");
-            std::memcpy(bound, listener->bound.c_str(), listener->bound.size() + 1);
-        }
+        listener->socket = listen_on(kWho, address);
+        listener->socket.copy_bound(kWho, bound, capacity);
         auto* handle = reinterpret_cast<pangea_listener*>(listener.get());
         std::lock_guard<std::mutex> lock(mutex_);
         listeners_[handle] = std::move(listener);
@@ -463,21 +342,14 @@ public:
         std::lock_guard<std::mutex> accepting(listener->mutex);
         const Deadline deadline(timeout_ms);
         while (true) {
-            // Wait in slices, so that close_listener() from another thread is noticed.
-            if (listener->closed) throw Error(PANGEA_ERR_IO, "ucx: the listener at " + listener->bound + " was closed");
-            if (deadline.passed())
-                throw Error(PANGEA_ERR_TIMEOUT, "ucx: no connection arrived at " + listener->bound + " within " +
-                                                    std::to_string(timeout_ms) + " ms");
-            const int slice = deadline.remaining_ms() < 0 ? 100 : std::min(deadline.remaining_ms(), 100);
-            try {
-                wait_ready(listener->fd.get(), POLLIN, Deadline(slice), "waiting for a connection");
-            } catch (const Error& e) {
-                if (e.status() != PANGEA_ERR_TIMEOUT) throw;
+            // Accept in slices, so that close_listener() from another thread is noticed.
+            if (listener->closed)
+                throw Error(PANGEA_ERR_IO, "ucx: the listener at " + listener->socket.bound + " was closed");
+            Fd socket = accept_briefly(kWho, listener->socket, deadline);
+            if (!socket) {
+                if (deadline.passed()) throw no_connection(kWho, listener->socket, timeout_ms);
                 continue;
             }
-            Fd socket(::accept4(listener->fd.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-            if (!socket) continue;  // the client gave up already
-            make_nonblocking(socket.get());
             const std::string from = peer_of(socket.get());
             try {
                 if (auto* connection = answer(std::move(socket), from, self, peer)) return connection;
@@ -493,7 +365,7 @@ public:
                                pangea_hello* peer) override {
         check_self(self);
         const Deadline deadline(timeout_ms);
-        Fd socket = connect_to(address, deadline);
+        Fd socket = connect_to(kWho, address, deadline);
         IdLease id(*this);
         send_hello(socket.get(), self, kHelloRequest, id.get(), deadline, address);
         Hello answer{};
