@@ -40,7 +40,7 @@ size_t mod(long long value, int world) { return static_cast<size_t>(((value % wo
 // `depth` messages per direction are in flight. The compressor is used by one thread at a time.
 class RingAllReduce::Pass {
 public:
-    Pass(RingAllReduce& ring, std::span<float> work, ReduceOp op) : ring_(ring), work_(work), op_(op) {
+    Pass(RingAllReduce& ring, std::span<float> work, float scale) : ring_(ring), work_(work), scale_(scale) {
         const int steps = ring.world_ - 1;
         std::vector<size_t> first_receive;  // index of (phase, step)'s first receive
         for (int phase = 0; phase < 2; ++phase)
@@ -276,10 +276,8 @@ private:
     // replaced by its own decoding, so that this rank holds what every other rank will decode.
     void own(const Item& item) {
         const std::span<float> piece_values = values(item);
-        if (op_ == ReduceOp::kAverage) {
-            const float scale = 1.0f / static_cast<float>(ring_.world_);
-            for (float& v : piece_values) v *= scale;
-        }
+        if (scale_ != 1.0f)
+            for (float& v : piece_values) v *= scale_;
         Bytes& message = ring_.buffers_.messages[item.partner];
         encode(piece_values, message);
         decode(message, piece_values, /*accumulate=*/false);
@@ -287,7 +285,7 @@ private:
 
     RingAllReduce& ring_;
     std::span<float> work_;
-    ReduceOp op_;
+    float scale_;  // applied once to each fully reduced piece: 1 for a sum, 1/n for an average
     std::vector<Item> sends_, receives_;
 
     std::mutex codec_mutex_;
@@ -307,13 +305,14 @@ RingAllReduce::RingAllReduce(int rank, int world, Link next, Link previous, cons
         throw std::invalid_argument("RingAllReduce: " + compressor.plugin().id() + " is not a compressor");
 }
 
-AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op) {
+AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contributors) {
     const auto start = std::chrono::steady_clock::now();
     AllReduceResult result;
     if (world_ == 1) return result;  // the sum and the average of one buffer is itself
     std::vector<float>& work = buffers_.work;  // the caller's buffer stays intact on failure
     work.assign(data.begin(), data.end());
-    Pass pass(*this, work, op);
+    const int divisor = contributors > 0 ? contributors : world_;
+    Pass pass(*this, work, op == ReduceOp::kAverage ? 1.0f / static_cast<float>(divisor) : 1.0f);
     try {
         pass.run();
         std::copy(work.begin(), work.end(), data.begin());

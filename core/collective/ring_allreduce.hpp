@@ -38,6 +38,7 @@ struct AllReduceResult {
     double seconds = 0;
     uint64_t bytes_sent = 0;
     uint64_t bytes_received = 0;
+    std::vector<int> excluded_nodes;  // whose contributions the mesh left out (mesh/contribution_check.hpp)
 };
 
 class RingAllReduce {
@@ -47,7 +48,9 @@ public:
     RingAllReduce(int rank, int world, Link next, Link previous, const PluginInstance& compressor,
                   RingOptions options = {});
 
-    AllReduceResult run(std::span<float> data, ReduceOp op);
+    // kAverage divides the sum by `contributors` (0: by the world): the mesh passes fewer when it
+    // left some ranks' contributions out (they send zeros).
+    AllReduceResult run(std::span<float> data, ReduceOp op, int contributors = 0);
 
 private:
     class Pass;  // the state of one run()

@@ -70,6 +70,10 @@ constexpr pangea_setting kDiloco[] = {
     integer("inner_steps", "100", "inner steps (H) between outer steps", 1, 1e9),
     integer("outer_steps", "10", "outer steps to run", 1, 1e9),
     flag("overlap", "false", "all-reduce outer step t while the inner steps of t+1 run"),
+    number("outlier_factor", "10",
+           "a member's pseudo-gradient with a norm over this many times the members' median is left out of the "
+           "outer step, as is one with NaN/Inf (0: check NaN/Inf only)",
+           0, 1e12),
 };
 constexpr pangea_setting kMesh[] = {
     integer("nodes", "4", "node ids in the run (0 .. nodes-1), each reading its own part of the data", 1, 4096),

@@ -5,6 +5,7 @@
 
 #include "common/log.hpp"
 #include "mesh/auth.hpp"
+#include "mesh/contribution_check.hpp"
 
 namespace pangea {
 
@@ -78,6 +79,25 @@ void ElasticAllReduce::connect(const Epoch& epoch) {
     ring_ = epoch.members;
 }
 
+std::vector<int> ElasticAllReduce::leave_out_outliers(const Epoch& epoch, int position) {
+    const int n = static_cast<int>(epoch.members.size());
+    const std::vector<double> norms = gather_norms(*next_, *previous_, position, n, contribution_norm(work_),
+                                                   options_.ring.stall_timeout_ms);
+    std::vector<int> left_out = outlier_positions(norms, options_.outlier_factor);
+    for (const int p : left_out) {
+        const int node = epoch.members[static_cast<size_t>(p)].node;
+        log(PANGEA_LOG_WARN, "mesh", "node " + std::to_string(node_) + ": outer step " + std::to_string(epoch.step) +
+                                         " leaves out node " + std::to_string(node) + "'s contribution: " +
+                                         outlier_reason(norms, p, options_.outlier_factor) +
+                                         (node == node_ ? " (this node's own)" : ""));
+        if (p == position) std::fill(work_.begin(), work_.end(), 0.0f);  // it still relays the others'
+    }
+    if (static_cast<int>(left_out.size()) == n)
+        throw ContributionCheckError(PANGEA_ERR_INVALID_DATA, "every member's contribution to outer step " +
+                                                                  std::to_string(epoch.step) + " was left out");
+    return left_out;
+}
+
 AllReduceResult ElasticAllReduce::average(std::span<float> data) {
     const int64_t step = committed_step_ + 1;
     AllReduceResult total;
@@ -90,16 +110,23 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data) {
         if (n > 1) {
             try {
                 connect(epoch);
-                RingAllReduce ring(epoch.position_of(node_), n, *next_, *previous_, codec_, options_.ring);
-                result = ring.run(work_, ReduceOp::kAverage);
+                const int position = epoch.position_of(node_);
+                const std::vector<int> left_out = leave_out_outliers(epoch, position);
+                RingAllReduce ring(position, n, *next_, *previous_, codec_, options_.ring);
+                result = ring.run(work_, ReduceOp::kAverage, n - static_cast<int>(left_out.size()));
+                for (const int p : left_out) result.excluded_nodes.push_back(epoch.members[static_cast<size_t>(p)].node);
             } catch (const MeshError& e) {
                 result.status = PANGEA_ERR_IO;
+                result.error = e.what();
+            } catch (const ContributionCheckError& e) {
+                result.status = e.status;
                 result.error = e.what();
             }
         }
         total.seconds += result.seconds;
         total.bytes_sent += result.bytes_sent;
         total.bytes_received += result.bytes_received;
+        total.excluded_nodes = result.excluded_nodes;
         const bool ok = result.status == PANGEA_OK;
         if (!ok) disconnect();
         if (membership_.done(epoch, ok)) {

@@ -1,7 +1,8 @@
 // The all-reduce of an elastic run: at each outer step the members agree on an epoch, form the
 // ring of that epoch (kept while the members stay the same), average, and commit only if every
 // member succeeded. A member lost midway makes every survivor abort, agree on the members
-// without it, and average the same inputs again.
+// without it, and average the same inputs again. Before averaging, the members compare the norms
+// of their contributions and leave out a NaN/Inf or outsized one (mesh/contribution_check.hpp).
 #pragma once
 
 #include <chrono>
@@ -22,6 +23,7 @@ struct ElasticOptions {
     std::chrono::milliseconds connect_timeout{10000};  // to reach a ring neighbour
     int max_attempts = 20;                             // of one outer step, before giving up
     std::string secret;                                // the run's (mesh/auth.hpp); empty: none
+    double outlier_factor = 10;                        // mesh/contribution_check.hpp; 0: NaN/Inf only
 };
 
 class ElasticAllReduce {
@@ -33,7 +35,7 @@ public:
                      ElasticOptions options);
 
     // Averages `data` over the members of the next outer step, in place (changed only once the
-    // epoch committed). Throws StaleNode when this node was dropped, MeshError when the step
+    // epoch committed); members whose contribution was left out count in result.excluded_nodes. Throws StaleNode when this node was dropped, MeshError when the step
     // could not be completed in max_attempts epochs. Failed attempts' time and bytes are counted.
     AllReduceResult average(std::span<float> data);
 
@@ -49,6 +51,9 @@ private:
     void connect(const Epoch& epoch);  // throws MeshError
     void disconnect();
     void abort_links();
+    // Gathers the members' contribution norms; zeroes this node's contribution if it is left
+    // out; returns the ring positions left out. Throws ContributionCheckError.
+    std::vector<int> leave_out_outliers(const Epoch& epoch, int position);
 
     Membership& membership_;
     const PluginInstance& transport_;

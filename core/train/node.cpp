@@ -231,6 +231,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         joined = membership->join();
         ElasticOptions elastic_options;
         elastic_options.secret = secret;
+        elastic_options.outlier_factor = m.get_float("diloco", "outlier_factor");
         elastic_options.ring.stall_timeout_ms = static_cast<int>(std::max<int64_t>(30000, m.get_int("mesh", "timeout_ms")));
         elastic_options.connect_timeout = std::chrono::milliseconds(std::max<int64_t>(10000, m.get_int("mesh", "timeout_ms")));
         elastic = std::make_unique<ElasticAllReduce>(*membership, transport, *acceptor, codec, node, run_id, joined.step,
@@ -382,6 +383,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     const auto run_start = Clock::now();
     double compute_total = 0, blocked_total = 0, allreduce_total = 0, last_loss = 0, last_eval = -1;
     uint64_t bytes_total = 0;
+    int64_t excluded_total = 0;  // contributions the mesh left out (NaN/Inf or outsized), over the run
     AllReduceResult last_allreduce;
     auto last_status = Clock::now() - std::chrono::seconds(10);
     auto write_status = [&](const char* state, int64_t outer, int64_t inner, double tokens_per_s, bool force) {
@@ -462,6 +464,12 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             .add("synced_outer_steps", loop.applied_steps())
             .add("members", elastic ? static_cast<int64_t>(elastic->last_epoch().members.size()) : int64_t{1})
             .add("params_hash", hash_floats(loop.synced().data(), loop.synced().size()));
+        if (report.applied && !report.allreduce.excluded_nodes.empty()) {
+            std::string nodes;
+            for (const int excluded : report.allreduce.excluded_nodes) nodes += (nodes.empty() ? "" : ",") + std::to_string(excluded);
+            line.add_json("excluded_nodes", "[" + nodes + "]");
+            excluded_total += static_cast<int64_t>(report.allreduce.excluded_nodes.size());
+        }
         metrics << line.text() << "\n" << std::flush;
         write_status("training", outer + 1, 0, double(tokens) / wall, true);
     }
@@ -469,6 +477,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     if (final_report.applied) {
         allreduce_total += final_report.allreduce.seconds;
         bytes_total += final_report.allreduce.bytes_sent;
+        excluded_total += static_cast<int64_t>(final_report.allreduce.excluded_nodes.size());
     }
     blocked_total += final_report.blocked_seconds;
     if (membership) membership->leave();
@@ -499,6 +508,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                               .add("allreduce_seconds", allreduce_total)
                               .add("blocked_seconds", blocked_total)
                               .add("bytes_sent", bytes_total)
+                              .add("excluded_contributions", excluded_total)
                               .add("tokens", outer_steps * inner_steps * step_sequences * seq_len)
                               .add("params_hash", hash)
                               .add("recoveries", static_cast<int64_t>(recoveries.size()))
