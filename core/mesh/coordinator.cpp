@@ -551,6 +551,8 @@ void CoordinatorServer::serve(const CoordinatorOptions& options, const std::atom
     CoordinatorState state(options, Clock::now());
     std::map<int, std::unique_ptr<LineSocket>> connections;
     int next_connection = 1;
+    std::map<int, Clock::time_point> silent;  // connections that have sent nothing yet, since when
+    Clock::time_point last_refusal_note{};
     auto deliver = [&](const std::vector<CoordinatorState::Send>& sends) {
         for (const auto& s : sends) {
             const auto found = connections.find(s.connection);
@@ -570,9 +572,18 @@ void CoordinatorServer::serve(const CoordinatorOptions& options, const std::atom
         if (::poll(fds.data(), fds.size(), 100) < 0 && errno != EINTR) break;
         if (fds[0].revents & POLLIN) {
             if (Fd fd = listener.accept(std::chrono::milliseconds(0))) {
-                const int id = next_connection++;
-                connections[id] = std::make_unique<LineSocket>(std::move(fd));
-                deliver(state.on_connected(id));
+                if (connections.size() >= options.max_connections) {
+                    if (Clock::now() - last_refusal_note > std::chrono::seconds(10)) {
+                        note(PANGEA_LOG_WARN, "closing new connections: " + std::to_string(connections.size()) +
+                                                  " are open already (the most it keeps)");
+                        last_refusal_note = Clock::now();
+                    }
+                } else {
+                    const int id = next_connection++;
+                    connections[id] = std::make_unique<LineSocket>(std::move(fd));
+                    silent[id] = Clock::now();
+                    deliver(state.on_connected(id));
+                }
             }
         }
         for (size_t i = 1; i < fds.size(); ++i) {
@@ -582,11 +593,29 @@ void CoordinatorServer::serve(const CoordinatorOptions& options, const std::atom
             if (found == connections.end()) continue;  // closed by an earlier decision
             std::vector<std::string> messages;
             const bool open = found->second->receive_available(&messages);
+            if (!messages.empty()) silent.erase(id);
             for (const std::string& m : messages) deliver(state.on_message(id, m, Clock::now()));
             if (!open && connections.count(id)) {
                 connections.erase(id);
+                silent.erase(id);
                 deliver(state.on_closed(id, Clock::now()));
             }
+        }
+        for (auto it = silent.begin(); it != silent.end();) {
+            const int id = it->first;
+            if (!connections.count(id)) {  // closed meanwhile
+                it = silent.erase(it);
+                continue;
+            }
+            if (Clock::now() - it->second < options.first_message_within) {
+                ++it;
+                continue;
+            }
+            note(PANGEA_LOG_WARN, "closed a connection that said nothing within " +
+                                      std::to_string(options.first_message_within.count()) + " ms");
+            it = silent.erase(it);
+            connections.erase(id);
+            deliver(state.on_closed(id, Clock::now()));
         }
         if (registry)
             for (const auto& [node, present] : registry()) deliver(state.on_registered(node, present, Clock::now()));

@@ -28,6 +28,10 @@ struct CoordinatorOptions {
     std::chrono::milliseconds timeout{3000};    // silence after which a node is dropped
     int min_members = 1;                        // fewest members an outer step may have
     std::string secret;                         // empty: nodes are not asked to prove anything
+    // Limits on what strangers can hold: open connections (beyond it new ones are closed at
+    // once), and how long a new connection may stay silent before its first message.
+    size_t max_connections = 1024;
+    std::chrono::milliseconds first_message_within{10000};
 
     // With a registry (etcd), a node takes part only while it is registered there: its lease is
     // its heartbeat, so it is dropped when its registration goes (on_registered), not on

@@ -21,7 +21,18 @@ PeerAcceptor::~PeerAcceptor() {
         stop_ = true;
     }
     thread_.join();
-    for (auto& handler : handlers_) handler.join();
+    for (auto& handler : handlers_) handler.thread.join();
+}
+
+void PeerAcceptor::join_finished_handlers() {
+    for (auto it = handlers_.begin(); it != handlers_.end();) {
+        if (!*it->finished) {
+            ++it;
+            continue;
+        }
+        it->thread.join();
+        it = handlers_.erase(it);
+    }
 }
 
 void PeerAcceptor::run() {
@@ -41,8 +52,19 @@ void PeerAcceptor::run() {
             continue;
         }
         OwnedConnection connection(&transport_, handle);
-        std::lock_guard lock(mutex_);
-        handlers_.emplace_back([this, peer, c = std::move(connection)]() mutable { admit(std::move(c), peer); });
+        join_finished_handlers();
+        if (handlers_.size() >= kMaxHandlers) {
+            log(PANGEA_LOG_WARN, "mesh", "node " + std::to_string(self_.node_id) + " closed a connection from node " +
+                                             std::to_string(peer.node_id) + ": " + std::to_string(kMaxHandlers) +
+                                             " connections are being handled already");
+            continue;  // `connection` closes here
+        }
+        auto finished = std::make_shared<std::atomic<bool>>(false);
+        handlers_.push_back({std::thread([this, peer, finished, c = std::move(connection)]() mutable {
+                                 admit(std::move(c), peer);
+                                 *finished = true;
+                             }),
+                             finished});
     }
 }
 
@@ -56,6 +78,12 @@ void PeerAcceptor::admit(OwnedConnection connection, pangea_hello peer) {
     }
     if (peer.channel == kRecoveryChannel) return on_recovery_(std::move(connection), peer);
     std::lock_guard lock(mutex_);
+    if (waiting_.size() >= kMaxWaiting) {
+        log(PANGEA_LOG_WARN, "mesh", "node " + std::to_string(self_.node_id) + " closed a connection from node " +
+                                         std::to_string(peer.node_id) + ": " + std::to_string(kMaxWaiting) +
+                                         " connections are waiting to be used already");
+        return;
+    }
     waiting_[{static_cast<int>(peer.node_id), peer.channel}] = std::move(connection);
     arrived_.notify_all();
 }

@@ -3,12 +3,14 @@
 // any time); each connection goes to whoever waits for it, by the channel in its hello.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -48,7 +50,17 @@ private:
     std::mutex mutex_;
     std::condition_variable arrived_;
     std::map<std::pair<int, uint32_t>, OwnedConnection> waiting_;  // (peer, channel) -> connection
-    std::list<std::thread> handlers_;
+    // A thread per connection being authenticated or served; finished ones are joined as new
+    // connections come. At most kMaxHandlers at once, and kMaxWaiting connections waiting to be
+    // taken: a peer cannot make this node hold unbounded threads or connections.
+    static constexpr size_t kMaxHandlers = 64;
+    static constexpr size_t kMaxWaiting = 64;
+    struct HandlerThread {
+        std::thread thread;
+        std::shared_ptr<std::atomic<bool>> finished;
+    };
+    void join_finished_handlers();
+    std::list<HandlerThread> handlers_;  // touched by run()'s thread only (and the destructor)
     bool stop_ = false;
     std::thread thread_;
 };

@@ -170,7 +170,7 @@ void StateServer::serve(const PluginInstance& transport, OwnedConnection connect
 
 StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Member>& sources, int node,
                           uint64_t run_id, const std::string& secret, int64_t min_step,
-                          std::chrono::milliseconds timeout, FetchReport* report,
+                          std::chrono::milliseconds timeout, uint64_t max_bytes, FetchReport* report,
                           const std::function<void(int64_t step)>& on_step) {
     if (sources.empty()) throw MeshError("node " + std::to_string(node) + " must recover its state but the run has no other member");
     const auto start = std::chrono::steady_clock::now();
@@ -244,6 +244,11 @@ StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Mem
                 offered[i].crc = get<uint32_t>(raw, i * kEntryBytes + 40);
                 offered[i].shared = get<uint32_t>(raw, i * kEntryBytes + 44) != 0;
             }
+            uint64_t offered_bytes = 0;
+            for (const Entry& e : offered) offered_bytes += std::min<uint64_t>(e.size, max_bytes + 1);
+            if (offered_bytes > max_bytes)  // checked before anything is allocated for it
+                throw TransferError("the snapshot claims more than " + std::to_string(max_bytes) +
+                                    " bytes, more than a state of this run can hold");
             const int64_t offered_step = get<int64_t>(preamble, 8);
             bool compatible = step == offered_step && offered.size() == table.size();
             for (size_t i = 0; compatible && i < table.size(); ++i)

@@ -60,11 +60,12 @@ struct FetchReport {
 
 // Fetches a snapshot of step >= min_step from `sources` (proving the run's `secret` to each,
 // mesh/auth.hpp), moving to the next one on failure,
-// until `timeout`. `on_step` is called when a source offers a snapshot, with its step, before
+// until `timeout`. A source whose snapshot claims more than `max_bytes` in all is refused before
+// anything is allocated for it. `on_step` is called when a source offers a snapshot, with its step, before
 // the bytes come. Throws MeshError saying which sources failed and why.
 StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Member>& sources, int node,
                           uint64_t run_id, const std::string& secret, int64_t min_step,
-                          std::chrono::milliseconds timeout, FetchReport* report,
+                          std::chrono::milliseconds timeout, uint64_t max_bytes, FetchReport* report,
                           const std::function<void(int64_t step)>& on_step = {});
 
 }  // namespace pangea

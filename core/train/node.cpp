@@ -286,6 +286,9 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     std::vector<std::string> recoveries;
     // Training sequences a node has drawn after `step` outer steps: its data position.
     auto draws_after = [&](int64_t step) { return static_cast<uint64_t>(step * inner_steps * micro_batch * grad_accum); };
+    // The parameters, the outer optimizer's state (at most 2 buffers of their size) and AdamW's
+    // (2 more), with room to spare: a peer cannot make this node allocate more.
+    const uint64_t max_state_bytes = 8 * params.size() * sizeof(float) + (uint64_t{64} << 20);
     auto recover = [&](std::vector<Member> sources, int64_t run_step) -> int64_t {
         if (overlap)
             throw std::runtime_error(tag + ": this node must recover its state from a peer, which needs "
@@ -294,7 +297,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             FetchReport report;
             const StateSnapshot snapshot =
                 fetch_state(transport, sources, node, run_id, secret, run_step,
-                            std::chrono::milliseconds(m.get_int("mesh", "recovery_timeout_ms")), &report,
+                            std::chrono::milliseconds(m.get_int("mesh", "recovery_timeout_ms")), max_state_bytes, &report,
                             [&](int64_t step) { membership->reserve(step + 1); });
             const std::vector<uint8_t>& synced = snapshot.at("params").bytes;
             if (synced.size() != params.size() * sizeof(float))

@@ -2,7 +2,10 @@
 // retries when a member is lost, joiners, stale nodes, and carrying on after a restart.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "common/json.hpp"
+#include "common/socket.hpp"
 #include "mesh/coordinator.hpp"
 
 namespace pangea {
@@ -370,6 +373,38 @@ TEST_F(Coordinator, AStoreRecordOfAnEarlierRunIsIgnoredWhenEveryNodeStartsAfresh
     tick(std::chrono::milliseconds(3001));
     EXPECT_EQ(last(0)["role"], "member");
     EXPECT_EQ(state->committed_step(), 0);
+}
+
+// The server's limits on strangers, over real sockets: a connection that says nothing is closed,
+// and beyond max_connections new ones are closed at once (nothing is allocated for them).
+TEST(CoordinatorServerLimits, SilentAndSurplusConnectionsAreClosed) {
+    CoordinatorServer server("127.0.0.1:0");
+    CoordinatorOptions options{"00000000000000ab", std::chrono::milliseconds(3000), 1};
+    options.max_connections = 2;
+    options.first_message_within = std::chrono::milliseconds(500);
+    std::atomic<bool> stop{false};
+    std::thread serving([&] { server.serve(options, stop); });
+    auto open = [&] { return std::make_unique<LineSocket>(connect_tcp(server.address(), std::chrono::seconds(5))); };
+    std::string message;
+
+    auto silent = open();
+    ASSERT_EQ(silent->receive(&message, 5000), LineSocket::Received::kMessage);  // the challenge
+    EXPECT_NE(message.find("challenge"), std::string::npos) << message;
+    auto second = open();
+    ASSERT_EQ(second->receive(&message, 5000), LineSocket::Received::kMessage);
+    // A third while two are open: closed without a challenge.
+    auto surplus = open();
+    EXPECT_EQ(surplus->receive(&message, 5000), LineSocket::Received::kClosed);
+    // Both said nothing: closed after 500 ms, well before the 5 s the test waits.
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(silent->receive(&message, 5000), LineSocket::Received::kClosed);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
+    EXPECT_EQ(second->receive(&message, 5000), LineSocket::Received::kClosed);
+    // With room again, a newcomer is challenged.
+    auto later = open();
+    EXPECT_EQ(later->receive(&message, 5000), LineSocket::Received::kMessage);
+    stop = true;
+    serving.join();
 }
 
 }  // namespace

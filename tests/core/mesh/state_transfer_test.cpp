@@ -17,6 +17,7 @@ namespace pangea {
 namespace {
 
 constexpr uint64_t kRun = 77;
+constexpr uint64_t kMaxBytes = uint64_t{1} << 30;  // far above what these snapshots hold
 
 std::shared_ptr<StateSnapshot> make_snapshot(int64_t step, uint8_t per_node) {
     auto s = std::make_shared<StateSnapshot>();
@@ -48,7 +49,7 @@ TEST(StateTransfer, AJoinerGetsEveryByteOfTheSnapshot) {
     const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
     FetchReport report;
     const StateSnapshot got =
-        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "", 3, std::chrono::seconds(30), &report);
+        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "", 3, std::chrono::seconds(30), kMaxBytes, &report);
     EXPECT_EQ(got.step, 4);
     ASSERT_EQ(got.sections.size(), 3u);
     for (size_t i = 0; i < 3; ++i) {
@@ -66,14 +67,14 @@ TEST(StateTransfer, OnlyAJoinerWithTheRunsSecretGetsTheState) {
     const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
     FetchReport report;
     try {
-        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "a guess", 0, std::chrono::seconds(3), &report);
+        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "a guess", 0, std::chrono::seconds(3), kMaxBytes, &report);
         FAIL() << "a stranger got the state";
     } catch (const MeshError& e) {
         EXPECT_NE(std::string(e.what()).find("authentication failed"), std::string::npos) << e.what();
     }
     EXPECT_EQ(report.bytes, 0u);
     const StateSnapshot got = fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "run secret", 0,
-                                          std::chrono::seconds(30), &report);
+                                          std::chrono::seconds(30), kMaxBytes, &report);
     EXPECT_EQ(got.step, 4);
 }
 
@@ -87,7 +88,7 @@ TEST(StateTransfer, AJoinerWaitsForASnapshotNewEnough) {
     });
     FetchReport report;
     const StateSnapshot got =
-        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "", 3, std::chrono::seconds(30), &report);
+        fetch_state(transport, {{1, source.listener.address()}}, 5, kRun, "", 3, std::chrono::seconds(30), kMaxBytes, &report);
     EXPECT_EQ(got.step, 3);
 }
 
@@ -95,7 +96,7 @@ TEST(StateTransfer, NoSourceAnsweringIsAnErrorNamingThem) {
     const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
     FetchReport report;
     try {
-        fetch_state(transport, {{3, "127.0.0.1:1"}}, 5, kRun, "", 0, std::chrono::seconds(2), &report);
+        fetch_state(transport, {{3, "127.0.0.1:1"}}, 5, kRun, "", 0, std::chrono::seconds(2), kMaxBytes, &report);
         FAIL() << "no error";
     } catch (const MeshError& e) {
         EXPECT_NE(std::string(e.what()).find("node 3 (127.0.0.1:1)"), std::string::npos) << e.what();
@@ -105,7 +106,7 @@ TEST(StateTransfer, NoSourceAnsweringIsAnErrorNamingThem) {
 // Serves the snapshot per the wire format in state_transfer.hpp, but only `chunks` chunks of
 // section 0 (and, with `corrupt`, the last of them damaged), then hangs up.
 void serve_partly(const PluginInstance& transport, const OwnedListener& listener, const StateSnapshot& s, int chunks,
-                  bool corrupt) {
+                  bool corrupt, uint64_t claimed_params_bytes = 0) {
     const auto& vt = transport.vtable<pangea_transport_vtable>();
     pangea_hello self{sizeof(pangea_hello), 2, kRun, 0}, peer{};
     pangea_connection* handle = nullptr;
@@ -128,8 +129,8 @@ void serve_partly(const PluginInstance& transport, const OwnedListener& listener
     std::memcpy(&preamble[8], &s.step, 8);
     for (size_t i = 0; i < s.sections.size(); ++i) {
         std::memcpy(&table[i * 48], s.sections[i].name.c_str(), s.sections[i].name.size());
-        const uint64_t size = s.sections[i].bytes.size();
-        const uint32_t crc = crc32(s.sections[i].bytes.data(), size), shared = s.sections[i].shared;
+        const uint64_t size = i == 0 && claimed_params_bytes ? claimed_params_bytes : s.sections[i].bytes.size();
+        const uint32_t crc = crc32(s.sections[i].bytes.data(), s.sections[i].bytes.size()), shared = s.sections[i].shared;
         std::memcpy(&table[i * 48 + 32], &size, 8);
         std::memcpy(&table[i * 48 + 40], &crc, 4);
         std::memcpy(&table[i * 48 + 44], &shared, 4);
@@ -158,7 +159,7 @@ TEST(StateTransfer, ASourceThatDiesHalfwayIsReplacedAndSharedBytesAreNotFetchedT
     const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
     FetchReport report;
     const StateSnapshot got = fetch_state(transport, {{2, half_listener.address()}, {1, whole.listener.address()}}, 5,
-                                          kRun, "", 6, std::chrono::seconds(60), &report);
+                                          kRun, "", 6, std::chrono::seconds(60), kMaxBytes, &report);
     half.get();
     EXPECT_EQ(report.sources, (std::vector<int>{2, 1}));
     for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(got.sections[i].bytes == snapshot->sections[i].bytes) << got.sections[i].name;
@@ -176,8 +177,26 @@ TEST(StateTransfer, ADamagedChunkIsRefetchedFromAnotherSource) {
     const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
     FetchReport report;
     const StateSnapshot got = fetch_state(transport, {{2, bad_listener.address()}, {1, whole.listener.address()}}, 5,
-                                          kRun, "", 6, std::chrono::seconds(60), &report);
+                                          kRun, "", 6, std::chrono::seconds(60), kMaxBytes, &report);
     bad.get();
+    EXPECT_TRUE(got.sections[0].bytes == snapshot->sections[0].bytes);
+}
+
+TEST(StateTransfer, ASourceClaimingAnAbsurdSizeIsRefusedBeforeAnyAllocation) {
+    const auto snapshot = make_snapshot(6, 4);
+    const PluginInstance liar_transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
+    const OwnedListener liar_listener(liar_transport, "127.0.0.1:0");
+    Source whole;
+    whole.server.publish(snapshot);
+    // 2^62 bytes of parameters: allocating that would abort the process.
+    auto liar = std::async(std::launch::async,
+                           [&] { serve_partly(liar_transport, liar_listener, *snapshot, 0, false, uint64_t{1} << 62); });
+    const PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp");
+    FetchReport report;
+    const StateSnapshot got = fetch_state(transport, {{2, liar_listener.address()}, {1, whole.listener.address()}}, 5,
+                                          kRun, "", 6, std::chrono::seconds(60), kMaxBytes, &report);
+    liar.get();
+    EXPECT_EQ(report.sources, std::vector<int>{1});
     EXPECT_TRUE(got.sections[0].bytes == snapshot->sections[0].bytes);
 }
 
