@@ -293,6 +293,12 @@ TEST_F(Coordinator, WithASecretOnlyNodesThatProveItAreWelcomed) {
     tick(std::chrono::milliseconds(3001));
     EXPECT_EQ(inbox[1].back()["op"], "welcome");
     EXPECT_EQ(inbox[1].back()["proof"], coordinator_reply_proof("s3cret", "abc")) << "the coordinator proves itself too";
+    // Someone who recorded that hello replays it on a connection of its own: the proof was over
+    // connection 1's challenge, so it does not prove anything on connection 7.
+    challenge(7);
+    hello_with(7, coordinator_proof("s3cret", nonce, "00000000000000ab", 0));
+    EXPECT_EQ(inbox[7].back()["op"], "refused");
+    EXPECT_TRUE(closed.count(7));
 }
 
 TEST_F(Coordinator, WithARegistryOnlyRegisteredNodesAreWelcomedAndAnExpiryDropsThem) {
