@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
@@ -58,6 +59,34 @@ struct DataHeader {
     uint64_t part_bytes;     // the chunk: what follows this header on this stream
 };
 static_assert(sizeof(DataHeader) == 48);
+
+// The checks of what a peer sends, before anything is done with it: "" or what is wrong (the
+// connection is then closed with PANGEA_ERR_CORRUPT). Free functions, so that the fuzz targets
+// (tests/fuzz) exercise exactly these.
+inline std::string check_hello(const Hello& h) {
+    if (std::memcmp(h.magic, "PGTH", 4) != 0) return "not a Pangea tcp handshake (bad magic)";
+    if (h.version != kProtocolVersion)
+        return "handshake version " + std::to_string(h.version) + ", this side speaks " + std::to_string(kProtocolVersion);
+    if (h.stream_count == 0 || h.stream_count > kMaxStreams || h.stream_index >= h.stream_count || h.reserved != 0)
+        return "inconsistent stream numbers in the handshake";
+    return "";
+}
+
+// A data frame's header arriving on stream `stream`.
+inline std::string check_data_header(const DataHeader& h, uint32_t stream, uint64_t max_message) {
+    if (std::memcmp(h.magic, "PGTD", 4) != 0) return "bad frame magic (garbage on the stream?)";
+    if (h.version != kProtocolVersion)
+        return "frame version " + std::to_string(h.version) + ", expected " + std::to_string(kProtocolVersion);
+    if (h.stream_index != stream)
+        return "frame for stream " + std::to_string(h.stream_index) + " on stream " + std::to_string(stream);
+    if (h.reserved != 0 || (h.flags & ~kFlagChecksum) != 0) return "reserved frame bits are set";
+    if (h.message_bytes > max_message)
+        return "message of " + std::to_string(h.message_bytes) + " bytes exceeds max_message " + std::to_string(max_message);
+    if (h.offset > h.message_bytes || h.part_bytes > h.message_bytes - h.offset)
+        return "chunk [" + std::to_string(h.offset) + ", +" + std::to_string(h.part_bytes) +
+               ") lies outside its message of " + std::to_string(h.message_bytes) + " bytes";
+    return "";
+}
 
 // CRC-32C (Castagnoli), with the SSE4.2 instruction where the CPU has it.
 inline uint32_t crc32c_portable(uint32_t crc, const uint8_t* data, size_t bytes) {

@@ -213,22 +213,6 @@ private:
         }
     }
 
-    // Checks a frame header from stream k; "" or what is wrong.
-    std::string check_header(const DataHeader& h, uint32_t k) const {
-        if (std::memcmp(h.magic, "PGTD", 4) != 0) return "bad frame magic (garbage on the stream?)";
-        if (h.version != kProtocolVersion)
-            return "frame version " + std::to_string(h.version) + ", expected " + std::to_string(kProtocolVersion);
-        if (h.stream_index != k) return "frame for stream " + std::to_string(h.stream_index) + " on stream " + std::to_string(k);
-        if (h.reserved != 0 || (h.flags & ~kFlagChecksum) != 0) return "reserved frame bits are set";
-        if (h.message_bytes > settings_.max_message)
-            return "message of " + std::to_string(h.message_bytes) + " bytes exceeds max_message " +
-                   std::to_string(settings_.max_message);
-        if (h.offset > h.message_bytes || h.part_bytes > h.message_bytes - h.offset)
-            return "chunk [" + std::to_string(h.offset) + ", +" + std::to_string(h.part_bytes) +
-                   ") lies outside its message of " + std::to_string(h.message_bytes) + " bytes";
-        return "";
-    }
-
     void receive_loop(uint32_t k) {
         while (true) {
             DataHeader header;
@@ -245,7 +229,7 @@ private:
                                                                  : "receive: " + system_error_text(error));
                 return;
             }
-            if (const std::string bad = check_header(header, k); !bad.empty()) {
+            if (const std::string bad = check_data_header(header, k, settings_.max_message); !bad.empty()) {
                 fail(PANGEA_ERR_CORRUPT, bad);
                 return;
             }
@@ -343,15 +327,6 @@ Hello make_hello(const pangea_hello& self, uint16_t index, uint16_t count, uint6
     hello.run_id = self.run_id;
     hello.nonce = nonce;
     return hello;
-}
-
-std::string check_hello(const Hello& h) {
-    if (std::memcmp(h.magic, "PGTH", 4) != 0) return "not a Pangea tcp handshake (bad magic)";
-    if (h.version != kProtocolVersion)
-        return "handshake version " + std::to_string(h.version) + ", this side speaks " + std::to_string(kProtocolVersion);
-    if (h.stream_count == 0 || h.stream_count > kMaxStreams || h.stream_index >= h.stream_count || h.reserved != 0)
-        return "inconsistent stream numbers in the handshake";
-    return "";
 }
 
 void check_self(const pangea_hello& self) {
