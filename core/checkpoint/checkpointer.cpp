@@ -95,7 +95,15 @@ void Checkpointer::write(const TrainingState& state) {
             last_note = Clock::now();
             note(PANGEA_LOG_INFO, "writing " + where + ": " + std::to_string(written >> 20) + " MiB so far");
         });
-        const std::vector<int64_t> pruned = prune_checkpoints(store_, options_.prefix, options_.keep);
+        // The checkpoint is complete and `latest` names it: a failed clean-up of older ones is
+        // only a warning (they are retried at the next save).
+        std::vector<int64_t> pruned;
+        try {
+            pruned = prune_checkpoints(store_, options_.prefix, options_.keep);
+        } catch (const std::exception& e) {
+            note(PANGEA_LOG_WARN, "saved " + where + ", but could not remove older checkpoints (checkpoint.keep = " +
+                                      std::to_string(options_.keep) + "): " + e.what());
+        }
         const double seconds = seconds_since(start);
         char line[160];
         std::snprintf(line, sizeof line, ": %.1f MiB in %.2f s (%.1f MB/s)", bytes / 1048576.0, seconds,

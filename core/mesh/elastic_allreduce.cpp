@@ -1,6 +1,7 @@
 #include "mesh/elastic_allreduce.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 #include <thread>
 
 #include "common/log.hpp"
@@ -65,6 +66,13 @@ void ElasticAllReduce::connect(const Epoch& epoch) {
             authenticate_link(Link(transport_, handle), options_.secret, /*initiator=*/true);
             break;
         }
+        // This node's transport cannot connect at all: retrying (and retrying the epoch) would
+        // only take minutes to fail the same way. Not a MeshError: the node stops. (A bad
+        // address or another run at it may be the peer's fault or pass: those are retried.)
+        if (status == PANGEA_ERR_UNSUPPORTED || status == PANGEA_ERR_VERSION)
+            throw std::runtime_error("node " + std::to_string(node_) + " cannot connect to node " + std::to_string(next.node) +
+                                     " at " + next.address + ": " + transport_.describe_failure("connect", status) +
+                                     " (not retried: this transport cannot)");
         if (std::chrono::steady_clock::now() > deadline)
             throw MeshError("node " + std::to_string(node_) + " could not connect to node " + std::to_string(next.node) +
                             " at " + next.address + " in " + epoch.describe() + ": " +

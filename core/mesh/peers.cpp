@@ -20,6 +20,7 @@ PeerAcceptor::~PeerAcceptor() {
         std::lock_guard lock(mutex_);
         stop_ = true;
     }
+    arrived_.notify_all();  // ends a back-off
     thread_.join();
     for (auto& handler : handlers_) handler.thread.join();
 }
@@ -37,6 +38,7 @@ void PeerAcceptor::join_finished_handlers() {
 
 void PeerAcceptor::run() {
     const auto& vt = transport_.vtable<pangea_transport_vtable>();
+    int failures = 0;  // in a row
     while (true) {
         {
             std::lock_guard lock(mutex_);
@@ -47,10 +49,18 @@ void PeerAcceptor::run() {
         const pangea_status status = vt.accept(transport_.handle(), listener_.handle(), &self_, 200, &peer, &handle);
         if (status == PANGEA_ERR_TIMEOUT) continue;
         if (status != PANGEA_OK) {
-            // A stranger or a broken handshake: the plugin said why; keep listening.
-            log(PANGEA_LOG_WARN, "mesh", transport_.describe_failure("accept", status));
+            // A stranger, a broken handshake or a failing transport: the plugin said why; keep
+            // listening. Back off (10 ms, growing to 1 s) so that an accept() that fails at once
+            // every time neither spins nor floods the log.
+            ++failures;
+            if (failures <= 3 || failures % 100 == 0)
+                log(PANGEA_LOG_WARN, "mesh", transport_.describe_failure("accept", status) +
+                                                 (failures > 3 ? " (" + std::to_string(failures) + " failures in a row)" : ""));
+            std::unique_lock lock(mutex_);
+            arrived_.wait_for(lock, std::chrono::milliseconds(std::min(1000, 10 * failures)), [&] { return stop_; });
             continue;
         }
+        failures = 0;
         OwnedConnection connection(&transport_, handle);
         join_finished_handlers();
         if (handlers_.size() >= kMaxHandlers) {
