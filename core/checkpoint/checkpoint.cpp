@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -84,9 +85,16 @@ std::string step_name(int64_t step) {
     return name;
 }
 
+// JSON numbers are doubles: a count is one that is whole and inside int64's range (converting
+// any other to an integer is undefined behaviour).
+bool is_integer(const JsonValue& v) {
+    return v.type == JsonValue::Type::kNumber && std::isfinite(v.number) && v.number == std::trunc(v.number) &&
+           v.number >= -0x1p63 && v.number < 0x1p63;
+}
+
 int64_t integer_field(const JsonValue& object, const char* key, const std::string& where) {
     const JsonValue* v = object.find(key);
-    if (v == nullptr || v->type != JsonValue::Type::kNumber)
+    if (v == nullptr || !is_integer(*v))
         throw CheckpointError(where + ": the header has no number '" + key + "'");
     return static_cast<int64_t>(v->number);
 }
@@ -176,11 +184,13 @@ std::vector<float> params_from_safetensors(const std::vector<uint8_t>& file, con
             throw CheckpointError(key + ": no tensor " + name + ": the checkpoint is of another model shape");
         std::vector<int64_t> dims;
         if (const JsonValue* s = tensor->find("shape"))
-            for (const JsonValue& d : s->items) dims.push_back(static_cast<int64_t>(d.number));
+            for (const JsonValue& d : s->items) dims.push_back(is_integer(d) ? static_cast<int64_t>(d.number) : -1);
         if (dims != slot.shape || text_field(*tensor, "dtype", key) != "F32")
             throw CheckpointError(key + ": tensor " + name + " has another shape or dtype than this model's");
         const JsonValue* offsets = tensor->find("data_offsets");
-        if (offsets == nullptr || offsets->items.size() != 2) throw CheckpointError(key + ": tensor " + name + " has no data_offsets");
+        if (offsets == nullptr || offsets->items.size() != 2 || !is_integer(offsets->items[0]) ||
+            !is_integer(offsets->items[1]) || offsets->items[0].number < 0 || offsets->items[1].number < 0)
+            throw CheckpointError(key + ": tensor " + name + " has no data_offsets");
         const auto begin = static_cast<uint64_t>(offsets->items[0].number);
         const auto end = static_cast<uint64_t>(offsets->items[1].number);
         if (end < begin || end - begin != slot.count * 4 || end > file.size() - data_start)

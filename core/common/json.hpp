@@ -41,6 +41,7 @@ std::string json_quote(const std::string& text);  // "text" with escapes
 // A parsed JSON value. Objects keep their fields in document order.
 struct JsonValue {
     enum class Type { kNull, kBool, kNumber, kString, kArray, kObject };
+    JsonValue() = default;  // declared, or clang (< 17) rejects `fields` below (JsonValue is incomplete there)
     Type type = Type::kNull;
     bool boolean = false;
     double number = 0;

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -142,6 +143,12 @@ std::string format_setting_value(const SettingValue& value) {
             std::string out = "\"";
             for (char c : s) {
                 if (c == '"' || c == '\\') out += '\\';
+                if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {  // as \uXXXX: TOML allows only tab raw
+                    char escaped[8];
+                    std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+                    out += escaped;
+                    continue;
+                }
                 out += c;
             }
             return out + "\"";

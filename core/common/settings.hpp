@@ -41,7 +41,7 @@ std::string check_setting_value(const pangea_setting& setting, const SettingValu
 std::optional<SettingValue> parse_checked_setting(const pangea_setting& setting, std::string_view text,
                                                   std::string* expected);
 
-// TOML-style text of a value: strings quoted, floats with a decimal point.
+// TOML text of a value: strings quoted (control characters escaped), floats with a decimal point.
 std::string format_setting_value(const SettingValue& value);
 
 // The declared range or choices as text ("[1, 1000]", "min-max | sigma"), or "".

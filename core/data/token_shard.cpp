@@ -13,6 +13,8 @@
 namespace pangea {
 namespace {
 
+constexpr uint32_t kMaxTokenId = 0x7fffffff;  // tokens go on as int32
+
 template <typename T>
 T load(const uint8_t* p) {
     T v;
@@ -53,6 +55,8 @@ TokenShard::TokenShard(const std::filesystem::path& path) : path_(path) {
             throw DataError(name + ": token width " + std::to_string(token_bytes_) + " bytes; expected 2 or 4");
         count_ = load<uint64_t>(map_ + 16);
         vocab_ = load<uint32_t>(map_ + 24);
+        if (vocab_ > kMaxTokenId + uint64_t{1})  // token ids are int32 from here on
+            throw DataError(name + ": vocabulary size " + std::to_string(vocab_) + " is more than token ids can hold (2^31)");
         const uint64_t payload = map_bytes_ - kShardHeaderBytes;
         if (count_ > payload / token_bytes_ || payload != count_ * token_bytes_)
             throw DataError(name + ": header says " + std::to_string(count_) + " tokens of " +
@@ -84,6 +88,9 @@ void TokenShard::read(uint64_t first, std::span<int32_t> out) const {
             throw DataError(path_.string() + ": token " + std::to_string(token) + " at index " +
                             std::to_string(first + i) + " is outside the recorded vocabulary of " +
                             std::to_string(vocab_));
+        if (token > kMaxTokenId)
+            throw DataError(path_.string() + ": token " + std::to_string(token) + " at index " +
+                            std::to_string(first + i) + " is more than token ids can hold (2^31 - 1)");
         out[i] = static_cast<int32_t>(token);
     }
 }

@@ -35,7 +35,8 @@ public:
 class TokenShard {
 public:
     // Throws DataError naming the file and what is wrong (missing, bad magic, unknown version or
-    // token width, size that does not match the count, a token >= the recorded vocabulary).
+    // token width, size that does not match the count, a vocabulary above 2^31, a token >= the
+    // recorded vocabulary or above 2^31 - 1: tokens are int32 from here on).
     explicit TokenShard(const std::filesystem::path& path);
     ~TokenShard();
     TokenShard(TokenShard&& other) noexcept;

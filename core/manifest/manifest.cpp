@@ -427,19 +427,25 @@ bool Manifest::get_bool(const std::string& section, const std::string& key) cons
 
 std::string Manifest::to_toml() const {
     std::ostringstream out;
+    // A comment is one line: an origin (a --set argument, a path) may hold any character.
+    auto comment = [](std::string text) {
+        for (char& c : text)
+            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+        return text;
+    };
     auto line = [&](const std::string& key, const std::string& value, const std::string& origin) {
         std::string text = key + " = " + value;
         if (text.size() < 40) text.resize(40, ' ');
-        out << text << " # " << origin << "\n";
+        out << text << " # " << comment(origin) << "\n";
     };
-    out << "# resolved from " << source << "\n";
+    out << "# resolved from " << comment(source) << "\n";
     for (const auto& section : core_sections()) {
         out << "\n[" << section.name << "]\n";
         for (const auto& [key, setting] : core.at(section.name))
             line(key, format_setting_value(setting.value), setting.origin);
         if (std::string_view(section.name) != "data") continue;
         for (const auto& entry : data_sources) {
-            out << "[[data.sources]]" << std::string(24, ' ') << " # " << entry.origin << "\n";
+            out << "[[data.sources]]" << std::string(24, ' ') << " # " << comment(entry.origin) << "\n";
             line("path", format_setting_value(entry.path), entry.origin);
             line("weight", format_setting_value(entry.weight), entry.origin);
         }
@@ -455,8 +461,9 @@ std::string Manifest::to_toml() const {
         line("plugin", format_setting_value(choice.plugin->name), choice.plugin_origin);
         if (!choice.library.empty())
             line("library", format_setting_value(choice.library), choice.library_origin);
-        out << "# " << choice.plugin->id() << " " << choice.plugin->version << " from "
-            << choice.plugin->library_path.string() << "\n";
+        out << "# " << comment(choice.plugin->id() + " " + choice.plugin->version + " from " +
+                               choice.plugin->library_path.string())
+            << "\n";
         for (const auto& [key, setting] : choice.settings)
             line(key, format_setting_value(setting.value), setting.origin);
     }

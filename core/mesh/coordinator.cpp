@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 
 #include "common/files.hpp"
 #include "common/json.hpp"
@@ -16,6 +17,7 @@ namespace pangea {
 namespace {
 
 constexpr int kProtocol = 1;
+constexpr int64_t kMaxStep = int64_t{1} << 62;  // step arithmetic (+ 1) stays far from overflow
 
 void note(pangea_log_level level, const std::string& message) { log(level, "coordinator", message); }
 
@@ -361,8 +363,13 @@ void CoordinatorState::handle(int connection, const std::string& message) {
             refusal = "protocol " + text(*fields, "protocol") + " is not " + std::to_string(kProtocol);
         else if (text(*fields, "run") != options_.run)
             refusal = "it belongs to run " + text(*fields, "run") + ", this coordinator serves run " + options_.run;
-        else if (integer(*fields, "node") < 0 || text(*fields, "address").empty())
+        else if (integer(*fields, "node") < 0 || integer(*fields, "node") > std::numeric_limits<int>::max() ||
+                 text(*fields, "address").empty())
             refusal = "the hello names no node id or address";
+        else if (text(*fields, "address").find(';') != std::string::npos)  // member lists are ';'-separated
+            refusal = "its address '" + text(*fields, "address") + "' holds a ';'";
+        else if (integer(*fields, "step") < 0 || integer(*fields, "step") > kMaxStep)
+            refusal = "it claims outer step " + text(*fields, "step");
         if (!refusal.empty()) {
             note(PANGEA_LOG_WARN, "refused a node: " + refusal);
             out_.push_back({connection, JsonObject().add("op", "refused").add("reason", refusal).text(), true});

@@ -4,7 +4,6 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
-#include <regex>
 
 #include "mesh/ring_setup.hpp"
 
@@ -26,16 +25,46 @@ std::string unbase64(const std::string& in) {
     if (n < 0) return "";
     size_t padding = 0;
     for (size_t i = in.size(); i > 0 && in[i - 1] == '='; --i) ++padding;
+    if (padding > static_cast<size_t>(n)) return "";  // "====": not base64
     out.resize(static_cast<size_t>(n) - padding);
     return out;
 }
 
-// The gateway's answers are small and regular; one field of them, by name.
+// The answers are read by hand, not with std::regex: libstdc++'s regex recurses once per
+// character a repetition takes, and a long field (50 KB) overflowed the stack.
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+// The gateway's answers are small and regular; one field of them, by name: "name" : then a
+// string (its text as it stands), true, false or an integer. The first occurrence that has one.
 std::optional<std::string> json_field(const std::string& json, const std::string& name) {
-    const std::regex pattern("\"" + name + "\"\\s*:\\s*(\"([^\"]*)\"|true|false|-?[0-9]+)");
-    std::smatch match;
-    if (!std::regex_search(json, match, pattern)) return std::nullopt;
-    return match[2].matched ? match[2].str() : match[1].str();
+    const std::string quoted = "\"" + name + "\"";
+    for (size_t at = json.find(quoted); at != std::string::npos; at = json.find(quoted, at + 1)) {
+        size_t i = at + quoted.size();
+        while (i < json.size() && is_space(json[i])) ++i;
+        if (i >= json.size() || json[i] != ':') continue;
+        ++i;
+        while (i < json.size() && is_space(json[i])) ++i;
+        if (i < json.size() && json[i] == '"') {
+            const size_t end = json.find('"', i + 1);
+            if (end != std::string::npos) return json.substr(i + 1, end - i - 1);
+        }
+        for (const std::string word : {"true", "false"})
+            if (json.compare(i, word.size(), word) == 0) return word;
+        size_t j = i < json.size() && json[i] == '-' ? i + 1 : i;
+        const size_t digits = j;
+        while (j < json.size() && json[j] >= '0' && json[j] <= '9') ++j;
+        if (j > digits) return json.substr(i, j - i);
+    }
+    return std::nullopt;
+}
+
+// A number of an answer (etcd writes 64-bit integers as strings); MeshError when it is not one.
+int64_t number(const std::string& text, const char* name) {
+    try {
+        return std::stoll(text);
+    } catch (const std::exception&) {  // std::invalid_argument, std::out_of_range
+        throw MeshError(std::string("etcd answered a ") + name + " that is not a 64-bit integer: '" + text.substr(0, 40) + "'");
+    }
 }
 
 // The end of the key range that holds exactly the keys starting with `prefix`.
@@ -43,6 +72,20 @@ std::string prefix_end(std::string prefix) {
     while (!prefix.empty() && static_cast<unsigned char>(prefix.back()) == 0xff) prefix.pop_back();
     if (!prefix.empty()) prefix.back() = static_cast<char>(prefix.back() + 1);
     return prefix;
+}
+
+// The keys of a /v3/kv/range answer, and the store's revision at the time of the read.
+std::vector<EtcdKey> range_keys(const std::string& answer, int64_t* revision) {
+    *revision = number(json_field(answer, "revision").value_or("0"), "revision");
+    std::vector<EtcdKey> keys;
+    const std::string open = "{\"key\":\"";  // each key-value object: from this to the next '}'
+    for (size_t at = answer.find(open), close; at != std::string::npos; at = answer.find(open, close + 1)) {
+        if ((close = answer.find('}', at + open.size())) == std::string::npos) break;
+        const std::string object = answer.substr(at, close + 1 - at);
+        keys.push_back({unbase64(json_field(object, "key").value_or("")), unbase64(json_field(object, "value").value_or("")),
+                        number(json_field(object, "create_revision").value_or("0"), "create_revision")});
+    }
+    return keys;
 }
 
 size_t collect(char* data, size_t size, size_t count, void* out) {
@@ -92,13 +135,13 @@ int64_t EtcdClient::grant_lease(int ttl_seconds) {
     const std::string answer = call("/v3/lease/grant", "{\"TTL\":" + std::to_string(ttl_seconds) + "}");
     const auto id = json_field(answer, "ID");
     if (!id) throw MeshError("etcd at " + endpoint_ + ": the lease grant has no ID: " + answer.substr(0, 200));
-    return std::stoll(*id);
+    return number(*id, "lease ID");
 }
 
 bool EtcdClient::keep_alive(int64_t lease) {
     const std::string answer = call("/v3/lease/keepalive", "{\"ID\":" + std::to_string(lease) + "}");
     const auto ttl = json_field(answer, "TTL");
-    return ttl && std::stoll(*ttl) > 0;
+    return ttl && number(*ttl, "TTL") > 0;
 }
 
 void EtcdClient::revoke_lease(int64_t lease) { call("/v3/lease/revoke", "{\"ID\":" + std::to_string(lease) + "}"); }
@@ -111,7 +154,7 @@ std::optional<int64_t> EtcdClient::create(const std::string& key, const std::str
                                "\"success\":[{\"request_put\":{\"key\":\"" + k + "\",\"value\":\"" + base64(value) +
                                "\",\"lease\":\"" + std::to_string(lease) + "\"}}]}");
     if (json_field(answer, "succeeded").value_or("false") != "true") return std::nullopt;
-    return std::stoll(json_field(answer, "revision").value_or("0"));  // the transaction's: the key's creation
+    return number(json_field(answer, "revision").value_or("0"), "revision");  // the transaction's: the key's creation
 }
 
 bool EtcdClient::put_if_created_at(const std::string& guard, int64_t guard_revision, const std::string& key,
@@ -134,15 +177,7 @@ std::optional<std::string> EtcdClient::get(const std::string& key) {
 std::vector<EtcdKey> EtcdClient::list(const std::string& prefix, int64_t* revision) {
     const std::string answer = call("/v3/kv/range", "{\"key\":\"" + base64(prefix) + "\",\"range_end\":\"" +
                                                         base64(prefix_end(prefix)) + "\"}");
-    *revision = std::stoll(json_field(answer, "revision").value_or("0"));
-    std::vector<EtcdKey> keys;
-    static const std::regex kv("\\{\"key\":\"[^}]*\\}");
-    for (auto it = std::sregex_iterator(answer.begin(), answer.end(), kv); it != std::sregex_iterator(); ++it) {
-        const std::string object = it->str();
-        keys.push_back({unbase64(json_field(object, "key").value_or("")), unbase64(json_field(object, "value").value_or("")),
-                        std::stoll(json_field(object, "create_revision").value_or("0"))});
-    }
-    return keys;
+    return range_keys(answer, revision);
 }
 
 namespace {
@@ -159,19 +194,33 @@ struct WatchStream {
 size_t on_watch_data(char* data, size_t size, size_t count, void* user) {
     auto& stream = *static_cast<WatchStream*>(user);
     stream.pending.append(data, size * count);
-    static const std::regex event("\\{(\"type\":\"(PUT|DELETE)\",)?\"kv\":\\{([^}]*)\\}");
-    for (size_t end; (end = stream.pending.find('\n')) != std::string::npos; stream.pending.erase(0, end + 1)) {
-        const std::string line = stream.pending.substr(0, end);
-        if (line.find("\"error\"") != std::string::npos || line.find("\"canceled\":true") != std::string::npos) {
-            stream.error = line.substr(0, 200);
-            return 0;  // ends the transfer
+    try {  // no exception may cross libcurl
+        for (size_t end; (end = stream.pending.find('\n')) != std::string::npos; stream.pending.erase(0, end + 1)) {
+            const std::string line = stream.pending.substr(0, end);
+            if (line.find("\"error\"") != std::string::npos || line.find("\"canceled\":true") != std::string::npos) {
+                stream.error = line.substr(0, 200);
+                return 0;  // ends the transfer
+            }
+            // Each event: {"kv":{...}}, {"type":"PUT","kv":{...}} or {"type":"DELETE","kv":{...}}.
+            for (size_t at = line.find('{'); at != std::string::npos; at = line.find('{', at + 1)) {
+                size_t kv_at = at + 1;
+                bool deleted = false;
+                if (line.compare(kv_at, 13, "\"type\":\"PUT\",") == 0) kv_at += 13;
+                else if (line.compare(kv_at, 16, "\"type\":\"DELETE\",") == 0) kv_at += 16, deleted = true;
+                if (line.compare(kv_at, 6, "\"kv\":{") != 0) continue;
+                const size_t close = line.find('}', kv_at + 6);
+                if (close == std::string::npos) break;
+                const std::string kv = line.substr(kv_at + 6, close - kv_at - 6);
+                stream.revision =
+                    std::max<int64_t>(stream.revision, number(json_field(kv, "mod_revision").value_or("0"), "mod_revision"));
+                (*stream.on_event)({deleted, unbase64(json_field(kv, "key").value_or("")),
+                                    unbase64(json_field(kv, "value").value_or(""))});
+                at = close;
+            }
         }
-        for (auto it = std::sregex_iterator(line.begin(), line.end(), event); it != std::sregex_iterator(); ++it) {
-            const std::string kv = (*it)[3].str();
-            stream.revision = std::max<int64_t>(stream.revision, std::stoll(json_field(kv, "mod_revision").value_or("0")));
-            (*stream.on_event)({(*it)[2].str() == "DELETE", unbase64(json_field(kv, "key").value_or("")),
-                                unbase64(json_field(kv, "value").value_or(""))});
-        }
+    } catch (const std::exception& e) {
+        stream.error = e.what();
+        return 0;
     }
     return size * count;
 }
@@ -205,5 +254,27 @@ int64_t EtcdClient::watch(const std::string& prefix, int64_t from_revision,
     if (rc != CURLE_OK && !stop) throw MeshError("etcd at " + endpoint_ + ": /v3/watch: " + curl_easy_strerror(rc));
     return stream.revision;
 }
+
+// ------------------------------------------------------------------ for tests/fuzz (etcd.hpp)
+
+namespace etcd_detail {
+
+std::optional<std::string> answer_field(const std::string& json, const std::string& name) { return json_field(json, name); }
+
+std::string decode_base64(const std::string& text) { return unbase64(text); }
+
+std::vector<EtcdKey> parse_range(const std::string& answer, int64_t* revision) { return range_keys(answer, revision); }
+
+int64_t parse_watch(const std::vector<std::string>& chunks, int64_t from_revision,
+                    const std::function<void(const EtcdEvent&)>& on_event, std::string* error) {
+    const std::atomic<bool> stop{false};
+    WatchStream stream{&on_event, &stop, "", from_revision - 1, ""};
+    for (const std::string& chunk : chunks)  // as libcurl hands them over, until one is refused
+        if (on_watch_data(const_cast<char*>(chunk.data()), 1, chunk.size(), &stream) != chunk.size()) break;
+    *error = stream.error;
+    return stream.revision;
+}
+
+}  // namespace etcd_detail
 
 }  // namespace pangea

@@ -250,6 +250,9 @@ StateSnapshot fetch_state(const PluginInstance& transport, const std::vector<Mem
                 throw TransferError("the snapshot claims more than " + std::to_string(max_bytes) +
                                     " bytes, more than a state of this run can hold");
             const int64_t offered_step = get<int64_t>(preamble, 8);
+            if (offered_step < min_step)  // an honest member answers "none that new yet" instead
+                throw TransferError("the snapshot is of step " + std::to_string(offered_step) + ", older than step " +
+                                    std::to_string(min_step) + " asked for");
             bool compatible = step == offered_step && offered.size() == table.size();
             for (size_t i = 0; compatible && i < table.size(); ++i)
                 compatible = offered[i].shared ? offered[i] == table[i]

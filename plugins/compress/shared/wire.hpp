@@ -14,6 +14,10 @@
 
 #include "pangea/sdk.hpp"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 namespace pangea::compress {
 
 using pangea::sdk::Error;
@@ -139,7 +143,12 @@ void parallel_ranges(size_t count, unsigned threads, const Body& body) {
 // Whether this CPU runs the AVX2 (and F16C) kernels. Checked once.
 inline bool cpu_has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
-    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    static const bool has = [] {
+        // F16C from CPUID itself: clang before 15 has no __builtin_cpu_supports("f16c").
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+        return __builtin_cpu_supports("avx2") && f16c;
+    }();
     return has;
 #else
     return false;

@@ -1,0 +1,294 @@
+// Writes the seed corpus of every fuzz target (tests/fuzz/corpus/<target>/) from the real code:
+// checkpoints written by write_checkpoint, shards by write_token_shard, frames by the compression
+// plugins' encoders, coordinator sessions from the messages CoordinatorClient sends. Small
+// inputs only. Run by hand after a format changes (the corpus is committed):
+//   cmake --build build --target fuzz-make-corpus && build/bin/fuzz-make-corpus tests/fuzz/corpus
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "checkpoint/checkpoint.hpp"
+#include "common/json.hpp"
+#include "common/log.hpp"
+#include "data/token_shard.hpp"
+#include "memory_storage.hpp"
+#include "scripted_transport.hpp"
+#include "mesh/coordinator.hpp"
+#include "mesh/state_transfer.hpp"
+#include "pangea/compress.h"
+#include "train/model_shape.hpp"
+
+namespace fs = std::filesystem;
+using namespace pangea;
+
+namespace {
+
+fs::path root;
+
+void seed(const std::string& target, const std::string& name, const std::string& bytes) {
+    fs::create_directories(root / target);
+    std::ofstream out(root / target / name, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out) throw std::runtime_error("cannot write " + (root / target / name).string());
+}
+
+std::string text_of(const std::vector<uint8_t>& bytes) { return std::string(bytes.begin(), bytes.end()); }
+
+ModelShape tiny(bool tied) {  // as checkpoint_fuzz.cpp's
+    ModelShape s;
+    s.preset = "custom";
+    s.layers = 1, s.d_model = 4, s.heads = 2, s.kv_heads = 1, s.ffn = 8, s.vocab = 5;
+    s.tied_embeddings = tied;
+    return s;
+}
+
+void checkpoints() {
+    for (const bool tied : {true, false}) {
+        const ObjectStore store(fuzz::memory_storage());
+        TrainingState state;
+        state.step = 1;
+        state.params.resize(parameter_count(tiny(tied)));
+        for (size_t i = 0; i < state.params.size(); ++i) state.params[i] = static_cast<float>(i) * 0.25f - 3.0f;
+        state.outer_optimizer = {1, 2, 3, 4};
+        state.inner_optimizer = {5, 6};
+        state.sampler_position = 42;
+        state.manifest = "[run]\nname = \"fuzz\"\n";
+        write_checkpoint(store, "run/", state, {"fuzz", 0, tiny(tied), 16});
+        const std::string dir = checkpoint_dir("run/", 1);
+        std::string sections;
+        for (const auto& [key, size] : store.list("run/")) {
+            const std::string name = key.starts_with(dir) ? key.substr(dir.size()) : "/" + key.substr(4);
+            sections += "--- " + name + "\n" + text_of(store.get(key)) + "\n";
+        }
+        const char mode = tied ? 2 : 0;
+        seed("checkpoint", tied ? "written-tied" : "written-untied", std::string(1, mode) + sections);
+        seed("checkpoint", tied ? "safetensors-tied" : "safetensors-untied",
+             std::string(1, static_cast<char>(mode | 1)) + text_of(store.get(dir + "model.safetensors")));
+        if (tied) {
+            seed("json", "checkpoint.json", text_of(store.get(dir + "checkpoint.json")));
+            seed("json", "config.json", text_of(store.get(dir + "config.json")));
+            const auto model = store.get(dir + "model.safetensors");
+            uint64_t header = 0;
+            std::memcpy(&header, model.data(), 8);
+            seed("json", "safetensors-header", std::string(model.begin() + 8, model.begin() + 8 + static_cast<long>(header)));
+        }
+    }
+    seed("checkpoint", "latest-only", std::string(1, '\0') + "--- /latest\nstep-00000001\n");
+}
+
+void shards() {
+    std::vector<uint32_t> tokens;
+    for (uint32_t i = 0; i < 400; ++i) tokens.push_back((i * 37 + i / 5) % 257);
+    const fs::path tmp = fs::temp_directory_path() / "pangea-make-corpus.tok";
+    for (const uint32_t width : {2u, 4u}) {
+        write_token_shard(tmp, tokens, 257, width);
+        std::ifstream in(tmp, std::ios::binary);
+        const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        seed("token_shard", "shard-u" + std::to_string(width * 8), std::string(1, '\0') + bytes);
+        if (width == 2) {  // two shards in a directory, cut at the second shard's start
+            write_token_shard(tmp, std::span<const uint32_t>(tokens).first(200), 0, width);
+            std::ifstream first(tmp, std::ios::binary);
+            const std::string a((std::istreambuf_iterator<char>(first)), std::istreambuf_iterator<char>());
+            const uint16_t cut = static_cast<uint16_t>(a.size());
+            std::string input(1, '\1');
+            input.append(reinterpret_cast<const char*>(&cut), 2);
+            seed("token_shard", "two-shards", input + a + bytes);
+        }
+    }
+    fs::remove(tmp);
+}
+
+std::string hello(int node, bool has_state = false, int64_t step = 0, const char* waiting = "", bool join = false) {
+    return JsonObject()
+        .add("op", "hello")
+        .add("protocol", 1)
+        .add("run", "5eed")
+        .add("node", node)
+        .add("address", "10.0.0." + std::to_string(node) + ":7000")
+        .add("has_state", has_state)
+        .add("step", step)
+        .add("epoch", step)
+        .add("waiting", waiting)
+        .add("pending_epoch", step)
+        .add("ok", false)
+        .add("join", join)
+        .add("incarnation", "process-" + std::to_string(node))
+        .add("nonce", "00112233445566778899aabbccddeeff")
+        .add("proof", "")
+        .text();
+}
+
+void membership() {
+    const auto msg = [](char connection, const std::string& json) { return std::string("m") + connection + json + "\n"; };
+    const auto ready = [&](char c, int step) { return msg(c, JsonObject().add("op", "ready").add("step", step).text()); };
+    const auto done = [&](char c, int epoch) { return msg(c, JsonObject().add("op", "done").add("epoch", epoch).add("ok", true).text()); };
+    // Two nodes through two outer steps; a third joins and recovers; one leaves.
+    std::string session = "\x02\nc1\nc2\n" + msg('1', hello(0)) + msg('2', hello(1)) + "t31\n" + ready('1', 1) + ready('2', 1) +
+                          done('1', 1) + done('2', 1) + "c3\n" + msg('3', hello(2, false, 0, "", true)) + ready('1', 2) +
+                          ready('2', 2) + msg('3', JsonObject().add("op", "admit").add("step", 2).text()) + done('1', 2) +
+                          done('2', 2) + msg('1', JsonObject().add("op", "beat").text()) +
+                          msg('2', JsonObject().add("op", "leave").text()) + "x3\nt40\n";
+    seed("membership", "two-steps-join-leave", session);
+    // A restarted coordinator: nodes come back holding state and a pending epoch.
+    seed("membership", "restart",
+         std::string(1, '\0') + "\nc1\nc2\n" + msg('1', hello(0, true, 4, "done")) + msg('2', hello(1, true, 4, "ready")) + ready('2', 5) + "t31\n" +
+             ready('1', 5) + done('1', 5) + done('2', 5) + "t5\n");
+    // With a registry (etcd) and a commit record; min_members 2.
+    seed("membership", "registry",
+         std::string("\x0b\nc1\nc2\nr0,1\n") + msg('1', hello(0)) + "t31\n" + msg('2', hello(1)) + "r1,1\n" + ready('1', 1) +
+             ready('2', 1) + done('1', 1) + done('2', 1) + "r1,0\nt50\n");
+    // What a client reads.
+    seed("membership", "client-lines",
+         std::string(1, '\0') + "\nm1" + JsonObject().add("op", "welcome").add("role", "recover").add("step", 3).add("members", "0=10.0.0.1:7000;2=10.0.0.3:7000").text() + "\n");
+}
+
+void manifests() {
+    std::ifstream example(PANGEA_SOURCE_DIR "/examples/local.toml");
+    const std::string local((std::istreambuf_iterator<char>(example)), std::istreambuf_iterator<char>());
+    seed("manifest", "local.toml", local);
+    // The same without [transport] (the target's registry has no transport plugin).
+    const size_t transport = local.find("[transport]");
+    const size_t next = local.find("\n[", transport + 1);
+    if (transport != std::string::npos && next != std::string::npos)
+        seed("manifest", "local-without-transport.toml", local.substr(0, transport) + local.substr(next + 1));
+    seed("manifest", "every-section.toml",
+         "[run]\nname = \"fuzz\"\ndir = \"runs/fuzz\"\nseed = 7\nlog_level = \"warn\"\n\n"
+         "[model]\npreset = \"small\"\nlayers = 2\nd_model = 64\nheads = 4\nkv_heads = 2\nffn = 96\nvocab = 300\n"
+         "tied_embeddings = \"true\"\nrope_theta = 10000.0\n\n"
+         "[data]\nseq_len = 32\n[[data.sources]]\npath = \"builtin:prose\"\nweight = 3\n[[data.sources]]\npath = \"shards/a.tok\"\nweight = 0.5\n\n"
+         "[train]\nlr = 0.01\nmicro_batch = 2\n\n[diloco]\ninner_steps = 5\nouter_steps = 2\noverlap = true\n\n"
+         "[mesh]\nnodes = 2\nmin_members = 1\n\n"
+         "[compress]\nplugin = \"int8\"\nscheme = \"sigma\"\nblock_size = 64\n\n"
+         "[optim]\nplugin = \"nesterov\"\nlr = 0.7\nmomentum = 0.9\n\n"
+         "[storage]\nplugin = \"local\"\npath = \"/tmp/ck\"\n");
+    seed("manifest", "overrides.toml",
+         "#set diloco.inner_steps=50\n#set compress.plugin=fp16\n#env PANGEA_RUN_NAME=from-env\n#env PANGEA_TRAIN_LR=0.5\n"
+         "[diloco]\nouter_steps = 3\n[compress]\nplugin = \"none\"\n");
+}
+
+void etcd() {
+    const auto b64 = [](const std::string& s) {  // small, for the seeds only
+        static const char* digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        std::string out;
+        for (size_t i = 0; i < s.size(); i += 3) {
+            uint32_t v = static_cast<uint8_t>(s[i]) << 16;
+            if (i + 1 < s.size()) v |= static_cast<uint8_t>(s[i + 1]) << 8;
+            if (i + 2 < s.size()) v |= static_cast<uint8_t>(s[i + 2]);
+            out += digits[(v >> 18) & 63], out += digits[(v >> 12) & 63];
+            out += i + 1 < s.size() ? digits[(v >> 6) & 63] : '=';
+            out += i + 2 < s.size() ? digits[v & 63] : '=';
+        }
+        return out;
+    };
+    const std::string header = "{\"cluster_id\":\"14841639068965178418\",\"member_id\":\"10276657743932975437\",\"revision\":\"12\",\"raft_term\":\"2\"}";
+    seed("etcd", "lease-grant", std::string("\x00\x01", 2) + "{\"header\":" + header + ",\"ID\":\"7587862072907250180\",\"TTL\":\"5\"}\n");
+    seed("etcd", "txn", std::string("\x00\x02", 2) + "{\"header\":" + header + ",\"succeeded\":true,\"responses\":[{\"response_put\":{\"header\":{\"revision\":\"12\"}}}]}\n");
+    const std::string kv = "{\"key\":\"" + b64("/pangea/run/nodes/1") + "\",\"create_revision\":\"9\",\"mod_revision\":\"9\",\"version\":\"1\",\"value\":\"" +
+                           b64("{\"address\":\"10.0.0.2:7000\"}") + "\",\"lease\":\"7587862072907250180\"}";
+    seed("etcd", "range", std::string("\x01\x00", 2) + "{\"header\":" + header + ",\"kvs\":[" + kv + "," + kv + "],\"count\":\"2\"}\n");
+    seed("etcd", "watch",
+         std::string("\x02\x10", 2) + "{\"result\":{\"header\":" + header + ",\"created\":true}}\n{\"result\":{\"header\":" + header + ",\"events\":[{\"kv\":" + kv +
+             "},{\"type\":\"DELETE\",\"kv\":{\"key\":\"" + b64("/pangea/run/nodes/2") + "\",\"mod_revision\":\"13\"}}]}}\n");
+    seed("etcd", "watch-error", std::string("\x02\x07", 2) + "{\"result\":{\"header\":" + header + ",\"canceled\":true,\"cancel_reason\":\"compacted\"}}\n");
+}
+
+void compress() {
+    PluginRegistry registry(std::vector<SearchPath>{{PANGEA_FUZZ_PLUGIN_DIR, "fuzz plugin directory"}});
+    struct Case {
+        const char* plugin;
+        const char* name;
+        std::map<std::string, SettingValue> settings;
+    };
+    const std::vector<Case> cases = {
+        {"none", "none", {}},
+        {"int8", "minmax", {{"scheme", std::string("minmax")}, {"block_size", int64_t{16}}}},
+        {"int8", "sigma", {{"scheme", std::string("sigma")}, {"block_size", int64_t{16}}}},
+        {"fp16", "fp16", {{"format", std::string("fp16")}}},
+        {"fp16", "bf16", {{"format", std::string("bf16")}}},
+    };
+    for (const Case& c : cases) {
+        const PluginDescriptor& plugin = registry.get(PANGEA_KIND_COMPRESS, c.plugin);
+        SettingMap settings = plugin.default_settings();
+        for (const auto& [key, value] : c.settings) settings[key] = {value, "corpus"};
+        const PluginInstance instance(plugin, settings);
+        const auto& vt = instance.vtable<pangea_compress_vtable>();
+        for (const size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{40}}) {
+            std::vector<float> values(n);
+            for (size_t i = 0; i < n; ++i) values[i] = std::sin(static_cast<float>(i)) * 100.0f - 1.0f / (1.0f + i);
+            std::string frame(vt.max_encoded_size(instance.handle(), n), '\0');
+            size_t written = 0;
+            if (vt.encode(instance.handle(), values.data(), n, reinterpret_cast<uint8_t*>(frame.data()), frame.size(), &written) != PANGEA_OK)
+                throw std::runtime_error(std::string("encoding failed: ") + instance.last_error());
+            frame.resize(written);
+            seed(std::string("compress_") + c.plugin, std::string(c.name) + "-" + std::to_string(n), std::string(1, '\0') + frame);
+        }
+    }
+}
+
+// What a member sends a joiner, captured from StateServer::serve answering real requests.
+void state_transfer() {
+    auto snapshot = std::make_shared<StateSnapshot>();
+    snapshot->step = 3;
+    snapshot->sections.push_back({"params", std::vector<uint8_t>(100, 7), true});
+    snapshot->sections.push_back({"inner", std::vector<uint8_t>(10, 1), false});
+    snapshot->sections.push_back({"empty", {}, true});
+    const auto request = [](int64_t min_step, uint32_t section, uint64_t offset) {
+        std::string r(40, '\0');
+        const uint32_t magic = 0x51524750, version = 1;  // "PGRQ"
+        const uint64_t wait = 0;
+        std::memcpy(r.data(), &magic, 4), std::memcpy(r.data() + 4, &version, 4), std::memcpy(r.data() + 8, &min_step, 8);
+        std::memcpy(r.data() + 16, &section, 4), std::memcpy(r.data() + 24, &offset, 8), std::memcpy(r.data() + 32, &wait, 8);
+        return r;
+    };
+    const auto answer = [&](const std::string& asked) {
+        const PluginInstance transport = fuzz::scripted_transport();
+        fuzz::script_of(transport).play(asked);
+        StateServer server;
+        server.publish(snapshot);
+        server.stop();
+        const auto& vt = transport.vtable<pangea_transport_vtable>();
+        pangea_hello self{sizeof(pangea_hello), 0, 1, kRecoveryChannel}, peer{};
+        pangea_connection* handle = nullptr;
+        if (vt.connect(transport.handle(), "joiner:1", &self, 0, &peer, &handle) != PANGEA_OK)
+            throw std::runtime_error("the scripted transport does not connect");
+        server.serve(transport, OwnedConnection(&transport, handle), peer);
+        return fuzz::script_of(transport).sent();
+    };
+    const std::string whole = answer(request(1, 0, 0));
+    seed("state_transfer", "joiner-whole", std::string(1, '\0') + whole);
+    // The first source sends section 0, then a damaged chunk of section 1; the second source
+    // sends section 1 on (it is per-node: it starts over).
+    std::string damaged(8, '\0');
+    const uint32_t length = 10, crc = 0xdeadbeef;
+    std::memcpy(damaged.data(), &length, 4), std::memcpy(damaged.data() + 4, &crc, 4);
+    damaged += std::string(10, '\1');
+    seed("state_transfer", "joiner-resumes",
+         std::string(1, '\2') + whole.substr(0, 16 + 3 * 48 + 8 + 100) + damaged + answer(request(3, 1, 0)));
+    seed("state_transfer", "joiner-none-yet", std::string(1, '\0') + answer(request(9, 0, 0)) + whole);
+    seed("state_transfer", "member-request", std::string(1, '\1') + request(1, 0, 0));
+    seed("state_transfer", "member-request-resume", std::string(1, '\1') + request(3, 1, 5));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::cerr << "usage: fuzz-make-corpus <tests/fuzz/corpus>\n";
+        return 2;
+    }
+    root = argv[1];
+    set_log_level(PANGEA_LOG_WARN);
+    checkpoints();
+    shards();
+    membership();
+    manifests();
+    etcd();
+    compress();
+    state_transfer();
+    seed("json", "message", JsonObject().add("op", "epoch").add("epoch", 3).add("step", 7).add("members", "0=a:1;1=b:2").text());
+    seed("json", "nested", "{\"a\":[1,-2.5e3,true,false,null,{\"b\":\"\\u00e9\\n\\\"\"}],\"c\":{}}");
+    std::cout << "wrote the seed corpus under " << root << "\n";
+    return 0;
+}
