@@ -136,7 +136,7 @@ TEST_F(ManifestTest, PluginSectionWithoutPluginKeyOrWithAnUnknownPlugin) {
     const auto unknown = errors("[optim]\nplugin = \"adam\"\n");
     ASSERT_EQ(unknown.size(), 1u);
     EXPECT_THAT(unknown[0], HasSubstr("test.toml:2:1: [optim] plugin \"adam\": no optim plugin named "
-                                      "'adam'. Available: nesterov."));
+                                      "'adam'. Available: faulty, nesterov."));
     EXPECT_THAT(unknown[0], HasSubstr("searched:"));
 }
 

@@ -149,7 +149,7 @@ TEST(PluginRegistry, PluginOfTheWrongKindIsNamedInTheError) {
         registry.get(PANGEA_KIND_OPTIM, "none");
         FAIL() << "expected a PluginError";
     } catch (const PluginError& e) {
-        EXPECT_THAT(e.what(), HasSubstr("no optim plugin named 'none'. Available: nesterov. (A "
+        EXPECT_THAT(e.what(), HasSubstr("no optim plugin named 'none'. Available: faulty, nesterov. (A "
                                         "plugin named 'none' exists as kind compress: is it in "
                                         "the wrong section?)"));
     }
