@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "../../plugins/transport/tcp/frames.hpp"
 #include "checkpoint/checkpoint.hpp"
 #include "common/json.hpp"
 #include "common/log.hpp"
@@ -271,6 +272,78 @@ void state_transfer() {
     seed("state_transfer", "member-request-resume", std::string(1, '\1') + request(3, 1, 5));
 }
 
+// transport/tcp's wire format (frames.hpp) in transport_tcp_fuzz.cpp's input layout: Hellos and
+// frames as the plugin's connect() and stream threads write them.
+void transport_tcp() {
+    using pangea::tcp::DataHeader;
+    using pangea::tcp::Hello;
+    constexpr uint64_t run = 0x5eed;  // as transport_tcp_fuzz.cpp's
+    const auto raw = [](const auto& value) { return std::string(reinterpret_cast<const char*>(&value), sizeof value); };
+    const auto u16 = [&](uint16_t v) { return raw(v); };
+    const auto hello = [&](uint16_t index, uint16_t count, uint32_t status, uint64_t run_id, uint64_t nonce) {
+        Hello h{};
+        std::memcpy(h.magic, "PGTH", 4);
+        h.version = pangea::tcp::kProtocolVersion;
+        h.stream_index = index, h.stream_count = count, h.node_id = 9, h.channel = 3, h.status = status;
+        h.run_id = run_id, h.nonce = nonce;
+        return raw(h);
+    };
+    const auto frame = [&](uint16_t stream, uint64_t sequence, uint64_t message, uint64_t offset, const std::string& part, bool checksum) {
+        DataHeader h{};
+        std::memcpy(h.magic, "PGTD", 4);
+        h.version = pangea::tcp::kProtocolVersion;
+        h.stream_index = stream, h.sequence = sequence, h.message_bytes = message, h.offset = offset, h.part_bytes = part.size();
+        if (checksum) h.flags = pangea::tcp::kFlagChecksum, h.checksum = pangea::tcp::crc32c(part.data(), part.size());
+        return raw(h) + part;
+    };
+    const std::string sized(1, static_cast<char>(sizeof(Hello)));  // a raw Hello's length byte: all 40 bytes
+    const std::string one = hello(0, 1, pangea::tcp::kHelloRequest, run, 1);
+    // accept: mode, receive count (1 + b % 3), sizes, Hellos, data.
+    seed("transport_tcp", "accept-one-message",
+         std::string(1, '\0') + '\0' + u16(16) + sized + one + frame(0, 0, 16, 0, "sixteen bytes!!!", false));
+    seed("transport_tcp", "accept-chunks-checksum",
+         std::string(1, '\1') + '\1' + u16(10) + u16(0) + frame(0, 0, 10, 0, "0123", true) + frame(0, 0, 10, 4, "456789", true) +
+             frame(0, 1, 0, 0, "", true));
+    seed("transport_tcp", "accept-three-messages",
+         std::string(1, '\0') + '\2' + u16(3) + u16(5) + u16(1) + sized + one + frame(0, 0, 3, 0, "abc", false) +
+             frame(0, 1, 5, 0, "defgh", false) + frame(0, 2, 1, 0, "i", true));
+    seed("transport_tcp", "accept-complete-message-again",
+         std::string(1, '\1') + '\0' + u16(4) + frame(0, 0, 4, 0, "ping", false) + frame(0, 0, 4, 0, "pong", false));
+    // Two chunks over the same bytes: the receive completes with bytes 4..7 never written (the
+    // receiver counts bytes, it does not track which arrived); the target's model does the same.
+    seed("transport_tcp", "accept-overlapping-chunks",
+         std::string(1, '\1') + '\0' + u16(8) + frame(0, 0, 8, 0, "abcd", false) + frame(0, 0, 8, 0, "efgh", false));
+    seed("transport_tcp", "accept-message-not-posted", std::string(1, '\1') + '\0' + u16(4) + frame(0, 3, 4, 0, "ping", false));
+    seed("transport_tcp", "accept-silent-mid-chunk", std::string(1, '\1') + '\0' + u16(64) + frame(0, 0, 64, 0, std::string(64, 'h'), false).substr(0, 52));
+    seed("transport_tcp", "accept-wrong-run", std::string(1, '\0') + '\0' + u16(4) + sized + hello(0, 1, 0, 0xbad, 1));
+    seed("transport_tcp", "accept-garbage", std::string(1, '\0') + '\0' + u16(4) + sized + "GET / HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n");
+    // Two sockets of one connection (their Hellos raw), the message striped over both.
+    const std::string stream0 = frame(0, 0, 8, 0, "abcd", false), stream1 = frame(1, 0, 8, 4, "efgh", false);
+    seed("transport_tcp", "accept-two-streams",
+         std::string(1, '\2') + '\0' + u16(8) + sized + hello(0, 2, 0, run, 7) + sized + hello(1, 2, 0, run, 7) +
+             u16(static_cast<uint16_t>(stream0.size())) + stream0 + stream1);
+    // A correct sender's frames (written by the target): chunk size, stream picks, payload.
+    seed("transport_tcp", "accept-sender", std::string(1, '\4') + '\1' + u16(300) + u16(7) + u16(64) + raw(uint64_t{0}) + "payload");
+    seed("transport_tcp", "accept-sender-two-streams-checksum",
+         std::string(1, '\x0e') + '\2' + u16(1000) + u16(0) + u16(33) + u16(100) + raw(uint64_t{0xa5a5a5a5a5a5a5a5}) + "stripes");
+    // connect: mode, receive count, sizes, answers (a length byte and the bytes, or a status byte),
+    // data; then the raw side closes.
+    const std::string accepted = hello(0, 1, pangea::tcp::kHelloAccepted, run, 1);
+    seed("transport_tcp", "connect-accepted", std::string(1, '\x10') + '\0' + u16(4) + sized + accepted + frame(0, 0, 4, 0, "ping", false));
+    seed("transport_tcp", "connect-closed-mid-chunk",
+         std::string(1, '\x11') + '\0' + u16(64) + '\1' + frame(0, 0, 64, 0, std::string(64, 'h'), true).substr(0, 60));
+    seed("transport_tcp", "connect-two-streams-wrong-run", std::string(1, '\x13') + '\0' + u16(4) + '\1' + '\2');
+    seed("transport_tcp", "connect-short-answer",
+         std::string(1, '\x12') + '\0' + u16(4) + sized + hello(0, 2, 1, run, 1) + '\x14' + hello(1, 2, 1, run, 1));
+    seed("transport_tcp", "connect-two-streams",
+         std::string(1, '\x13') + '\0' + u16(8) + '\1' + '\1' + u16(static_cast<uint16_t>(stream0.size())) + stream0 + stream1);
+    seed("transport_tcp", "connect-sender-two-streams",
+         std::string(1, '\x16') + '\2' + u16(500) + u16(3) + u16(0) + u16(64) + raw(uint64_t{0x0123456789abcdef}) + "stripes");
+    // unit: a Hello, a DataHeader, the stream, max_message.
+    seed("transport_tcp", "unit", std::string(1, '\x20') + hello(1, 2, 0, run, 1) + frame(1, 0, 100, 40, std::string(60, 'x'), true).substr(0, 48) +
+                                      u16(1) + raw(uint64_t{1} << 20));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -287,6 +360,7 @@ int main(int argc, char** argv) {
     etcd();
     compress();
     state_transfer();
+    transport_tcp();
     seed("json", "message", JsonObject().add("op", "epoch").add("epoch", 3).add("step", 7).add("members", "0=a:1;1=b:2").text());
     seed("json", "nested", "{\"a\":[1,-2.5e3,true,false,null,{\"b\":\"\\u00e9\\n\\\"\"}],\"c\":{}}");
     std::cout << "wrote the seed corpus under " << root << "\n";

@@ -204,12 +204,12 @@ private:
                 header.checksum = crc32c(payload, chunk.bytes);
             }
             const int error = send_all(sockets_[k].get(), &header, sizeof header, payload, chunk.bytes);
-            chunk.op->end_io(error == 0 ? chunk.bytes : 0);
-            if (error != 0) {
+            if (error != 0) {  // failed before end_io(), which would complete an empty message (no bytes to move)
                 fail(PANGEA_ERR_PEER_LOST, "send: " + system_error_text(error));
                 chunk.op->fail(PANGEA_ERR_PEER_LOST, "tcp: connection to " + peer_ + ": send: " + system_error_text(error));
-                return;
             }
+            chunk.op->end_io(error == 0 ? chunk.bytes : 0);
+            if (error != 0) return;
         }
     }
 
@@ -255,14 +255,13 @@ private:
             uint8_t* target = op->data() + header.offset;
             const int error = recv_all(sockets_[k].get(), target, header.part_bytes);
             const bool intact = error == 0 && (!(header.flags & kFlagChecksum) || crc32c(target, header.part_bytes) == header.checksum);
-            op->end_io(intact ? header.part_bytes : 0);
-            if (!intact) {
+            if (!intact)  // failed before end_io(), which would complete an empty message (no bytes to move)
                 fail(error != 0 ? PANGEA_ERR_PEER_LOST : PANGEA_ERR_CORRUPT,
                      error == 0 ? "checksum mismatch on stream " + std::to_string(k)
                      : error == ECONNRESET || error == kPeerClosed ? "the peer closed the connection mid-frame"
                                                                   : "receive: " + system_error_text(error));
-                return;
-            }
+            op->end_io(intact ? header.part_bytes : 0);
+            if (!intact) return;
             if (op->done()) {
                 std::lock_guard<std::mutex> lock(mutex_);
                 receives_.erase(header.sequence);
