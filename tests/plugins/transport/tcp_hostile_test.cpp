@@ -11,6 +11,7 @@
 
 #include <cstring>
 #include <functional>
+#include <ostream>
 #include <future>
 #include <vector>
 
@@ -78,6 +79,8 @@ struct Case {
     pangea_status status;
     const char* says;
 };
+
+void PrintTo(const Case& c, std::ostream* out) { *out << c.name; }  // not a byte dump in test names
 
 class TcpHostilePeer : public ::testing::TestWithParam<Case> {};
 
