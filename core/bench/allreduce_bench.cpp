@@ -159,6 +159,7 @@ int run_node(const AllReduceBenchOptions& options) {
             RingAllReduce allreduce(position, world, next, previous, codec, ring_options);
             std::vector<double> times;
             uint64_t sent = 0;
+            bool native = false;
             for (int round = 0; round < options.repeat; ++round) {
                 float token = 0;
                 const AllReduceResult synced = barrier.run(std::span<float>(&token, 1), ReduceOp::kSum);
@@ -173,12 +174,15 @@ int run_node(const AllReduceBenchOptions& options) {
                 }
                 times.push_back(result.seconds);
                 sent = result.bytes_sent;
+                native = result.native;
             }
             std::sort(times.begin(), times.end());
             if (rank == 0) {
-                print_row(options, config, mib, times.front(), times[times.size() / 2], sent);
+                // The transport's own all-reduce (e.g. --transport gloo:allreduce=gloo) is labelled as such.
+                const std::string label = native ? config + " (" + transport.plugin().name + "'s)" : config;
+                print_row(options, label, mib, times.front(), times[times.size() / 2], sent);
                 std::ofstream(fs::path(options.rendezvous) / "results.tsv", std::ios::app)
-                    << config << '\t' << mib << '\t' << times.front() << '\n';
+                    << label << '\t' << mib << '\t' << times.front() << '\n';
             }
         }
     }

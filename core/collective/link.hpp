@@ -59,6 +59,7 @@ public:
     void abort() const;
 
     const PluginInstance& transport() const { return *transport_; }
+    pangea_connection* connection() const { return connection_; }
 
 private:
     const pangea_transport_vtable& vt() const { return transport_->vtable<pangea_transport_vtable>(); }

@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "common/log.hpp"
 #include "pangea/compress.h"
 
 namespace pangea {
@@ -312,7 +313,13 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contr
     std::vector<float>& work = buffers_.work;  // the caller's buffer stays intact on failure
     work.assign(data.begin(), data.end());
     const int divisor = contributors > 0 ? contributors : world_;
-    Pass pass(*this, work, op == ReduceOp::kAverage ? 1.0f / static_cast<float>(divisor) : 1.0f);
+    const float scale = op == ReduceOp::kAverage ? 1.0f / static_cast<float>(divisor) : 1.0f;
+    if (run_native(work, scale, &result)) {
+        if (result.status == PANGEA_OK) std::copy(work.begin(), work.end(), data.begin());
+        result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        return result;
+    }
+    Pass pass(*this, work, scale);
     try {
         pass.run();
         std::copy(work.begin(), work.end(), data.begin());
@@ -324,6 +331,40 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contr
     result.bytes_received = pass.bytes_received;
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;
+}
+
+bool RingAllReduce::run_native(std::vector<float>& work, float scale, AllReduceResult* result) {
+    if (native_unsupported_ || compressor_.plugin().name != "none") return false;
+    const PluginInstance& transport = next_.transport();
+    const auto& vt = transport.vtable<pangea_transport_vtable>();
+    if (!transport.has_slot(offsetof(pangea_transport_vtable, allreduce_sum_f32) + sizeof vt.allreduce_sum_f32) ||
+        vt.allreduce_sum_f32 == nullptr)
+        return false;
+    const pangea_status status =
+        vt.allreduce_sum_f32(transport.handle(), next_.connection(), previous_.connection(), static_cast<uint32_t>(rank_),
+                             static_cast<uint32_t>(world_), work.data(), work.size(), options_.stall_timeout_ms);
+    if (status == PANGEA_ERR_UNSUPPORTED) {  // nothing happened: our ring, now and from now on
+        native_unsupported_ = true;
+        return false;
+    }
+    static std::once_flag said;
+    std::call_once(said, [&] {
+        log(PANGEA_LOG_INFO, "collective",
+            "uncompressed all-reduces run " + transport.plugin().id() + "'s own all-reduce (allreduce_sum_f32)");
+    });
+    result->native = true;
+    if (status != PANGEA_OK) {  // as in our ring: both links go, so the neighbours fail too
+        result->status = status;
+        result->error = transport.describe_failure("allreduce_sum_f32", status);
+        next_.abort();
+        previous_.abort();
+        return true;
+    }
+    if (scale != 1.0f)
+        for (float& v : work) v *= scale;  // the same bits in, the same bits out, on every rank
+    result->bytes_sent = result->bytes_received =
+        2 * static_cast<uint64_t>(world_ - 1) * work.size() * sizeof(float) / static_cast<uint64_t>(world_);
+    return true;
 }
 
 }  // namespace pangea

@@ -10,6 +10,11 @@
 // the encoded bytes are forwarded verbatim and every rank decodes the same bytes. So every rank
 // ends with bit-identical buffers, whatever the compressor's rounding.
 //
+// Uncompressed fp32 (compress/none) over a transport with an all-reduce of its own
+// (allreduce_sum_f32 in transport.h, e.g. transport/gloo with allreduce = "gloo") that does not
+// answer PANGEA_ERR_UNSUPPORTED: the transport sums and run() scales the sum for an average,
+// the same way on every rank; its result says so (native). Failures are handled alike.
+//
 // Failure: the caller's buffer changes only on success. When a peer dies or stalls past
 // `stall_timeout_ms`, or the compressor fails, the rank aborts both of its links (which makes its
 // neighbours fail too, and so on around the ring) and returns the status with a message.
@@ -39,6 +44,7 @@ struct AllReduceResult {
     uint64_t bytes_sent = 0;
     uint64_t bytes_received = 0;
     std::vector<int> excluded_nodes;  // whose contributions the mesh left out (mesh/contribution_check.hpp)
+    bool native = false;  // the transport's own all-reduce did it (bytes are then 2(n-1)/n of the data)
 };
 
 class RingAllReduce {
@@ -55,6 +61,9 @@ public:
 private:
     class Pass;  // the state of one run()
 
+    // The transport's own all-reduce, when it applies: true once it ran (result says how it went).
+    bool run_native(std::vector<float>& work, float scale, AllReduceResult* result);
+
     // Kept between runs so that repeated all-reduces (one per outer step) reuse their memory
     // instead of allocating and page-faulting it in every time.
     struct Buffers {
@@ -70,6 +79,7 @@ private:
     const PluginInstance& compressor_;
     RingOptions options_;
     Buffers buffers_;
+    bool native_unsupported_ = false;  // the transport answered PANGEA_ERR_UNSUPPORTED once
 };
 
 }  // namespace pangea

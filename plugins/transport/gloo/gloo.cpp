@@ -16,11 +16,25 @@
 // context. abort() closes the pair (after which Gloo touches no buffer) and then wakes the
 // threads with abortWaitSend / abortWaitRecv; a request completes only once its thread is out of
 // the caller's buffer.
+//
+// Where Gloo falls short, the plugin watches each pair's socket itself (PairSocket): close()
+// waits until the peer has acknowledged every byte sent (Gloo's close resets the connection and
+// would drop them), and a watcher thread fails a connection whose socket Gloo closed (a peer
+// gone), since Gloo wakes neither a receive it is reading into nor queued sends. SIGPIPE is
+// blocked in every thread that writes through Gloo.
+//
+// With allreduce = "gloo" the instance also offers the optional slot allreduce_sum_f32: Gloo's
+// ring all-reduce over pairs of its own, set up through the caller's two ring connections (see
+// "Gloo's own ring all-reduce" below).
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,8 +42,11 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,11 +55,15 @@
 #include <utility>
 #include <vector>
 
+#include <gloo/allreduce.h>
 #include <gloo/common/error.h>
 #include <gloo/common/logging.h>
+#include <gloo/context.h>
+#include <gloo/math.h>
 #include <gloo/transport/context.h>
 #include <gloo/transport/device.h>
 #include <gloo/transport/pair.h>
+#include <gloo/transport/tcp/address.h>
 #include <gloo/transport/tcp/device.h>
 #include <gloo/transport/unbound_buffer.h>
 
@@ -212,7 +233,88 @@ struct Settings {
     std::string hostname;
     std::string interface;
     int handshake_timeout_ms;
+    int close_timeout_ms;
     uint64_t max_message;
+    bool gloo_allreduce;  // allreduce = "gloo": allreduce_sum_f32 runs Gloo's ring all-reduce
+};
+
+// What Gloo's TCP pair does not say through its interface. Gloo completes a send once its bytes
+// are in the kernel's socket buffer (which it sizes to the message, up to 32 MiB), and
+// Pair::close() resets the connection (SO_LINGER 0), which drops what the kernel has not
+// delivered yet: on a slow link, the last messages before a close were lost. And a pair that fails
+// (the peer reset or closed the connection) wakes neither the receive it was reading into nor
+// unbound sends in its queue. So the plugin watches the pair's socket itself: its unacknowledged
+// bytes before a close, and whether Gloo has closed it (which Gloo does on every failure, after
+// reading what had arrived). The socket is found once, after the pair connected, by its local
+// address (unique: the pair's own listening port, or an ephemeral one); every later look checks
+// that the descriptor still names that socket, so a number Gloo closed and the system reused is
+// never mistaken for it.
+class PairSocket {
+public:
+    PairSocket() = default;
+    explicit PairSocket(const gloo::transport::Address& address) {
+        const auto* tcp = dynamic_cast<const gloo::transport::tcp::Address*>(&address);
+        if (tcp == nullptr) return;
+        local_ = tcp->getSockaddr();
+        // Not found (no /proc): no drain before close, no watch; Gloo's own behaviour remains.
+        std::error_code error;
+        for (std::filesystem::directory_iterator it("/proc/self/fd", error), end; !error && it != end; it.increment(error)) {
+            const std::string name = it->path().filename().string();
+            if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+            const int fd = std::atoi(name.c_str());
+            sockaddr_storage peer{};
+            if (same_local(fd) && peer_of(fd, &peer)) {
+                fd_ = fd;
+                peer_ = peer;
+                return;
+            }
+        }
+    }
+    bool found() const { return fd_ >= 0; }
+
+    // Whether the descriptor still is the pair's connected socket (Gloo closes it on failure).
+    bool open() const {
+        sockaddr_storage peer{};
+        return fd_ >= 0 && same_local(fd_) && peer_of(fd_, &peer) && same(peer, peer_);
+    }
+    // Ends the connection under Gloo (its loop then fails the pair and what waits on it).
+    void shut_down() const {
+        if (open()) ::shutdown(fd_, SHUT_RDWR);
+    }
+    // Bytes written to the socket that the peer's kernel has not acknowledged yet.
+    size_t unacknowledged() const {
+        int queued = 0;
+        if (!open() || ::ioctl(fd_, SIOCOUTQ, &queued) != 0 || queued < 0) return 0;
+        return static_cast<size_t>(queued);
+    }
+
+private:
+    static bool same(const sockaddr_storage& a, const sockaddr_storage& b) {
+        if (a.ss_family != b.ss_family) return false;
+        if (a.ss_family == AF_INET) {
+            const auto& x = reinterpret_cast<const sockaddr_in&>(a);
+            const auto& y = reinterpret_cast<const sockaddr_in&>(b);
+            return x.sin_port == y.sin_port && x.sin_addr.s_addr == y.sin_addr.s_addr;
+        }
+        if (a.ss_family == AF_INET6) {
+            const auto& x = reinterpret_cast<const sockaddr_in6&>(a);
+            const auto& y = reinterpret_cast<const sockaddr_in6&>(b);
+            return x.sin6_port == y.sin6_port && std::memcmp(&x.sin6_addr, &y.sin6_addr, sizeof x.sin6_addr) == 0;
+        }
+        return false;
+    }
+    bool same_local(int fd) const {
+        sockaddr_storage a{};
+        socklen_t length = sizeof a;
+        return ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &length) == 0 && same(a, local_);
+    }
+    static bool peer_of(int fd, sockaddr_storage* out) {
+        socklen_t length = sizeof *out;
+        return ::getpeername(fd, reinterpret_cast<sockaddr*>(out), &length) == 0;
+    }
+
+    int fd_ = -1;  // owned by Gloo's pair
+    sockaddr_storage local_{}, peer_{};
 };
 
 // One isend or irecv. Completed by its connection's thread, waited on by the caller.
@@ -251,6 +353,38 @@ private:
     std::string error_;
 };
 
+// Gloo writes to its sockets with writev(), without MSG_NOSIGNAL: a write after the peer reset
+// raises SIGPIPE, which kills the process. So every thread that may write through Gloo blocks
+// SIGPIPE (the write then fails with EPIPE, which Gloo handles as a lost peer): the plugin's own
+// threads from their start, and Gloo's event-loop thread, which inherits the signal mask of the
+// thread that creates its device (create_device).
+void block_sigpipe(sigset_t* old = nullptr) {
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, old);
+}
+
+// A Gloo TCP device whose pairs listen on the configured interface or host, else on
+// `local_host` (the local address that reached the peer).
+std::shared_ptr<gloo::transport::Device> create_device(const Settings& settings, const std::string& local_host) {
+    gloo::transport::tcp::attr attr;
+    if (!settings.interface.empty())
+        attr.iface = settings.interface;
+    else
+        attr.hostname = settings.hostname.empty() ? local_host : settings.hostname;
+    sigset_t old;
+    block_sigpipe(&old);  // for the event-loop thread it starts; the caller's mask comes back below
+    try {
+        auto device = gloo::transport::tcp::CreateDevice(attr);
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        return device;
+    } catch (...) {
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        throw;
+    }
+}
+
 // Gloo's device, context and pair for one peer.
 struct GlooLink {
     std::shared_ptr<gloo::transport::Device> device;
@@ -258,19 +392,23 @@ struct GlooLink {
     gloo::transport::Pair* pair = nullptr;  // owned by context
     int peer_rank = 0;
 
-    GlooLink(const Settings& settings, const std::string& local_host, int rank, int timeout_ms) {
-        gloo::transport::tcp::attr attr;
-        if (!settings.interface.empty())
-            attr.iface = settings.interface;
-        else
-            attr.hostname = settings.hostname.empty() ? local_host : settings.hostname;
-        device = gloo::transport::tcp::CreateDevice(attr);
+    std::string local_host;  // the interface that reached the peer
+
+    GlooLink(const Settings& settings, const std::string& local_host, int rank, int timeout_ms)
+        : local_host(local_host) {
+        device = create_device(settings, local_host);
         context = device->createContext(rank, 2);
         context->setTimeout(std::chrono::milliseconds(timeout_ms));
         peer_rank = 1 - rank;
         pair = context->createPair(peer_rank).get();
     }
     std::vector<char> address() const { return pair->address().bytes(); }
+    PairSocket socket;  // found once the pair is connected (connect_pair)
+
+    void connect_pair(const std::vector<char>& peer_address) {
+        pair->connect(peer_address);
+        socket = PairSocket(pair->address());  // the connected socket's local address
+    }
 };
 
 // Maps what Gloo throws to a status; IoException is what a lost peer looks like.
@@ -291,8 +429,14 @@ class Connection {
 public:
     Connection(std::unique_ptr<GlooLink> link, std::string peer, const pangea::sdk::Host& host)
         : link_(std::move(link)), peer_(std::move(peer)), host_(host) {
-        sender_ = std::thread([this] { send_loop(); });
-        receiver_ = std::thread([this] { receive_loop(); });
+        sender_ = std::thread([this] {
+            block_sigpipe();
+            send_loop();
+        });
+        receiver_ = std::thread([this] {
+            block_sigpipe();
+            receive_loop();
+        });
     }
 
     ~Connection() {
@@ -314,10 +458,67 @@ public:
         return op;
     }
 
+    // close(): waits up to timeout_ms until the bytes of completed sends have reached the peer
+    // (the socket holds no unacknowledged byte; a completed send is wholly in the socket), so
+    // that the hard close after it cannot cut off the last messages. Returns at once when the
+    // connection already failed.
+    void drain(int timeout_ms) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (failed_) return;
+        }
+        const Deadline deadline(timeout_ms);
+        auto pause = std::chrono::milliseconds(1);
+        while (true) {
+            const size_t unsent = link_->socket.unacknowledged();
+            if (unsent == 0) return;  // delivered, or the socket is gone (nothing left to wait for)
+            if (deadline.passed()) {
+                host_.log(PANGEA_LOG_WARN, "gloo: closing the connection to " + peer_ + " with " + std::to_string(unsent) +
+                                               " bytes the peer has not acknowledged after " +
+                                               std::to_string(timeout_ms) + " ms (close_timeout_ms)");
+                return;
+            }
+            std::this_thread::sleep_for(std::min(pause, std::chrono::milliseconds(std::max(deadline.remaining_ms(), 1))));
+            pause = std::min(pause * 2, std::chrono::milliseconds(20));
+        }
+    }
+
+    // Runs `hook` once, when the connection fails (at once if it has), outside its lock.
+    void on_failure(std::function<void(pangea_status, const std::string&)> hook) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (failed_) {
+            const pangea_status status = failure_;
+            const std::string text = failure_text_;
+            lock.unlock();
+            hook(status, text);
+            return;
+        }
+        hooks_.push_back(std::move(hook));
+    }
+    // PANGEA_OK while usable, else the failure (and its text in *why).
+    pangea_status status(std::string* why) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (failed_) *why = failure_text_;
+        return failed_ ? failure_ : PANGEA_OK;
+    }
+    const std::string& local_host() const { return link_->local_host; }
+
+    // The instance's watcher: a pair that failed underneath (peer reset or closed) fails the
+    // connection, which wakes the threads Gloo itself would leave waiting.
+    void watch() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (failed_) return;
+        }
+        if (link_->socket.found() && !link_->socket.open())
+            fail(PANGEA_ERR_PEER_LOST, "the peer reset or closed the connection (Gloo closed the pair's socket)");
+    }
+
     // Fails every pending and future operation with `status`, stops Gloo's IO and wakes the
     // threads. Ops a thread holds are finished by that thread once it is out of their buffer.
     void fail(pangea_status status, const std::string& why) {
         std::deque<std::shared_ptr<Op>> pending;
+        std::vector<std::function<void(pangea_status, const std::string&)>> hooks;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             if (failed_) return;
@@ -339,9 +540,11 @@ public:
             for (auto& op : receives_) pending.push_back(op);
             sends_.clear();
             receives_.clear();
+            hooks.swap(hooks_);
             cv_.notify_all();
         }
         for (auto& op : pending) op->finish(status, failure_text_);
+        for (auto& hook : hooks) hook(status, failure_text_);
     }
 
 private:
@@ -443,7 +646,92 @@ private:
     std::string failure_text_;
     std::deque<std::shared_ptr<Op>> sends_, receives_;
     std::vector<gloo::transport::UnboundBuffer*> active_sends_, active_receives_;  // what abort wakes
+    std::vector<std::function<void(pangea_status, const std::string&)>> hooks_;  // on_failure()
     std::thread sender_, receiver_;  // last: started once everything above exists
+};
+
+// ------------------------------------------------------------------ Gloo's own ring all-reduce
+//
+// allreduce_sum_f32 with allreduce = "gloo": gloo::allreduce (the ring algorithm PyTorch's gloo
+// backend runs for CPU tensors) over a Gloo context of its own per ring, whose two pairs (one,
+// for world 2) are set up through the caller's two connections at the ring's first call and
+// kept while those connections live. Every call starts with a hello on both connections (rank,
+// world, count, call number; the pair addresses in the first), so ranks that disagree fail
+// before Gloo starts. Gloo runs on a worker thread over the ring's own copy of the data, and the
+// caller waits for it, for abort() or failure of either connection, or for a ring socket that
+// Gloo closed (a neighbour gone): Gloo does not wake a receive it is in the middle of reading, so
+// the caller cannot count on Gloo to return promptly. Whatever fails, the ring is shut down
+// (its sockets, which makes the neighbours' Gloo fail too) and both connections are aborted; a
+// worker still inside Gloo ends within the call's timeout and is joined later.
+
+// A gloo::Context holding one ring's device and transport context (a rendezvous store would
+// connect every pair of ranks; a ring needs its two neighbours only).
+class RingContext final : public gloo::Context {
+public:
+    RingContext(int rank, int size, std::shared_ptr<gloo::transport::Device> device,
+                std::shared_ptr<gloo::transport::Context> transport)
+        : gloo::Context(rank, size) {
+        device_ = std::move(device);
+        transportContext_ = std::move(transport);
+    }
+};
+
+// Said on both connections at the start of every call.
+struct RingHello {
+    char magic[4];  // "PGGR"
+    uint32_t version;
+    uint32_t rank, world;
+    uint64_t count;
+    uint64_t call;           // 1, 2, ... per ring
+    uint32_t address_bytes;  // the sender's Gloo pair toward the receiver; first call only
+    uint32_t reserved;
+    char address[256];
+};
+static_assert(sizeof(RingHello) == 296);
+
+struct NativeRing {
+    NativeRing(pangea_connection* next, pangea_connection* previous, uint32_t rank, uint32_t world)
+        : next(next), previous(previous), rank(rank), world(world) {}
+    ~NativeRing() {
+        if (worker.joinable()) worker.join();  // ends within the last call's timeout
+    }
+
+    // Fails the ring once: wakes the waiting caller and ends the ring's connections under Gloo.
+    void kill(pangea_status status, const std::string& why) {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (killed) return;
+            killed = true;
+            kill_status = status;
+            kill_reason = why;
+            cv.notify_all();
+        }
+        for (const PairSocket& socket : sockets) socket.shut_down();
+    }
+    bool busy() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return running;
+    }
+
+    pangea_connection* const next;
+    pangea_connection* const previous;
+    const uint32_t rank, world;
+    uint64_t calls = 0;
+    std::shared_ptr<gloo::transport::Device> device;
+    std::shared_ptr<gloo::transport::Context> transport;
+    std::shared_ptr<RingContext> context;
+    std::vector<PairSocket> sockets;  // set before the first run, read-only after
+    std::vector<float> work;          // what Gloo reduces: never the caller's buffer
+    std::thread worker;
+
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool running = false;
+    bool killed = false;
+    pangea_status kill_status = PANGEA_OK;
+    std::string kill_reason;
+    pangea_status result = PANGEA_OK;  // of the last run
+    std::string error;
 };
 
 struct Listener {
@@ -520,7 +808,12 @@ public:
             string_setting("interface", "", "network interface for Gloo's pair, e.g. eth0 (overrides hostname)"),
             int_setting("handshake_timeout_ms", "10000",
                         "how long a handshake, and the Gloo pair's connection, may take", 10, 600000),
+            int_setting("close_timeout_ms", "10000",
+                        "how long close() waits for sent bytes to reach the peer", 0, 600000),
             int_setting("max_message", "17179869184", "largest message accepted, in bytes", 1, 1099511627776.0),
+            string_setting("allreduce", "pangea",
+                           "uncompressed fp32 all-reduces: \"pangea\" (the core's ring) or \"gloo\" (Gloo's ring all-reduce)",
+                           "pangea|gloo"),
         };
     }
 
@@ -528,9 +821,23 @@ public:
         : host_(host),
           settings_{host.get_string("hostname"), host.get_string("interface"),
                     static_cast<int>(host.get_int("handshake_timeout_ms")),
-                    static_cast<uint64_t>(host.get_int("max_message"))} {}
+                    static_cast<int>(host.get_int("close_timeout_ms")),
+                    static_cast<uint64_t>(host.get_int("max_message")), host.get_string("allreduce") == "gloo"} {
+        watcher_ = std::thread([this] {
+            block_sigpipe();
+            watch_loop();
+        });
+    }
 
     ~GlooTransport() override {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+            watch_cv_.notify_all();
+        }
+        watcher_.join();
+        rings_.clear();  // each joins its Gloo worker, which ends within its call's timeout
+        retired_.clear();
         // Handles the caller did not release: close them so no thread outlives the instance.
         connections_.clear();
         listeners_.clear();
@@ -607,7 +914,7 @@ public:
             throw Error(PANGEA_ERR_CONFIG, std::string("gloo: ") + address + " refused the connection: it belongs to another run");
         if (answer.status != kHelloAccepted || peer_address.empty())
             throw Error(PANGEA_ERR_CORRUPT, std::string("gloo: ") + address + " refused the handshake");
-        gloo_call("connecting the pair", [&] { link->pair->connect(peer_address); });
+        gloo_call("connecting the pair", [&] { link->connect_pair(peer_address); });
         *peer = to_api(answer);
         return add_connection(std::move(link), address);
     }
@@ -664,7 +971,41 @@ public:
             doomed = std::move(found->second);
             connections_.erase(found);
         }
+        retire_rings(handle);
+        doomed->drain(settings_.close_timeout_ms);
         doomed.reset();  // joins its threads outside the lock
+    }
+
+    void allreduce_sum_f32(pangea_connection* next, pangea_connection* previous, uint32_t rank, uint32_t world,
+                           float* data, size_t count, int timeout_ms) override {
+        if (!settings_.gloo_allreduce)
+            throw Error(PANGEA_ERR_UNSUPPORTED, "gloo: allreduce_sum_f32 needs the setting allreduce = \"gloo\"");
+        if (world == 0 || rank >= world || next == previous)
+            throw Error(PANGEA_ERR_INVALID_ARGUMENT, "gloo: allreduce_sum_f32: rank " + std::to_string(rank) + " of world " +
+                                                         std::to_string(world) + (next == previous ? " with next == previous" : ""));
+        Connection& to_next = find(connections_, next, "connection");
+        Connection& to_previous = find(connections_, previous, "connection");
+        if (world == 1 || count == 0) return;
+        std::shared_ptr<NativeRing> ring;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            reap_retired();
+            auto& cached = rings_[{next, previous}];
+            if (!cached) cached = std::make_shared<NativeRing>(next, previous, rank, world);
+            ring = cached;
+        }
+        if (ring->rank != rank || ring->world != world)
+            throw Error(PANGEA_ERR_INVALID_ARGUMENT, "gloo: allreduce_sum_f32: these connections formed a ring as rank " +
+                                                         std::to_string(ring->rank) + " of " + std::to_string(ring->world));
+        try {
+            run_ring(*ring, to_next, to_previous, data, count, timeout_ms);
+        } catch (const Error& e) {
+            // The neighbours must fail too, and the connections' message streams are out of step.
+            ring->kill(e.status(), e.what());
+            to_next.fail(PANGEA_ERR_ABORTED, std::string("the all-reduce failed: ") + e.what());
+            to_previous.fail(PANGEA_ERR_ABORTED, std::string("the all-reduce failed: ") + e.what());
+            throw;
+        }
     }
 
     void close_listener(pangea_listener* handle) noexcept override {
@@ -673,6 +1014,228 @@ public:
     }
 
 private:
+    // One call of allreduce_sum_f32 on `ring`; throws Error.
+    void run_ring(NativeRing& ring, Connection& next, Connection& previous, float* data, size_t count, int timeout_ms) {
+        for (Connection* c : {&next, &previous}) {
+            std::string why;
+            if (const pangea_status status = c->status(&why); status != PANGEA_OK) throw Error(status, why);
+        }
+        {
+            std::lock_guard<std::mutex> lock(ring.mutex);
+            if (ring.killed) throw Error(ring.kill_status, ring.kill_reason);
+        }
+        const Deadline deadline(timeout_ms);
+        const bool setup = ring.calls == 0;
+        ++ring.calls;
+        const uint32_t next_rank = (ring.rank + 1) % ring.world, previous_rank = (ring.rank + ring.world - 1) % ring.world;
+        gloo::transport::Pair* to_next = nullptr;
+        gloo::transport::Pair* to_previous = nullptr;  // the same pair for world 2
+        if (setup) {
+            gloo_call("creating the ring's pairs", [&] {
+                ring.device = create_device(settings_, next.local_host());
+                ring.transport = ring.device->createContext(static_cast<int>(ring.rank), static_cast<int>(ring.world));
+                ring.transport->setTimeout(std::chrono::milliseconds(settings_.handshake_timeout_ms));
+                to_next = ring.transport->createPair(static_cast<int>(next_rank)).get();
+                to_previous = ring.world == 2 ? to_next : ring.transport->createPair(static_cast<int>(previous_rank)).get();
+                ring.context = std::make_shared<RingContext>(static_cast<int>(ring.rank), static_cast<int>(ring.world),
+                                                             ring.device, ring.transport);
+            });
+        }
+        // Hellos: what this rank says to each neighbour, and what each says back.
+        auto hello = [&](gloo::transport::Pair* pair) {
+            RingHello h{};
+            std::memcpy(h.magic, "PGGR", 4);
+            h.version = 1;
+            h.rank = ring.rank;
+            h.world = ring.world;
+            h.count = count;
+            h.call = ring.calls;
+            if (pair != nullptr) {
+                std::vector<char> address;
+                gloo_call("pair address", [&] { address = pair->address().bytes(); });
+                if (address.size() > sizeof h.address)
+                    throw Error(PANGEA_ERR_INTERNAL, "gloo: a pair address of " + std::to_string(address.size()) + " bytes");
+                h.address_bytes = static_cast<uint32_t>(address.size());
+                std::memcpy(h.address, address.data(), address.size());
+            }
+            return h;
+        };
+        const RingHello to_next_hello = hello(to_next), to_previous_hello = hello(to_previous);
+        RingHello from_next{}, from_previous{};
+        const std::shared_ptr<Op> ops[] = {
+            next.post(true, &to_next_hello, sizeof to_next_hello),
+            previous.post(true, &to_previous_hello, sizeof to_previous_hello),
+            next.post(false, &from_next, sizeof from_next), previous.post(false, &from_previous, sizeof from_previous)};
+        // Until all four are done, one fails, either connection fails (abort() included) or the
+        // deadline passes; the hellos live on this stack, so every op ends before this returns.
+        pangea_status failed = PANGEA_OK;
+        std::string why;
+        for (size_t done = 0; done < std::size(ops) && failed == PANGEA_OK;) {
+            std::string error;
+            const pangea_status status = ops[done]->wait(std::clamp(deadline.remaining_ms(), 0, 20), &error);
+            if (status == PANGEA_OK) {
+                ++done;
+                continue;
+            }
+            if (status != PANGEA_ERR_TIMEOUT) {
+                failed = status;
+                why = error;
+            } else if (const pangea_status a = next.status(&why); a != PANGEA_OK) {
+                failed = a;
+            } else if (const pangea_status b = previous.status(&why); b != PANGEA_OK) {
+                failed = b;
+            } else if (deadline.passed()) {
+                failed = PANGEA_ERR_TIMEOUT;
+                why = "gloo: the all-reduce's neighbours did not start it within " + std::to_string(timeout_ms) + " ms";
+            }
+        }
+        if (failed != PANGEA_OK) {
+            next.fail(PANGEA_ERR_ABORTED, "the all-reduce failed: " + why);
+            previous.fail(PANGEA_ERR_ABORTED, "the all-reduce failed: " + why);
+            std::string ignored;
+            for (const auto& op : ops) op->wait(-1, &ignored);
+            throw Error(failed, why);
+        }
+        auto check = [&](const RingHello& h, uint32_t expected_rank, const char* side) {
+            if (std::memcmp(h.magic, "PGGR", 4) != 0 || h.version != 1)
+                throw Error(PANGEA_ERR_CORRUPT, std::string("gloo: the ") + side +
+                                                    " neighbour is not in a Gloo all-reduce (did every rank set allreduce = \"gloo\"?)");
+            if (h.rank != expected_rank || h.world != ring.world || h.count != count || h.call != ring.calls ||
+                (setup && (h.address_bytes == 0 || h.address_bytes > sizeof h.address)))
+                throw Error(PANGEA_ERR_INVALID_ARGUMENT,
+                            std::string("gloo: the ranks disagree: the ") + side + " neighbour is rank " + std::to_string(h.rank) +
+                                " of " + std::to_string(h.world) + " summing " + std::to_string(h.count) + " values (call " +
+                                std::to_string(h.call) + "), this is rank " + std::to_string(ring.rank) + " of " +
+                                std::to_string(ring.world) + " summing " + std::to_string(count) + " (call " +
+                                std::to_string(ring.calls) + ")");
+        };
+        check(from_next, next_rank, "next");
+        check(from_previous, previous_rank, "previous");
+        if (setup) {
+            // Both at once: the listening side of a pair waits for its peer's connect, around the ring.
+            std::exception_ptr other;
+            std::thread connecting;
+            if (to_previous != to_next)
+                connecting = std::thread([&] {
+                    try {
+                        gloo_call("connecting the ring's pair", [&] {
+                            to_previous->connect(std::vector<char>(from_previous.address,
+                                                                   from_previous.address + from_previous.address_bytes));
+                        });
+                    } catch (...) {
+                        other = std::current_exception();
+                    }
+                });
+            std::exception_ptr own;
+            try {
+                gloo_call("connecting the ring's pair", [&] {
+                    to_next->connect(std::vector<char>(from_next.address, from_next.address + from_next.address_bytes));
+                });
+            } catch (...) {
+                own = std::current_exception();
+            }
+            if (connecting.joinable()) connecting.join();
+            if (own) std::rethrow_exception(own);
+            if (other) std::rethrow_exception(other);
+            ring.sockets.emplace_back(to_next->address());
+            if (to_previous != to_next) ring.sockets.emplace_back(to_previous->address());
+            // A failure of either connection (abort(), peer lost) ends the ring's Gloo call.
+            const std::weak_ptr<NativeRing> weak = find_ring(ring);
+            for (Connection* c : {&next, &previous})
+                c->on_failure([weak](pangea_status status, const std::string& text) {
+                    if (auto alive = weak.lock()) alive->kill(status, text);
+                });
+        }
+        // Gloo's turn, on a worker thread over the ring's copy.
+        if (ring.worker.joinable()) ring.worker.join();  // the last call's, done
+        ring.work.assign(data, data + count);
+        const auto gloo_timeout = timeout_ms < 0 ? std::chrono::milliseconds(kGlooForever)
+                                                 : std::chrono::milliseconds(std::max(timeout_ms, 1));
+        {
+            std::lock_guard<std::mutex> lock(ring.mutex);
+            if (ring.killed) throw Error(ring.kill_status, ring.kill_reason);
+            ring.running = true;
+        }
+        ring.worker = std::thread([&ring, count, gloo_timeout, tag = static_cast<uint32_t>(ring.calls)] {
+            block_sigpipe();
+            pangea_status status = PANGEA_OK;
+            std::string error;
+            try {
+                gloo::AllreduceOptions options(ring.context);
+                options.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
+                options.setOutput(ring.work.data(), count);
+                options.setReduceFunction(
+                    static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+                options.setTimeout(gloo_timeout);
+                options.setTag(tag);
+                gloo::allreduce(options);
+            } catch (const std::exception& e) {
+                error = std::string("gloo: Gloo's all-reduce: ") + e.what();
+                status = error.find("Timed out") != std::string::npos ? PANGEA_ERR_TIMEOUT : PANGEA_ERR_PEER_LOST;
+            }
+            std::lock_guard<std::mutex> lock(ring.mutex);
+            ring.running = false;
+            ring.result = status;
+            ring.error = error;
+            ring.cv.notify_all();
+        });
+        std::unique_lock<std::mutex> lock(ring.mutex);
+        while (ring.running && !ring.killed) {
+            ring.cv.wait_for(lock, std::chrono::milliseconds(100));
+            if (!ring.running || ring.killed) break;
+            for (const PairSocket& socket : ring.sockets)
+                if (!socket.open()) {
+                    lock.unlock();
+                    ring.kill(PANGEA_ERR_PEER_LOST,
+                              "gloo: a neighbour of the all-reduce went away (Gloo closed the ring's pair)");
+                    lock.lock();
+                    break;
+                }
+        }
+        if (ring.killed) throw Error(ring.kill_status, ring.kill_reason);  // the worker ends on its own
+        if (ring.result != PANGEA_OK) throw Error(ring.result, ring.error);
+        std::copy(ring.work.begin(), ring.work.end(), data);
+    }
+
+    std::weak_ptr<NativeRing> find_ring(const NativeRing& ring) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto found = rings_.find({ring.next, ring.previous});
+        return found != rings_.end() && found->second.get() == &ring ? found->second : std::shared_ptr<NativeRing>();
+    }
+
+    // A connection closes: its rings go; one whose Gloo call still runs waits in retired_.
+    void retire_rings(pangea_connection* handle) {
+        std::vector<std::shared_ptr<NativeRing>> done;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            for (auto it = rings_.begin(); it != rings_.end();) {
+                if (it->first.first != handle && it->first.second != handle) {
+                    ++it;
+                    continue;
+                }
+                it->second->kill(PANGEA_ERR_ABORTED, "gloo: the ring's connection was closed");
+                (it->second->busy() ? retired_ : done).push_back(std::move(it->second));
+                it = rings_.erase(it);
+            }
+            reap_retired();
+        }
+        done.clear();  // outside the lock: joins finished workers, tears down Gloo
+    }
+    // Drops retired rings whose worker has ended (their Gloo teardown is quick). Under mutex_.
+    void reap_retired() {
+        retired_.erase(std::remove_if(retired_.begin(), retired_.end(), [](const auto& r) { return !r->busy(); }),
+                       retired_.end());
+    }
+
+    // Every 100 ms: connections whose Gloo pair failed underneath are failed (Connection::watch).
+    void watch_loop() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        while (!stopping_) {
+            watch_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; });
+            for (auto& [handle, connection] : connections_) connection->watch();
+        }
+    }
+
     template <class Handle, class Object>
     Object& find(std::map<Handle*, std::unique_ptr<Object>>& table, Handle* handle, const char* what) {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -711,7 +1274,7 @@ private:
         std::vector<char> own_address;
         gloo_call("pair address", [&] { own_address = link->address(); });
         send_hello(socket, make_hello(self, kHelloAccepted, own_address.size()), own_address, handshake);
-        gloo_call("connecting the pair", [&] { link->pair->connect(peer_address); });
+        gloo_call("connecting the pair", [&] { link->connect_pair(peer_address); });
         *peer = to_api(hello);
         return add_connection(std::move(link), from);
     }
@@ -738,6 +1301,11 @@ private:
     std::map<pangea_listener*, std::unique_ptr<Listener>> listeners_;
     std::map<pangea_connection*, std::unique_ptr<Connection>> connections_;
     std::map<pangea_request*, std::unique_ptr<RequestHandle>> requests_;
+    std::map<std::pair<pangea_connection*, pangea_connection*>, std::shared_ptr<NativeRing>> rings_;  // (next, previous)
+    std::vector<std::shared_ptr<NativeRing>> retired_;  // closed, their Gloo call still running
+    std::condition_variable watch_cv_;
+    bool stopping_ = false;
+    std::thread watcher_;  // last: started once everything above exists
 };
 
 }  // namespace

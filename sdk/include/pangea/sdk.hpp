@@ -192,6 +192,13 @@ public:
     virtual void abort(pangea_connection* connection) noexcept = 0;
     virtual void close(pangea_connection* connection) noexcept = 0;
     virtual void close_listener(pangea_listener* listener) noexcept = 0;
+    // Optional (the vtable slot allreduce_sum_f32; transport.h has the contract). The default
+    // answers PANGEA_ERR_UNSUPPORTED, and the caller runs its own all-reduce.
+    virtual void allreduce_sum_f32(pangea_connection* next, pangea_connection* previous, uint32_t rank,
+                                   uint32_t world, float* data, size_t count, int timeout_ms) {
+        (void)next, (void)previous, (void)rank, (void)world, (void)data, (void)count, (void)timeout_ms;
+        throw Error(PANGEA_ERR_UNSUPPORTED, "allreduce_sum_f32: this transport has no all-reduce of its own");
+    }
 };
 
 // Storage plugins hand out writers: the class decides what they point to. commit() and abort()
@@ -408,6 +415,14 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_TR
         },
         [](void* self, pangea_listener* listener) noexcept {
             if (self != nullptr && listener != nullptr) as<Transport>(self)->close_listener(listener);
+        },
+        [](void* self, pangea_connection* next, pangea_connection* previous, uint32_t rank, uint32_t world,
+           float* data, size_t count, int timeout_ms) noexcept {
+            return guarded(self, [&] {
+                if (next == nullptr || previous == nullptr || (data == nullptr && count > 0))
+                    throw Error(PANGEA_ERR_INVALID_ARGUMENT, "allreduce_sum_f32: NULL connection or data");
+                as<Transport>(self)->allreduce_sum_f32(next, previous, rank, world, data, count, timeout_ms);
+            });
         },
     };
     return &vtable;

@@ -86,7 +86,34 @@ typedef struct pangea_transport_vtable {
 
     /* Stops listening and releases the listener. Accepts NULL. */
     void (*close_listener)(void* instance, pangea_listener* listener);
+
+    /* ---- Optional slots (appended after ABI 1.0). The host calls one only when
+     * header.struct_size reaches past it and the pointer is not NULL; a plugin built against the
+     * 1.0 header simply has a shorter vtable and keeps loading. */
+
+    /* The transport's own all-reduce: sums `count` floats of `data` in place across a ring of
+     * `world` ranks, where this caller is `rank`, `next` is its connection to rank (rank + 1) %
+     * world and `previous` its connection from rank (rank - 1) % world (for world 2, two
+     * different connections to the same peer). Every rank of the ring calls it at the same time
+     * with the same world and count; while it runs, the caller has no other operation pending on
+     * either connection. On PANGEA_OK every rank holds the same bits (bit-identical sums,
+     * whatever order the plugin adds in); world 1 returns at once with data unchanged.
+     *
+     * Returns PANGEA_ERR_UNSUPPORTED, before touching either connection or data, when the
+     * instance is not configured to do it (the caller then runs its own all-reduce), and
+     * PANGEA_ERR_INVALID_ARGUMENT, also touching nothing, for NULL or unknown handles or
+     * rank >= world. Any other failure leaves data unspecified and both connections failed or aborted (so that the
+     * neighbours fail too, as with the core's ring): PANGEA_ERR_ABORTED when abort() was called
+     * on either connection, PANGEA_ERR_PEER_LOST when a peer went away, PANGEA_ERR_TIMEOUT when
+     * no progress came for timeout_ms (negative: no limit), PANGEA_ERR_INVALID_ARGUMENT or
+     * PANGEA_ERR_CORRUPT when the ranks disagree on world, rank or count. It never waits past
+     * the first of these; `data` is not touched after it returns. */
+    pangea_status (*allreduce_sum_f32)(void* instance, pangea_connection* next, pangea_connection* previous,
+                                       uint32_t rank, uint32_t world, float* data, size_t count, int timeout_ms);
 } pangea_transport_vtable;
+
+/* The size of a transport vtable of ABI 1.0: every slot before this offset is required. */
+#define PANGEA_TRANSPORT_VTABLE_SIZE_1_0 (offsetof(pangea_transport_vtable, allreduce_sum_f32))
 
 #ifdef __cplusplus
 }
