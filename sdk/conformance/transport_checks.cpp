@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <future>
 #include <numeric>
@@ -293,6 +294,68 @@ void check_transport(Report& report, const Subject& subject) {
         status = client.vt.connect(client.h(), bound, &stranger, 5000, &peer, &client.connection);
         expect(status != PANGEA_OK, "a client of another run was connected");
         expect(accepted.get() == PANGEA_ERR_TIMEOUT, "accept returned a connection from another run");
+    });
+
+    // The optional slot (ABI 1.0 + allreduce_sum_f32): a transport that offers its own all-reduce
+    // must sum exactly and leave every rank with the same bits; one that answers UNSUPPORTED must
+    // leave the data alone (the core then runs its own ring).
+    report.run(subject.check_name("allreduce_sum_f32, where offered, sums bit-identically on 2 ranks"), [&] {
+        Side rank0(subject), rank1(subject);
+        Side* ranks[2] = {&rank0, &rank1};
+        constexpr size_t kSlotEnd = offsetof(pangea_transport_vtable, allreduce_sum_f32) + sizeof(void*);
+        if (rank0.vt.header.struct_size < kSlotEnd || rank0.vt.allreduce_sum_f32 == nullptr) return;  // not offered
+        // Each rank listens; each connects to the other: its `next`, and the other's `previous`.
+        std::string bound[2];
+        for (int r = 0; r < 2; ++r) {
+            char text[128] = {};
+            const pangea_status status = ranks[r]->vt.listen(ranks[r]->h(), "127.0.0.1:0", &ranks[r]->listener, text, sizeof text);
+            expect(status == PANGEA_OK, ranks[r]->instance.describe_failure("listen", status));
+            bound[r] = text;
+        }
+        pangea_connection* next[2] = {};
+        pangea_connection* previous[2] = {};
+        for (int r = 0; r < 2; ++r) {
+            Side& me = *ranks[r];
+            Side& other = *ranks[1 - r];
+            pangea_hello seen{};
+            auto accepted = std::async(std::launch::async, [&] {
+                const pangea_hello self = hello(static_cast<uint32_t>(1 - r));
+                return other.vt.accept(other.h(), other.listener, &self, kLimitMs, &seen, &previous[1 - r]);
+            });
+            const pangea_hello self = hello(static_cast<uint32_t>(r));
+            pangea_hello peer{};
+            const pangea_status status = me.vt.connect(me.h(), bound[1 - r].c_str(), &self, kLimitMs, &peer, &next[r]);
+            expect(accepted.get() == PANGEA_OK && status == PANGEA_OK, "could not connect the two ranks both ways");
+        }
+        constexpr size_t kCount = 100003;  // not a multiple of anything a ring cuts by
+        std::vector<float> data[2];
+        for (int r = 0; r < 2; ++r) {
+            data[r].resize(kCount);
+            for (size_t i = 0; i < kCount; ++i) data[r][i] = static_cast<float>((i * 7 + r * 13) % 1000) * 0.25f;
+        }
+        const std::vector<float> before = data[0];
+        std::future<pangea_status> results[2];
+        for (int r = 0; r < 2; ++r)
+            results[r] = std::async(std::launch::async, [&, r] {
+                return ranks[r]->vt.allreduce_sum_f32(ranks[r]->h(), next[r], previous[r], static_cast<uint32_t>(r), 2,
+                                                       data[r].data(), kCount, kLimitMs);
+            });
+        const pangea_status status[2] = {results[0].get(), results[1].get()};
+        for (int r = 0; r < 2; ++r) {
+            ranks[r]->vt.close(ranks[r]->h(), next[r]);
+            ranks[r]->vt.close(ranks[r]->h(), previous[r]);
+        }
+        if (status[0] == PANGEA_ERR_UNSUPPORTED && status[1] == PANGEA_ERR_UNSUPPORTED) {
+            expect(data[0] == before, "allreduce_sum_f32 answered UNSUPPORTED but changed the data");
+            return;
+        }
+        expect(status[0] == PANGEA_OK && status[1] == PANGEA_OK,
+               rank0.instance.describe_failure("allreduce_sum_f32", status[0] != PANGEA_OK ? status[0] : status[1]));
+        expect(std::memcmp(data[0].data(), data[1].data(), kCount * sizeof(float)) == 0,
+               "the two ranks hold different bits after allreduce_sum_f32");
+        for (size_t i = 0; i < kCount; ++i)  // small multiples of 0.25: every sum is exact in fp32
+            if (data[0][i] != static_cast<float>((i * 7) % 1000) * 0.25f + static_cast<float>((i * 7 + 13) % 1000) * 0.25f)
+                expect(false, "allreduce_sum_f32 gave a wrong sum at element " + std::to_string(i));
     });
 }
 
