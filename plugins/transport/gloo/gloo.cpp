@@ -102,11 +102,16 @@ struct MessageHeader {
 };
 static_assert(sizeof(MessageHeader) == 16);
 
+constexpr const char* kWho = "gloo";  // starts every error text
+
 using pangea::transport::Deadline;
 using pangea::transport::Fd;
+using pangea::transport::format_address;
+using pangea::transport::peer_of;
 using pangea::transport::system_error_text;
 
-// "host:port" or "[v6]:port" to a socket address.
+// "host:port" or "[v6]:port" to a socket address; unlike the shared resolve(), an empty host
+// (":port") means any local address, as the `interface`/`hostname` settings may leave it.
 sockaddr_storage resolve(const std::string& address, socklen_t* length) {
     const size_t colon = address.rfind(':');
     if (colon == std::string::npos || colon + 1 == address.size())
@@ -138,20 +143,6 @@ std::string host_of(const sockaddr_storage& a) {
     return text;
 }
 
-std::string format_address(const sockaddr_storage& a) {
-    const uint16_t port = ntohs(a.ss_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6&>(a).sin6_port
-                                                        : reinterpret_cast<const sockaddr_in&>(a).sin_port);
-    const std::string host = host_of(a);
-    return (a.ss_family == AF_INET6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
-}
-
-std::string peer_of(int fd) {
-    sockaddr_storage a{};
-    socklen_t length = sizeof a;
-    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &length) != 0) return "?";
-    return format_address(a);
-}
-
 std::string local_host_of(int fd) {
     sockaddr_storage a{};
     socklen_t length = sizeof a;
@@ -160,44 +151,15 @@ std::string local_host_of(int fd) {
     return host_of(a);
 }
 
-// Waits until fd is ready for `events`; PANGEA_ERR_TIMEOUT when the deadline passes first.
-void wait_ready(int fd, short events, const Deadline& deadline, const char* what) {
-    while (true) {
-        pollfd p{fd, events, 0};
-        const int n = ::poll(&p, 1, deadline.remaining_ms());
-        if (n > 0) return;
-        if (n == 0) throw Error(PANGEA_ERR_TIMEOUT, std::string("gloo: timed out ") + what);
-        if (errno != EINTR) throw Error(PANGEA_ERR_IO, std::string("gloo: poll: ") + system_error_text(errno));
-    }
+// The handshake's waits, reads and writes, with this transport's name in their errors.
+void wait_ready(int fd, short events, const Deadline& deadline, const std::string& what) {
+    pangea::transport::wait_ready(kWho, fd, events, deadline, what);
 }
-
-void read_exact(int fd, void* data, size_t bytes, const Deadline& deadline, const char* what) {
-    auto* p = static_cast<uint8_t*>(data);
-    while (bytes > 0) {
-        wait_ready(fd, POLLIN, deadline, what);
-        const ssize_t n = ::recv(fd, p, bytes, MSG_DONTWAIT);
-        if (n == 0) throw Error(PANGEA_ERR_PEER_LOST, std::string("gloo: the peer closed the socket while ") + what);
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-            throw Error(PANGEA_ERR_PEER_LOST, std::string("gloo: ") + what + ": " + system_error_text(errno));
-        }
-        p += n;
-        bytes -= static_cast<size_t>(n);
-    }
+void read_exact(int fd, void* data, size_t bytes, const Deadline& deadline, const std::string& what) {
+    pangea::transport::read_exact(kWho, fd, data, bytes, deadline, what);
 }
-
-void write_exact(int fd, const void* data, size_t bytes, const Deadline& deadline, const char* what) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    while (bytes > 0) {
-        wait_ready(fd, POLLOUT, deadline, what);
-        const ssize_t n = ::send(fd, p, bytes, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-            throw Error(PANGEA_ERR_PEER_LOST, std::string("gloo: ") + what + ": " + system_error_text(errno));
-        }
-        p += n;
-        bytes -= static_cast<size_t>(n);
-    }
+void write_exact(int fd, const void* data, size_t bytes, const Deadline& deadline, const std::string& what) {
+    pangea::transport::write_exact(kWho, fd, data, bytes, deadline, what);
 }
 
 // A connected socket to `address`, retrying refusals until the deadline (the peer may not listen
@@ -212,7 +174,7 @@ Fd connect_to(const std::string& address, const Deadline& deadline) {
         if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&target), length) != 0) {
             error = errno;
             if (error == EINPROGRESS) {
-                wait_ready(fd.get(), POLLOUT, deadline, ("connecting to " + address).c_str());
+                wait_ready(fd.get(), POLLOUT, deadline, "connecting to " + address);
                 socklen_t size = sizeof error;
                 ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &size);
             }
