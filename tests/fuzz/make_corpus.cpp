@@ -301,26 +301,33 @@ void transport_tcp() {
     // accept: mode, receive count (1 + b % 3), sizes, Hellos, data.
     seed("transport_tcp", "accept-one-message",
          std::string(1, '\0') + '\0' + u16(16) + sized + one + frame(0, 0, 16, 0, "sixteen bytes!!!", false));
+    // (Every chunk but a message's last holds at least kMinChunk bytes.)
+    const uint64_t min_chunk = pangea::tcp::kMinChunk;
+    const std::string full(min_chunk, 'c');
     seed("transport_tcp", "accept-chunks-checksum",
-         std::string(1, '\1') + '\1' + u16(10) + u16(0) + frame(0, 0, 10, 0, "0123", true) + frame(0, 0, 10, 4, "456789", true) +
-             frame(0, 1, 0, 0, "", true));
+         std::string(1, '\1') + '\1' + u16(min_chunk + 6) + u16(0) + frame(0, 0, min_chunk + 6, 0, full, true) +
+             frame(0, 0, min_chunk + 6, min_chunk, "456789", true) + frame(0, 1, 0, 0, "", true));
     seed("transport_tcp", "accept-three-messages",
          std::string(1, '\0') + '\2' + u16(3) + u16(5) + u16(1) + sized + one + frame(0, 0, 3, 0, "abc", false) +
              frame(0, 1, 5, 0, "defgh", false) + frame(0, 2, 1, 0, "i", true));
     seed("transport_tcp", "accept-complete-message-again",
          std::string(1, '\1') + '\0' + u16(4) + frame(0, 0, 4, 0, "ping", false) + frame(0, 0, 4, 0, "pong", false));
-    // Two chunks over the same bytes: the receive completes with bytes 4..7 never written (the
-    // receiver counts bytes, it does not track which arrived); the target's model does the same.
+    // Two chunks over the same bytes: PANGEA_ERR_CORRUPT (counted twice, they would complete the
+    // message with a hole); a chunk shorter than kMinChunk that is not the last: the same.
     seed("transport_tcp", "accept-overlapping-chunks",
-         std::string(1, '\1') + '\0' + u16(8) + frame(0, 0, 8, 0, "abcd", false) + frame(0, 0, 8, 0, "efgh", false));
+         std::string(1, '\1') + '\0' + u16(2 * min_chunk) + frame(0, 0, 2 * min_chunk, 0, full, false) +
+             frame(0, 0, 2 * min_chunk, 0, full, false));
+    seed("transport_tcp", "accept-short-chunk",
+         std::string(1, '\1') + '\0' + u16(8) + frame(0, 0, 8, 0, "abcd", false) + frame(0, 0, 8, 4, "efgh", false));
     seed("transport_tcp", "accept-message-not-posted", std::string(1, '\1') + '\0' + u16(4) + frame(0, 3, 4, 0, "ping", false));
     seed("transport_tcp", "accept-silent-mid-chunk", std::string(1, '\1') + '\0' + u16(64) + frame(0, 0, 64, 0, std::string(64, 'h'), false).substr(0, 52));
     seed("transport_tcp", "accept-wrong-run", std::string(1, '\0') + '\0' + u16(4) + sized + hello(0, 1, 0, 0xbad, 1));
     seed("transport_tcp", "accept-garbage", std::string(1, '\0') + '\0' + u16(4) + sized + "GET / HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n");
     // Two sockets of one connection (their Hellos raw), the message striped over both.
-    const std::string stream0 = frame(0, 0, 8, 0, "abcd", false), stream1 = frame(1, 0, 8, 4, "efgh", false);
+    const std::string stream0 = frame(0, 0, min_chunk + 4, 0, full, false),
+                      stream1 = frame(1, 0, min_chunk + 4, min_chunk, "efgh", false);
     seed("transport_tcp", "accept-two-streams",
-         std::string(1, '\2') + '\0' + u16(8) + sized + hello(0, 2, 0, run, 7) + sized + hello(1, 2, 0, run, 7) +
+         std::string(1, '\2') + '\0' + u16(min_chunk + 4) + sized + hello(0, 2, 0, run, 7) + sized + hello(1, 2, 0, run, 7) +
              u16(static_cast<uint16_t>(stream0.size())) + stream0 + stream1);
     // A correct sender's frames (written by the target): chunk size, stream picks, payload.
     seed("transport_tcp", "accept-sender", std::string(1, '\4') + '\1' + u16(300) + u16(7) + u16(64) + raw(uint64_t{0}) + "payload");
@@ -336,7 +343,8 @@ void transport_tcp() {
     seed("transport_tcp", "connect-short-answer",
          std::string(1, '\x12') + '\0' + u16(4) + sized + hello(0, 2, 1, run, 1) + '\x14' + hello(1, 2, 1, run, 1));
     seed("transport_tcp", "connect-two-streams",
-         std::string(1, '\x13') + '\0' + u16(8) + '\1' + '\1' + u16(static_cast<uint16_t>(stream0.size())) + stream0 + stream1);
+         std::string(1, '\x13') + '\0' + u16(min_chunk + 4) + '\1' + '\1' + u16(static_cast<uint16_t>(stream0.size())) + stream0 +
+             stream1);
     seed("transport_tcp", "connect-sender-two-streams",
          std::string(1, '\x16') + '\2' + u16(500) + u16(3) + u16(0) + u16(64) + raw(uint64_t{0x0123456789abcdef}) + "stripes");
     // unit: a Hello, a DataHeader, the stream, max_message.

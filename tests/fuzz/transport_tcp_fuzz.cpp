@@ -14,7 +14,7 @@
 //   connection of as many streams as sockets; connect: the status a byte of the input). Data: the
 //   rest of the input (with two sockets, cut where a u16 says); with bit 2 (valid Hellos, and
 //   accepting answers, too), what a correct sender sends for the posted sizes: chunks of a u16
-//   size (at least size / 64), each on the stream a bit of a u64 picks, checksummed with bit 3,
+//   size (at least 4096 and size / 64), each on the stream a bit of a u64 picks, checksummed with bit 3,
 //   the payload the rest of the input.
 // - unit (bit 5): check_hello and check_data_header on a raw 40-byte Hello, a 48-byte DataHeader,
 //   a u16 stream and a u64 max_message.
@@ -29,10 +29,13 @@
 //   set's nonce and our node, run and channel; dropped and refused sockets are closed at once,
 //   half-done sets when the listener closes;
 // - connect() returns what a model of the answers says: PANGEA_OK (the peer: the last answer's
-//   node, run, channel), PANGEA_ERR_CORRUPT, PANGEA_ERR_CONFIG (wrong run), PANGEA_ERR_PEER_LOST
-//   (a short answer); its own Hellos pass check_hello, numbered, with one nonce;
+//   node, run, channel), PANGEA_ERR_CORRUPT (also an answer for another stream or nonce, or one
+//   accepting for another run or node), PANGEA_ERR_CONFIG (wrong run), PANGEA_ERR_PEER_LOST (a
+//   short answer); its own Hellos pass check_hello, numbered, with one nonce (which valid answers
+//   carry back);
 // - one stream of raw data: each receive ends as a reading of the stream by the wire format
-//   says (PANGEA_OK holding exactly the chunks' bytes, PANGEA_ERR_CORRUPT, PANGEA_ERR_PEER_LOST
+//   says (PANGEA_OK holding exactly the chunks' bytes, PANGEA_ERR_CORRUPT (also for a byte sent
+//   twice, or a short chunk that is not its message's last), PANGEA_ERR_PEER_LOST
 //   when the peer closes first), or stays pending (the stream goes silent, or holds a chunk of a
 //   message never posted);
 // - what a correct sender sends (one or two streams): every receive PANGEA_OK with its bytes;
@@ -57,6 +60,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -107,7 +111,8 @@ bool spec_header(const DataHeader& h, uint32_t stream, uint64_t max_message) {
     uint64_t end = 0;
     return std::memcmp(h.magic, "PGTD", 4) == 0 && h.version == 2 && h.stream_index == stream && h.reserved == 0 &&
            (h.flags & ~tcp::kFlagChecksum) == 0 && h.message_bytes <= max_message &&
-           !__builtin_add_overflow(h.offset, h.part_bytes, &end) && end <= h.message_bytes;
+           !__builtin_add_overflow(h.offset, h.part_bytes, &end) && end <= h.message_bytes &&
+           (h.part_bytes > 0 || h.message_bytes == 0) && (h.part_bytes >= 4096 || end == h.message_bytes);
 }
 
 uint32_t spec_crc32c(const uint8_t* data, size_t bytes) { return ~tcp::crc32c_portable(~0u, data, bytes); }
@@ -334,10 +339,12 @@ std::vector<Expected> expect_stream(const std::string& stream, const std::vector
     std::vector<Expected> out(sizes.size());
     std::vector<uint64_t> left(sizes.size());
     std::vector<bool> done(sizes.size(), false);
+    std::vector<std::vector<bool>> arrived(sizes.size());  // per byte of each message
     for (size_t i = 0; i < sizes.size(); ++i) {
         out[i].bytes.resize(sizes[i]);
         for (size_t j = 0; j < sizes[i]; ++j) out[i].bytes[j] = canary(i, j);
         left[i] = sizes[i];
+        arrived[i].assign(sizes[i], false);
     }
     // Ends every receive still open with `status`.
     const auto fail = [&](pangea_status status) {
@@ -361,6 +368,10 @@ std::vector<Expected> expect_stream(const std::string& stream, const std::vector
         if (h.sequence >= sizes.size()) return block();  // waits for a receive that is never posted
         const size_t i = h.sequence;
         if (h.message_bytes != sizes[i]) return fail(PANGEA_ERR_CORRUPT);
+        for (uint64_t j = h.offset; j < h.offset + h.part_bytes; ++j) {  // a byte sent twice
+            if (arrived[i][j]) return fail(PANGEA_ERR_CORRUPT);
+            arrived[i][j] = true;
+        }
         const size_t part = std::min<size_t>(h.part_bytes, stream.size() - at);
         if (part > 0) std::memcpy(out[i].bytes.data() + h.offset, stream.data() + at, part);
         at += part;
@@ -391,14 +402,14 @@ void unit(fuzz::Input& input) {
 }
 
 // What a correct sender writes on each stream for `messages` (sequence numbers from 0): chunks of
-// chunk_bytes (at least a 64th of the message), each on the stream the next bit of `pick` says.
+// chunk_bytes (at least 4096 bytes and a 64th of the message), each on the stream the next bit of `pick` says.
 std::vector<std::string> correct_sender(const std::vector<std::string>& messages, uint32_t streams, uint64_t chunk_bytes,
                                         uint64_t pick, bool checksum) {
     std::vector<std::string> out(streams);
     unsigned turn = 0;
     for (size_t i = 0; i < messages.size(); ++i) {
         const std::string& m = messages[i];
-        const uint64_t chunk = std::max<uint64_t>(chunk_bytes, (m.size() + 63) / 64);
+        const uint64_t chunk = std::max<uint64_t>({chunk_bytes, 4096, (m.size() + 63) / 64});
         uint64_t offset = 0;
         do {  // an empty message is one empty chunk
             const uint64_t length = std::min<uint64_t>(chunk, m.size() - offset);
@@ -632,26 +643,7 @@ void connect_mode(uint8_t mode, fuzz::Input& input) {
             return hello(static_cast<uint16_t>(k), static_cast<uint16_t>(streams), 5, 2, status, kRun, 77);
         }));
     const Data data = read_data(input, std::move(sizes), static_cast<size_t>(streams), generated, mode & 8);
-    std::vector<std::string> wire(answers.size());
-    for (size_t k = 0; k < wire.size(); ++k) wire[k] = answers[k] + data.streams[k];
-    // What connect() must return: the answers are read in stream order.
-    pangea_status expected = PANGEA_OK;
-    Hello last{};
-    for (const std::string& w : wire) {
-        if (w.size() < sizeof last) {
-            expected = PANGEA_ERR_PEER_LOST;
-            break;
-        }
-        std::memcpy(&last, w.data(), sizeof last);
-        if (!spec_hello(last) || (last.status != tcp::kHelloAccepted && last.status != tcp::kHelloWrongRun)) {
-            expected = PANGEA_ERR_CORRUPT;
-            break;
-        }
-        if (last.status == tcp::kHelloWrongRun) {
-            expected = PANGEA_ERR_CONFIG;
-            break;
-        }
-    }
+    const bool valid_answers = (mode & 1) || generated;
 
     const Socket& listener = raw_listener().first;
     const std::string& target = raw_listener().second;
@@ -686,6 +678,36 @@ void connect_mode(uint8_t mode, fuzz::Input& input) {
                        h.nonce == first.nonce && h.node_id == kSelf.node_id && h.run_id == kSelf.run_id &&
                        h.channel == kSelf.channel,
                    "connect() sent a malformed Hello");
+    }
+    std::vector<std::string> wire(answers.size());
+    for (size_t k = 0; k < wire.size(); ++k) {
+        if (valid_answers) std::memcpy(answers[k].data() + offsetof(Hello, nonce), &first.nonce, sizeof first.nonce);
+        wire[k] = answers[k] + data.streams[k];
+    }
+    // What connect() must return: the answers are read in stream order; each must be for its
+    // stream of this connection (its nonce) and, accepting, of our run and the first's node.
+    pangea_status expected = PANGEA_OK;
+    Hello last{}, first_answer{};
+    for (size_t k = 0; k < wire.size(); ++k) {
+        if (wire[k].size() < sizeof last) {
+            expected = PANGEA_ERR_PEER_LOST;
+            break;
+        }
+        std::memcpy(&last, wire[k].data(), sizeof last);
+        if (k == 0) first_answer = last;
+        if (!spec_hello(last) || last.stream_index != k || last.stream_count != streams || last.nonce != first.nonce) {
+            expected = PANGEA_ERR_CORRUPT;
+            break;
+        }
+        if (last.status == tcp::kHelloWrongRun) {
+            expected = PANGEA_ERR_CONFIG;
+            break;
+        }
+        if (last.status != tcp::kHelloAccepted || last.run_id != kRun || last.node_id != first_answer.node_id ||
+            last.channel != first_answer.channel) {
+            expected = PANGEA_ERR_CORRUPT;
+            break;
+        }
     }
     for (size_t k = 0; k < server.size(); ++k) send_bytes(server[k].get(), wire[k], true, writers);
     connecting.join();

@@ -7,7 +7,9 @@
 // whether it accepted. Then data: each message is cut into chunks of at most chunk_bytes; each
 // chunk travels on whichever stream is free next, as a DataHeader (sequence number of the
 // message, its size, the chunk's offset and length) followed by the chunk. An empty message is
-// one empty chunk. The receiver writes each chunk at its offset in the posted buffer.
+// one empty chunk; every other chunk but a message's last holds at least kMinChunk bytes. The
+// receiver writes each chunk at its offset in the posted buffer; chunks of one message never
+// overlap.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +24,9 @@ namespace pangea::tcp {
 
 constexpr uint16_t kProtocolVersion = 2;
 constexpr uint32_t kMaxStreams = 64;
+// The smallest chunk but a message's last (also the least chunk_bytes): it bounds how many
+// separate pieces of a message a receiver has to remember (see Op in tcp.cpp).
+constexpr uint64_t kMinChunk = 4096;
 
 enum HelloStatus : uint32_t {
     kHelloRequest = 0,       // sent by the connecting side
@@ -85,6 +90,10 @@ inline std::string check_data_header(const DataHeader& h, uint32_t stream, uint6
     if (h.offset > h.message_bytes || h.part_bytes > h.message_bytes - h.offset)
         return "chunk [" + std::to_string(h.offset) + ", +" + std::to_string(h.part_bytes) +
                ") lies outside its message of " + std::to_string(h.message_bytes) + " bytes";
+    if (h.part_bytes == 0 && h.message_bytes != 0) return "an empty chunk of a message that is not empty";
+    if (h.part_bytes < kMinChunk && h.offset + h.part_bytes != h.message_bytes)
+        return "a chunk of " + std::to_string(h.part_bytes) + " bytes that is not its message's last (chunks are at least " +
+               std::to_string(kMinChunk) + " bytes)";
     return "";
 }
 

@@ -69,6 +69,32 @@ public:
         return done_;
     }
 
+    // Marks bytes [offset, offset + count) of a receive as arriving: false if any of them already
+    // arrived or is arriving. A correct sender never sends a byte twice, and one counted twice
+    // would complete the message with a hole. Adjacent ranges merge: a correct sender leaves a
+    // few, a hostile one at most one per kMinChunk bytes of the posted buffer.
+    bool claim(uint64_t offset, uint64_t count) {
+        if (count == 0) return true;  // (only an empty message has an empty chunk)
+        std::lock_guard<std::mutex> lock(mutex_);
+        uint64_t end = offset + count;
+        auto next = claimed_.lower_bound(offset);
+        if (next != claimed_.end() && next->first < end) return false;
+        if (next != claimed_.begin()) {
+            const auto previous = std::prev(next);
+            if (previous->second > offset) return false;
+            if (previous->second == offset) {
+                offset = previous->first;
+                claimed_.erase(previous);
+            }
+        }
+        if (next != claimed_.end() && next->first == end) {
+            end = next->second;
+            claimed_.erase(next);
+        }
+        claimed_[offset] = end;
+        return true;
+    }
+
     // PANGEA_ERR_TIMEOUT while pending; else the final status.
     pangea_status wait(int timeout_ms, std::string* error) {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -98,6 +124,7 @@ private:
     bool done_ = false;
     pangea_status status_ = PANGEA_OK;
     std::string error_;
+    std::map<uint64_t, uint64_t> claimed_;  // a receive's arrived byte ranges: start -> end, disjoint
 };
 
 class Connection {
@@ -251,6 +278,11 @@ private:
                                              " bytes arrived for a receive of " + std::to_string(op->bytes()));
                 return;
             }
+            if (!op->claim(header.offset, header.part_bytes)) {
+                fail(PANGEA_ERR_CORRUPT, "chunk [" + std::to_string(header.offset) + ", +" + std::to_string(header.part_bytes) +
+                                             ") of message " + std::to_string(header.sequence) + " overlaps bytes already received");
+                return;
+            }
             if (!op->begin_io()) return;
             uint8_t* target = op->data() + header.offset;
             const int error = recv_all(sockets_[k].get(), target, header.part_bytes);
@@ -348,7 +380,7 @@ public:
             int_setting("handshake_timeout_ms", "5000", "how long an incoming socket may take to say hello", 10, 600000),
             int_setting("max_message", "17179869184", "largest message accepted, in bytes", 1, 1099511627776.0),
             int_setting("chunk_bytes", "262144", "a message is cut into chunks of this size, spread over the streams",
-                        4096, 67108864),
+                        static_cast<double>(kMinChunk), 67108864),
         };
     }
 
@@ -432,15 +464,23 @@ public:
             if (const int error = send_all(sockets.back().get(), &hello, sizeof hello, nullptr, 0); error != 0)
                 throw Error(PANGEA_ERR_PEER_LOST, std::string("tcp: handshake with ") + address + ": " + system_error_text(error));
         }
-        Hello answer{};
+        Hello answer{}, first{};
         for (uint16_t k = 0; k < count; ++k) {
             read_exact(kWho, sockets[k].get(), &answer, sizeof answer, deadline, "waiting for the handshake answer");
-            if (const std::string bad = check_hello(answer); !bad.empty())
-                throw Error(PANGEA_ERR_CORRUPT, std::string("tcp: ") + address + ": " + bad);
+            const auto corrupt = [&](const std::string& why) {
+                return Error(PANGEA_ERR_CORRUPT, std::string("tcp: ") + address + ": " + why);
+            };
+            if (const std::string bad = check_hello(answer); !bad.empty()) throw corrupt(bad);
+            if (answer.stream_index != k || answer.stream_count != count || answer.nonce != nonce)
+                throw corrupt("the handshake answer on stream " + std::to_string(k) + " is for another stream or connection");
             if (answer.status == kHelloWrongRun)
                 throw Error(PANGEA_ERR_CONFIG, std::string("tcp: ") + address + " refused the connection: it belongs to another run");
             if (answer.status != kHelloAccepted)
                 throw Error(PANGEA_ERR_CORRUPT, std::string("tcp: ") + address + " refused the handshake");
+            if (answer.run_id != self.run_id) throw corrupt("it accepted the connection but names another run");
+            if (k == 0) first = answer;
+            if (answer.node_id != first.node_id || answer.channel != first.channel)
+                throw corrupt("the handshake answers of one connection name different nodes or channels");
         }
         *peer = to_api(answer);
         return add_connection(std::move(sockets), address);

@@ -78,6 +78,7 @@ struct Case {
     std::function<void(RawPeer&)> send;
     pangea_status status;
     const char* says;
+    size_t receive_bytes = 64;  // the receive posted before the peer sends
 };
 
 void PrintTo(const Case& c, std::ostream* out) { *out << c.name; }  // not a byte dump in test names
@@ -98,7 +99,7 @@ TEST_P(TcpHostilePeer, FailsThatConnectionOnlyAndSaysWhy) {
     ASSERT_EQ(vt.accept(transport.handle(), listener.handle(), &self, 5000, &peer, &handle), PANGEA_OK);
     shake.get();
     OwnedConnection connection(&transport, handle);
-    std::vector<uint8_t> buffer(64);
+    std::vector<uint8_t> buffer(c.receive_bytes);
     pangea_status status = PANGEA_OK;
     Request receive = Link(transport, handle).receive(buffer.data(), buffer.size(), &status);
     ASSERT_EQ(status, PANGEA_OK);
@@ -160,12 +161,75 @@ INSTANTIATE_TEST_SUITE_P(
                  const std::vector<uint8_t> zeros(64);
                  p.send(zeros.data(), zeros.size());
              },
-             PANGEA_ERR_CORRUPT, "checksum mismatch"}),
+             PANGEA_ERR_CORRUPT, "checksum mismatch"},
+        // Counted twice, the same bytes would complete the message with a hole.
+        Case{"the same bytes twice",
+             [](RawPeer& p) {
+                 const DataHeader h = frame(2 * tcp::kMinChunk, 0, tcp::kMinChunk);
+                 const std::vector<uint8_t> chunk(tcp::kMinChunk, 7);
+                 for (int twice = 0; twice < 2; ++twice) {
+                     p.send(&h, sizeof h);
+                     p.send(chunk.data(), chunk.size());
+                 }
+             },
+             PANGEA_ERR_CORRUPT, "overlaps bytes already received", 2 * tcp::kMinChunk},
+        Case{"a short chunk that is not its message's last",
+             [](RawPeer& p) { const DataHeader h = frame(64, 0, 4); p.send(&h, sizeof h); p.send("abcd", 4); },
+             PANGEA_ERR_CORRUPT, "not its message's last"},
+        Case{"an empty chunk of a message that is not empty",
+             [](RawPeer& p) { const DataHeader h = frame(64, 64, 0); p.send(&h, sizeof h); },
+             PANGEA_ERR_CORRUPT, "an empty chunk"}),
     [](const auto& info) {
         std::string name;
         for (const char* c = info.param.name; *c; ++c) name += std::isalnum(static_cast<unsigned char>(*c)) ? *c : '_';
         return name;
     });
+
+// connect() checks the answers too: each must be for its own stream of this connection (the
+// nonce it sent), and an acceptance must name our run.
+TEST(TcpHostileListener, AnswersForAnotherConnectionOrRunAreRefused) {
+    struct Answer {
+        const char* name;
+        std::function<void(Hello&)> change;
+        const char* says;
+    };
+    const std::vector<Answer> answers = {
+        {"another nonce", [](Hello& h) { h.nonce ^= 1; }, "for another stream or connection"},
+        {"another stream", [](Hello& h) { h.stream_count = 2, h.stream_index = 1; }, "for another stream or connection"},
+        {"another run", [](Hello& h) { h.run_id = kRun + 1; }, "names another run"},
+    };
+    PluginInstance transport = test::make_plugin(PANGEA_KIND_TRANSPORT, "tcp", {{"streams", int64_t{1}}});
+    const auto& vt = transport.vtable<pangea_transport_vtable>();
+    for (const Answer& a : answers) {
+        const int server = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in at{};
+        at.sin_family = AF_INET;
+        at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t length = sizeof at;
+        ASSERT_EQ(::bind(server, reinterpret_cast<const sockaddr*>(&at), sizeof at), 0);
+        ASSERT_EQ(::listen(server, 1), 0);
+        ::getsockname(server, reinterpret_cast<sockaddr*>(&at), &length);
+        auto answering = std::async(std::launch::async, [&] {
+            const int fd = ::accept(server, nullptr, nullptr);
+            Hello hello{};
+            if (::recv(fd, &hello, sizeof hello, MSG_WAITALL) == static_cast<ssize_t>(sizeof hello)) {
+                hello.status = tcp::kHelloAccepted;
+                a.change(hello);
+                ::send(fd, &hello, sizeof hello, MSG_NOSIGNAL);
+            }
+            return fd;
+        });
+        const pangea_hello self{sizeof(pangea_hello), 1, kRun, 0};
+        pangea_hello peer{};
+        pangea_connection* connection = nullptr;
+        const std::string address = "127.0.0.1:" + std::to_string(ntohs(at.sin_port));
+        EXPECT_EQ(vt.connect(transport.handle(), address.c_str(), &self, 5000, &peer, &connection), PANGEA_ERR_CORRUPT) << a.name;
+        EXPECT_THAT(transport.last_error(), HasSubstr(a.says)) << a.name;
+        EXPECT_EQ(connection, nullptr);
+        ::close(answering.get());
+        ::close(server);
+    }
+}
 
 }  // namespace
 }  // namespace pangea
