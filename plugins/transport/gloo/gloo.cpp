@@ -107,6 +107,9 @@ constexpr const char* kWho = "gloo";  // starts every error text
 using pangea::transport::Deadline;
 using pangea::transport::Fd;
 using pangea::transport::format_address;
+using pangea::transport::Greetings;
+using pangea::transport::ListeningSocket;
+using pangea::transport::no_connection;
 using pangea::transport::peer_of;
 using pangea::transport::system_error_text;
 
@@ -697,9 +700,11 @@ struct NativeRing {
 };
 
 struct Listener {
-    Fd fd;
-    std::string bound;
-    std::mutex mutex;  // one accept() at a time
+    Listener(ListeningSocket bound, Greetings greeting) : socket(std::move(bound)), greetings(std::move(greeting)) {}
+
+    ListeningSocket socket;
+    Greetings greetings;  // sockets still sending their hello and Gloo address
+    std::mutex mutex;     // one accept() at a time
 };
 
 struct RequestHandle {
@@ -808,7 +813,7 @@ public:
     pangea_listener* listen(const char* address, char* bound, size_t capacity) override {
         socklen_t length = 0;
         const sockaddr_storage local = resolve(address, &length);
-        Fd fd(::socket(local.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        Fd fd(::socket(local.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
         if (!fd) throw Error(PANGEA_ERR_IO, "gloo: socket: " + system_error_text(errno));
         const int one = 1;
         ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -819,15 +824,19 @@ public:
         sockaddr_storage actual{};
         socklen_t actual_length = sizeof actual;
         ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&actual), &actual_length);
-        auto listener = std::make_unique<Listener>();
-        listener->fd = std::move(fd);
-        listener->bound = format_address(actual);
-        if (bound != nullptr) {
-            if (capacity <= listener->bound.size())
-                throw Error(PANGEA_ERR_CAPACITY, "gloo: the bound address " + listener->bound + " needs " +
-                                                     std::to_string(listener->bound.size() + 1) + " bytes");
-            std::memcpy(bound, listener->bound.c_str(), listener->bound.size() + 1);
-        }
+        // A greeting is a hello, then the Gloo address it announces.
+        auto greeting_bytes = [](const std::vector<uint8_t>& arrived) {
+            if (arrived.size() < sizeof(WireHello)) return sizeof(WireHello);
+            WireHello hello;
+            std::memcpy(&hello, arrived.data(), sizeof hello);
+            if (const std::string bad = check_hello(hello); !bad.empty()) throw Error(PANGEA_ERR_CORRUPT, "gloo: " + bad);
+            if (hello.status != kHelloRequest || hello.address_bytes == 0)
+                throw Error(PANGEA_ERR_CORRUPT, "gloo: unexpected handshake status");
+            return sizeof(WireHello) + hello.address_bytes;
+        };
+        auto listener = std::make_unique<Listener>(ListeningSocket{std::move(fd), format_address(actual)},
+                                                   Greetings(kWho, sizeof(WireHello), greeting_bytes, settings_.handshake_timeout_ms));
+        listener->socket.copy_bound(kWho, bound, capacity);
         auto* handle = reinterpret_cast<pangea_listener*>(listener.get());
         std::lock_guard<std::mutex> lock(mutex_);
         listeners_[handle] = std::move(listener);
@@ -841,19 +850,16 @@ public:
         std::lock_guard<std::mutex> accepting(listener.mutex);
         const Deadline deadline(timeout_ms);
         while (true) {
-            try {
-                wait_ready(listener.fd.get(), POLLIN, deadline, "waiting for a connection");
-            } catch (const Error& e) {
-                if (e.status() != PANGEA_ERR_TIMEOUT) throw;
-                throw Error(PANGEA_ERR_TIMEOUT, "gloo: no connection arrived at " + listener.bound + " within " +
-                                                    std::to_string(timeout_ms) + " ms");
+            auto greeting = listener.greetings.next(listener.socket, deadline, 0, [&](const std::string& from, const std::string& why) {
+                host_.log(PANGEA_LOG_WARN, "gloo: dropped a connection from " + from + ": " + why);
+            });
+            if (!greeting) {
+                if (deadline.passed()) throw no_connection(kWho, listener.socket, timeout_ms);
+                continue;
             }
-            Fd socket(::accept4(listener.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-            if (!socket) continue;  // the client gave up already
-            const std::string from = peer_of(socket.get());
-            // A bad or slow client costs at most one handshake timeout, and is dropped.
+            const std::string from = greeting->from;
             try {
-                if (auto* connection = answer(socket.get(), from, self, peer)) return connection;
+                if (auto* connection = answer(std::move(*greeting), self, peer)) return connection;
             } catch (const Error& e) {
                 host_.log(PANGEA_LOG_WARN, "gloo: dropped a connection from " + from + ": " + e.what());
             }
@@ -1219,13 +1225,15 @@ private:
         return link;
     }
 
-    // Handles one incoming socket: a connection, nullptr when it was refused (another run).
-    pangea_connection* answer(int socket, const std::string& from, const pangea_hello& self, pangea_hello* peer) {
+    // Answers a client's greeting (a checked hello and its Gloo address): a connection, nullptr
+    // when it was refused (another run).
+    pangea_connection* answer(Greetings::Greeting greeting, const pangea_hello& self, pangea_hello* peer) {
         const Deadline handshake(settings_.handshake_timeout_ms);
-        std::vector<char> peer_address;
-        const WireHello hello = read_hello(socket, &peer_address, handshake);
-        if (hello.status != kHelloRequest || peer_address.empty())
-            throw Error(PANGEA_ERR_CORRUPT, "gloo: unexpected handshake status");
+        const int socket = greeting.socket.get();
+        const std::string& from = greeting.from;
+        WireHello hello;
+        std::memcpy(&hello, greeting.bytes.data(), sizeof hello);
+        const std::vector<char> peer_address(greeting.bytes.begin() + sizeof hello, greeting.bytes.end());
         if (hello.run_id != self.run_id) {
             send_hello(socket, make_hello(self, kHelloWrongRun, 0), {}, handshake);
             host_.log(PANGEA_LOG_WARN, "gloo: refused a connection from " + from + " (node " +

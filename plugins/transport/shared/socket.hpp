@@ -20,8 +20,11 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "pangea/sdk.hpp"
 
@@ -275,22 +278,121 @@ inline ListeningSocket listen_on(const char* who, const std::string& address) {
     return {std::move(fd), format_address(actual)};
 }
 
-// Waits a short while (100 ms at most, less when the deadline is nearer) for one incoming
-// socket, tuned and non-blocking; an empty Fd when none came. accept() implementations loop on
-// this so that they notice a closed listener or expire half-done handshakes in between; they
-// report no_connection() once the deadline has passed.
-inline Fd accept_briefly(const char* who, const ListeningSocket& listener, const Deadline& deadline,
-                         int buffer_bytes = 0) {
-    try {
-        wait_ready(who, listener.fd.get(), POLLIN, deadline.capped(100), "waiting for a connection");
-    } catch (const Error& e) {
-        if (e.status() != PANGEA_ERR_TIMEOUT) throw;
-        return {};
+// Incoming sockets still saying hello, read side by side: a client that connects and says
+// nothing delays nobody (reading each new socket's hello in turn, it held up every connection
+// behind it by the handshake timeout); it is dropped once its time is up. An accept()
+// implementation keeps one per listener (whose socket must be non-blocking, as listen_on()'s is)
+// and loops on next(), so that it notices a closed listener or expires half-done handshakes in
+// between; it reports no_connection() once the deadline has passed.
+class Greetings {
+public:
+    // How many bytes a greeting has, given those that arrived (always more than zero of them):
+    // at least their count; e.g. a fixed hello's size, then that plus the length it announces.
+    // Throws Error for garbage, which drops the socket without waiting for more.
+    using Length = std::function<size_t(const std::vector<uint8_t>& arrived)>;
+    // Says why a socket was dropped (for the log).
+    using Dropped = std::function<void(const std::string& from, const std::string& why)>;
+
+    struct Greeting {
+        Fd socket;  // non-blocking, tuned
+        std::string from;
+        std::vector<uint8_t> bytes;  // exactly the greeting: nothing after it is read
+    };
+
+    Greetings(const char* who, size_t first_bytes, Length length, int timeout_ms, size_t max_waiting = 64)
+        : who_(who), first_bytes_(first_bytes), length_(std::move(length)), timeout_ms_(timeout_ms), max_waiting_(max_waiting) {}
+
+    // Accepts what is queued on `listener` and reads what the waiting sockets sent, for at most
+    // 100 ms (less when the deadline is nearer): the first socket, in arrival order, whose
+    // greeting is complete; or nullopt. Sockets that close, fail, send garbage or take longer
+    // than the timeout are dropped (closed) and reported to `dropped`; beyond `max_waiting` the
+    // oldest is.
+    std::optional<Greeting> next(const ListeningSocket& listener, const Deadline& deadline, int buffer_bytes,
+                                 const Dropped& dropped) {
+        if (auto done = take_complete()) return done;
+        std::vector<pollfd> polled{{listener.fd.get(), POLLIN, 0}};
+        for (const Waiting& w : waiting_) polled.push_back({w.greeting.socket.get(), POLLIN, 0});
+        int wait_ms = deadline.capped(100).remaining_ms();
+        for (const Waiting& w : waiting_) wait_ms = std::min(wait_ms, std::max(w.expires.remaining_ms(), 0));
+        if (::poll(polled.data(), polled.size(), wait_ms) < 0 && errno != EINTR)
+            throw Error(PANGEA_ERR_IO, std::string(who_) + ": poll: " + system_error_text(errno));
+        if (polled[0].revents != 0) accept_queued(listener, buffer_bytes, dropped);
+        for (Waiting& w : waiting_) read_some(w);  // (non-blocking: cheaper than matching poll's answers)
+        for (auto it = waiting_.begin(); it != waiting_.end();) {
+            if (it->failed.empty() && !it->complete() && it->expires.passed())
+                it->failed = "no handshake within " + std::to_string(timeout_ms_) + " ms";
+            if (!it->failed.empty()) {
+                dropped(it->greeting.from, it->failed);
+                it = waiting_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        return take_complete();
     }
-    Fd socket(::accept4(listener.fd.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-    if (socket) tune(socket.get(), buffer_bytes);
-    return socket;  // empty when the client gave up already
-}
+
+private:
+    struct Waiting {
+        Greeting greeting;
+        size_t wanted;
+        Deadline expires;
+        std::string failed;  // why it is to be dropped, once it is
+        bool complete() const { return greeting.bytes.size() == wanted; }
+    };
+
+    std::optional<Greeting> take_complete() {
+        for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+            if (!it->failed.empty() || !it->complete()) continue;
+            Greeting done = std::move(it->greeting);
+            waiting_.erase(it);
+            return done;
+        }
+        return std::nullopt;
+    }
+
+    void accept_queued(const ListeningSocket& listener, int buffer_bytes, const Dropped& dropped) {
+        while (true) {
+            Fd socket(::accept4(listener.fd.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+            if (!socket) return;  // none left (or the client gave up already)
+            tune(socket.get(), buffer_bytes);
+            if (waiting_.size() >= max_waiting_) {
+                dropped(waiting_.front().greeting.from,
+                        "more than " + std::to_string(max_waiting_) + " connections are saying hello at once");
+                waiting_.erase(waiting_.begin());
+            }
+            std::string from = peer_of(socket.get());
+            waiting_.push_back({{std::move(socket), std::move(from), {}}, first_bytes_, Deadline(timeout_ms_), ""});
+        }
+    }
+
+    // Reads what arrived, never past the greeting's end.
+    void read_some(Waiting& w) {
+        if (!w.failed.empty() || w.complete()) return;
+        std::vector<uint8_t>& bytes = w.greeting.bytes;
+        const size_t had = bytes.size();
+        bytes.resize(w.wanted);
+        const ssize_t got = ::recv(w.greeting.socket.get(), bytes.data() + had, w.wanted - had, MSG_DONTWAIT);
+        bytes.resize(had + static_cast<size_t>(std::max<ssize_t>(got, 0)));
+        if (got == 0) {
+            w.failed = "the peer closed the connection during the handshake";
+        } else if (got < 0) {
+            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) w.failed = "reading a handshake: " + system_error_text(errno);
+        } else {
+            try {
+                w.wanted = std::max(length_(bytes), bytes.size());
+            } catch (const Error& e) {
+                w.failed = e.what();
+            }
+        }
+    }
+
+    const char* who_;
+    size_t first_bytes_;
+    Length length_;
+    int timeout_ms_;
+    size_t max_waiting_;
+    std::vector<Waiting> waiting_;  // in arrival order
+};
 
 inline Error no_connection(const char* who, const ListeningSocket& listener, int timeout_ms) {
     return Error(PANGEA_ERR_TIMEOUT, std::string(who) + ": no connection arrived at " + listener.bound + " within " +

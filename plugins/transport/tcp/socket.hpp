@@ -19,11 +19,11 @@ namespace pangea::tcp {
 constexpr const char* kWho = "tcp";  // starts every error text
 
 using pangea::sdk::Error;
-using pangea::transport::accept_briefly;
 using pangea::transport::Clock;
 using pangea::transport::connect_to;
 using pangea::transport::Deadline;
 using pangea::transport::Fd;
+using pangea::transport::Greetings;
 using pangea::transport::listen_on;
 using pangea::transport::ListeningSocket;
 using pangea::transport::no_connection;

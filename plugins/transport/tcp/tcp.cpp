@@ -328,8 +328,11 @@ struct PendingConnection {
 };
 
 struct Listener {
+    Listener(ListeningSocket bound, Greetings greeting) : socket(std::move(bound)), greetings(std::move(greeting)) {}
+
     ListeningSocket socket;
-    std::mutex mutex;  // one accept() at a time
+    Greetings greetings;  // sockets still sending their Hello (it has a fixed size)
+    std::mutex mutex;     // one accept() at a time
     std::map<uint64_t, PendingConnection> pending;
 };
 
@@ -397,8 +400,9 @@ public:
     }
 
     pangea_listener* listen(const char* address, char* bound, size_t capacity) override {
-        auto listener = std::make_unique<Listener>();
-        listener->socket = listen_on(kWho, address);
+        auto listener = std::make_unique<Listener>(
+            listen_on(kWho, address), Greetings(kWho, sizeof(Hello), [](const std::vector<uint8_t>&) { return sizeof(Hello); },
+                                                settings_.handshake_timeout_ms));
         listener->socket.copy_bound(kWho, bound, capacity);
         auto* handle = reinterpret_cast<pangea_listener*>(listener.get());
         std::lock_guard<std::mutex> lock(mutex_);
@@ -415,20 +419,19 @@ public:
         while (true) {
             expire_pending(listener);
             if (auto connection = take_complete(listener, self, peer)) return connection;
-            Fd socket = accept_briefly(kWho, listener.socket, deadline, settings_.socket_buffer);
-            if (!socket) {
+            auto greeting = listener.greetings.next(listener.socket, deadline, settings_.socket_buffer,
+                                                    [&](const std::string& from, const std::string& why) {
+                                                        host_.log(PANGEA_LOG_WARN, "tcp: dropped a connection from " + from + ": " + why);
+                                                    });
+            if (!greeting) {
                 if (deadline.passed()) throw no_connection(kWho, listener.socket, timeout_ms);
                 continue;
             }
+            Fd socket = std::move(greeting->socket);
             set_blocking(socket.get(), true);  // the stream threads block; handshake reads have deadlines
-            const std::string from = peer_of(socket.get());
+            const std::string& from = greeting->from;
             Hello hello;
-            try {
-                read_exact(kWho, socket.get(), &hello, sizeof hello, Deadline(settings_.handshake_timeout_ms), "reading a handshake");
-            } catch (const Error& e) {
-                host_.log(PANGEA_LOG_WARN, "tcp: dropped a connection from " + from + ": " + e.what());
-                continue;
-            }
+            std::memcpy(&hello, greeting->bytes.data(), sizeof hello);
             if (const std::string bad = check_hello(hello); !bad.empty() || hello.status != kHelloRequest) {
                 host_.log(PANGEA_LOG_WARN, "tcp: dropped a connection from " + from + ": " +
                                                (bad.empty() ? std::string("unexpected handshake status") : bad));

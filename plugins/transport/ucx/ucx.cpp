@@ -83,10 +83,10 @@ static_assert(sizeof(Bye) == 16);
 
 constexpr const char* kWho = "ucx";  // starts every error text
 
-using pangea::transport::accept_briefly;
 using pangea::transport::connect_to;
 using pangea::transport::Deadline;
 using pangea::transport::Fd;
+using pangea::transport::Greetings;
 using pangea::transport::listen_on;
 using pangea::transport::ListeningSocket;
 using pangea::transport::no_connection;
@@ -179,7 +179,10 @@ struct Connection {
 };
 
 struct Listener {
+    Listener(ListeningSocket bound, Greetings greeting) : socket(std::move(bound)), greetings(std::move(greeting)) {}
+
     ListeningSocket socket;
+    Greetings greetings;              // sockets still sending their Hello and worker address
     std::mutex mutex;                 // one accept() at a time
     std::atomic<bool> closed{false};  // close_listener() ends a waiting accept() with this
 };
@@ -320,8 +323,17 @@ public:
     }
 
     pangea_listener* listen(const char* address, char* bound, size_t capacity) override {
-        auto listener = std::make_unique<Listener>();
-        listener->socket = listen_on(kWho, address);
+        // A greeting is a Hello, then the worker address it announces.
+        auto greeting_bytes = [](const std::vector<uint8_t>& arrived) {
+            if (arrived.size() < sizeof(Hello)) return sizeof(Hello);
+            Hello hello;
+            std::memcpy(&hello, arrived.data(), sizeof hello);
+            if (const std::string bad = check_hello(hello); !bad.empty()) throw Error(PANGEA_ERR_CORRUPT, bad);
+            if (hello.status != kHelloRequest) throw Error(PANGEA_ERR_CORRUPT, "unexpected handshake status");
+            return sizeof(Hello) + hello.address_bytes;
+        };
+        auto listener = std::make_unique<Listener>(listen_on(kWho, address),
+                                                   Greetings(kWho, sizeof(Hello), greeting_bytes, handshake_timeout_ms_));
         listener->socket.copy_bound(kWho, bound, capacity);
         auto* handle = reinterpret_cast<pangea_listener*>(listener.get());
         std::lock_guard<std::mutex> lock(mutex_);
@@ -345,14 +357,17 @@ public:
             // Accept in slices, so that close_listener() from another thread is noticed.
             if (listener->closed)
                 throw Error(PANGEA_ERR_IO, "ucx: the listener at " + listener->socket.bound + " was closed");
-            Fd socket = accept_briefly(kWho, listener->socket, deadline);
-            if (!socket) {
+            auto greeting = listener->greetings.next(listener->socket, deadline, 0,
+                                                     [&](const std::string& from, const std::string& why) {
+                                                         host_.log(PANGEA_LOG_WARN, "ucx: dropped a connection from " + from + ": " + why);
+                                                     });
+            if (!greeting) {
                 if (deadline.passed()) throw no_connection(kWho, listener->socket, timeout_ms);
                 continue;
             }
-            const std::string from = peer_of(socket.get());
+            const std::string from = greeting->from;
             try {
-                if (auto* connection = answer(std::move(socket), from, self, peer)) return connection;
+                if (auto* connection = answer(std::move(*greeting), self, peer)) return connection;
             } catch (const Error& e) {
                 // One bad client must not fail the accept: drop it and wait for the next.
                 if (e.status() == PANGEA_ERR_NO_MEMORY) throw;
@@ -591,15 +606,14 @@ private:
         write_exact(fd, address.data(), address.size(), deadline, "sending the worker address to " + peer);
     }
 
-    // Reads a client's hello from an accepted socket and answers it; nullptr when refused.
-    pangea_connection* answer(Fd socket, const std::string& from, const pangea_hello& self, pangea_hello* peer) {
+    // Answers a client's greeting (a checked Hello and its worker address); nullptr when refused.
+    pangea_connection* answer(Greetings::Greeting greeting, const pangea_hello& self, pangea_hello* peer) {
         const Deadline deadline(handshake_timeout_ms_);
+        Fd socket = std::move(greeting.socket);
+        const std::string& from = greeting.from;
         Hello hello{};
-        read_exact(socket.get(), &hello, sizeof hello, deadline, "reading a handshake");
-        if (const std::string bad = check_hello(hello); !bad.empty()) throw Error(PANGEA_ERR_CORRUPT, bad);
-        if (hello.status != kHelloRequest) throw Error(PANGEA_ERR_CORRUPT, "unexpected handshake status");
-        std::vector<uint8_t> remote(hello.address_bytes);
-        read_exact(socket.get(), remote.data(), remote.size(), deadline, "reading a worker address");
+        std::memcpy(&hello, greeting.bytes.data(), sizeof hello);
+        const std::vector<uint8_t> remote(greeting.bytes.begin() + sizeof hello, greeting.bytes.end());
         if (hello.run_id != self.run_id) {
             try {
                 send_hello(socket.get(), self, kHelloWrongRun, 1, deadline, from);
