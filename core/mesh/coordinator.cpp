@@ -259,8 +259,8 @@ void CoordinatorState::maybe_decide() {
 
 void CoordinatorState::maybe_resolve() {
     if (!active_) return;
-    for (const auto& [node, ok] : active_->reported)
-        if (!ok) return resolve(false, "node " + std::to_string(node) + " reported a failed all-reduce");
+    for (const auto& [node, error] : active_->reported)
+        if (!error.empty()) return resolve(false, "node " + std::to_string(node) + " reported a failed all-reduce: " + error);
     for (const Member& m : active_->epoch.members)
         if (nodes_.count(m.node) && !active_->reported.count(m.node)) return;  // still running
     resolve(true, "");
@@ -410,7 +410,9 @@ void CoordinatorState::handle(int connection, const std::string& message) {
         if (node.status != Status::kMember) {
             stale(id);
         } else if (active_ && active_->epoch.id == epoch && active_->epoch.position_of(id) >= 0) {
-            active_->reported[id] = text(*fields, "ok") == "true";
+            // (An older node sends no error text.)
+            const std::string error = text(*fields, "error").substr(0, kMaxErrorText);
+            active_->reported[id] = text(*fields, "ok") == "true" ? "" : error.empty() ? "(no reason given)" : error;
             maybe_resolve();
         } else if (epoch != committed_epoch_) {
             // An epoch that was retried (the retry may already be on its way; the node ignores a

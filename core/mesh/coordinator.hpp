@@ -48,6 +48,10 @@ struct CoordinatorOptions {
 
 std::string encode_members(const std::vector<Member>& members);  // "0=host:port;2=host:port"
 
+// The longest failure text a node's "done" carries (the coordinator passes it on to the others
+// in "retry"); longer ones are cut.
+constexpr size_t kMaxErrorText = 1000;
+
 // What a node proves in its hello (over the coordinator's challenge), and what the coordinator
 // proves back in its welcome (over the node's nonce), both HMAC-SHA256 with the run's secret.
 std::string coordinator_proof(const std::string& secret, const std::string& nonce, const std::string& run, int64_t node);
@@ -95,7 +99,7 @@ private:
     };
     struct ActiveEpoch {
         Epoch epoch;
-        std::map<int, bool> reported;  // node -> ok
+        std::map<int, std::string> reported;  // node -> its error ("" when it succeeded)
     };
 
     void handle(int connection, const std::string& message);  // one message; sends go to out_

@@ -225,21 +225,23 @@ Epoch CoordinatorClient::ready(int64_t step) {
     return epoch;
 }
 
-bool CoordinatorClient::done(const Epoch& epoch, bool ok) {
+bool CoordinatorClient::done(const Epoch& epoch, const std::string& error, std::string* why) {
+    const bool ok = error.empty();
     {
         std::lock_guard lock(mutex_);
         waiting_ = "done";
         pending_ok_ = ok;
     }
-    send(JsonObject().add("op", "done").add("epoch", epoch.id).add("ok", ok).text());
+    // (Cut short: the coordinator passes it on to every member.)
+    send(JsonObject().add("op", "done").add("epoch", epoch.id).add("ok", ok).add("error", error.substr(0, kMaxErrorText)).text());
     const Message message = wait_for({"commit", "retry"}, [&](const Message& m) {
         return static_cast<uint64_t>(number(m, "epoch")) == epoch.id;
     });
     std::lock_guard lock(mutex_);
     waiting_.clear();
     if (field(message, "op") == "retry") {
-        note(PANGEA_LOG_WARN, "node " + std::to_string(options_.node) + ": " + epoch.describe() +
-                                  " is retried: " + field(message, "reason"));
+        *why = field(message, "reason");
+        note(PANGEA_LOG_WARN, "node " + std::to_string(options_.node) + ": " + epoch.describe() + " is retried: " + *why);
         return false;
     }
     step_ = epoch.step;

@@ -45,7 +45,7 @@ public:
 
     JoinResult join() override;
     Epoch ready(int64_t step) override;
-    bool done(const Epoch& epoch, bool ok) override;
+    bool done(const Epoch& epoch, const std::string& error, std::string* why) override;
     void reserve(int64_t step) override;
     void admit(int64_t step) override;
     int joiners() const override { return joiners_; }

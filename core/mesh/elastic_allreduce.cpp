@@ -137,7 +137,8 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data) {
         total.excluded_nodes = result.excluded_nodes;
         const bool ok = result.status == PANGEA_OK;
         if (!ok) disconnect();
-        if (membership_.done(epoch, ok)) {
+        std::string why_retried;
+        if (membership_.done(epoch, ok ? "" : result.error, &why_retried)) {
             std::copy(work_.begin(), work_.end(), data.begin());
             committed_step_ = step;
             return total;
@@ -145,9 +146,13 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data) {
         disconnect();  // the members change, or a link is broken: a fresh ring next time
         if (!ok) log(PANGEA_LOG_WARN, "mesh", "node " + std::to_string(node_) + ": all-reduce in " + epoch.describe() + " failed: " + result.error);
         if (attempt >= options_.max_attempts) {
+            // A member whose ring broke because another failed says so, and why the other failed.
+            const bool cause_elsewhere = why_retried.rfind("node " + std::to_string(node_) + " ", 0) != 0;
+            std::string last = ok ? why_retried : result.error;
+            if (!ok && cause_elsewhere && !why_retried.empty()) last += " (the epoch was retried: " + why_retried + ")";
             total.status = PANGEA_ERR_IO;
             total.error = "outer step " + std::to_string(step) + " failed in " + std::to_string(attempt) +
-                          " epochs in a row; last: " + (ok ? "another member failed" : result.error);
+                          " epochs in a row; last: " + last;
             return total;
         }
     }

@@ -63,9 +63,11 @@ public:
     // Blocks until the members agree on the epoch for outer step `step`. Throws StaleNode.
     virtual Epoch ready(int64_t step) = 0;
 
-    // Reports this node's all-reduce in `epoch`; true when the epoch committed (every member
-    // succeeded), false when the step must be retried. Throws StaleNode.
-    virtual bool done(const Epoch& epoch, bool ok) = 0;
+    // Reports this node's all-reduce in `epoch`: `error` is empty when it succeeded, else why it
+    // failed (passed on to the other members, whose own failure is usually only the lost peer).
+    // True when the epoch committed (every member succeeded); false when the step must be
+    // retried, with `*why` saying why. Throws StaleNode.
+    virtual bool done(const Epoch& epoch, const std::string& error, std::string* why) = 0;
 
     // Live recovery of the state after outer step `step - 1` has begun: asks to take part in
     // outer step `step`. Granted, the members wait for this node at the end of that step, so

@@ -65,8 +65,11 @@ protected:
                               .add("incarnation", incarnation.empty() ? "process-" + std::to_string(node) : incarnation));
     }
     void ready(int node, int64_t step) { message(node + 1, JsonObject().add("op", "ready").add("step", step)); }
-    void done(int node, int64_t epoch, bool ok) {
-        message(node + 1, JsonObject().add("op", "done").add("epoch", epoch).add("ok", ok));
+    void done(int node, int64_t epoch, bool ok, const std::string& error = "") {
+        JsonObject m;
+        m.add("op", "done").add("epoch", epoch).add("ok", ok);
+        if (!error.empty()) m.add("error", error);
+        message(node + 1, m);
     }
     // The last message node got, and whether there is one with that op.
     std::map<std::string, std::string> last(int node) {
@@ -127,12 +130,14 @@ TEST_F(Coordinator, AMemberLostMidEpochMakesTheSurvivorsRetryWithoutIt) {
     EXPECT_EQ(state->committed_step(), 2);
 }
 
-TEST_F(Coordinator, AFailedReportRetriesEveryone) {
+TEST_F(Coordinator, AFailedReportRetriesEveryoneAndTellsThemWhy) {
     run_first_step(2);
     ready(0, 2), ready(1, 2);
-    done(1, 2, false);
+    done(1, 2, false, "compress/int8: encode failed with PANGEA_ERR_IO");
     EXPECT_EQ(last_op(0), "retry");
     EXPECT_EQ(last_op(1), "retry");
+    // Node 0's own failure would only be the lost peer: the reason names the cause.
+    EXPECT_EQ(last(0)["reason"], "node 1 reported a failed all-reduce: compress/int8: encode failed with PANGEA_ERR_IO");
     done(0, 2, true);  // late, for an epoch that is over: answered with a retry, never a commit
     EXPECT_EQ(last_op(0), "retry");
     EXPECT_EQ(state->committed_step(), 1);
