@@ -30,9 +30,11 @@ extern "C" {
 
 /* The ABI this header describes. The major changes only when a released struct or function
  * would have to change incompatibly (then the entry symbol's name changes too); the minor grows
- * when fields or functions are appended. */
+ * when fields or functions are appended.
+ *   1.0  the first ABI
+ *   1.1  transport: the optional allreduce_sum_f32 slot */
 #define PANGEA_ABI_MAJOR 1
-#define PANGEA_ABI_MINOR 0
+#define PANGEA_ABI_MINOR 1
 #define PANGEA_ABI_VERSION ((uint32_t)((PANGEA_ABI_MAJOR << 16) | PANGEA_ABI_MINOR))
 #define PANGEA_ABI_VERSION_MAJOR(v) ((uint32_t)(v) >> 16)
 #define PANGEA_ABI_VERSION_MINOR(v) ((uint32_t)(v)&0xffffu)
