@@ -372,11 +372,12 @@ private:
         const size_t had = bytes.size();
         bytes.resize(w.wanted);
         const ssize_t got = ::recv(w.greeting.socket.get(), bytes.data() + had, w.wanted - had, MSG_DONTWAIT);
+        const int error = errno;
         bytes.resize(had + static_cast<size_t>(std::max<ssize_t>(got, 0)));
         if (got == 0) {
             w.failed = "the peer closed the connection during the handshake";
         } else if (got < 0) {
-            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) w.failed = "reading a handshake: " + system_error_text(errno);
+            if (error != EINTR && error != EAGAIN && error != EWOULDBLOCK) w.failed = "reading a handshake: " + system_error_text(error);
         } else {
             try {
                 w.wanted = std::max(length_(bytes), bytes.size());
