@@ -39,7 +39,7 @@ settings=(--set mesh.nodes="$nodes" --set mesh.min_members=2 --set mesh.heartbea
           --set diloco.outer_steps=1000000 --set train.eval_interval=0 --set compress.plugin=int8)
 
 if [[ $backend == etcd ]]; then
-    port=$((20000 + RANDOM % 20000))
+    port=$((20000 + RANDOM % 12000))  # below the ephemeral range (32768 and up)
     etcd --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$port" \
         --advertise-client-urls "http://127.0.0.1:$port" --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
         >"$work/etcd.log" 2>&1 &

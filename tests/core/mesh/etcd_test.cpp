@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -20,33 +21,53 @@ namespace fs = std::filesystem;
 
 class Etcd : public ::testing::Test {
 protected:
+    // A real etcd on a random port below Linux's ephemeral range (32768 and up, where the other
+    // tests' client sockets sit); another port if it exits (the port was taken).
     void SetUp() override {
         if (!fs::exists("/usr/bin/etcd")) GTEST_SKIP() << "etcd is not installed (apt-get install etcd-server)";
         std::random_device random;
-        const int port = 20000 + static_cast<int>(random() % 20000);
-        dir = fs::temp_directory_path() / ("pangea-etcd-test-" + std::to_string(port));
-        fs::remove_all(dir);
-        endpoint = "http://127.0.0.1:" + std::to_string(port);
-        etcd.emplace(std::vector<std::string>{"/usr/bin/etcd", "--data-dir", dir.string(), "--listen-client-urls",
-                                              endpoint, "--advertise-client-urls", endpoint, "--listen-peer-urls",
-                                              "http://127.0.0.1:" + std::to_string(port + 1)},
-                     (dir.string() + ".log"));
-        for (int i = 0; i < 100; ++i) {
-            try {
-                EtcdClient(endpoint, 500).get("/ping");
-                return;
-            } catch (const MeshError&) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        std::string why;
+        for (int attempt = 0; attempt < 5; ++attempt) {
+            const int port = 20000 + 2 * static_cast<int>(random() % 6000);  // and port + 1 for peers
+            dir = fs::temp_directory_path() / ("pangea-etcd-test-" + std::to_string(port));
+            fs::remove_all(dir);
+            log = dir.string() + ".log";
+            fs::remove(log);
+            endpoint = "http://127.0.0.1:" + std::to_string(port);
+            etcd.emplace(std::vector<std::string>{"/usr/bin/etcd", "--data-dir", dir.string(), "--listen-client-urls",
+                                                  endpoint, "--advertise-client-urls", endpoint, "--listen-peer-urls",
+                                                  "http://127.0.0.1:" + std::to_string(port + 1)},
+                         log);
+            for (int i = 0; i < 300 && !etcd->wait_for(std::chrono::milliseconds(0)).has_value(); ++i) {
+                try {
+                    EtcdClient(endpoint, 500).get("/ping");
+                    return;
+                } catch (const MeshError& e) {
+                    why = e.what();
+                    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                }
             }
+            why = "etcd on port " + std::to_string(port) + " " +
+                  (etcd->wait_for(std::chrono::milliseconds(0)).has_value() ? "exited" : "did not answer within 30 s") +
+                  " (last: " + why + "); its log ends:\n" + tail_of(log);
+            etcd.reset();
         }
-        FAIL() << "etcd did not start; see " << dir.string() << ".log";
+        keep_log = true;
+        FAIL() << why;
+    }
+    static std::string tail_of(const std::string& path) {
+        std::ifstream in(path);
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        return text.size() > 2000 ? text.substr(text.size() - 2000) : text;
     }
     void TearDown() override {
         etcd.reset();
         fs::remove_all(dir);
-        fs::remove(dir.string() + ".log");
+        if (!keep_log) fs::remove(log);
     }
     fs::path dir;
+    std::string log;
+    bool keep_log = false;
     std::string endpoint;
     std::optional<ChildProcess> etcd;
 };

@@ -52,7 +52,7 @@ export PANGEA_TEST_SECRET=poisoned-test-secret
 # run_three <dir> <outlier factor> <poisoned lr>: coordinator + nodes 0..2; waits (bounded).
 run_three() {
     local dir=$1 factor=$2 lr=$3 port
-    port=$((20000 + RANDOM % 20000))
+    port=$((20000 + RANDOM % 12000))  # below the ephemeral range (32768 and up)
     mkdir -p "$dir"
     "$pangea" coordinator "$work/run.toml" --run-id 7 --listen "127.0.0.1:$port" >"$dir/coordinator.log" 2>&1 &
     local coordinator=$! pids=()
