@@ -84,7 +84,8 @@ typedef struct pangea_transport_vtable {
      * Accepts NULL. */
     void (*close)(void* instance, pangea_connection* connection);
 
-    /* Stops listening and releases the listener. Accepts NULL. */
+    /* Stops listening and releases the listener. Accepts NULL. Not while another thread is in
+     * accept() on it: the caller waits for that accept() to return (short timeouts help). */
     void (*close_listener)(void* instance, pangea_listener* listener);
 
     /* ---- Optional slots (appended after ABI 1.0). The host calls one only when
