@@ -7,33 +7,13 @@
 set -uo pipefail
 pangea=$1 fixtures=$(cd "$2" && pwd)
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/expect.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/tiny_run.sh"
 work=$(mktemp -d)
 trap 'pkill -9 -f "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
-cat >"$work/run.toml" <<'TOML'
-[run]
-name = "resume"
-seed = 5
-[model]
-preset = "tiny"
-layers = 1
-[data]
-seq_len = 32
-eval_sequences = 8
-[train]
-lr = 0.003
-micro_batch = 4
-warmup_steps = 4
-threads = 1
-[diloco]
-inner_steps = 3
-outer_steps = 8
-[mesh]
-nodes = 1
-ring_order = "rank"
+tiny_run_manifest "$work/run.toml" resume 5 1 8 'ring_order = "rank"
 [checkpoint]
-interval = 2
-TOML
+interval = 2'
 
 latest() { cat "$1/checkpoints/resume/node-${2:-0}/latest" 2>/dev/null; }
 

@@ -10,35 +10,15 @@ set -uo pipefail
 pangea=$1 root=$2
 here=$(dirname "${BASH_SOURCE[0]}")
 source "$here/../../lib/expect.sh"
+source "$here/../../lib/tiny_run.sh"
 source "$here/../../lib/s3rver.sh"
 s3rver_install ""
 work=$(mktemp -d)
 netns_up=
 trap 's3rver_stop; pkill -9 -f "$work" 2>/dev/null; [[ -n $netns_up ]] && "$root/bench/wan.sh" down 2 >/dev/null 2>&1; rm -rf "$work"' EXIT
 
-cat >"$work/run.toml" <<'TOML'
-[run]
-name = "s3run"
-seed = 9
-[model]
-preset = "tiny"
-layers = 1
-[data]
-seq_len = 32
-eval_sequences = 8
-[train]
-lr = 0.003
-micro_batch = 4
-warmup_steps = 4
-threads = 1
-[diloco]
-inner_steps = 3
-outer_steps = 8
-[mesh]
-nodes = 1
-[checkpoint]
-interval = 2
-TOML
+tiny_run_manifest "$work/run.toml" s3run 9 1 8 '[checkpoint]
+interval = 2'
 
 bucket=checkpoints
 s3rver_start "$work/s3" "$bucket"

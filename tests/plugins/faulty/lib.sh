@@ -3,6 +3,7 @@
 # after setting `pangea`; it creates $work and removes it (and every process started through
 # `bounded`) on exit. KEEP=1 keeps $work.
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/expect.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/tiny_run.sh"
 work=$(mktemp -d)
 running=  # the process `bounded` (or a test) started and has not reaped yet
 
@@ -20,30 +21,9 @@ trap cleanup EXIT
 # The run every test varies with --set: the tiny model with one layer, 3 inner and 4 outer
 # steps, int8 on the wire. write_manifest NODES
 write_manifest() {
-    cat >"$work/run.toml" <<TOML
-[run]
-name = "faulty"
-seed = 7
-[model]
-preset = "tiny"
-layers = 1
-[data]
-seq_len = 32
-eval_sequences = 8
-[train]
-lr = 0.003
-micro_batch = 4
-warmup_steps = 4
-threads = 1
-[diloco]
-inner_steps = 3
-outer_steps = 4
-[mesh]
-nodes = $1
-ring_order = "rank"
+    tiny_run_manifest "$work/run.toml" faulty 7 "$1" 4 'ring_order = "rank"
 [compress]
-plugin = "int8"
-TOML
+plugin = "int8"'
 }
 
 # bounded LIMIT NAME -- command...: runs the command with its output in $work/NAME.out for at

@@ -8,34 +8,14 @@
 set -uo pipefail
 pangea=$1
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/expect.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/tiny_run.sh"
 work=$(mktemp -d)
 trap 'pkill -9 -f "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
-cat >"$work/run.toml" <<'TOML'
-[run]
-name = "gloo-allreduce"
-seed = 11
-[model]
-preset = "tiny"
-layers = 1
-[data]
-seq_len = 32
-eval_sequences = 8
-[train]
-lr = 0.003
-micro_batch = 4
-warmup_steps = 4
-threads = 1
-[diloco]
-inner_steps = 3
-outer_steps = 4
-[mesh]
-nodes = 3
-[compress]
+tiny_run_manifest "$work/run.toml" gloo-allreduce 11 3 4 '[compress]
 plugin = "none"
 [transport]
-plugin = "gloo"
-TOML
+plugin = "gloo"'
 
 for ring in pangea gloo; do
     expect "3 nodes, allreduce = \"$ring\": every node holds the same parameters" 0 \

@@ -5,34 +5,14 @@
 set -uo pipefail
 pangea=$1; shift
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/expect.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/tiny_run.sh"
 work=$(mktemp -d)
 trap 'pkill -9 -f "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
-cat >"$work/run.toml" <<'TOML'
-[run]
-name = "swap"
-seed = 11
-[model]
-preset = "tiny"
-layers = 1
-[data]
-seq_len = 32
-eval_sequences = 8
-[train]
-lr = 0.003
-micro_batch = 4
-warmup_steps = 4
-threads = 1
-[diloco]
-inner_steps = 3
-outer_steps = 4
-[mesh]
-nodes = 3
-[compress]
+tiny_run_manifest "$work/run.toml" swap 11 3 4 '[compress]
 plugin = "int8"
 [transport]
-plugin = "tcp"
-TOML
+plugin = "tcp"'
 
 first=
 for transport in "$@"; do
