@@ -1,6 +1,7 @@
 #include "llama.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/version.h>
 
 #include <cmath>
 #include <map>
@@ -8,12 +9,53 @@
 namespace F = torch::nn::functional;
 
 namespace pangea {
+namespace {
 
-LlamaModel::LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t seed) : shape_(shape) {
+// Activation checkpointing of one block: the forward pass keeps only the block's input; the
+// backward pass runs the block again with gradients on and differentiates that.
+struct CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
+    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::TensorList weights,
+                                 const LlamaModel* model, int64_t index) {
+        ctx->save_for_backward({x});
+        ctx->saved_data["model"] = reinterpret_cast<int64_t>(model);
+        ctx->saved_data["index"] = index;
+        ctx->saved_data["weights"] = static_cast<int64_t>(weights.size());
+        torch::NoGradGuard no_grad;
+        return model->block(static_cast<size_t>(index), x);
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grad_output) {
+        const auto* model = reinterpret_cast<const LlamaModel*>(ctx->saved_data["model"].toInt());
+        const auto index = static_cast<size_t>(ctx->saved_data["index"].toInt());
+        const torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+        std::vector<torch::Tensor> inputs = model->block_parameters(index);
+        torch::Tensor y;
+        {
+            torch::AutoGradMode enable(true);
+            y = model->block(index, x);
+        }
+        inputs.insert(inputs.begin(), x);
+        const auto grads = torch::autograd::grad({y}, inputs, {grad_output[0]}, /*retain_graph=*/false,
+                                                 /*create_graph=*/false, /*allow_unused=*/true);
+        // forward's arguments: x, each weight, then the model and the index (no gradient).
+        torch::autograd::variable_list result(grads.begin(), grads.end());
+        result.emplace_back();
+        result.emplace_back();
+        return result;
+    }
+};
+
+}  // namespace
+
+LlamaModel::LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t seed, const ComputeOptions& compute)
+    : shape_(shape), compute_(compute) {
     const auto layout = parameter_layout(shape);
-    flat_ = torch::empty({static_cast<int64_t>(parameter_count(shape))}, torch::kFloat32);
+    const auto on_device = torch::TensorOptions().dtype(torch::kFloat32).device(compute.device);
+    flat_ = torch::empty({static_cast<int64_t>(parameter_count(shape))}, on_device);
     // A generator of our own, not the global one: nodes built on several threads of one process
-    // (the tests) still get exactly the same parameters.
+    // (the tests) still get exactly the same parameters. Drawn on the CPU one tensor at a time,
+    // so every device starts from the same values and the host holds at most one tensor extra.
     auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
     std::map<std::string, torch::Tensor> by_name;
     const double output_std = 0.02 / std::sqrt(2.0 * double(shape.layers));
@@ -25,8 +67,13 @@ LlamaModel::LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t se
             const bool is_norm = slot.shape.size() == 1;
             const bool is_output_projection = slot.name.find("wo") != std::string::npos ||
                                               slot.name.find("w2") != std::string::npos;
-            if (is_norm) view.fill_(1.0);
-            else view.normal_(0.0, is_output_projection ? output_std : 0.02, generator);
+            if (is_norm) {
+                view.fill_(1.0);
+            } else if (compute.device.is_cpu()) {
+                view.normal_(0.0, is_output_projection ? output_std : 0.02, generator);
+            } else {
+                view.copy_(torch::empty(slot.shape, torch::kFloat32).normal_(0.0, is_output_projection ? output_std : 0.02, generator));
+            }
             view.set_requires_grad(true);
             (is_norm ? vectors_ : matrices_).push_back(view);
             by_name[slot.name] = view;
@@ -43,14 +90,15 @@ LlamaModel::LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t se
                            by_name.at(p + "feed_forward.w1"), by_name.at(p + "feed_forward.w3"),
                            by_name.at(p + "feed_forward.w2")});
     }
-    // Rotary tables, "rotate half" form: dimension i pairs with i + head_dim / 2.
+    // Rotary tables, "rotate half" form: dimension i pairs with i + head_dim / 2. In the compute
+    // type, like the queries and keys they turn.
     const int64_t hd = shape.head_dim();
     const auto exponents = torch::arange(0, hd, 2, torch::kFloat64) / double(hd);
     const auto inverse_frequency = torch::pow(shape.rope_theta, -exponents);
     const auto angles = torch::outer(torch::arange(max_seq_len, torch::kFloat64), inverse_frequency);
     const auto both = torch::cat({angles, angles}, -1);
-    cos_ = torch::cos(both).to(torch::kFloat32);
-    sin_ = torch::sin(both).to(torch::kFloat32);
+    cos_ = torch::cos(both).to(compute.device, compute.compute);
+    sin_ = torch::sin(both).to(compute.device, compute.compute);
 }
 
 std::vector<torch::Tensor> LlamaModel::parameters() const {
@@ -59,8 +107,14 @@ std::vector<torch::Tensor> LlamaModel::parameters() const {
     return all;
 }
 
+std::vector<torch::Tensor> LlamaModel::block_parameters(size_t index) const {
+    const Block& b = blocks_.at(index);
+    return {b.attention_norm, b.wq, b.wk, b.wv, b.wo, b.ffn_norm, b.w1, b.w3, b.w2};
+}
+
 torch::Tensor LlamaModel::rms_norm(const torch::Tensor& x, const torch::Tensor& gain) const {
-    return x * torch::rsqrt(x.pow(2).mean(-1, true) + shape_.norm_eps) * gain;
+    const torch::Tensor x32 = x.to(torch::kFloat32);
+    return x32 * torch::rsqrt(x32.pow(2).mean(-1, true) + shape_.norm_eps) * gain;
 }
 
 torch::Tensor LlamaModel::rotate(const torch::Tensor& x) const {
@@ -72,9 +126,10 @@ torch::Tensor LlamaModel::rotate(const torch::Tensor& x) const {
 
 torch::Tensor LlamaModel::attention(const Block& b, const torch::Tensor& x) const {
     const int64_t batch = x.size(0), time = x.size(1), hd = shape_.head_dim();
-    auto q = F::linear(x, b.wq).view({batch, time, shape_.heads, hd}).transpose(1, 2);
-    auto k = F::linear(x, b.wk).view({batch, time, shape_.kv_heads, hd}).transpose(1, 2);
-    auto v = F::linear(x, b.wv).view({batch, time, shape_.kv_heads, hd}).transpose(1, 2);
+    const torch::Tensor input = x.to(compute_.compute);
+    auto q = F::linear(input, weight(b.wq)).view({batch, time, shape_.heads, hd}).transpose(1, 2);
+    auto k = F::linear(input, weight(b.wk)).view({batch, time, shape_.kv_heads, hd}).transpose(1, 2);
+    auto v = F::linear(input, weight(b.wv)).view({batch, time, shape_.kv_heads, hd}).transpose(1, 2);
     q = rotate(q);
     k = rotate(k);
     if (shape_.kv_heads != shape_.heads) {  // grouped-query: each KV head serves heads / kv_heads heads
@@ -82,21 +137,37 @@ torch::Tensor LlamaModel::attention(const Block& b, const torch::Tensor& x) cons
         k = k.repeat_interleave(group, 1);
         v = v.repeat_interleave(group, 1);
     }
-    auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(hd));
-    const auto future = torch::ones({time, time}, torch::kBool).triu(1);
+#if TORCH_VERSION_MAJOR >= 2
+    // Fused attention (flash or memory-efficient kernels on a GPU): no [time, time] scores kept.
+    const auto y = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+#else
+    auto scores = torch::matmul(q, k.transpose(-2, -1)).to(torch::kFloat32) / std::sqrt(double(hd));
+    const auto future = torch::ones({time, time}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
     scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
-    const auto y = torch::matmul(torch::softmax(scores, -1), v);
-    return F::linear(y.transpose(1, 2).reshape({batch, time, shape_.d_model}), b.wo);
+    const auto y = torch::matmul(torch::softmax(scores, -1).to(compute_.compute), v);
+#endif
+    return F::linear(y.transpose(1, 2).reshape({batch, time, shape_.d_model}), weight(b.wo));
+}
+
+torch::Tensor LlamaModel::block(size_t index, const torch::Tensor& x) const {
+    const Block& b = blocks_[index];
+    // The residual stream stays fp32; the products run in the compute type.
+    const auto h = x + attention(b, rms_norm(x, b.attention_norm));
+    const auto n = rms_norm(h, b.ffn_norm).to(compute_.compute);
+    return h + F::linear(F::silu(F::linear(n, weight(b.w1))) * F::linear(n, weight(b.w3)), weight(b.w2));
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& tokens) const {
     auto x = F::embedding(tokens, embedding_);
-    for (const auto& b : blocks_) {
-        x = x + attention(b, rms_norm(x, b.attention_norm));
-        const auto h = rms_norm(x, b.ffn_norm);
-        x = x + F::linear(F::silu(F::linear(h, b.w1)) * F::linear(h, b.w3), b.w2);
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+        if (compute_.activation_checkpointing && torch::GradMode::is_enabled()) {
+            const std::vector<torch::Tensor> weights = block_parameters(i);
+            x = CheckpointedBlock::apply(x, torch::TensorList(weights), this, static_cast<int64_t>(i));
+        } else {
+            x = block(i, x);
+        }
     }
-    return F::linear(rms_norm(x, norm_), output_);
+    return F::linear(rms_norm(x, norm_).to(compute_.compute), weight(output_)).to(torch::kFloat32);
 }
 
 }  // namespace pangea

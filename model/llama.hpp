@@ -1,49 +1,70 @@
 // A Llama-3 style decoder in LibTorch: token embedding, RMSNorm, rotary position embeddings,
 // grouped-query causal attention, SwiGLU feed-forward, optional tied output embedding.
 //
-// Every parameter is a view into one contiguous fp32 tensor laid out by parameter_layout(), so
-// the DiLoCo outer loop and the all-reduce read and write the model's memory directly.
+// Every parameter is a view into one contiguous fp32 tensor laid out by parameter_layout(), on
+// the compute device, so the DiLoCo outer loop reads and writes the model's memory in one piece.
+//
+// Precision: the parameters (and so their gradients and the AdamW moments) stay fp32, the
+// master weights; with compute = bf16 the forward pass casts each weight and the residual
+// stream to bf16 for the matrix products and attention (what autocast does), while norms,
+// rotary tables, logits and the loss stay fp32. One design for CPU and GPU, any LibTorch.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
-#include <span>
 #include <vector>
 
 #include "train/model_shape.hpp"
 
 namespace pangea {
 
+struct ComputeOptions {
+    torch::Device device = torch::kCPU;
+    torch::ScalarType compute = torch::kFloat32;  // kFloat32 or kBFloat16
+    // Recompute each block's activations in the backward pass instead of keeping them: memory
+    // for activations drops from one set per block to one block's, for about 1/3 more compute.
+    bool activation_checkpointing = false;
+};
+
 class LlamaModel {
 public:
-    // Initializes from `seed`, identically on every machine: normal(0, 0.02) weights, output
-    // projections of each block scaled by 1/sqrt(2 x layers), norms at 1.
-    LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t seed);
+    // Initializes from `seed`, identically on every machine and device: normal(0, 0.02) weights
+    // (drawn on the CPU), output projections of each block scaled by 1/sqrt(2 x layers), norms at 1.
+    LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t seed, const ComputeOptions& compute);
 
-    // tokens: [batch, time] int64 -> logits [batch, time, vocab].
+    // tokens: [batch, time] int64 on the device -> fp32 logits [batch, time, vocab].
     torch::Tensor forward(const torch::Tensor& tokens) const;
 
-    std::span<float> flat() { return {flat_.data_ptr<float>(), static_cast<size_t>(flat_.numel())}; }
+    // All parameters, one fp32 tensor on the device in parameter_layout() order.
+    const torch::Tensor& flat() const { return flat_; }
     // Matrices (weight decay applies) and vectors (norm gains: no weight decay).
     const std::vector<torch::Tensor>& matrices() const { return matrices_; }
     const std::vector<torch::Tensor>& vectors() const { return vectors_; }
     std::vector<torch::Tensor> parameters() const;
+    const ComputeOptions& compute() const { return compute_; }
+
+    // One transformer block, x: [batch, time, d_model] in the compute type.
+    torch::Tensor block(size_t index, const torch::Tensor& x) const;
+    size_t blocks() const { return blocks_.size(); }
+    std::vector<torch::Tensor> block_parameters(size_t index) const;
 
 private:
     struct Block {
         torch::Tensor attention_norm, wq, wk, wv, wo, ffn_norm, w1, w3, w2;
     };
-    torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain) const;
+    torch::Tensor weight(const torch::Tensor& w) const { return w.to(compute_.compute); }
+    torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& gain) const;  // in fp32
     torch::Tensor rotate(const torch::Tensor& x) const;  // rotary embedding, x: [batch, heads, time, head_dim]
     torch::Tensor attention(const Block& block, const torch::Tensor& x) const;
 
     ModelShape shape_;
+    ComputeOptions compute_;
     torch::Tensor flat_;
     torch::Tensor embedding_, norm_, output_;
     std::vector<Block> blocks_;
     std::vector<torch::Tensor> matrices_, vectors_;
-    torch::Tensor cos_, sin_;  // [max_seq_len, head_dim]
+    torch::Tensor cos_, sin_;  // [max_seq_len, head_dim], fp32 on the device
 };
 
 }  // namespace pangea

@@ -1,10 +1,14 @@
 // The Llama model as a Learner: AdamW inner steps with micro-batch accumulation, gradient
-// clipping and optional z-loss.
+// clipping and optional z-loss, on the CPU or a CUDA device, in fp32 or bf16.
+#include <ATen/Version.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <sstream>
 #include <thread>
 
+#include "blas.hpp"
 #include "llama.hpp"
 #include "manifest/manifest.hpp"
 #include "train/learner.hpp"
@@ -14,16 +18,104 @@ namespace F = torch::nn::functional;
 namespace pangea {
 namespace {
 
+// [train] device: "cpu", "cuda" or "cuda:N", present in this process.
+torch::Device parse_device(const Manifest& m) {
+    const std::string text = m.get_string("train", "device");
+    const auto fail = [&](const std::string& why) {
+        throw ManifestError({m.core.at("train").at("device").origin + ": [train] device = \"" + text + "\": " + why});
+    };
+    if (text == "cpu") return torch::kCPU;
+    int64_t index = 0;
+    if (text != "cuda") {
+        const std::string digits = text.rfind("cuda:", 0) == 0 ? text.substr(5) : "";
+        if (digits.empty() || digits.size() > 4 || digits.find_first_not_of("0123456789") != std::string::npos)
+            fail("expected cpu, cuda or cuda:N");
+        index = std::stoll(digits);
+    }
+    if (!torch::cuda::is_available()) {
+        const bool built_with_cuda = at::show_config().find("USE_CUDA=ON") != std::string::npos;
+        fail(std::string("this LibTorch (") + TORCH_VERSION + ") " +
+             (built_with_cuda ? "sees no CUDA device (no GPU or driver visible to this process)"
+                              : "was built without CUDA; build Pangea against a CUDA LibTorch (cmake "
+                                "-DCMAKE_PREFIX_PATH=\"$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')\") "
+                                "or set device = \"cpu\""));
+    }
+    const auto count = static_cast<int64_t>(torch::cuda::device_count());
+    if (index >= count)
+        fail("this machine has " + std::to_string(count) + " CUDA device(s): cuda:0 .. cuda:" + std::to_string(count - 1));
+    return {torch::kCUDA, static_cast<c10::DeviceIndex>(index)};
+}
+
+ComputeOptions compute_options(const Manifest& m) {
+    ComputeOptions options;
+    options.device = parse_device(m);
+    options.compute = m.get_string("train", "precision") == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+    options.activation_checkpointing = m.get_bool("train", "activation_checkpointing");
+    return options;
+}
+
+// The model's flat parameter tensor as the outer loop sees it. On a GPU, each outer step moves
+// the parameters across PCIe once each way: down as the pseudo-gradient, up as the synced copy.
+class FlatParameters final : public ModelParameters {
+public:
+    explicit FlatParameters(torch::Tensor flat) : flat_(std::move(flat)) {}
+    size_t size() const override { return static_cast<size_t>(flat_.numel()); }
+    void subtract_from(std::span<const float> base, std::span<float> out) const override {
+        const float* params = flat_.data_ptr<float>();
+        if (flat_.is_cpu()) {
+            for (size_t i = 0; i < out.size(); ++i) out[i] = base[i] - params[i];
+            return;
+        }
+        read(out);
+        for (size_t i = 0; i < out.size(); ++i) out[i] = base[i] - out[i];
+    }
+    void assign(std::span<const float> values) override {
+        torch::NoGradGuard no_grad;
+        if (flat_.is_cpu() && values.data() == flat_.data_ptr<float>()) return;
+        flat_.copy_(host_view(values));
+    }
+    void read(std::span<float> out) const override {
+        torch::NoGradGuard no_grad;
+        host_view(out).copy_(flat_);
+    }
+    std::span<float> host_memory() override {
+        return flat_.is_cpu() ? std::span<float>(flat_.data_ptr<float>(), size()) : std::span<float>();
+    }
+
+private:
+    static torch::Tensor host_view(std::span<const float> values) {
+        return torch::from_blob(const_cast<float*>(values.data()), {static_cast<int64_t>(values.size())}, torch::kFloat32);
+    }
+    torch::Tensor flat_;
+};
+
 class LlamaLearner final : public Learner {
 public:
     LlamaLearner(const Manifest& m, const ModelShape& shape)
-        : model_(shape, m.get_int("data", "seq_len"), static_cast<uint64_t>(m.get_int("run", "seed"))),
+        : model_(shape, m.get_int("data", "seq_len"), static_cast<uint64_t>(m.get_int("run", "seed")), compute_options(m)),
+          parameters_(model_.flat()),
           optimizer_(make_optimizer(m)),
           grad_clip_(m.get_float("train", "grad_clip")),
           z_loss_(m.get_float("train", "z_loss")),
           vocab_(shape.vocab) {}
 
-    std::span<float> parameters() override { return model_.flat(); }
+    ModelParameters& parameters() override { return parameters_; }
+
+    uint64_t state_bytes() const override {
+        return static_cast<uint64_t>(model_.flat().numel()) * (4 + 4 + 8);  // parameters, gradients, two moments
+    }
+
+    std::string describe() const override {
+        const ComputeOptions& c = model_.compute();
+        return c.device.str() + ", " + (c.compute == torch::kBFloat16 ? "bf16" : "fp32") +
+               (c.activation_checkpointing ? ", activation checkpointing" : "") + ", LibTorch " + TORCH_VERSION +
+               (c.device.is_cpu() ? ", BLAS: " + blas_.name : "");
+    }
+
+    std::vector<std::string> warnings() const override {
+        if (model_.compute().device.is_cpu() && blas_.reference) return {blas_.warning};
+        return {};
+    }
 
     InnerStepResult step(std::span<const TokenBatch> micro_batches, double lr) override {
         for (auto& group : optimizer_.param_groups())
@@ -68,8 +160,10 @@ public:
             auto& slot = copies[key];
             if (!slot) slot = std::make_unique<torch::optim::AdamWParamState>();
             auto& moments = static_cast<torch::optim::AdamWParamState&>(*slot);
+            // Into host memory: on a GPU the moments are what the device must hold, not the copies.
             auto copy = [](torch::Tensor into, const torch::Tensor& from) {
-                return into.defined() && into.sizes() == from.sizes() ? into.copy_(from) : from.clone();
+                return into.defined() && into.sizes() == from.sizes() ? into.copy_(from)
+                                                                      : from.to(torch::kCPU, false, /*copy=*/true);
             };
             moments.step(s.step());
             moments.exp_avg(copy(moments.exp_avg(), s.exp_avg()));
@@ -103,12 +197,20 @@ private:
         torch::serialize::InputArchive archive;
         archive.load_from(in);
         optimizer_.load(archive);
+        const torch::Device device = model_.compute().device;
+        if (device.is_cpu()) return;
+        for (auto& [key, state] : optimizer_.state()) {  // loaded into host memory
+            auto& s = static_cast<torch::optim::AdamWParamState&>(*state);
+            s.exp_avg(s.exp_avg().to(device));
+            s.exp_avg_sq(s.exp_avg_sq().to(device));
+            if (s.max_exp_avg_sq().defined()) s.max_exp_avg_sq(s.max_exp_avg_sq().to(device));
+        }
     }
 
     std::pair<torch::Tensor, torch::Tensor> split(const TokenBatch& batch) const {
         const auto windows = torch::from_blob(const_cast<int32_t*>(batch.tokens.data()),
                                               {batch.sequences, batch.seq_len + 1}, torch::kInt32)
-                                 .to(torch::kInt64);
+                                 .to(model_.compute().device, torch::kInt64);
         return {windows.narrow(1, 0, batch.seq_len), windows.narrow(1, 1, batch.seq_len)};
     }
 
@@ -128,7 +230,9 @@ private:
         return torch::optim::AdamW(groups, torch::optim::AdamWOptions(m.get_float("train", "lr")));
     }
 
+    BlasReport blas_ = check_blas();
     LlamaModel model_;
+    FlatParameters parameters_;
     torch::optim::AdamW optimizer_;
     std::shared_ptr<torch::optim::AdamW> snapshot_;  // the last snapshot_optimizer_state() copy
     double grad_clip_;

@@ -310,19 +310,15 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contr
     const auto start = std::chrono::steady_clock::now();
     AllReduceResult result;
     if (world_ == 1) return result;  // the sum and the average of one buffer is itself
-    std::vector<float>& work = buffers_.work;  // the caller's buffer stays intact on failure
-    work.assign(data.begin(), data.end());
     const int divisor = contributors > 0 ? contributors : world_;
     const float scale = op == ReduceOp::kAverage ? 1.0f / static_cast<float>(divisor) : 1.0f;
-    if (run_native(work, scale, &result)) {
-        if (result.status == PANGEA_OK) std::copy(work.begin(), work.end(), data.begin());
+    if (run_native(data, scale, &result)) {
         result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         return result;
     }
-    Pass pass(*this, work, scale);
+    Pass pass(*this, data, scale);
     try {
         pass.run();
-        std::copy(work.begin(), work.end(), data.begin());
     } catch (const Failure& failure) {  // the links were aborted before it was thrown
         result.status = failure.status;
         result.error = failure.error;
@@ -333,7 +329,7 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contr
     return result;
 }
 
-bool RingAllReduce::run_native(std::vector<float>& work, float scale, AllReduceResult* result) {
+bool RingAllReduce::run_native(std::span<float> work, float scale, AllReduceResult* result) {
     if (native_unsupported_ || compressor_.plugin().name != "none") return false;
     const PluginInstance& transport = next_.transport();
     const auto& vt = transport.vtable<pangea_transport_vtable>();

@@ -15,9 +15,12 @@
 // answer PANGEA_ERR_UNSUPPORTED: the transport sums and run() scales the sum for an average,
 // the same way on every rank; its result says so (native). Failures are handled alike.
 //
-// Failure: the caller's buffer changes only on success. When a peer dies or stalls past
-// `stall_timeout_ms`, or the compressor fails, the rank aborts both of its links (which makes its
-// neighbours fail too, and so on around the ring) and returns the status with a message.
+// In place: the pass works in the caller's buffer (no copy of it: at billions of parameters a
+// copy is gigabytes), so after a failure the buffer holds partial sums; a caller that retries
+// fills it again (the mesh asks the outer loop for the contribution once more). When a peer dies
+// or stalls past `stall_timeout_ms`, or the compressor fails, the rank aborts both of its links
+// (which makes its neighbours fail too, and so on around the ring) and returns the status with a
+// message.
 #pragma once
 
 #include <cstdint>
@@ -54,20 +57,20 @@ public:
     RingAllReduce(int rank, int world, Link next, Link previous, const PluginInstance& compressor,
                   RingOptions options = {});
 
-    // kAverage divides the sum by `contributors` (0: by the world): the mesh passes fewer when it
-    // left some ranks' contributions out (they send zeros).
+    // Reduces `data` in place (see above: undefined after a failure). kAverage divides the sum
+    // by `contributors` (0: by the world): the mesh passes fewer when it left some ranks'
+    // contributions out (they send zeros).
     AllReduceResult run(std::span<float> data, ReduceOp op, int contributors = 0);
 
 private:
     class Pass;  // the state of one run()
 
     // The transport's own all-reduce, when it applies: true once it ran (result says how it went).
-    bool run_native(std::vector<float>& work, float scale, AllReduceResult* result);
+    bool run_native(std::span<float> data, float scale, AllReduceResult* result);
 
     // Kept between runs so that repeated all-reduces (one per outer step) reuse their memory
     // instead of allocating and page-faulting it in every time.
     struct Buffers {
-        std::vector<float> work;                   // the copy the pass works on
         std::vector<std::vector<uint8_t>> messages;  // per all-gather send
         std::vector<std::vector<uint8_t>> send_slots, receive_slots;
     };

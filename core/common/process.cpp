@@ -1,5 +1,8 @@
 #include "common/process.hpp"
 
+#include <cstdio>
+#include <fstream>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -82,6 +85,18 @@ std::string current_executable() {
     const ssize_t length = ::readlink("/proc/self/exe", path, sizeof path - 1);
     if (length <= 0) throw std::runtime_error("cannot find the running executable (/proc/self/exe)");
     return std::string(path, static_cast<size_t>(length));
+}
+
+MemoryUse memory_use() {
+    MemoryUse use;
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line)) {
+        unsigned long long kib = 0;
+        if (std::sscanf(line.c_str(), "VmRSS: %llu kB", &kib) == 1) use.resident = kib * 1024;
+        if (std::sscanf(line.c_str(), "VmHWM: %llu kB", &kib) == 1) use.peak = kib * 1024;
+    }
+    return use;
 }
 
 }  // namespace pangea

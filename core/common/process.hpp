@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,5 +38,12 @@ private:
 
 // The path of the running executable.
 std::string current_executable();
+
+// This process's resident memory now and at its peak (VmRSS, VmHWM), in bytes; 0 if unknown.
+struct MemoryUse {
+    uint64_t resident = 0;
+    uint64_t peak = 0;
+};
+MemoryUse memory_use();
 
 }  // namespace pangea

@@ -14,13 +14,24 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-OuterLoop::OuterLoop(std::span<float> params, const PluginInstance& optimizer, AverageFn average, bool overlap)
+void HostParameters::subtract_from(std::span<const float> base, std::span<float> out) const {
+    for (size_t i = 0; i < values_.size(); ++i) out[i] = base[i] - values_[i];
+}
+
+void HostParameters::assign(std::span<const float> values) {
+    if (values.data() != values_.data()) std::copy(values.begin(), values.end(), values_.begin());
+}
+
+void HostParameters::read(std::span<float> out) const { std::copy(values_.begin(), values_.end(), out.begin()); }
+
+OuterLoop::OuterLoop(ModelParameters& params, const PluginInstance& optimizer, AverageFn average, bool overlap)
     : params_(params),
       optimizer_(optimizer),
       average_(std::move(average)),
       overlap_(overlap),
-      synced_(params.begin(), params.end()),
+      synced_(params.size()),
       delta_(params.size()) {
+    params_.read(synced_);
     if (overlap_) start_ = synced_;
     const auto& vt = optimizer_.vtable<pangea_optim_vtable>();
     if (const pangea_status status = vt.init(optimizer_.handle(), params.size()); status != PANGEA_OK)
@@ -31,14 +42,19 @@ OuterLoop::~OuterLoop() {
     if (in_flight_.valid()) in_flight_.wait();
 }
 
-void OuterLoop::apply(std::span<const float> average) {
+std::span<float> OuterLoop::scratch() {
+    scratch_.resize(synced_.size());
+    return scratch_;
+}
+
+void OuterLoop::apply(std::span<const float> average, std::span<float> scratch) {
     const auto& vt = optimizer_.vtable<pangea_optim_vtable>();
     // The plugin updates a copy: a failing step must not leave half-updated synced parameters.
-    scratch_.assign(synced_.begin(), synced_.end());
-    if (const pangea_status status = vt.step(optimizer_.handle(), scratch_.data(), average.data(), scratch_.size());
+    std::copy(synced_.begin(), synced_.end(), scratch.begin());
+    if (const pangea_status status = vt.step(optimizer_.handle(), scratch.data(), average.data(), scratch.size());
         status != PANGEA_OK)
         throw OuterLoopError(optimizer_.describe_failure("step", status));
-    synced_.swap(scratch_);
+    std::copy(scratch.begin(), scratch.end(), synced_.begin());
     ++applied_;
 }
 
@@ -52,33 +68,36 @@ void OuterLoop::preview(std::span<const float> estimate) {
     if (const pangea_status s = vt.save_state(optimizer_.handle(), saved_state_.data(), saved_state_.size(), &written);
         s != PANGEA_OK)
         fail("save_state", s);
-    scratch_.assign(synced_.begin(), synced_.end());
-    const pangea_status stepped = vt.step(optimizer_.handle(), scratch_.data(), estimate.data(), scratch_.size());
+    const std::span<float> stepped_copy = scratch();
+    std::copy(synced_.begin(), synced_.end(), stepped_copy.begin());
+    const pangea_status stepped = vt.step(optimizer_.handle(), stepped_copy.data(), estimate.data(), stepped_copy.size());
     // Put the state back even when the step failed: the preview must not count as a step.
     if (const pangea_status s = vt.load_state(optimizer_.handle(), saved_state_.data(), written); s != PANGEA_OK)
         fail("load_state", s);
     if (stepped != PANGEA_OK) fail("step", stepped);
 }
 
-void OuterLoop::apply_average(AllReduceResult result, OuterStepReport* report) {
+void OuterLoop::apply_average(AllReduceResult result, OuterStepReport* report, std::span<float> scratch) {
     report->allreduce = std::move(result);
     if (report->allreduce.status != PANGEA_OK)
         throw OuterLoopError("all-reduce of the pseudo-gradient failed: " + report->allreduce.error);
-    apply(delta_);
+    apply(delta_, scratch);
     report->applied = true;
 }
 
 void OuterLoop::apply_in_flight(OuterStepReport* report) {
-    if (in_flight_.valid()) apply_average(in_flight_.get(), report);
+    if (in_flight_.valid()) apply_average(in_flight_.get(), report, scratch());
 }
 
 OuterStepReport OuterLoop::sync() {
     const auto start = std::chrono::steady_clock::now();
     OuterStepReport report;
     if (!overlap_) {
-        for (size_t i = 0; i < delta_.size(); ++i) delta_[i] = synced_[i] - params_[i];
-        apply_average(average_(delta_), &report);
-        std::copy(synced_.begin(), synced_.end(), params_.begin());
+        const ContributionFn pseudo_gradient = [this](std::span<float> out) { params_.subtract_from(synced_, out); };
+        // The model's own memory, when it is host memory, holds the step: it becomes synced anyway.
+        const std::span<float> host = params_.host_memory();
+        apply_average(average_(delta_, pseudo_gradient), &report, host.empty() ? scratch() : host);
+        if (host.empty()) params_.assign(synced_);
         report.blocked_seconds = seconds_since(start);
         return report;
     }
@@ -86,11 +105,14 @@ OuterStepReport OuterLoop::sync() {
     apply_in_flight(&report);
     // This round's local progress; start averaging it, and continue from where the outer step
     // would take synced if the average equalled it.
-    for (size_t i = 0; i < delta_.size(); ++i) delta_[i] = start_[i] - params_[i];
+    params_.subtract_from(start_, delta_);
+    contribution_.assign(delta_.begin(), delta_.end());
     preview(delta_);
-    std::copy(scratch_.begin(), scratch_.end(), params_.begin());
-    std::copy(params_.begin(), params_.end(), start_.begin());
-    in_flight_ = std::async(std::launch::async, [this] { return average_(delta_); });
+    params_.assign(scratch_);
+    std::copy(scratch_.begin(), scratch_.end(), start_.begin());
+    in_flight_ = std::async(std::launch::async, [this] {
+        return average_(delta_, [this](std::span<float> out) { std::copy(contribution_.begin(), contribution_.end(), out.begin()); });
+    });
     report.blocked_seconds = seconds_since(start);
     return report;
 }
@@ -105,6 +127,10 @@ std::vector<uint8_t> OuterLoop::optimizer_state(std::vector<uint8_t> bytes) cons
     return bytes;
 }
 
+size_t OuterLoop::optimizer_state_size() const {
+    return optimizer_.vtable<pangea_optim_vtable>().state_size(optimizer_.handle());
+}
+
 void OuterLoop::restore(std::span<const float> synced, std::span<const uint8_t> optimizer_state) {
     if (in_flight_.valid()) throw OuterLoopError("cannot take up a recovered state while an all-reduce is in flight");
     if (synced.size() != synced_.size())
@@ -115,7 +141,7 @@ void OuterLoop::restore(std::span<const float> synced, std::span<const uint8_t> 
         s != PANGEA_OK)
         throw OuterLoopError(optimizer_.describe_failure("load_state of the recovered state", s));
     synced_.assign(synced.begin(), synced.end());
-    std::copy(synced.begin(), synced.end(), params_.begin());
+    params_.assign(synced_);
     if (overlap_) start_ = synced_;
 }
 
@@ -123,7 +149,7 @@ OuterStepReport OuterLoop::finish() {
     const auto start = std::chrono::steady_clock::now();
     OuterStepReport report;
     apply_in_flight(&report);
-    std::copy(synced_.begin(), synced_.end(), params_.begin());
+    params_.assign(synced_);
     report.blocked_seconds = seconds_since(start);
     return report;
 }

@@ -1,7 +1,8 @@
 // DiLoCo's outer loop on flat buffers.
 //
 // The loop keeps the last synced parameters in host memory (the "offload" copy; the model's own
-// parameters may live elsewhere). After each round of inner steps, sync():
+// parameters may live elsewhere, a GPU say: ModelParameters reads and writes them). After each
+// round of inner steps, sync():
 //
 //   blocking: pseudo-gradient = synced - params; average it over the nodes; the outer optimizer
 //             plugin steps `synced` with it; params = synced.
@@ -16,6 +17,14 @@
 //
 // With H = 1, no compression and SGD at lr 1, momentum 0, blocking mode is synchronous
 // parameter averaging.
+//
+// Memory (blocking mode), per parameter beside the model's own: synced 4 bytes, the
+// pseudo-gradient 4 (one copy: the all-reduce works in it in place, and a retry asks for the
+// contribution again, which synced - params still gives), the optimizer plugin's state. The
+// optimizer steps the model's memory when it is host memory (it becomes the synced parameters
+// anyway), so a failed step leaves `synced` whole without a copy of it; model memory elsewhere
+// costs one host scratch copy. Overlap mode adds the round's start, the contribution in flight
+// and the scratch (12 bytes).
 #pragma once
 
 #include <cstdint>
@@ -30,8 +39,41 @@
 
 namespace pangea {
 
-// Averages a buffer over the nodes, in place (changed only on success).
-using AverageFn = std::function<AllReduceResult(std::span<float>)>;
+// Writes this node's contribution (its pseudo-gradient) into a buffer.
+using ContributionFn = std::function<void(std::span<float>)>;
+// Averages this node's contribution over the nodes into `buffer`. The all-reduce works in the
+// buffer in place, so before each attempt (a retry with fewer members, say) it calls
+// `contribution` to fill the buffer again. The average is in `buffer` only on success.
+using AverageFn = std::function<AllReduceResult(std::span<float> buffer, const ContributionFn& contribution)>;
+
+// The model's parameters, wherever they live. The loop reads them once per outer step (as a
+// pseudo-gradient) and writes them once.
+class ModelParameters {
+public:
+    virtual ~ModelParameters() = default;
+    virtual size_t size() const = 0;
+    // out = base - parameters, in host memory.
+    virtual void subtract_from(std::span<const float> base, std::span<float> out) const = 0;
+    virtual void assign(std::span<const float> values) = 0;
+    virtual void read(std::span<float> out) const = 0;
+    // The parameters' own memory when it is host memory (empty otherwise): the loop steps the
+    // outer optimizer there instead of in a copy.
+    virtual std::span<float> host_memory() { return {}; }
+};
+
+// Parameters in host memory the caller owns.
+class HostParameters final : public ModelParameters {
+public:
+    explicit HostParameters(std::span<float> values) : values_(values) {}
+    size_t size() const override { return values_.size(); }
+    void subtract_from(std::span<const float> base, std::span<float> out) const override;
+    void assign(std::span<const float> values) override;
+    void read(std::span<float> out) const override;
+    std::span<float> host_memory() override { return values_; }
+
+private:
+    std::span<float> values_;
+};
 
 class OuterLoopError : public std::runtime_error {
 public:
@@ -46,16 +88,17 @@ struct OuterStepReport {
 
 class OuterLoop {
 public:
-    // `params` is the model's flat buffer; `optimizer` an optim plugin instance (init() is called
-    // here). Both must outlive the loop; `average` is called from a background thread in
-    // overlap mode, never from two threads at once.
-    OuterLoop(std::span<float> params, const PluginInstance& optimizer, AverageFn average, bool overlap);
+    // `params` are the model's; `optimizer` an optim plugin instance (init() is called here).
+    // Both must outlive the loop; `average` is called from a background thread in overlap mode,
+    // never from two threads at once.
+    OuterLoop(ModelParameters& params, const PluginInstance& optimizer, AverageFn average, bool overlap);
     ~OuterLoop();  // waits for an all-reduce still in flight
     OuterLoop(const OuterLoop&) = delete;
     OuterLoop& operator=(const OuterLoop&) = delete;
 
     // After each round of inner steps. Throws OuterLoopError naming what failed (the all-reduce,
-    // the optimizer plugin) and leaves the synced parameters as they were.
+    // the optimizer plugin) and leaves the synced parameters as they were (the model's are then
+    // undefined: the node stops, or takes up a state with restore()).
     OuterStepReport sync();
 
     // At the end of training: overlap mode waits for and applies the last average; then the
@@ -67,6 +110,7 @@ public:
     // The optimizer plugin's state, for live recovery and checkpoints, written into `reuse`'s
     // memory (a checkpoint buffer from the previous save: no fresh pages to fault in).
     std::vector<uint8_t> optimizer_state(std::vector<uint8_t> reuse = {}) const;
+    size_t optimizer_state_size() const;  // its size in bytes (at most), without a copy
     // Takes up state from elsewhere (a peer, a checkpoint): synced and model parameters become
     // `synced`, the optimizer loads `optimizer_state`. Blocking mode only (nothing in flight).
     // Throws OuterLoopError, leaving everything as it was, if either does not fit.
@@ -74,21 +118,25 @@ public:
     int64_t applied_steps() const { return applied_; }
 
 private:
-    void apply(std::span<const float> average);
+    // Steps synced_ with `average` in `scratch` (as long as synced_), then copies the result to
+    // synced_: synced_ changes only on success.
+    void apply(std::span<const float> average, std::span<float> scratch);
     // Applies delta_ once `result` (its all-reduce) succeeded; throws OuterLoopError otherwise.
-    void apply_average(AllReduceResult result, OuterStepReport* report);
+    void apply_average(AllReduceResult result, OuterStepReport* report, std::span<float> scratch);
     void apply_in_flight(OuterStepReport* report);  // the overlapped all-reduce, if one is running
     // scratch_ = synced_ after an outer step with `estimate`; the optimizer's state is unchanged.
     void preview(std::span<const float> estimate);
+    std::span<float> scratch();  // scratch_, allocated on first use
 
-    std::span<float> params_;
+    ModelParameters& params_;
     const PluginInstance& optimizer_;
     AverageFn average_;
     bool overlap_;
     std::vector<float> synced_;   // last synced parameters
-    std::vector<float> start_;    // overlap: where the current round started
-    std::vector<float> delta_;    // pseudo-gradient; in overlap mode owned by the in-flight all-reduce
-    std::vector<float> scratch_;  // the optimizer steps a copy, so a failed step changes nothing
+    std::vector<float> start_;         // overlap: where the current round started
+    std::vector<float> delta_;         // pseudo-gradient; in overlap mode owned by the in-flight all-reduce
+    std::vector<float> contribution_;  // overlap: the pseudo-gradient in flight, for its retries
+    std::vector<float> scratch_;  // the optimizer steps a copy (when the model's memory cannot serve)
     std::vector<uint8_t> saved_state_;  // overlap: optimizer state around a preview
     std::future<AllReduceResult> in_flight_;
     int64_t applied_ = 0;

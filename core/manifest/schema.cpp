@@ -65,6 +65,12 @@ constexpr pangea_setting kTrain[] = {
     number("z_loss", "0", "weight of the z-loss (mean squared log-partition; 0: off)", 0.0, 1.0),
     integer("eval_interval", "1", "outer steps between held-out evaluations (0: only at the end)", 0, 1e9),
     integer("threads", "0", "compute threads per node (0: all cores)", 0, 4096),
+    text("device", "cpu", "where the model, its gradients and the AdamW moments live: cpu, cuda or cuda:N (the "
+         "synced copy and the outer optimizer's state stay in host memory)"),
+    text("precision", "fp32", "type of the matrix products: fp32, or bf16 (parameters, gradients and AdamW "
+         "moments stay fp32)", "fp32|bf16"),
+    flag("activation_checkpointing", "false", "keep only each block's input in the forward pass and recompute "
+         "the rest in the backward pass: activation memory of one block instead of all, ~1/3 more compute"),
 };
 constexpr pangea_setting kDiloco[] = {
     integer("inner_steps", "100", "inner steps (H) between outer steps", 1, 1e9),

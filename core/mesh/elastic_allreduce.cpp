@@ -87,9 +87,9 @@ void ElasticAllReduce::connect(const Epoch& epoch) {
     ring_ = epoch.members;
 }
 
-std::vector<int> ElasticAllReduce::leave_out_outliers(const Epoch& epoch, int position) {
+std::vector<int> ElasticAllReduce::leave_out_outliers(const Epoch& epoch, int position, std::span<float> data) {
     const int n = static_cast<int>(epoch.members.size());
-    const std::vector<double> norms = gather_norms(*next_, *previous_, position, n, contribution_norm(work_),
+    const std::vector<double> norms = gather_norms(*next_, *previous_, position, n, contribution_norm(data),
                                                    options_.ring.stall_timeout_ms);
     std::vector<int> left_out = outlier_positions(norms, options_.outlier_factor);
     for (const int p : left_out) {
@@ -98,7 +98,7 @@ std::vector<int> ElasticAllReduce::leave_out_outliers(const Epoch& epoch, int po
                                          " leaves out node " + std::to_string(node) + "'s contribution: " +
                                          outlier_reason(norms, p, options_.outlier_factor) +
                                          (node == node_ ? " (this node's own)" : ""));
-        if (p == position) std::fill(work_.begin(), work_.end(), 0.0f);  // it still relays the others'
+        if (p == position) std::fill(data.begin(), data.end(), 0.0f);  // it still relays the others'
     }
     if (static_cast<int>(left_out.size()) == n)
         throw ContributionCheckError(PANGEA_ERR_INVALID_DATA, "every member's contribution to outer step " +
@@ -106,7 +106,7 @@ std::vector<int> ElasticAllReduce::leave_out_outliers(const Epoch& epoch, int po
     return left_out;
 }
 
-AllReduceResult ElasticAllReduce::average(std::span<float> data) {
+AllReduceResult ElasticAllReduce::average(std::span<float> data, const std::function<void(std::span<float>)>& contribution) {
     const int64_t step = committed_step_ + 1;
     AllReduceResult total;
     for (int attempt = 1;; ++attempt) {
@@ -114,14 +114,14 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data) {
         last_ = epoch;
         const int n = static_cast<int>(epoch.members.size());
         AllReduceResult result;
-        work_.assign(data.begin(), data.end());
+        contribution(data);
         if (n > 1) {
             try {
                 connect(epoch);
                 const int position = epoch.position_of(node_);
-                const std::vector<int> left_out = leave_out_outliers(epoch, position);
+                const std::vector<int> left_out = leave_out_outliers(epoch, position, data);
                 RingAllReduce ring(position, n, *next_, *previous_, codec_, options_.ring);
-                result = ring.run(work_, ReduceOp::kAverage, n - static_cast<int>(left_out.size()));
+                result = ring.run(data, ReduceOp::kAverage, n - static_cast<int>(left_out.size()));
                 for (const int p : left_out) result.excluded_nodes.push_back(epoch.members[static_cast<size_t>(p)].node);
             } catch (const MeshError& e) {
                 result.status = PANGEA_ERR_IO;
@@ -139,7 +139,6 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data) {
         if (!ok) disconnect();
         std::string why_retried;
         if (membership_.done(epoch, ok ? "" : result.error, &why_retried)) {
-            std::copy(work_.begin(), work_.end(), data.begin());
             committed_step_ = step;
             return total;
         }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -34,10 +35,14 @@ public:
                      const PluginInstance& codec, int node, uint64_t run_id, int64_t committed_step,
                      ElasticOptions options);
 
-    // Averages `data` over the members of the next outer step, in place (changed only once the
-    // epoch committed); members whose contribution was left out count in result.excluded_nodes. Throws StaleNode when this node was dropped, MeshError when the step
-    // could not be completed in max_attempts epochs. Failed attempts' time and bytes are counted.
-    AllReduceResult average(std::span<float> data);
+    // Averages this node's contribution over the members of the next outer step into `data`,
+    // in place: `contribution` fills `data` before each attempt (the ring leaves partial sums
+    // after a failure, and a committed epoch can still be retried when another member failed).
+    // The average is in `data` once the epoch committed; members whose contribution was left out
+    // count in result.excluded_nodes. Throws StaleNode when this node was dropped, MeshError
+    // when the step could not be completed in max_attempts epochs. Failed attempts' time and
+    // bytes are counted.
+    AllReduceResult average(std::span<float> data, const std::function<void(std::span<float>)>& contribution);
 
     int64_t committed_step() const { return committed_step_; }
     // After live recovery: the run's step, and no ring kept from before (its peers moved on).
@@ -53,7 +58,7 @@ private:
     void abort_links();
     // Gathers the members' contribution norms; zeroes this node's contribution if it is left
     // out; returns the ring positions left out. Throws ContributionCheckError.
-    std::vector<int> leave_out_outliers(const Epoch& epoch, int position);
+    std::vector<int> leave_out_outliers(const Epoch& epoch, int position, std::span<float> data);
 
     Membership& membership_;
     const PluginInstance& transport_;
@@ -64,7 +69,6 @@ private:
     int64_t committed_step_;
     ElasticOptions options_;
     Epoch last_;
-    std::vector<float> work_;
     std::mutex links_mutex_;  // the membership's abort handler runs on another thread
     RingConnections connections_;
     std::unique_ptr<Link> next_, previous_;

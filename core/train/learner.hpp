@@ -1,7 +1,7 @@
-// What the node runner needs from a model: its parameters as one flat fp32 buffer, one inner
-// optimizer step on a batch of token windows, and the loss on held-out windows. The Llama model
-// in model/ (the only code that links LibTorch) implements it; the core drives it without
-// knowing what is inside, so the outer loop and the all-reduce work on the flat buffer directly.
+// What the node runner needs from a model: its parameters as one flat fp32 buffer (in host or
+// device memory), one inner optimizer step on a batch of token windows, and the loss on
+// held-out windows. The Llama model in model/ (the only code that links LibTorch) implements it;
+// the core drives it without knowing what is inside.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +10,8 @@
 #include <span>
 #include <string>
 #include <vector>
+
+#include "diloco/outer_loop.hpp"
 
 namespace pangea {
 
@@ -37,9 +39,17 @@ class Learner {
 public:
     virtual ~Learner() = default;
 
-    // The model's parameters, in parameter_layout() order. The model computes with this memory
-    // directly: writing here changes the model.
-    virtual std::span<float> parameters() = 0;
+    // The model's parameters, in parameter_layout() order, wherever they live ([train] device).
+    virtual ModelParameters& parameters() = 0;
+
+    // Bytes the learner must hold per its design: parameters, gradients and AdamW moments
+    // (16 per parameter in fp32), wherever they live. Activations and caches are not counted.
+    virtual uint64_t state_bytes() const = 0;
+    // Where and how it computes: "cpu, fp32, LibTorch 1.13.0, BLAS: OpenBLAS (...)".
+    virtual std::string describe() const = 0;
+    // What in this machine's setup makes training slower than it could be (a reference BLAS,
+    // say), each with what to do about it; empty when nothing.
+    virtual std::vector<std::string> warnings() const = 0;
 
     // One inner step: forward and backward over each micro-batch (gradients accumulated and
     // averaged), clipping, then one AdamW update at learning rate `lr`.
@@ -58,7 +68,10 @@ public:
 };
 
 // Makes the Llama learner for [model] and [train] (defined in model/, which links LibTorch).
-// Parameters are initialized from [run] seed, identically on every node.
+// Parameters are initialized from [run] seed, identically on every node. Throws ManifestError
+// naming [train] device when that device is not there (CUDA asked of a LibTorch without it, a
+// GPU index past the last).
 std::unique_ptr<Learner> make_llama_learner(const Manifest& manifest, const ModelShape& shape);
+
 
 }  // namespace pangea

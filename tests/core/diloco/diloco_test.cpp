@@ -91,7 +91,11 @@ std::vector<NodeResult> run_diloco(const Manifest& m, const RunOptions& o) {
             RingAllReduce allreduce(r, o.world, next, previous, codec);
             const PluginInstance optimizer = make(PANGEA_KIND_OPTIM, "nesterov", o.optimizer);
             OuterLoop loop(node.learner->parameters(), optimizer,
-                           [&](std::span<float> data) { return allreduce.run(data, ReduceOp::kAverage); }, o.overlap);
+                           [&](std::span<float> data, const ContributionFn& contribution) {
+                               contribution(data);
+                               return allreduce.run(data, ReduceOp::kAverage);
+                           },
+                           o.overlap);
             NodeResult result;
             for (int outer = 0; outer < o.outer_steps; ++outer) {
                 for (int h = 0; h < o.inner_steps; ++h) node.inner_step(0.01);
@@ -99,7 +103,7 @@ std::vector<NodeResult> run_diloco(const Manifest& m, const RunOptions& o) {
                 result.synced_hashes.push_back(hash_floats(loop.synced().data(), loop.synced().size()));
             }
             loop.finish();
-            const auto params = node.learner->parameters();
+            const auto params = node.learner->parameters().host_memory();
             result.params.assign(params.begin(), params.end());
             result.applied = loop.applied_steps();
             return result;
@@ -114,20 +118,20 @@ std::vector<NodeResult> run_diloco(const Manifest& m, const RunOptions& o) {
 std::vector<float> parameter_averaging(const Manifest& m, int world, int steps) {
     std::vector<std::unique_ptr<Node>> nodes;
     for (int r = 0; r < world; ++r) nodes.push_back(std::make_unique<Node>(m, r, world));
-    const auto first = nodes[0]->learner->parameters();
+    const auto first = nodes[0]->learner->parameters().host_memory();
     std::vector<float> common(first.begin(), first.end());
     std::vector<float> sum(common.size());
     for (int step = 0; step < steps; ++step) {
         std::fill(sum.begin(), sum.end(), 0.0f);
         for (auto& node : nodes) {
             node->inner_step(0.01);
-            const auto p = node->learner->parameters();
+            const auto p = node->learner->parameters().host_memory();
             for (size_t i = 0; i < sum.size(); ++i) sum[i] += common[i] - p[i];  // the pseudo-gradient
         }
         const float scale = 1.0f / static_cast<float>(world);
         for (size_t i = 0; i < common.size(); ++i) common[i] -= sum[i] * scale;
         for (auto& node : nodes) {
-            const auto p = node->learner->parameters();
+            const auto p = node->learner->parameters().host_memory();
             std::copy(common.begin(), common.end(), p.begin());
         }
     }

@@ -33,8 +33,10 @@ TEST(OuterLoop, OverlapPreviewLeavesOnlyRealAveragesInTheOptimizer) {
     // only after the sync() that waited for it.
     std::vector<std::vector<float>> averaged(4);
     std::atomic<int> calls = 0;
-    OuterLoop loop(params, optimizer,
-                   [&](std::span<float> data) {
+    HostParameters model(params);
+    OuterLoop loop(model, optimizer,
+                   [&](std::span<float> data, const ContributionFn& contribution) {
+                       contribution(data);
                        averaged.at(calls++).assign(data.begin(), data.end());
                        return AllReduceResult{};
                    },
