@@ -8,6 +8,7 @@
 #include "bench/allreduce_bench.hpp"
 #include "bench/compress_bench.hpp"
 #include "bench/storage_bench.hpp"
+#include "bench/train_bench.hpp"
 #include "checkpoint/checkpoint.hpp"
 #include "common/log.hpp"
 #include "data/prepare.hpp"
@@ -259,6 +260,19 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
 
+    auto* bench_train = bench->add_subcommand(
+        "train", "tokens/s of the inner step for a manifest's model, beside a PyTorch eager reference of the same shape");
+    std::string train_manifest;
+    std::vector<std::string> train_set;
+    TrainBenchOptions train_options;
+    bench_train->add_option("manifest", train_manifest, "run manifest (its [model], [data] seq_len, [train])")->required();
+    bench_train->add_option("--set", train_set, "override a setting: section.key=value")->allow_extra_args(false);
+    bench_train->add_option("--steps", train_options.steps, "timed inner steps")->capture_default_str();
+    bench_train->add_option("--warmup", train_options.warmup, "untimed inner steps first")->capture_default_str();
+    bench_train->add_option("--reference", train_options.reference,
+                            "the PyTorch eager reference to run too: bench/train_reference.py");
+    bench_train->add_option("--python", train_options.python, "the Python that runs it (one that imports torch)")
+        ->capture_default_str();
     auto* bench_allreduce = bench->add_subcommand(
         "allreduce", "the ring all-reduce across node processes, with the c10d Gloo baseline");
     AllReduceBenchOptions allreduce_options;
@@ -385,6 +399,10 @@ int main(int argc, char** argv) {
         if (*show) return plugins_show(show_kind, show_name);
         if (*check) return manifest_check(manifest_file, set_arguments);
         if (*bench_allreduce) return run_allreduce_bench(allreduce_options);
+        if (*bench_train) {
+            PluginRegistry registry(default_search_path());
+            return run_train_bench(load_manifest(train_manifest, collect_overrides(train_set), registry), train_options);
+        }
         if (*bench_storage) {
             PluginRegistry registry(default_search_path());
             run_storage_bench(registry, storage_options);
