@@ -41,7 +41,8 @@ size_t mod(long long value, int world) { return static_cast<size_t>(((value % wo
 // `depth` messages per direction are in flight. The compressor is used by one thread at a time.
 class RingAllReduce::Pass {
 public:
-    Pass(RingAllReduce& ring, std::span<float> work, float scale) : ring_(ring), work_(work), scale_(scale) {
+    Pass(RingAllReduce& ring, std::span<float> work, float scale)
+        : ring_(ring), work_(work), scale_(scale), raw_(ring.compressor_.plugin().name == "none") {
         const int steps = ring.world_ - 1;
         std::vector<size_t> first_receive;  // index of (phase, step)'s first receive
         for (int phase = 0; phase < 2; ++phase)
@@ -114,6 +115,9 @@ private:
 
     size_t message_bytes(size_t values) const {
         return kLengthPrefix + codec().max_encoded_size(ring_.compressor_.handle(), values);
+    }
+    static std::span<uint8_t> bytes_of(std::span<float> values) {
+        return {reinterpret_cast<uint8_t*>(values.data()), values.size_bytes()};
     }
 
     void encode(std::span<const float> values, Bytes& message) {
@@ -218,7 +222,9 @@ private:
                 progress_.wait(lock, [&] { return stopped_ || consumed_ > item.partner; });
                 if (stopped_) return;
             }
-            if (item.phase == 0) {
+            if (raw_ && item.phase == 1) {
+                slot.message = bytes_of(values(item));  // the values themselves: nothing to encode
+            } else if (item.phase == 0) {
                 encode(values(item), *slot.buffer);
                 slot.message = *slot.buffer;
             } else {
@@ -241,9 +247,15 @@ private:
         auto post = [&] {
             const Item& item = receives_[posted];
             Slot& slot = slots[posted % depth];
-            // A received all-gather piece that is forwarded lands where its send will read it.
-            Bytes& target = item.phase == 1 && item.partner != kNone ? ring_.buffers_.messages[item.partner] : *slot.buffer;
-            target.resize(message_bytes(values(item).size()));
+            std::span<uint8_t> target;
+            if (raw_ && item.phase == 1) {
+                target = bytes_of(values(item));  // all-gather pieces land in place
+            } else {
+                // A received all-gather piece that is forwarded lands where its send will read it.
+                Bytes& buffer = item.phase == 1 && item.partner != kNone ? ring_.buffers_.messages[item.partner] : *slot.buffer;
+                buffer.resize(message_bytes(values(item).size()));
+                target = buffer;
+            }
             slot.message = target;
             pangea_status status;
             slot.request = ring_.previous_.receive(target.data(), target.size(), &status);
@@ -261,7 +273,7 @@ private:
             if (item.phase == 0) {
                 decode(message, values(item), /*accumulate=*/true);
                 if (item.step == ring_.world_ - 2) own(item);  // this piece is now fully reduced
-            } else {
+            } else if (!raw_) {
                 decode(message, values(item), /*accumulate=*/false);
             }
             {
@@ -279,6 +291,7 @@ private:
         const std::span<float> piece_values = values(item);
         if (scale_ != 1.0f)
             for (float& v : piece_values) v *= scale_;
+        if (raw_) return;  // sent as it is: every rank receives these very bits
         Bytes& message = ring_.buffers_.messages[item.partner];
         encode(piece_values, message);
         decode(message, piece_values, /*accumulate=*/false);
@@ -287,6 +300,12 @@ private:
     RingAllReduce& ring_;
     std::span<float> work_;
     float scale_;  // applied once to each fully reduced piece: 1 for a sum, 1/n for an average
+    // Uncompressed (compress/none, whose encoding is the fp32 values themselves), the all-gather
+    // copies nothing: its pieces travel as the values themselves, sent from the buffer and
+    // received into it, and the owner's piece needs no encode/decode round trip. Reduce-scatter
+    // pieces are still encoded into a slot: the buffer a send reads must not be written before
+    // the send completes, and the all-gather overwrites every chunk that reduce-scatter sent.
+    bool raw_;
     std::vector<Item> sends_, receives_;
 
     std::mutex codec_mutex_;
