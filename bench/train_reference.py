@@ -6,7 +6,8 @@ weight decay on matrices only), written as a PyTorch user would, timed the same 
 JSON line: {"tokens_per_s": ..., "seconds_per_step": ..., "torch": ...}.
 
 Run by `pangea bench train --reference bench/train_reference.py` with Debian's python3, which
-sees python3-torch: the same LibTorch version the node links.
+sees python3-torch: the same LibTorch version the node links. bf16 is torch.autocast, as a
+PyTorch user would write it.
 """
 import argparse
 import json
@@ -43,9 +44,8 @@ class Block(torch.nn.Module):
         self.w3 = torch.nn.Linear(a.d_model, a.ffn, bias=False)
         self.w2 = torch.nn.Linear(a.ffn, a.d_model, bias=False)
 
-    def attention(self, x, cos, sin, dtype):
+    def attention(self, x, cos, sin):
         b, t, _ = x.shape
-        x = x.to(dtype)
         q = self.wq(x).view(b, t, self.heads, self.hd).transpose(1, 2)
         k = self.wk(x).view(b, t, self.kv_heads, self.hd).transpose(1, 2)
         v = self.wv(x).view(b, t, self.kv_heads, self.hd).transpose(1, 2)
@@ -56,14 +56,14 @@ class Block(torch.nn.Module):
         if hasattr(F, "scaled_dot_product_attention"):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(self.hd)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.hd)
             mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-            y = torch.softmax(scores.masked_fill(mask, float("-inf")), -1).to(dtype) @ v
+            y = torch.softmax(scores.masked_fill(mask, float("-inf")), -1) @ v
         return self.wo(y.transpose(1, 2).reshape(b, t, -1))
 
-    def forward(self, x, cos, sin, dtype):
-        h = x + self.attention(self.attention_norm(x), cos, sin, dtype)
-        n = self.ffn_norm(h).to(dtype)
+    def forward(self, x, cos, sin):
+        h = x + self.attention(self.attention_norm(x), cos, sin)
+        n = self.ffn_norm(h)
         return h + self.w2(F.silu(self.w1(n)) * self.w3(n))
 
 
@@ -83,9 +83,8 @@ class Llama(torch.nn.Module):
         inverse = a.rope_theta ** -(torch.arange(0, hd, 2, dtype=torch.float64) / hd)
         angles = torch.outer(torch.arange(a.seq_len, dtype=torch.float64), inverse)
         both = torch.cat([angles, angles], -1)
-        self.dtype = torch.bfloat16 if a.precision == "bf16" else torch.float32
-        self.register_buffer("cos", torch.cos(both).to(self.dtype))
-        self.register_buffer("sin", torch.sin(both).to(self.dtype))
+        self.register_buffer("cos", torch.cos(both).float())
+        self.register_buffer("sin", torch.sin(both).float())
         for name, p in self.named_parameters():
             if p.dim() > 1:
                 torch.nn.init.normal_(p, 0.0, 0.02)
@@ -93,9 +92,9 @@ class Llama(torch.nn.Module):
     def forward(self, tokens):
         x = self.embedding(tokens)
         for block in self.blocks:
-            x = block(x, self.cos, self.sin, self.dtype)
+            x = block(x, self.cos, self.sin)
         weight = self.embedding.weight if self.output is None else self.output.weight
-        return F.linear(self.norm(x).to(self.dtype), weight.to(self.dtype)).float()
+        return F.linear(self.norm(x), weight).float()
 
 
 def main():
@@ -126,7 +125,8 @@ def main():
     def step():
         optimizer.zero_grad()
         for micro in windows:
-            logits = model(micro[:, :-1])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+                logits = model(micro[:, :-1])
             loss = F.cross_entropy(logits.view(-1, a.vocab), micro[:, 1:].reshape(-1))
             loss.item()
             (loss / a.grad_accum).backward()

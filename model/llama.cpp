@@ -99,6 +99,9 @@ LlamaModel::LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t se
     const auto both = torch::cat({angles, angles}, -1);
     cos_ = torch::cos(both).to(compute.device, compute.compute);
     sin_ = torch::sin(both).to(compute.device, compute.compute);
+#if TORCH_VERSION_MAJOR < 2
+    future_ = torch::ones({max_seq_len, max_seq_len}, torch::TensorOptions().dtype(torch::kBool).device(compute.device)).triu(1);
+#endif
 }
 
 std::vector<torch::Tensor> LlamaModel::parameters() const {
@@ -142,8 +145,7 @@ torch::Tensor LlamaModel::attention(const Block& b, const torch::Tensor& x) cons
     const auto y = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
 #else
     auto scores = torch::matmul(q, k.transpose(-2, -1)).to(torch::kFloat32) / std::sqrt(double(hd));
-    const auto future = torch::ones({time, time}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
-    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+    scores = scores.masked_fill(future_.narrow(0, 0, time).narrow(1, 0, time), -std::numeric_limits<float>::infinity());
     const auto y = torch::matmul(torch::softmax(scores, -1).to(compute_.compute), v);
 #endif
     return F::linear(y.transpose(1, 2).reshape({batch, time, shape_.d_model}), weight(b.wo));

@@ -64,7 +64,8 @@ private:
     torch::Tensor embedding_, norm_, output_;
     std::vector<Block> blocks_;
     std::vector<torch::Tensor> matrices_, vectors_;
-    torch::Tensor cos_, sin_;  // [max_seq_len, head_dim], fp32 on the device
+    torch::Tensor cos_, sin_;  // [max_seq_len, head_dim], in the compute type on the device
+    torch::Tensor future_;     // [max_seq_len, max_seq_len] causal mask (LibTorch 1.x, which has no fused attention)
 };
 
 }  // namespace pangea

@@ -30,6 +30,7 @@ double tokens_per_s_of(const std::string& line) {
 
 int run_train_bench(const Manifest& m, const TrainBenchOptions& options) {
     using Clock = std::chrono::steady_clock;
+    use_training_allocator();  // as a node does
     const int64_t seq_len = m.get_int("data", "seq_len"), micro_batch = m.get_int("train", "micro_batch"),
                   grad_accum = m.get_int("train", "grad_accum"), threads = m.get_int("train", "threads");
     Sampler sampler(m.data_sources, seq_len, static_cast<uint64_t>(m.get_int("run", "seed")), 0, 1);
@@ -48,50 +49,72 @@ int run_train_bench(const Manifest& m, const TrainBenchOptions& options) {
                 (long long)grad_accum, learner->describe().c_str());
     for (const std::string& warning : learner->warnings()) std::printf("warning: %s\n", warning.c_str());
     std::fflush(stdout);
-    double seconds = 0;
-    for (int i = 0; i < options.warmup + options.steps; ++i) {
-        sampler.next(tokens);
-        const auto start = Clock::now();
-        learner->step(micro, m.get_float("train", "lr"));
-        if (i >= options.warmup) seconds += std::chrono::duration<double>(Clock::now() - start).count();
-    }
-    const double ours = step_tokens * options.steps / seconds;
-    std::printf("%-28s %12.1f tokens/s %10.3f s/step\n", "pangea", ours, seconds / options.steps);
-    std::fflush(stdout);
-    if (options.reference.empty()) return 0;
 
-    const std::string device = m.get_string("train", "device");
-    std::vector<std::string> argv = {options.python, options.reference};
-    const auto arg = [&](const char* name, int64_t value) {
-        argv.push_back(name);
-        argv.push_back(std::to_string(value));
+    // Ours: warm-up steps, then the timed ones.
+    int warmup = options.warmup;
+    const auto measure_ours = [&] {
+        double seconds = 0;
+        for (int i = 0; i < warmup + options.steps; ++i) {
+            sampler.next(tokens);
+            const auto start = Clock::now();
+            learner->step(micro, m.get_float("train", "lr"));
+            if (i >= warmup) seconds += std::chrono::duration<double>(Clock::now() - start).count();
+        }
+        warmup = 0;  // once is enough in this process
+        return step_tokens * options.steps / seconds;
     };
-    arg("--layers", shape.layers), arg("--d-model", shape.d_model), arg("--heads", shape.heads);
-    arg("--kv-heads", shape.kv_heads), arg("--ffn", shape.ffn), arg("--vocab", shape.vocab);
-    arg("--tied", shape.tied_embeddings ? 1 : 0), arg("--seq-len", seq_len), arg("--micro-batch", micro_batch);
-    arg("--grad-accum", grad_accum), arg("--threads", threads), arg("--steps", options.steps);
-    arg("--warmup", options.warmup);
-    for (const std::string& text : {std::string("--rope-theta"), std::to_string(shape.rope_theta), std::string("--precision"),
-                                    m.get_string("train", "precision"), std::string("--device"), device})
-        argv.push_back(text);
+
+    std::vector<std::string> argv = {options.python, options.reference};
+    const auto arg = [&](const char* name, const std::string& value) {
+        argv.push_back(name);
+        argv.push_back(value);
+    };
+    arg("--layers", std::to_string(shape.layers)), arg("--d-model", std::to_string(shape.d_model));
+    arg("--heads", std::to_string(shape.heads)), arg("--kv-heads", std::to_string(shape.kv_heads));
+    arg("--ffn", std::to_string(shape.ffn)), arg("--vocab", std::to_string(shape.vocab));
+    arg("--tied", shape.tied_embeddings ? "1" : "0"), arg("--seq-len", std::to_string(seq_len));
+    arg("--micro-batch", std::to_string(micro_batch)), arg("--grad-accum", std::to_string(grad_accum));
+    arg("--threads", std::to_string(threads)), arg("--steps", std::to_string(options.steps));
+    arg("--warmup", std::to_string(options.warmup)), arg("--rope-theta", std::to_string(shape.rope_theta));
+    arg("--precision", m.get_string("train", "precision")), arg("--device", m.get_string("train", "device"));
     const fs::path output = fs::temp_directory_path() / ("pangea-bench-train-" + std::to_string(::getpid()) + ".out");
-    ChildProcess child(argv, output.string());
-    std::optional<int> status;
-    while (!(status = child.wait_for(std::chrono::seconds(1)))) {
+    const auto measure_reference = [&]() -> double {
+        std::optional<int> status;
+        {
+            ChildProcess child(argv, output.string());
+            while (!(status = child.wait_for(std::chrono::seconds(1)))) {
+            }
+        }
+        std::ifstream in(output);
+        std::stringstream text;
+        text << in.rdbuf();
+        fs::remove(output);
+        std::string last, line;
+        while (std::getline(text, line))
+            if (!line.empty()) last = line;
+        if (*status != 0)
+            throw std::runtime_error("the reference (" + options.python + " " + options.reference + ") exited with status " +
+                                     std::to_string(*status) + ":\n" + text.str());
+        return tokens_per_s_of(last);
+    };
+
+    double ours = 0, reference = 0;
+    for (int round = 0; round < std::max(1, options.rounds); ++round) {
+        const double a = measure_ours();
+        std::printf("round %d: pangea %.1f tokens/s", round + 1, a);
+        std::fflush(stdout);
+        ours = std::max(ours, a);
+        if (options.reference.empty()) {
+            std::printf("\n");
+            continue;
+        }
+        const double b = measure_reference();
+        std::printf(", PyTorch eager %.1f tokens/s\n", b);
+        reference = std::max(reference, b);
     }
-    std::ifstream in(output);
-    std::stringstream text;
-    text << in.rdbuf();
-    fs::remove(output);
-    std::string last, line;
-    while (std::getline(text, line))
-        if (!line.empty()) last = line;
-    if (*status != 0) {
-        std::fprintf(stderr, "error: the reference (%s %s) exited with status %d:\n%s", options.python.c_str(),
-                     options.reference.c_str(), *status, text.str().c_str());
-        return 1;
-    }
-    const double reference = tokens_per_s_of(last);
+    std::printf("%-28s %12.1f tokens/s %10.3f s/step (best of %d rounds of %d steps)\n", "pangea", ours,
+                step_tokens / ours, std::max(1, options.rounds), options.steps);
+    if (options.reference.empty()) return 0;
     std::printf("%-28s %12.1f tokens/s %10.3f s/step\n", "PyTorch eager (reference)", reference, step_tokens / reference);
     std::printf("ratio pangea / PyTorch: %.2f\n", ours / reference);
     return 0;

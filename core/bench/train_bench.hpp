@@ -13,6 +13,7 @@ struct Manifest;
 struct TrainBenchOptions {
     int warmup = 2;            // untimed steps first (allocation, thread pools)
     int steps = 5;             // timed steps
+    int rounds = 2;            // ours and the reference in turn, this many times; the best of each counts
     std::string reference;     // path of bench/train_reference.py ("": ours only)
     std::string python = "/usr/bin/python3";
 };

@@ -269,6 +269,9 @@ int main(int argc, char** argv) {
     bench_train->add_option("--set", train_set, "override a setting: section.key=value")->allow_extra_args(false);
     bench_train->add_option("--steps", train_options.steps, "timed inner steps")->capture_default_str();
     bench_train->add_option("--warmup", train_options.warmup, "untimed inner steps first")->capture_default_str();
+    bench_train->add_option("--rounds", train_options.rounds,
+                            "measure ours and the reference in turn this many times; the best of each counts")
+        ->capture_default_str();
     bench_train->add_option("--reference", train_options.reference,
                             "the PyTorch eager reference to run too: bench/train_reference.py");
     bench_train->add_option("--python", train_options.python, "the Python that runs it (one that imports torch)")

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -85,6 +86,11 @@ std::string current_executable() {
     const ssize_t length = ::readlink("/proc/self/exe", path, sizeof path - 1);
     if (length <= 0) throw std::runtime_error("cannot find the running executable (/proc/self/exe)");
     return std::string(path, static_cast<size_t>(length));
+}
+
+void use_training_allocator() {
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 MemoryUse memory_use() {

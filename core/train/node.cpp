@@ -6,8 +6,6 @@
 #include <cstring>
 #include <fstream>
 
-#include <malloc.h>
-
 #include "checkpoint/checkpointer.hpp"
 #include "collective/ring_allreduce.hpp"
 #include "common/log.hpp"
@@ -154,11 +152,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     const int64_t seq_len = m.get_int("data", "seq_len");
     Sampler sampler(m.data_sources, seq_len, seed, node, nodes);
     const ModelShape shape = check_training_inputs(m, sampler);
-    // Tensors of 4 MiB and more get pages of their own, given back when freed. glibc's default
-    // raises this threshold to the largest block freed so far (up to 32 MiB), after which freed
-    // gradients' and optimizer temporaries' blocks stay resident as holes in the heap: ~1.4
-    // bytes per parameter measured, 6% over the state; page faults cost little beside a step.
-    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    use_training_allocator();
     const MemoryUse baseline = memory_use();  // the process, LibTorch and the data, before the model
     std::unique_ptr<Learner> learner = make_llama_learner(m, shape);
     ModelParameters& params = learner->parameters();
