@@ -1,6 +1,8 @@
 #include "mesh/etcd.hpp"
 
+#if PANGEA_HAVE_CURL
 #include <curl/curl.h>
+#endif
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -88,13 +90,16 @@ std::vector<EtcdKey> range_keys(const std::string& answer, int64_t* revision) {
     return keys;
 }
 
+#if PANGEA_HAVE_CURL
 size_t collect(char* data, size_t size, size_t count, void* out) {
     static_cast<std::string*>(out)->append(data, size * count);
     return size * count;
 }
+#endif
 
 }  // namespace
 
+#if PANGEA_HAVE_CURL
 struct EtcdClient::Curl {
     CURL* handle = curl_easy_init();
     ~Curl() { curl_easy_cleanup(handle); }
@@ -130,6 +135,22 @@ std::string EtcdClient::call(const std::string& path, const std::string& body) {
                         response.substr(0, 200));
     return response;
 }
+
+#else
+// Built without libcurl (optional, like the transports' libraries): the etcd backend says so.
+struct EtcdClient::Curl {};
+
+EtcdClient::EtcdClient(std::string endpoint, long timeout_ms) : endpoint_(std::move(endpoint)), timeout_ms_(timeout_ms) {
+    throw MeshError("etcd at " + endpoint_ + ": this pangea was built without libcurl, which [mesh] backend = \"etcd\" "
+                    "needs (Debian: libcurl4-openssl-dev; then build again)");
+}
+
+EtcdClient::~EtcdClient() = default;
+
+std::string EtcdClient::call(const std::string& path, const std::string&) {
+    throw MeshError("etcd at " + endpoint_ + ": " + path + ": built without libcurl");
+}
+#endif
 
 int64_t EtcdClient::grant_lease(int ttl_seconds) {
     const std::string answer = call("/v3/lease/grant", "{\"TTL\":" + std::to_string(ttl_seconds) + "}");
@@ -225,12 +246,15 @@ size_t on_watch_data(char* data, size_t size, size_t count, void* user) {
     return size * count;
 }
 
+#if PANGEA_HAVE_CURL
 int on_watch_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
     return static_cast<WatchStream*>(user)->stop->load() ? 1 : 0;
 }
+#endif
 
 }  // namespace
 
+#if PANGEA_HAVE_CURL
 int64_t EtcdClient::watch(const std::string& prefix, int64_t from_revision,
                           const std::function<void(const EtcdEvent&)>& on_event, const std::atomic<bool>& stop) {
     WatchStream stream{&on_event, &stop, "", from_revision - 1, ""};
@@ -254,6 +278,12 @@ int64_t EtcdClient::watch(const std::string& prefix, int64_t from_revision,
     if (rc != CURLE_OK && !stop) throw MeshError("etcd at " + endpoint_ + ": /v3/watch: " + curl_easy_strerror(rc));
     return stream.revision;
 }
+#else
+int64_t EtcdClient::watch(const std::string& prefix, int64_t, const std::function<void(const EtcdEvent&)>&,
+                          const std::atomic<bool>&) {
+    throw MeshError("etcd at " + endpoint_ + ": the watch of " + prefix + ": built without libcurl");
+}
+#endif
 
 // ------------------------------------------------------------------ for tests/fuzz (etcd.hpp)
 
