@@ -207,7 +207,16 @@ private:
         Bytes* buffer;  // one of the ring's reused slot buffers
         std::span<const uint8_t> message;
         Request request;
+        Bytes* forwarded = nullptr;  // an all-gather message it sends, released once sent
     };
+
+    // Completes a send slot's request and gives back the all-gather message it carried: the
+    // all-gather's messages would otherwise add up to (world-1)/world of the encoded buffer.
+    void complete_send(Slot& slot) {
+        complete(slot.request, "send");
+        if (slot.forwarded != nullptr) Bytes().swap(*slot.forwarded);
+        slot.forwarded = nullptr;
+    }
 
     void send_all() {
         const size_t depth = std::max<size_t>(1, ring_.options_.depth);
@@ -216,7 +225,7 @@ private:
         for (size_t i = 0; i < sends_.size(); ++i) {
             const Item& item = sends_[i];
             Slot& slot = slots[i % depth];
-            if (slot.request.pending()) complete(slot.request, "send");
+            if (slot.request.pending()) complete_send(slot);
             if (item.partner != kNone) {  // wait until the piece it carries is here
                 std::unique_lock<std::mutex> lock(progress_mutex_);
                 progress_.wait(lock, [&] { return stopped_ || consumed_ > item.partner; });
@@ -229,6 +238,7 @@ private:
                 slot.message = *slot.buffer;
             } else {
                 slot.message = ring_.buffers_.messages[i];  // owner-encoded or received: sent verbatim
+                slot.forwarded = &ring_.buffers_.messages[i];
             }
             pangea_status status;
             slot.request = ring_.next_.send(slot.message.data(), slot.message.size(), &status);
@@ -236,7 +246,7 @@ private:
             bytes_sent += slot.message.size();
         }
         for (Slot& slot : slots)
-            if (slot.request.pending()) complete(slot.request, "send");
+            if (slot.request.pending()) complete_send(slot);
     }
 
     void receive_all() {

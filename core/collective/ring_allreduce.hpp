@@ -69,7 +69,8 @@ private:
     bool run_native(std::span<float> data, float scale, AllReduceResult* result);
 
     // Kept between runs so that repeated all-reduces (one per outer step) reuse their memory
-    // instead of allocating and page-faulting it in every time.
+    // instead of allocating and page-faulting it in every time; all-gather messages only live
+    // from their receipt (or encoding) until they are sent.
     struct Buffers {
         std::vector<std::vector<uint8_t>> messages;  // per all-gather send
         std::vector<std::vector<uint8_t>> send_slots, receive_slots;
