@@ -223,6 +223,7 @@ void CoordinatorState::maybe_decide() {
     const int64_t step = committed_step_ + 1;
     std::vector<Member> members;
     for (const auto& [id, node] : nodes_) {
+        if (node.catching_up) return;  // a joiner is fetching the last committed state
         if (node.status != Status::kMember) continue;
         if (node.ready_step != step) return;  // a member is still training
         members.push_back({id, node.address});
@@ -425,11 +426,21 @@ void CoordinatorState::handle(int connection, const std::string& message) {
             // From now on the epoch of `step` waits for it: the run cannot move past the state
             // it is fetching.
             node.status = Status::kMember;
+            node.catching_up = false;
             send(id, JsonObject().add("op", "admitted").add("step", step).text());
             note(PANGEA_LOG_INFO, "node " + std::to_string(id) + " takes part from step " + std::to_string(step) +
                                       " (recovering the state of step " + std::to_string(committed_step_) + ")");
         } else if (node.status == Status::kMember && step == committed_step_ + 1) {
             send(id, JsonObject().add("op", "admitted").add("step", step).text());
+        } else if (node.status == Status::kJoiner && step == committed_step_ + 1) {
+            // Too late for the epoch running now, whose commit makes this node's state old. If
+            // the next epoch started as soon as that one ended, a node whose fetch takes longer
+            // than an outer step could never catch up: it waits for this node's next request.
+            if (!node.catching_up)
+                note(PANGEA_LOG_INFO, "node " + std::to_string(id) + " asked to take part during " +
+                                          active_->epoch.describe() + "; the next epoch waits until it holds that state");
+            node.catching_up = true;
+            stale(id);
         } else {
             stale(id);
         }
@@ -491,8 +502,8 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
         std::string slow;
         std::vector<int> waiting;
         for (const auto& [id, node] : nodes_) {
-            if (node.status != Status::kMember) continue;
-            if (node.ready_step == committed_step_ + 1) waiting.push_back(id);
+            if (node.status != Status::kMember && !node.catching_up) continue;
+            if (node.status == Status::kMember && node.ready_step == committed_step_ + 1) waiting.push_back(id);
             else slow += (slow.empty() ? "" : ", ") + std::to_string(id);
         }
         if (!waiting.empty() && !slow.empty()) {

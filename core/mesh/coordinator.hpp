@@ -92,6 +92,9 @@ private:
         Status status = Status::kMember;
         Time last_seen;
         int64_t ready_step = 0;  // waiting for the epoch of this step (0: not waiting)
+        // A joiner that asked to take part while an epoch ran: no new epoch starts until it
+        // has fetched the state that epoch commits and asked again (or is dropped).
+        bool catching_up = false;
     };
     struct Hello {  // held while the coordinator is still collecting registrations
         int connection;

@@ -180,6 +180,50 @@ TEST_F(Coordinator, AJoinerIsAdmittedAtTheNextStepOnly) {
     EXPECT_EQ(last(4)["members"], "0=10.0.0.0:1;1=10.0.0.1:1;4=10.0.0.4:1");
 }
 
+// A joiner whose fetch takes longer than an outer step would never catch up if its request came
+// during an epoch each time: the next epoch waits for it instead.
+TEST_F(Coordinator, AJoinerTooLateForTheRunningEpochHoldsTheNextOne) {
+    run_first_step(2);
+    hello(4, false, 0, 0, "", 0, false, true);
+    ready(0, 2), ready(1, 2);
+    ASSERT_EQ(last_op(0), "epoch");
+    // It learnt it fetches the state of step 1 while the epoch of step 2 runs.
+    message(5, JsonObject().add("op", "admit").add("step", 2));
+    EXPECT_EQ(last_op(4), "stale");
+    done(0, 2, true), done(1, 2, true);
+    EXPECT_EQ(last_op(0), "commit");
+    EXPECT_EQ(last(0)["joiners"], "1") << "members publish the state it needs";
+    ready(0, 3), ready(1, 3);
+    EXPECT_EQ(last_op(0), "commit") << "no epoch while the joiner fetches the committed state";
+    for (int i = 0; i < 6; ++i) {
+        tick(std::chrono::milliseconds(2000));
+        for (int c : {1, 2, 5}) message(c, JsonObject().add("op", "beat"));
+    }
+    EXPECT_EQ(last(0)["reason"], "outer step 3 waits for node(s) 4 (still training, or recovering the state)");
+    message(5, JsonObject().add("op", "admit").add("step", 3));
+    EXPECT_EQ(last_op(4), "admitted");
+    ready(4, 3);
+    EXPECT_EQ(last_op(0), "epoch");
+    EXPECT_EQ(last(0)["members"], "0=10.0.0.0:1;1=10.0.0.1:1;4=10.0.0.4:1");
+}
+
+TEST_F(Coordinator, AJoinerHoldingTheRunIsDroppedWhenItFallsSilent) {
+    run_first_step(2);
+    hello(4, false, 0, 0, "", 0, false, true);
+    ready(0, 2), ready(1, 2);
+    message(5, JsonObject().add("op", "admit").add("step", 2));
+    done(0, 2, true), done(1, 2, true);
+    ready(0, 3), ready(1, 3);
+    EXPECT_EQ(last_op(0), "commit");
+    for (int i = 0; i < 2; ++i) {
+        tick(std::chrono::milliseconds(2000));
+        for (int c : {1, 2}) message(c, JsonObject().add("op", "beat"));
+    }
+    EXPECT_TRUE(closed.count(5)) << "node 4 was silent past the timeout";
+    EXPECT_EQ(last_op(0), "epoch") << "the run goes on without it";
+    EXPECT_EQ(last(0)["members"], "0=10.0.0.0:1;1=10.0.0.1:1");
+}
+
 TEST_F(Coordinator, MembersHeldAtABoundaryHearWhomTheyWaitFor) {
     run_first_step(3);
     ready(0, 2), ready(1, 2);
