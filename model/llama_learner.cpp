@@ -54,32 +54,24 @@ ComputeOptions compute_options(const Manifest& m) {
     return options;
 }
 
-// The model's flat parameter tensor as the outer loop sees it. On a GPU, each outer step moves
-// the parameters across PCIe once each way: down as the pseudo-gradient, up as the synced copy.
-class FlatParameters final : public ModelParameters {
+// The model's flat parameter tensor on a GPU as the outer loop sees it: each outer step moves
+// the parameters across PCIe once each way, down as the pseudo-gradient, up as the synced copy.
+// (On the CPU the loop works in the tensor's memory directly: HostParameters.)
+class DeviceParameters final : public ModelParameters {
 public:
-    explicit FlatParameters(torch::Tensor flat) : flat_(std::move(flat)) {}
+    explicit DeviceParameters(torch::Tensor flat) : flat_(std::move(flat)) {}
     size_t size() const override { return static_cast<size_t>(flat_.numel()); }
     void subtract_from(std::span<const float> base, std::span<float> out) const override {
-        const float* params = flat_.data_ptr<float>();
-        if (flat_.is_cpu()) {
-            for (size_t i = 0; i < out.size(); ++i) out[i] = base[i] - params[i];
-            return;
-        }
         read(out);
         for (size_t i = 0; i < out.size(); ++i) out[i] = base[i] - out[i];
     }
     void assign(std::span<const float> values) override {
         torch::NoGradGuard no_grad;
-        if (flat_.is_cpu() && values.data() == flat_.data_ptr<float>()) return;
         flat_.copy_(host_view(values));
     }
     void read(std::span<float> out) const override {
         torch::NoGradGuard no_grad;
         host_view(out).copy_(flat_);
-    }
-    std::span<float> host_memory() override {
-        return flat_.is_cpu() ? std::span<float>(flat_.data_ptr<float>(), size()) : std::span<float>();
     }
 
 private:
@@ -89,17 +81,22 @@ private:
     torch::Tensor flat_;
 };
 
+std::unique_ptr<ModelParameters> parameters_of(const torch::Tensor& flat) {
+    if (!flat.is_cpu()) return std::make_unique<DeviceParameters>(flat);
+    return std::make_unique<HostParameters>(std::span<float>(flat.data_ptr<float>(), static_cast<size_t>(flat.numel())));
+}
+
 class LlamaLearner final : public Learner {
 public:
     LlamaLearner(const Manifest& m, const ModelShape& shape)
         : model_(shape, m.get_int("data", "seq_len"), static_cast<uint64_t>(m.get_int("run", "seed")), compute_options(m)),
-          parameters_(model_.flat()),
+          parameters_(parameters_of(model_.flat())),
           optimizer_(make_optimizer(m)),
           grad_clip_(m.get_float("train", "grad_clip")),
           z_loss_(m.get_float("train", "z_loss")),
           vocab_(shape.vocab) {}
 
-    ModelParameters& parameters() override { return parameters_; }
+    ModelParameters& parameters() override { return *parameters_; }
 
     uint64_t state_bytes() const override {
         return static_cast<uint64_t>(model_.flat().numel()) * (4 + 4 + 8);  // parameters, gradients, two moments
@@ -232,7 +229,7 @@ private:
 
     BlasReport blas_ = check_blas();
     LlamaModel model_;
-    FlatParameters parameters_;
+    std::unique_ptr<ModelParameters> parameters_;
     torch::optim::AdamW optimizer_;
     std::shared_ptr<torch::optim::AdamW> snapshot_;  // the last snapshot_optimizer_state() copy
     double grad_clip_;
