@@ -42,7 +42,7 @@ size_t mod(long long value, int world) { return static_cast<size_t>(((value % wo
 class RingAllReduce::Pass {
 public:
     Pass(RingAllReduce& ring, std::span<float> work, float scale)
-        : ring_(ring), work_(work), scale_(scale), raw_(ring.compressor_.plugin().name == "none") {
+        : ring_(ring), work_(work), scale_(scale), raw_(ring.identity_codec()) {
         const int steps = ring.world_ - 1;
         std::vector<size_t> first_receive;  // index of (phase, step)'s first receive
         for (int phase = 0; phase < 2; ++phase)
@@ -333,6 +333,8 @@ RingAllReduce::RingAllReduce(int rank, int world, Link next, Link previous, cons
         throw std::invalid_argument("RingAllReduce: rank " + std::to_string(rank) + " of world " + std::to_string(world));
     if (compressor.plugin().kind != PANGEA_KIND_COMPRESS)
         throw std::invalid_argument("RingAllReduce: " + compressor.plugin().id() + " is not a compressor");
+    const auto& codec = compressor.vtable<pangea_compress_vtable>();
+    identity_codec_ = (codec.capabilities(compressor.handle()) & PANGEA_COMPRESS_CAP_IDENTITY) != 0;
 }
 
 AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contributors) {
@@ -359,12 +361,9 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contr
 }
 
 bool RingAllReduce::run_native(std::span<float> work, float scale, AllReduceResult* result) {
-    if (native_unsupported_ || compressor_.plugin().name != "none") return false;
+    if (native_unsupported_ || !identity_codec()) return false;
     const PluginInstance& transport = next_.transport();
     const auto& vt = transport.vtable<pangea_transport_vtable>();
-    if (!transport.has_slot(offsetof(pangea_transport_vtable, allreduce_sum_f32) + sizeof vt.allreduce_sum_f32) ||
-        vt.allreduce_sum_f32 == nullptr)
-        return false;
     const pangea_status status =
         vt.allreduce_sum_f32(transport.handle(), next_.connection(), previous_.connection(), static_cast<uint32_t>(rank_),
                              static_cast<uint32_t>(world_), work.data(), work.size(), options_.stall_timeout_ms);

@@ -67,6 +67,7 @@ private:
 
     // The transport's own all-reduce, when it applies: true once it ran (result says how it went).
     bool run_native(std::span<float> data, float scale, AllReduceResult* result);
+    bool identity_codec() const { return identity_codec_; }
 
     // Kept between runs so that repeated all-reduces (one per outer step) reuse their memory
     // instead of allocating and page-faulting it in every time; all-gather messages only live
@@ -83,6 +84,9 @@ private:
     const PluginInstance& compressor_;
     RingOptions options_;
     Buffers buffers_;
+    // The codec is the identity (PANGEA_COMPRESS_CAP_IDENTITY): the all-gather sends the
+    // buffer as it is, and the transport's own all-reduce may do the whole job.
+    bool identity_codec_;
     bool native_unsupported_ = false;  // the transport answered PANGEA_ERR_UNSUPPORTED once
 };
 

@@ -2,21 +2,15 @@
 
 #include <cstring>
 
-#include "pangea/compress.h"
-#include "pangea/optim.h"
-#include "pangea/storage.h"
-#include "pangea/transport.h"
 
 namespace pangea {
 namespace {
 
-// When a kind's vtable grows (ABI 1.x), its new slots are optional: this table keeps the 1.0
-// sizes, and the host checks header.struct_size before calling anything past them.
 constexpr KindInfo kKinds[] = {
-    {PANGEA_KIND_TRANSPORT, "transport", PANGEA_TRANSPORT_VTABLE_SIZE_1_0},  // + allreduce_sum_f32, optional
-    {PANGEA_KIND_COMPRESS, "compress", sizeof(pangea_compress_vtable)},
-    {PANGEA_KIND_OPTIM, "optim", sizeof(pangea_optim_vtable)},
-    {PANGEA_KIND_STORAGE, "storage", sizeof(pangea_storage_vtable)},
+    {PANGEA_KIND_TRANSPORT, "transport"},
+    {PANGEA_KIND_COMPRESS, "compress"},
+    {PANGEA_KIND_OPTIM, "optim"},
+    {PANGEA_KIND_STORAGE, "storage"},
 };
 
 }  // namespace

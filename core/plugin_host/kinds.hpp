@@ -1,4 +1,4 @@
-// The four plugin kinds: their names, manifest sections and the vtable sizes of ABI 1.0.
+// The four plugin kinds: their names and manifest sections.
 #pragma once
 
 #include <cstddef>
@@ -12,8 +12,6 @@ namespace pangea {
 struct KindInfo {
     pangea_plugin_kind kind;
     const char* name;  // "compress": used in the CLI and as the manifest section name
-    // sizeof the kind's vtable in ABI 1.0: every slot up to here is required (non-NULL).
-    size_t required_vtable_size;
 };
 
 // All kinds, in manifest order.

@@ -115,11 +115,7 @@ PluginInstance& PluginInstance::operator=(PluginInstance&& other) noexcept {
     return *this;
 }
 
-const pangea_vtable_header& PluginInstance::header() const {
-    return *static_cast<const pangea_vtable_header*>(plugin_.vtable);
-}
-
-bool PluginInstance::has_slot(size_t slot_end) const { return header().struct_size >= slot_end; }
+const pangea_vtable_header& PluginInstance::header() const { return header_of(*plugin_.vtable); }
 
 std::string PluginInstance::last_error() const {
     const char* text = header().last_error(handle_);
@@ -150,6 +146,7 @@ const char* status_name(pangea_status status) {
         case PANGEA_ERR_VERSION: return "PANGEA_ERR_VERSION";
         case PANGEA_ERR_INVALID_DATA: return "PANGEA_ERR_INVALID_DATA";
         case PANGEA_ERR_INTERNAL: return "PANGEA_ERR_INTERNAL";
+        case PANGEA_ERR_NO_SPACE: return "PANGEA_ERR_NO_SPACE";
     }
     return "unknown status";
 }

@@ -24,14 +24,12 @@ public:
     const PluginDescriptor& plugin() const { return plugin_; }
     void* handle() const { return handle_; }
 
-    // The kind's vtable; the caller picks the type matching plugin().kind.
+    // The kind's vtable in today's layout, every slot callable (older plugins' are adapted);
+    // the caller picks the type matching plugin().kind.
     template <class Vtable>
     const Vtable& vtable() const {
-        return *static_cast<const Vtable*>(plugin_.vtable);
+        return std::get<Vtable>(*plugin_.vtable);
     }
-
-    // Whether the plugin's vtable reaches the optional slot ending at `slot_end` bytes.
-    bool has_slot(size_t slot_end) const;
 
     // The plugin's last_error() text.
     std::string last_error() const;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <set>
 
+#include "plugin_host/abi_adapters.hpp"
 #include "plugin_host/kinds.hpp"
 
 namespace fs = std::filesystem;
@@ -49,67 +50,40 @@ bool nonempty(const char* text) { return text != nullptr && text[0] != '\0'; }
 // against the rest of its library.
 constexpr const char* kUnknownKindSuffix = " (from a newer ABI?); passed over";
 
-// Every slot of a 1.0 vtable is required: the header's three functions and the kind's own.
-// Vtables are a header followed by function pointers only, so the check can walk them.
-std::string check_vtable(const KindInfo& kind, const void* vtable) {
-    if (vtable == nullptr) return "vtable is NULL";
-    const auto* header = static_cast<const pangea_vtable_header*>(vtable);
-    if (header->struct_size < kind.required_vtable_size)
-        return "vtable too small: struct_size is " + std::to_string(header->struct_size) +
-               " bytes, a " + kind.name + " vtable of ABI 1.0 has " +
-               std::to_string(kind.required_vtable_size);
-    if (header->create == nullptr || header->destroy == nullptr || header->last_error == nullptr)
-        return "vtable header has a NULL create, destroy or last_error";
-    using Slot = void (*)();
-    const auto* bytes = static_cast<const unsigned char*>(vtable);
-    for (size_t offset = sizeof(pangea_vtable_header); offset + sizeof(Slot) <= kind.required_vtable_size;
-         offset += sizeof(Slot)) {
-        Slot slot = nullptr;
-        std::memcpy(&slot, bytes + offset, sizeof(Slot));
-        if (slot == nullptr)
-            return "required vtable slot " +
-                   std::to_string((offset - sizeof(pangea_vtable_header)) / sizeof(Slot)) +
-                   " (after the header) is NULL";
-    }
-    return "";
-}
-
 // Reads one plugin's descriptor, or says why it cannot be used.
-std::string describe_plugin(const pangea_plugin_info* info, PluginDescriptor* out) {
-    if (info == nullptr) return "a plugin descriptor is NULL";
-    if (info->struct_size < sizeof(pangea_plugin_info))
-        return "plugin descriptor too small: struct_size " + std::to_string(info->struct_size) +
-               ", ABI 1.0 needs " + std::to_string(sizeof(pangea_plugin_info));
-    const std::string label = nonempty(info->name) ? std::string("plugin '") + info->name + "'"
-                                                   : std::string("a plugin");
-    if (PANGEA_ABI_VERSION_MAJOR(info->abi_version) != PANGEA_ABI_MAJOR)
-        return label + " was built for ABI " + abi_text(info->abi_version) +
+std::string describe_plugin(const pangea_plugin_info* given, PluginDescriptor* out) {
+    if (given == nullptr) return "a plugin descriptor is NULL";
+    pangea_plugin_info info;
+    if (std::string bad = adapt_plugin_info(given, &info); !bad.empty()) return bad;
+    const std::string label = nonempty(info.name) ? std::string("plugin '") + info.name + "'"
+                                                  : std::string("a plugin");
+    if (PANGEA_ABI_VERSION_MAJOR(info.abi_version) != PANGEA_ABI_MAJOR)
+        return label + " was built for ABI " + abi_text(info.abi_version) +
                ", this host speaks ABI " + abi_text(PANGEA_ABI_VERSION);
-    if (!valid_plugin_name(info->name))
+    if (!valid_plugin_name(info.name))
         return label + ": name must be 1-64 characters of [a-z0-9_-]";
     uint32_t kind_value;  // read as an integer: a newer plugin may hold a kind this enum lacks
-    std::memcpy(&kind_value, &info->kind, sizeof kind_value);
+    std::memcpy(&kind_value, &info.kind, sizeof kind_value);
     const KindInfo* kind = find_kind(static_cast<pangea_plugin_kind>(kind_value));
     if (kind == nullptr)
         return label + ": unknown kind " + std::to_string(kind_value) + kUnknownKindSuffix;
-    if (!nonempty(info->version)) return label + ": no version string";
-    if (!nonempty(info->description)) return label + ": no description";
-    if (const std::string bad = check_vtable(*kind, info->vtable); !bad.empty())
+    if (!nonempty(info.version)) return label + ": no version string";
+    if (!nonempty(info.description)) return label + ": no description";
+    auto vtable = std::make_shared<AdaptedVtable>();
+    if (const std::string bad = adapt_vtable(kind->kind, info.vtable, vtable.get()); !bad.empty())
         return label + " (" + kind->name + "): " + bad;
-    if (info->setting_count > 0 && (info->settings == nullptr || info->setting_size < sizeof(pangea_setting)))
+    if (info.setting_count > 0 && (info.settings == nullptr || info.setting_size < PANGEA_SETTING_SIZE_1_0))
         return label + ": settings array is NULL or setting_size is smaller than ABI 1.0's";
 
-    out->kind = info->kind;
-    out->name = info->name;
-    out->version = info->version;
-    out->description = info->description;
-    out->abi_version = info->abi_version;
-    out->vtable = info->vtable;
+    out->kind = kind->kind;
+    out->name = info.name;
+    out->version = info.version;
+    out->description = info.description;
+    out->abi_version = info.abi_version;
+    out->vtable = std::move(vtable);
     std::set<std::string> names;
-    const auto* base = reinterpret_cast<const unsigned char*>(info->settings);
-    for (uint32_t i = 0; i < info->setting_count; ++i) {
-        pangea_setting setting;
-        std::memcpy(&setting, base + static_cast<size_t>(i) * info->setting_size, sizeof setting);
+    for (uint32_t i = 0; i < info.setting_count; ++i) {
+        const pangea_setting setting = setting_at(info.settings, info.setting_size, i);
         if (const std::string bad = check_setting_declaration(setting); !bad.empty())
             return label + ": " + bad;
         if (!names.insert(setting.name).second)
@@ -147,29 +121,32 @@ std::string inspect_library(const fs::path& path,
     }
     const auto entry = library.get<std::remove_pointer_t<pangea_plugin_entry_fn>>(
         PANGEA_PLUGIN_ENTRY_SYMBOL);
-    const pangea_library* descriptor = nullptr;
-    const pangea_status status = entry(PANGEA_ABI_VERSION, &descriptor);
+    // The negotiation: we offer the newest version we speak; the library answers with the one
+    // it will speak (pangea_library.abi_version).
+    const pangea_library* answer = nullptr;
+    const pangea_status status = entry(PANGEA_ABI_VERSION, &answer);
     if (status == PANGEA_ERR_VERSION)
         return "refused the handshake: it cannot work with host ABI " +
                abi_text(PANGEA_ABI_VERSION);
     if (status != PANGEA_OK)
         return "entry point failed with status " + std::to_string(status);
-    if (descriptor == nullptr) return "entry point returned no library descriptor";
-    if (descriptor->struct_size < sizeof(pangea_library))
-        return "library descriptor too small: struct_size " +
-               std::to_string(descriptor->struct_size) + ", ABI 1.0 needs " +
-               std::to_string(sizeof(pangea_library));
-    if (PANGEA_ABI_VERSION_MAJOR(descriptor->abi_version) != PANGEA_ABI_MAJOR)
-        return "built for plugin ABI " + abi_text(descriptor->abi_version) +
+    if (answer == nullptr) return "entry point returned no library descriptor";
+    pangea_library descriptor;
+    if (std::string bad = adapt_library(answer, &descriptor); !bad.empty()) return bad;
+    if (PANGEA_ABI_VERSION_MAJOR(descriptor.abi_version) != PANGEA_ABI_MAJOR)
+        return "built for plugin ABI " + abi_text(descriptor.abi_version) +
                ", this host speaks ABI " + abi_text(PANGEA_ABI_VERSION);
-    if (descriptor->plugin_count == 0 || descriptor->plugins == nullptr)
+    // A library built for a newer minor that answers with it anyway is read as our newest: its
+    // structs are size-led, and we call nothing we do not know.
+    const uint32_t spoken = std::min(descriptor.abi_version, PANGEA_ABI_VERSION);
+    if (descriptor.plugin_count == 0 || descriptor.plugins == nullptr)
         return "the library provides no plugins";
 
     auto loaded = std::make_shared<const LoadedLibrary>(std::move(library));
     std::vector<std::unique_ptr<PluginDescriptor>> found;
-    for (uint32_t i = 0; i < descriptor->plugin_count; ++i) {
+    for (uint32_t i = 0; i < descriptor.plugin_count; ++i) {
         auto plugin = std::make_unique<PluginDescriptor>();
-        if (std::string bad = describe_plugin(descriptor->plugins[i], plugin.get()); !bad.empty()) {
+        if (std::string bad = describe_plugin(descriptor.plugins[i], plugin.get()); !bad.empty()) {
             if (!bad.ends_with(kUnknownKindSuffix)) return bad;
             passed_over->push_back(std::move(bad));
             continue;
@@ -179,6 +156,7 @@ std::string inspect_library(const fs::path& path,
                 return "duplicate plugin " + plugin->id() + " within the library";
         plugin->library_path = path;
         plugin->library = loaded;
+        plugin->spoken_abi_version = spoken;
         found.push_back(std::move(plugin));
     }
     if (found.empty()) return passed_over->front();

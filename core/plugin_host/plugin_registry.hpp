@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/settings.hpp"
+#include "plugin_host/abi_adapters.hpp"
 #include "pangea/plugin.h"
 
 namespace pangea {
@@ -22,16 +23,18 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-// One registered plugin. Its strings and vtable live in the library, which the descriptor keeps
-// loaded.
+// One registered plugin. Its strings and functions live in the library, which the descriptor
+// keeps loaded.
 struct PluginDescriptor {
     pangea_plugin_kind kind;
     std::string name;
     std::string version;
     std::string description;
-    uint32_t abi_version;
+    uint32_t abi_version;         // the version the plugin was built against
+    uint32_t spoken_abi_version;  // what its library answered the handshake with (at most ours)
     std::vector<pangea_setting> settings;
-    const void* vtable;
+    // The plugin's vtable in today's layout (abi_adapters.hpp): every slot callable.
+    std::shared_ptr<const AdaptedVtable> vtable;
     std::filesystem::path library_path;
     std::shared_ptr<const LoadedLibrary> library;
 

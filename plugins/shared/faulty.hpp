@@ -729,7 +729,10 @@ pangea_vtable_header header() {
     }                                                                                                      \
     extern "C" PANGEA_EXPORT pangea_status pangea_plugin_entry_v1(uint32_t host_abi_version,               \
                                                                   const pangea_library** out_library) {    \
-        if (PANGEA_ABI_VERSION_MAJOR(host_abi_version) != PANGEA_ABI_MAJOR) return PANGEA_ERR_VERSION;     \
+        /* A test tool shipped with its host: it speaks only this build's version. */                     \
+        if (PANGEA_ABI_VERSION_MAJOR(host_abi_version) != PANGEA_ABI_MAJOR ||                              \
+            PANGEA_ABI_VERSION_MINOR(host_abi_version) < PANGEA_ABI_MINOR)                                 \
+            return PANGEA_ERR_VERSION;                                                                     \
         if (out_library == nullptr) return PANGEA_ERR_INVALID_ARGUMENT;                                    \
         *out_library = &faulty_library;                                                                    \
         return PANGEA_OK;                                                                                  \

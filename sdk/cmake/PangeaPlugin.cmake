@@ -20,4 +20,11 @@ function(pangea_add_plugin target)
   target_link_options(${target} PRIVATE
     LINKER:--no-undefined
     LINKER:--version-script=${PANGEA_SDK_PLUGIN_MAP})
+  # Bit parity across machines: no fused multiply-add unless the source asks for one, so the same
+  # floats give the same bits whatever the compiler's target (docs/plugins/compress.md).
+  target_compile_options(${target} PRIVATE -ffp-contract=off)
+  # A plugin runs in the hot path: optimized unless the project chose a build type itself.
+  if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
+    target_compile_options(${target} PRIVATE -O2)
+  endif()
 endfunction()

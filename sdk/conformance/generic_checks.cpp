@@ -102,12 +102,26 @@ void check_library(Report& report, const std::filesystem::path& library) {
                "accepts a host of ABI major 0 (must return PANGEA_ERR_VERSION)");
         expect(entry(PANGEA_ABI_VERSION, nullptr) != PANGEA_OK,
                "returns PANGEA_OK with a NULL out_library");
+        // The negotiation: the answer never names a version newer than the offer.
+        for (uint32_t minor = 0; minor <= PANGEA_ABI_MINOR; ++minor) {
+            const uint32_t offer = (PANGEA_ABI_MAJOR << 16) | minor;
+            const pangea_library* answer = nullptr;
+            const pangea_status status = entry(offer, &answer);
+            if (status == PANGEA_ERR_VERSION) continue;  // it needs a newer host: allowed
+            expect(status == PANGEA_OK && answer != nullptr,
+                   "offered ABI 1." + std::to_string(minor) + ": neither PANGEA_OK with a descriptor nor PANGEA_ERR_VERSION");
+            expect(answer->abi_version <= offer && PANGEA_ABI_VERSION_MAJOR(answer->abi_version) == PANGEA_ABI_MAJOR,
+                   "offered ABI 1." + std::to_string(minor) + ", it answered " +
+                       std::to_string(PANGEA_ABI_VERSION_MAJOR(answer->abi_version)) + "." +
+                       std::to_string(PANGEA_ABI_VERSION_MINOR(answer->abi_version)) +
+                       " (pangea_library.abi_version must be at most the offer)");
+        }
     });
 }
 
 void check_generic(Report& report, const Subject& subject) {
     const PluginDescriptor& plugin = *subject.plugin;
-    const auto& header = *static_cast<const pangea_vtable_header*>(plugin.vtable);
+    const pangea_vtable_header& header = header_of(*plugin.vtable);
 
     report.run(subject.check_name("descriptor and " + std::to_string(plugin.settings.size()) +
                                   " declared settings are valid"),

@@ -1,12 +1,15 @@
 // pangea-plugin-check: the conformance runner. Loads plugin libraries the way the host does and
 // runs the generic checks and each plugin kind's checks against them.
 //
-//   pangea-plugin-check [--set name=value]... [--skip FILE] [--object-mib N] LIBRARY...
+//   pangea-plugin-check [--set name=value]... [--plugin kind/name]... [--skip FILE] [--object-mib N] LIBRARY...
 //
 // --set gives a setting to every plugin that declares it (needed for required settings).
 // --skip names a file of checks to skip, one per line: "<check name> -- <reason>".
 // Exits 0 when every check that ran passed.
 #include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <set>
 
 #include <fstream>
 #include <iostream>
@@ -63,6 +66,8 @@ int main(int argc, char** argv) {
     app.add_option("library", libraries, "plugin shared libraries (.so)")->required();
     app.add_option("--set", sets, "a setting for the plugins that declare it: name=value");
     app.add_option("--skip", skip_file, "file of checks to skip: \"<check name> -- <reason>\"");
+    std::vector<std::string> only;
+    app.add_option("--plugin", only, "check only this plugin of the libraries: kind/name (repeatable)");
     uint64_t object_mib = 1024;
     app.add_option("--object-mib", object_mib, "storage: MiB in the large-object round trip")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
@@ -70,6 +75,7 @@ int main(int argc, char** argv) {
     try {
         Report report(read_skips(skip_file));
         PluginRegistry registry({});  // only the libraries named
+        std::set<std::string> declared, checked;  // setting names; plugin ids
         for (const auto& path : libraries) {
             std::cout << path << "\n";
             std::vector<const PluginDescriptor*> plugins;
@@ -84,6 +90,9 @@ int main(int argc, char** argv) {
             if (plugins.empty()) continue;
             check_library(report, path);
             for (const PluginDescriptor* plugin : plugins) {
+                for (const auto& setting : plugin->settings) declared.insert(setting.name);
+                if (!only.empty() && std::find(only.begin(), only.end(), plugin->id()) == only.end()) continue;
+                checked.insert(plugin->id());
                 std::vector<std::string> missing;
                 Subject subject{plugin, settings_for(*plugin, sets, &missing), object_mib << 20};
                 if (!missing.empty()) {
@@ -101,6 +110,16 @@ int main(int argc, char** argv) {
                 }
             }
         }
+        // A typo must not pass as "the plugin kept its default".
+        for (const auto& item : sets) {
+            const std::string key = item.substr(0, item.find('='));
+            if (item.find('=') == std::string::npos || declared.count(key) == 0)
+                throw std::runtime_error("--set " + item + ": no plugin in these libraries declares a setting '" +
+                                         key + "' (give name=value with a declared name)");
+        }
+        for (const auto& id : only)
+            if (checked.count(id) == 0)
+                throw std::runtime_error("--plugin " + id + ": these libraries provide no such plugin");
         const auto unused = report.unused_skips();
         for (const auto& name : unused)
             std::cout << "  [FAIL] " << skip_file << ": names no check that ran: \"" << name << "\"\n";

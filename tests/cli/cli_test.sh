@@ -8,8 +8,8 @@ trap 'rm -rf "$work"' EXIT
 
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/expect.sh"
 
-expect "version names the plugin ABI" 0 "(plugin ABI 1.1)" -- "$pangea" version
-expect "plugins list shows the built-ins" 0 "compress  none            1.0.0     1.1" -- "$pangea" plugins list
+expect "version names the plugin ABI" 0 "(plugin ABI 1.2)" -- "$pangea" version
+expect "plugins list shows the built-ins" 0 "compress  none            1.0.0     1.2" -- "$pangea" plugins list
 expect "plugins list shows the optimizer" 0 "optim     nesterov" -- "$pangea" plugins list
 expect "plugins show prints settings with defaults and ranges" 0 "momentum          float    default 0.9  [0, 0.999999]" -- \
     "$pangea" plugins show optim nesterov

@@ -91,8 +91,11 @@ inline PluginInstance instance_of(const pangea_plugin_info& info,
     plugin.name = info.name;
     plugin.version = info.version;
     plugin.description = info.description;
-    plugin.abi_version = info.abi_version;
-    plugin.vtable = info.vtable;
+    plugin.abi_version = plugin.spoken_abi_version = info.abi_version;
+    auto vtable = std::make_shared<AdaptedVtable>();
+    if (const std::string bad = adapt_vtable(info.kind, info.vtable, vtable.get()); !bad.empty())
+        fail(__FILE__, __LINE__, "adapt_vtable", bad.c_str());
+    plugin.vtable = std::move(vtable);
     plugin.library_path = "(compiled into the fuzz target)";
     for (uint32_t i = 0; i < info.setting_count; ++i) plugin.settings.push_back(info.settings[i]);
     SettingMap settings = plugin.default_settings();

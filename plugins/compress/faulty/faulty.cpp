@@ -14,7 +14,7 @@ struct Spec {
     static const faulty::KindSpec& spec() {
         static const faulty::KindSpec s{PANGEA_KIND_COMPRESS, "compress", default_inner,
                                         {"encode", "decode", "decode_accumulate"},
-                                        sizeof(pangea_compress_vtable), sizeof(pangea_compress_vtable)};
+                                        sizeof(pangea_compress_vtable), sizeof(pangea_compress_vtable)};  // inner: 1.2
         return s;
     }
 };
@@ -45,14 +45,21 @@ pangea_status decode_accumulate(void* self, const uint8_t* src, size_t bytes, fl
     return inner_vt(f).decode_accumulate(f.inner(), src, bytes, acc, n);
 }
 
+// Never the identity: the host would then skip the codec, and with it the failures to inject.
 uint64_t capabilities(void* self) {
     Instance& f = Instance::of(self);
     f.forget_error();
-    return inner_vt(f).capabilities(f.inner());
+    return inner_vt(f).capabilities(f.inner()) & ~PANGEA_COMPRESS_CAP_IDENTITY;
+}
+
+double error_bound(void* self) {
+    Instance& f = Instance::of(self);
+    f.forget_error();
+    return inner_vt(f).error_bound(f.inner());
 }
 
 const pangea_compress_vtable vtable = {faulty::header<Spec>(), &max_encoded_size, &encode, &decode,
-                                       &decode_accumulate, &capabilities};
+                                       &decode_accumulate, &capabilities, &error_bound};
 
 }  // namespace
 

@@ -36,6 +36,10 @@ public:
         *written = bytes;
     }
 
+    // The identity: the host may move the caller's buffer without calling us at all.
+    uint64_t capabilities() override { return PANGEA_COMPRESS_CAP_IDENTITY; }
+    double error_bound() override { return 0.0; }
+
     void decode(const uint8_t* src, size_t bytes, float* dst, size_t n) override {
         check_length(bytes, n);
         if (n > 0 && (src == nullptr || dst == nullptr)) throw Error(PANGEA_ERR_INVALID_ARGUMENT, "decode: NULL pointer");

@@ -33,6 +33,11 @@ using pangea::sdk::Error;
 
 constexpr const char* kPartial = ".partial";
 
+// The status of a failed system call that wrote: a full disk or quota is its own status.
+pangea_status write_status(int error) {
+    return error == ENOSPC || error == EDQUOT ? PANGEA_ERR_NO_SPACE : PANGEA_ERR_IO;
+}
+
 std::string system_error(const std::string& what, const std::string& path) {
     return what + " " + path + ": " + std::strerror(errno);
 }
@@ -61,7 +66,7 @@ void fsync_directory(const fs::path& dir) {
     if (fd < 0) throw Error(PANGEA_ERR_IO, system_error("cannot open directory", dir));
     const int rc = ::fsync(fd);
     ::close(fd);
-    if (rc != 0) throw Error(PANGEA_ERR_IO, system_error("cannot fsync directory", dir));
+    if (rc != 0) throw Error(write_status(errno), system_error("cannot fsync directory", dir));
 }
 
 class Local final : public pangea::sdk::Storage {
@@ -92,7 +97,7 @@ public:
         writer->temporary = (root_ / kPartial /
                              (std::to_string(::getpid()) + "-" + std::to_string(next_writer_++))).string();
         writer->fd = ::open(writer->temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (writer->fd < 0) throw Error(PANGEA_ERR_IO, system_error("cannot create", writer->temporary));
+        if (writer->fd < 0) throw Error(write_status(errno), system_error("cannot create", writer->temporary));
         return writer.release();
     }
 
@@ -105,7 +110,7 @@ public:
         while (bytes > 0) {
             const ssize_t n = ::write(writer->fd, p, bytes);
             if (n < 0 && errno == EINTR) continue;
-            if (n < 0) throw Error(errno == ENOSPC ? PANGEA_ERR_NO_MEMORY : PANGEA_ERR_IO,
+            if (n < 0) throw Error(write_status(errno),
                                    system_error("cannot write", writer->temporary) + " (object " + writer->key + ")");
             p += n;
             bytes -= static_cast<size_t>(n);
@@ -116,12 +121,13 @@ public:
         std::unique_ptr<pangea_storage_writer> owned(writer);
         const fs::path target = root_ / owned->key;
         try {
-            if (fsync_ && ::fsync(owned->fd) != 0) throw Error(PANGEA_ERR_IO, system_error("cannot fsync", owned->temporary));
+            if (fsync_ && ::fsync(owned->fd) != 0) throw Error(write_status(errno), system_error("cannot fsync", owned->temporary));
             if (::close(std::exchange(owned->fd, -1)) != 0)
-                throw Error(PANGEA_ERR_IO, system_error("cannot close", owned->temporary));
+                throw Error(write_status(errno), system_error("cannot close", owned->temporary));
             std::error_code error;
             fs::create_directories(target.parent_path(), error);
-            if (error) throw Error(PANGEA_ERR_IO, "cannot create " + target.parent_path().string() + ": " + error.message());
+            if (error)
+                throw Error(write_status(error.value()), "cannot create " + target.parent_path().string() + ": " + error.message());
             if (::rename(owned->temporary.c_str(), target.c_str()) != 0)
                 throw Error(PANGEA_ERR_IO, system_error("cannot rename " + owned->temporary + " to", target));
             if (fsync_) {

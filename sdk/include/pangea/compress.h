@@ -26,6 +26,10 @@ extern "C" {
 /* The scheme loses information and benefits from error feedback: the core keeps the residual of
  * each round (input minus decode(encode(input))) and adds it to the next round's input. */
 #define PANGEA_COMPRESS_CAP_ERROR_FEEDBACK ((uint64_t)1 << 0)
+/* (1.2) The scheme is the identity: encode() writes the n floats' own bytes (4n, host byte
+ * order) and decode() reads them back unchanged. The host may then skip the codec and move the
+ * caller's buffer as it is (the ring all-reduce does: no copy, no encoded buffer). */
+#define PANGEA_COMPRESS_CAP_IDENTITY ((uint64_t)1 << 1)
 
 typedef struct pangea_compress_vtable {
     pangea_vtable_header header;
@@ -54,7 +58,20 @@ typedef struct pangea_compress_vtable {
 
     /* PANGEA_COMPRESS_CAP_* flags of this instance. */
     uint64_t (*capabilities)(void* instance);
+
+    /* ---- Appended in 1.2. A vtable built against an older header ends before these; the host
+     * then uses the default given with each slot, and so does it for a NULL slot. */
+
+    /* The largest relative L2 error, |decode(encode(x)) - x| / |x|, this instance promises for
+     * finite input of any length (0 for a lossless scheme; a 1-bit scheme may promise 0.8).
+     * Never fails. pangea-plugin-check holds round trips to it. Default: 0.1. */
+    double (*error_bound)(void* instance);
 } pangea_compress_vtable;
+
+/* The size of a compress vtable of ABI 1.0 and 1.1: every slot before this is required. */
+#define PANGEA_COMPRESS_VTABLE_SIZE_1_0 (offsetof(pangea_compress_vtable, error_bound))
+/* The default of error_bound for a plugin without the slot. */
+#define PANGEA_COMPRESS_DEFAULT_ERROR_BOUND 0.1
 
 #ifdef __cplusplus
 }

@@ -43,6 +43,9 @@ typedef struct pangea_optim_vtable {
     pangea_status (*load_state)(void* instance, const uint8_t* src, size_t bytes);
 } pangea_optim_vtable;
 
+/* The size of an optim vtable of ABI 1.0 (unchanged since): every slot is required. */
+#define PANGEA_OPTIM_VTABLE_SIZE_1_0 (offsetof(pangea_optim_vtable, load_state) + sizeof(void (*)(void)))
+
 #ifdef __cplusplus
 }
 #endif

@@ -30,11 +30,14 @@ extern "C" {
 
 /* The ABI this header describes. The major changes only when a released struct or function
  * would have to change incompatibly (then the entry symbol's name changes too); the minor grows
- * when fields or functions are appended.
+ * when fields, functions, flags or status codes are appended. Each released version's structs
+ * are kept, frozen, in pangea/v1_0/, pangea/v1_1/, ...; the host adapts every one of them.
  *   1.0  the first ABI
- *   1.1  transport: the optional allreduce_sum_f32 slot */
+ *   1.1  transport: the optional allreduce_sum_f32 slot
+ *   1.2  PANGEA_ERR_NO_SPACE; compress: the error_bound slot and PANGEA_COMPRESS_CAP_IDENTITY;
+ *        the handshake is a negotiation (pangea_library.abi_version answers the host's offer) */
 #define PANGEA_ABI_MAJOR 1
-#define PANGEA_ABI_MINOR 1
+#define PANGEA_ABI_MINOR 2
 #define PANGEA_ABI_VERSION ((uint32_t)((PANGEA_ABI_MAJOR << 16) | PANGEA_ABI_MINOR))
 #define PANGEA_ABI_VERSION_MAJOR(v) ((uint32_t)(v) >> 16)
 #define PANGEA_ABI_VERSION_MINOR(v) ((uint32_t)(v)&0xffffu)
@@ -101,7 +104,13 @@ typedef enum pangea_status {
 
     /* Anything else: a bug or an unexpected state inside the plugin (an exception it caught at
      * the boundary, for example). The message says what happened. */
-    PANGEA_ERR_INTERNAL = 15
+    PANGEA_ERR_INTERNAL = 15,
+
+    /* (1.2) A disk, a quota or another store ran out of space ("No space left on device").
+     * Retrying after space is freed may succeed. Returned only to hosts of ABI 1.2 or later
+     * (pangea_host.abi_version); an older host gets PANGEA_ERR_IO instead. A host treats a
+     * status it does not know as PANGEA_ERR_INTERNAL. */
+    PANGEA_ERR_NO_SPACE = 16
 } pangea_status;
 
 /* ---------------------------------------------------------------- plugin kinds ----------- */
@@ -142,6 +151,8 @@ typedef struct pangea_setting {
     const char* choices;
 } pangea_setting;
 
+#define PANGEA_SETTING_SIZE_1_0 (offsetof(pangea_setting, choices) + sizeof(const char*))
+
 /* ---------------------------------------------------------------- host services ---------- */
 
 typedef enum pangea_log_level {
@@ -179,6 +190,11 @@ typedef struct pangea_host {
      * `message` is borrowed. */
     void (*report_error)(void* context, pangea_status status, const char* message);
 } pangea_host;
+
+/* The frozen sizes of ABI 1.0's structs (pangea/v1_0/ has their layouts). A reader accepts any
+ * struct_size from these up, reads only what lies inside the size it was given, and takes the
+ * documented default for the rest; a writer writes only what fits the reader's size. */
+#define PANGEA_HOST_SIZE_1_0 (offsetof(pangea_host, report_error) + sizeof(void (*)(void)))
 
 /* ---------------------------------------------------------------- vtables ---------------- */
 
@@ -219,13 +235,19 @@ typedef struct pangea_plugin_info {
     const void* vtable;          /* the kind's vtable; starts with a pangea_vtable_header */
 } pangea_plugin_info;
 
+#define PANGEA_PLUGIN_INFO_SIZE_1_0 (offsetof(pangea_plugin_info, vtable) + sizeof(const void*))
+
 /* Everything a library provides. Static data owned by the library. */
 typedef struct pangea_library {
     uint32_t struct_size;  /* sizeof(pangea_library) as built */
-    uint32_t abi_version;  /* PANGEA_ABI_VERSION the library was built against */
+    /* The ABI version the library speaks with this host: its answer to the host's offer (see the
+     * entry point). At most the version it was built against. */
+    uint32_t abi_version;
     uint32_t plugin_count;
     const pangea_plugin_info* const* plugins;
 } pangea_library;
+
+#define PANGEA_LIBRARY_SIZE_1_0 (offsetof(pangea_library, plugins) + sizeof(void*))
 
 /* ---------------------------------------------------------------- entry point ------------ */
 
@@ -233,10 +255,15 @@ typedef struct pangea_library {
  * libraries it can speak to, and can name the major of those it cannot. */
 #define PANGEA_PLUGIN_ENTRY_SYMBOL "pangea_plugin_entry_v1"
 
-/* The handshake. The host passes the PANGEA_ABI_VERSION it speaks. The library returns
- * PANGEA_ERR_VERSION if it cannot work with that host (a different major, or an older minor than
- * it needs), else writes its static descriptor to *out_library and returns PANGEA_OK. May be
- * called more than once; must not allocate anything the host would have to free. */
+/* The handshake, a negotiation. The host offers the newest PANGEA_ABI_VERSION it speaks. The
+ * library answers PANGEA_ERR_VERSION if it cannot work with that host (a different major, or an
+ * older minor than it needs), else writes its static descriptor to *out_library, whose
+ * abi_version is the version it will speak: the older of the offer and what it was built
+ * against. It returns PANGEA_OK. The host then calls only what that version has, and the
+ * library returns only what that version knows (statuses, flags). Each plugin_info and vtable
+ * still carries the size it was built with; the host adapts older layouts. May be called more
+ * than once, with the same answer for the same offer; must not allocate anything the host would
+ * have to free. */
 typedef pangea_status (*pangea_plugin_entry_fn)(uint32_t host_abi_version,
                                                 const pangea_library** out_library);
 

@@ -18,6 +18,7 @@
 #ifndef PANGEA_SDK_HPP
 #define PANGEA_SDK_HPP
 
+#include <array>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -144,9 +145,21 @@ public:
         }
     }
 
+    // A status this instance's host knows: hosts older than ABI 1.2 get PANGEA_ERR_IO for
+    // PANGEA_ERR_NO_SPACE. The helper applies it to everything it returns.
+    pangea_status for_host(pangea_status status) const noexcept {
+        return for_host(status, host_abi_version_);
+    }
+    static pangea_status for_host(pangea_status status, uint32_t host_abi_version) noexcept {
+        const bool knows_no_space = PANGEA_ABI_VERSION_MINOR(host_abi_version) >= 2;
+        return status == PANGEA_ERR_NO_SPACE && !knows_no_space ? PANGEA_ERR_IO : status;
+    }
+    void set_host_abi_version(uint32_t version) noexcept { host_abi_version_ = version; }
+
 private:
     mutable std::mutex error_mutex_;
     std::map<std::thread::id, std::string> last_error_;
+    uint32_t host_abi_version_ = PANGEA_ABI_VERSION;
 };
 
 class Compressor : public PluginBase {
@@ -159,6 +172,8 @@ public:
     virtual void decode(const uint8_t* src, size_t bytes, float* dst, size_t n) = 0;
     virtual void decode_accumulate(const uint8_t* src, size_t bytes, float* acc, size_t n) = 0;
     virtual uint64_t capabilities() { return 0; }
+    // The relative L2 error of a round trip this instance promises (compress.h, error_bound).
+    virtual double error_bound() { return PANGEA_COMPRESS_DEFAULT_ERROR_BOUND; }
 };
 
 class OuterOptimizer : public PluginBase {
@@ -231,7 +246,7 @@ pangea_status guarded(void* instance, F&& f) noexcept {
         return PANGEA_OK;
     } catch (const Error& e) {
         self->set_last_error(e.what());
-        return e.status();
+        return self->for_host(e.status());
     } catch (const std::bad_alloc&) {
         self->set_last_error("out of memory");
         return PANGEA_ERR_NO_MEMORY;
@@ -249,7 +264,7 @@ template <class F>
 pangea_status guarded_status(void* instance, F&& f) noexcept {
     pangea_status status = PANGEA_OK;
     const pangea_status thrown = guarded(instance, [&] { status = f(); });
-    return thrown != PANGEA_OK ? thrown : status;
+    return thrown != PANGEA_OK ? thrown : static_cast<PluginBase*>(instance)->for_host(status);
 }
 
 template <class Base>
@@ -263,11 +278,13 @@ pangea_status create(const pangea_host* host, void** out_instance) noexcept {
     // Reported from inside the handler: the exception (and its what()) lives until it ends.
     try {
         std::unique_ptr<PluginBase> made = std::make_unique<T>(Host(host));
+        made->set_host_abi_version(host->abi_version);
         *out_instance = made.release();
         return PANGEA_OK;
     } catch (const Error& e) {
-        host->report_error(host->context, e.status(), e.what());
-        return e.status();
+        const pangea_status status = PluginBase::for_host(e.status(), host->abi_version);
+        host->report_error(host->context, status, e.what());
+        return status;
     } catch (const std::bad_alloc&) {
         host->report_error(host->context, PANGEA_ERR_NO_MEMORY, "out of memory");
         return PANGEA_ERR_NO_MEMORY;
@@ -322,6 +339,14 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_CO
                 return as<Compressor>(self)->capabilities();
             } catch (...) {
                 return 0;
+            }
+        },
+        [](void* self) noexcept -> double {
+            if (self == nullptr) return PANGEA_COMPRESS_DEFAULT_ERROR_BOUND;
+            try {
+                return as<Compressor>(self)->error_bound();
+            } catch (...) {
+                return PANGEA_COMPRESS_DEFAULT_ERROR_BOUND;
             }
         },
     };
@@ -502,15 +527,24 @@ const pangea_plugin_info* describe() {
     return &info;
 }
 
+// The handshake: answers the host's offer with the older of it and the version built here.
+// Any 1.x host will do: its vtables are prefixes of ours, and for_host() keeps statuses to what
+// it knows.
 template <class... Ts>
 pangea_status export_library(uint32_t host_abi_version, const pangea_library** out) noexcept {
     if (out == nullptr) return PANGEA_ERR_INVALID_ARGUMENT;
     if (PANGEA_ABI_VERSION_MAJOR(host_abi_version) != PANGEA_ABI_MAJOR) return PANGEA_ERR_VERSION;
     try {
         static const pangea_plugin_info* const plugins[] = {describe<Ts>()...};
-        static const pangea_library library = {sizeof(pangea_library), PANGEA_ABI_VERSION,
-                                               static_cast<uint32_t>(sizeof...(Ts)), plugins};
-        *out = &library;
+        static const auto answers = [] {
+            std::array<pangea_library, PANGEA_ABI_MINOR + 1> all{};
+            for (uint32_t minor = 0; minor <= PANGEA_ABI_MINOR; ++minor)
+                all[minor] = {sizeof(pangea_library), (PANGEA_ABI_MAJOR << 16) | minor,
+                              static_cast<uint32_t>(sizeof...(Ts)), plugins};
+            return all;
+        }();
+        const uint32_t offered = PANGEA_ABI_VERSION_MINOR(host_abi_version);
+        *out = &answers[offered < PANGEA_ABI_MINOR ? offered : PANGEA_ABI_MINOR];
         return PANGEA_OK;
     } catch (...) {
         return PANGEA_ERR_INTERNAL;

@@ -58,6 +58,9 @@ typedef struct pangea_storage_vtable {
     pangea_status (*remove)(void* instance, const char* key);
 } pangea_storage_vtable;
 
+/* The size of a storage vtable of ABI 1.0 (unchanged since): every slot is required. */
+#define PANGEA_STORAGE_VTABLE_SIZE_1_0 (offsetof(pangea_storage_vtable, remove) + sizeof(void (*)(void)))
+
 #ifdef __cplusplus
 }
 #endif

@@ -88,9 +88,9 @@ typedef struct pangea_transport_vtable {
      * accept() on it: the caller waits for that accept() to return (short timeouts help). */
     void (*close_listener)(void* instance, pangea_listener* listener);
 
-    /* ---- Optional slots (appended after ABI 1.0). The host calls one only when
-     * header.struct_size reaches past it and the pointer is not NULL; a plugin built against the
-     * 1.0 header simply has a shorter vtable and keeps loading. */
+    /* ---- Appended in 1.1. A vtable built against the 1.0 header ends before this slot, and
+     * keeps loading: the host then uses the default (as for a NULL slot), which answers
+     * PANGEA_ERR_UNSUPPORTED. */
 
     /* The transport's own all-reduce: sums `count` floats of `data` in place across a ring of
      * `world` ranks, where this caller is `rank`, `next` is its connection to rank (rank + 1) %
@@ -115,6 +115,9 @@ typedef struct pangea_transport_vtable {
 
 /* The size of a transport vtable of ABI 1.0: every slot before this offset is required. */
 #define PANGEA_TRANSPORT_VTABLE_SIZE_1_0 (offsetof(pangea_transport_vtable, allreduce_sum_f32))
+/* ... and of ABI 1.1 (unchanged in 1.2). */
+#define PANGEA_TRANSPORT_VTABLE_SIZE_1_1 \
+    (offsetof(pangea_transport_vtable, allreduce_sum_f32) + sizeof(void (*)(void)))
 
 #ifdef __cplusplus
 }

@@ -88,11 +88,5 @@ TEST_F(PluginInstanceTest, MovedInstanceIsDestroyedOnceAndLibraryOutlivesRegistr
     EXPECT_EQ(kept->last_error(), "");
 }
 
-TEST_F(PluginInstanceTest, HasSlotFollowsTheVtableSize) {
-    PluginInstance instance(probe, probe_settings());
-    EXPECT_TRUE(instance.has_slot(sizeof(pangea_compress_vtable)));
-    EXPECT_FALSE(instance.has_slot(sizeof(pangea_compress_vtable) + sizeof(void*)));
-}
-
 }  // namespace
 }  // namespace pangea
