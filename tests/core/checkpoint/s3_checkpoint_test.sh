@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Checkpoints in S3 (storage/s3 against a real S3-compatible server, s3rver): the objects are
-# really in the bucket and byte-identical to what storage/local writes (cross-checked with the
-# aws CLI); a run SIGKILLed after a checkpoint resumes from S3 bit-identically; and (root: the
-# server behind an 8 Mbit/s emulated link, bench/wan.sh) a process killed in the middle of an
-# upload resumes from the previous complete checkpoint.
+# Checkpoints in S3 (storage/s3 against a real S3-compatible server, s3rver, behind the proxy
+# of tests/lib/s3rver.sh that checks SigV4 signatures): the objects are really in the bucket and
+# byte-identical to what storage/local writes (cross-checked with the aws CLI); a run SIGKILLed
+# after a checkpoint resumes from S3 bit-identically; and (root: the server behind an 8 Mbit/s
+# emulated link, bench/wan.sh) a process killed in the middle of an upload resumes from the
+# previous complete checkpoint.
 #   s3_checkpoint_test.sh <pangea binary> <source root>
 # Exits 77 (skipped) without node/npm.
 set -uo pipefail
