@@ -1,19 +1,51 @@
 # Assertions for the shell tests. Source it, call expect for each case, end with expect_summary.
 #   expect <description> <exit code wanted> <text wanted in stdout+stderr> -- command...
+#   expect_rc <description> <exit code wanted> -- command...     (the exit code only)
+#   expect_equal <description> <wanted> <got>                    (the same text, not empty)
+# An empty wanted text fails: grep -F "" matches anything, so a value that was never computed
+# would pass.
 expect_passes=0
 expect_failures=0
 
+expect_pass() { echo "ok: $1"; expect_passes=$((expect_passes + 1)); }
+expect_fail() { echo "FAIL: $1"; expect_failures=$((expect_failures + 1)); }
+
 expect() {
     local what=$1 want_rc=$2 want_text=$3; shift 4
+    if [[ -z $want_text ]]; then
+        expect_fail "$what: the expected text is empty (use expect_rc for the exit code alone)"
+        return
+    fi
     local out rc
     out=$("$@" 2>&1); rc=$?
     if [[ $rc -ne $want_rc ]] || ! grep -qF -- "$want_text" <<<"$out"; then
-        echo "FAIL: $what: exit $rc (wanted $want_rc), output lacks '$want_text':"
+        expect_fail "$what: exit $rc (wanted $want_rc), output lacks '$want_text':"
         echo "$out" | sed 's/^/    /'
-        expect_failures=$((expect_failures + 1))
     else
-        echo "ok: $what"
-        expect_passes=$((expect_passes + 1))
+        expect_pass "$what"
+    fi
+}
+
+expect_rc() {
+    local what=$1 want_rc=$2; shift 3
+    local out rc
+    out=$("$@" 2>&1); rc=$?
+    if [[ $rc -ne $want_rc ]]; then
+        expect_fail "$what: exit $rc (wanted $want_rc):"
+        echo "$out" | sed 's/^/    /'
+    else
+        expect_pass "$what"
+    fi
+}
+
+expect_equal() {
+    local what=$1 want=$2 got=$3
+    if [[ -z $want ]]; then
+        expect_fail "$what: the expected value is empty (got '$got')"
+    elif [[ $want != "$got" ]]; then
+        expect_fail "$what: got '$got', wanted '$want'"
+    else
+        expect_pass "$what"
     fi
 }
 

@@ -1,30 +1,57 @@
-# A real S3-compatible server for tests: s3rver (npm), on loopback, with a temporary directory.
+# A real S3-compatible server for tests: s3rver (npm), on loopback, with a temporary directory,
+# behind a proxy that checks SigV4 signatures (tests/lib/sigv4_proxy.js; s3rver checks none).
 # Source it, then:
-#   s3rver_install [DIR]        installs s3rver@3.7.1 into DIR (default $PANGEA_S3RVER_DIR, else
-#                               /var/cache/pangea/s3rver) unless there; exits 77 (skip) without
-#                               node/npm or when the install fails
+#   s3rver_install [DIR]        installs the npm packages below into DIR (default
+#                               $PANGEA_S3RVER_DIR, else /var/cache/pangea/s3rver) unless there;
+#                               exits 77 (skip) without node/npm or when the install fails
 #   s3rver_start DATA BUCKET [NETNS ADDRESS]
-#                               starts it (in network namespace NETNS on ADDRESS, else on
-#                               127.0.0.1) with DATA as its directory and BUCKET made; sets
-#                               S3_ENDPOINT and S3RVER_PID; s3rver_stop stops it.
-# It exports the credentials s3rver takes (access key S3RVER; it does not check signatures).
+#                               starts it and the proxy (in network namespace NETNS on ADDRESS,
+#                               else on 127.0.0.1) with DATA as its directory and BUCKET made;
+#                               sets S3_ENDPOINT (the proxy); s3rver_stop stops both.
+# It exports the credentials the proxy checks: access key S3RVER, secret S3RVER.
+
+# Pinned, so that the tests do not change under us; --prefer-offline installs from npm's cache.
+S3RVER_PACKAGES=(s3rver@3.7.1 @smithy/signature-v4@5.7.5 @smithy/hash-node@4.5.2)
+
+s3rver_installed() {
+    local package name
+    for package in "${S3RVER_PACKAGES[@]}"; do
+        name=${package%@*}
+        grep -qs "\"version\": \"${package##*@}\"" "$1/node_modules/$name/package.json" || return 1
+    done
+}
 
 s3rver_install() {
     local dir=${1:-${PANGEA_S3RVER_DIR:-/var/cache/pangea/s3rver}}
     command -v node >/dev/null || { echo "SKIP: node is not installed (Debian: apt-get install nodejs npm)"; exit 77; }
     command -v npm >/dev/null || { echo "SKIP: npm is not installed (Debian: apt-get install npm)"; exit 77; }
     S3RVER=$dir/node_modules/.bin/s3rver
-    [[ -x $S3RVER ]] && return 0
+    S3RVER_MODULES=$dir/node_modules
+    s3rver_installed "$dir" && return 0
     mkdir -p "$dir" || { echo "SKIP: cannot create $dir (set PANGEA_S3RVER_DIR)"; exit 77; }
-    echo "installing s3rver@3.7.1 into $dir"
+    echo "installing ${S3RVER_PACKAGES[*]} into $dir"
     local out
     # flock: two test runs sharing the directory must not install over each other.
-    if ! out=$(flock "$dir" npm install --prefix "$dir" --no-audit --no-fund --prefer-offline s3rver@3.7.1 2>&1) ||
-        [[ ! -x $S3RVER ]]; then
-        echo "SKIP: npm install s3rver@3.7.1 failed:"
+    if ! out=$(flock "$dir" npm install --prefix "$dir" --no-audit --no-fund --prefer-offline "${S3RVER_PACKAGES[@]}" 2>&1) ||
+        ! s3rver_installed "$dir"; then
+        echo "SKIP: npm install ${S3RVER_PACKAGES[*]} failed:"
         tail -5 <<<"$out"
         exit 77
     fi
+}
+
+# Waits (up to 30 s, while process PID lives) for LOG to say "... listening on ADDRESS:PORT";
+# prints PORT.
+listening_port() {
+    local pid=$1 log=$2 what=$3 port=
+    for ((i = 0; i < 300; i++)); do
+        port=$(sed -n "s/.*$what listening on [0-9.]*:\([0-9]*\).*/\1/p" "$log" 2>/dev/null)
+        [[ -n $port ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -n $port ]] || { echo "FAIL: $what did not start within 30 s: $(cat "$log")" >&2; return 1; }
+    echo "$port"
 }
 
 s3rver_start() {
@@ -39,21 +66,23 @@ s3rver_start() {
     NODE_OPTIONS=$node_options "${run[@]}" "$S3RVER" -d "$data" -a "$address" -p 0 --silent \
         --configure-bucket "$bucket" >"$data.log" 2>&1 &
     S3RVER_PID=$!
-    local port=
-    for ((i = 0; i < 300; i++)); do
-        port=$(sed -n "s/.*S3rver listening on [0-9.]*:\([0-9]*\).*/\1/p" "$data.log")
-        [[ -n $port ]] && break
-        kill -0 "$S3RVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    [[ -n $port ]] || { echo "FAIL: s3rver did not start within 30 s: $(cat "$data.log")"; exit 1; }
-    S3_ENDPOINT=http://$address:$port
+    local port
+    port=$(listening_port "$S3RVER_PID" "$data.log" S3rver) || exit 1
     export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=us-east-1
     export AWS_EC2_METADATA_DISABLED=true
     unset AWS_SESSION_TOKEN AWS_PROFILE
+    NODE_PATH=$S3RVER_MODULES SIGV4_ACCESS_KEY=$AWS_ACCESS_KEY_ID SIGV4_SECRET=$AWS_SECRET_ACCESS_KEY \
+        SIGV4_REGION=$AWS_DEFAULT_REGION "${run[@]}" node "$(dirname "${BASH_SOURCE[0]}")/sigv4_proxy.js" \
+        "$address" "http://$address:$port" >"$data.proxy.log" 2>&1 &
+    SIGV4_PROXY_PID=$!
+    port=$(listening_port "$SIGV4_PROXY_PID" "$data.proxy.log" "sigv4 proxy") || exit 1
+    S3_ENDPOINT=http://$address:$port
 }
 
 s3rver_stop() {
-    [[ -n ${S3RVER_PID:-} ]] && kill "$S3RVER_PID" 2>/dev/null && wait "$S3RVER_PID" 2>/dev/null
-    S3RVER_PID=
+    local pid
+    for pid in ${SIGV4_PROXY_PID:-} ${S3RVER_PID:-}; do
+        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    SIGV4_PROXY_PID= S3RVER_PID=
 }

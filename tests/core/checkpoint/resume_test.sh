@@ -31,7 +31,7 @@ from=$(latest "$work/killed")
 expect "the killed run resumes from its latest checkpoint" 0 "resuming from storage/local resume/node-0/$from/" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/killed" --resume latest
 got=$(json_field "$work/killed/summary/node-0.json" params_hash)
-expect "resumed from $from, the parameters are bit-identical to the uninterrupted run's" 0 "$want" -- echo "$got"
+expect_equal "resumed from $from, the parameters are bit-identical to the uninterrupted run's" "$want" "$got"
 
 # 3. Killed in the middle of a save (storage/local slowed down: each write sleeps 0.4 s).
 slow=(--set storage.plugin=local --set storage.library="$fixtures/slow/libslow_local.so"
@@ -46,7 +46,7 @@ expect "list shows only the complete checkpoint" 0 "2         " -- \
     "$pangea" checkpoint list "$work/run.toml" --set run.dir="$work/crash"
 expect "resume picks the previous complete checkpoint" 0 "resuming from storage/local resume/node-0/step-00000002/" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/crash" --resume latest
-expect "and ends bit-identical too" 0 "$want" -- json_field "$work/crash/summary/node-0.json" params_hash
+expect_equal "and ends bit-identical too" "$want" "$(json_field "$work/crash/summary/node-0.json" params_hash)"
 expect "no temporary file of the killed save is left" 0 "partial: 0" -- \
     bash -c "echo partial: \$(ls '$work/crash/checkpoints/.partial' | wc -l)"
 
@@ -94,6 +94,6 @@ kill -9 "$launcher"
 pkill -9 -f -- "run.dir=$work/two( |\$)"; wait "$launcher" 2>/dev/null
 expect "launch --resume latest carries every node on" 0 "all nodes hold bit-identical parameters" -- \
     "$pangea" launch "$work/run.toml" "${two[@]}" --set run.dir="$work/two" --resume latest
-expect "... bit-identical to the uninterrupted launch" 0 "$want2" -- json_field "$work/two/summary/node-1.json" params_hash
+expect_equal "... bit-identical to the uninterrupted launch" "$want2" "$(json_field "$work/two/summary/node-1.json" params_hash)"
 
 expect_summary

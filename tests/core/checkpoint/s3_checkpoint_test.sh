@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Checkpoints in S3 (storage/s3 against a real S3-compatible server, s3rver): the objects are
-# really in the bucket and byte-identical to what storage/local writes (cross-checked with the
-# aws CLI); a run SIGKILLed after a checkpoint resumes from S3 bit-identically; and (root: the
-# server behind an 8 Mbit/s emulated link, bench/wan.sh) a process killed in the middle of an
-# upload resumes from the previous complete checkpoint.
+# Checkpoints in S3 (storage/s3 against a real S3-compatible server, s3rver, behind the proxy
+# of tests/lib/s3rver.sh that checks SigV4 signatures): the objects are really in the bucket and
+# byte-identical to what storage/local writes (cross-checked with the aws CLI); a run SIGKILLed
+# after a checkpoint resumes from S3 bit-identically; and (root: the server behind an 8 Mbit/s
+# emulated link, bench/wan.sh) a process killed in the middle of an upload resumes from the
+# previous complete checkpoint.
 #   s3_checkpoint_test.sh <pangea binary> <source root>
 # Exits 77 (skipped) without node/npm.
 set -uo pipefail
@@ -31,7 +32,7 @@ aws_s3() { aws --endpoint-url "$S3_ENDPOINT" "$@"; }
 expect "a run checkpoints into S3" 0 "saved storage/s3 s3run/node-0/step-00000008/" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/s3run" "${s3[@]}"
 want=$(json_field "$work/local/summary/node-0.json" params_hash)
-expect "storage does not change training" 0 "$want" -- json_field "$work/s3run/summary/node-0.json" params_hash
+expect_equal "storage does not change training" "$want" "$(json_field "$work/s3run/summary/node-0.json" params_hash)"
 if command -v aws >/dev/null; then
     expect "the aws CLI sees the checkpoints in the bucket" 0 "team/s3run/node-0/step-00000008/checkpoint.json" -- \
         aws_s3 s3 ls --recursive "s3://$bucket/team/s3run/"
@@ -57,7 +58,7 @@ wait_for 120 grep -q "saved storage/s3 s3run/node-0/step-00000002/" "$work/kille
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 expect "the killed run resumes from S3" 0 "resuming from storage/s3 s3run/node-0/step-0000000" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/killed" "${s3k[@]}" --resume latest
-expect "... bit-identical to the uninterrupted run" 0 "$want" -- json_field "$work/killed/summary/node-0.json" params_hash
+expect_equal "... bit-identical to the uninterrupted run" "$want" "$(json_field "$work/killed/summary/node-0.json" params_hash)"
 
 # 3. Killed mid-upload: the server behind an 8 Mbit/s link, so each checkpoint's upload takes
 #    seconds (root and network namespaces needed).
@@ -75,7 +76,7 @@ if [[ $(id -u) -eq 0 ]] && "$root/bench/wan.sh" up 2 --rate 8mbit >/dev/null 2>&
         bash -c "compgen -G '$work/s3wan/$bucket/s3run/node-0/step-00000004/checkpoint.json*' >/dev/null || echo no header"
     expect "resume picks the previous complete checkpoint from S3" 0 "resuming from storage/s3 s3run/node-0/step-00000002/" -- \
         ip netns exec pangea-n1 "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/crash" "${s3w[@]}" --resume latest
-    expect "... and ends bit-identical" 0 "$want" -- json_field "$work/crash/summary/node-0.json" params_hash
+    expect_equal "... and ends bit-identical" "$want" "$(json_field "$work/crash/summary/node-0.json" params_hash)"
 else
     echo "note: not root or no network namespaces: the mid-upload kill is not run"
 fi

@@ -30,9 +30,9 @@ for _ in $(seq 1 400); do kill -0 "$parent" 2>/dev/null || break; sleep 0.1; don
 ended=$(( $(now_ms) - start ))
 wait "$parent"; code=$?
 
-expect "the run ends with an error" 0 "" -- test "$code" -ne 0
-expect "the survivors fail within the stall timeout plus slack (took ${reported} ms)" 0 "" -- test "$reported" -lt 9000
-expect "the run ends (took ${ended} ms)" 0 "" -- test "$ended" -lt 25000
+expect_rc "the run ends with an error" 0 -- test "$code" -ne 0
+expect_rc "the survivors fail within the stall timeout plus slack (took ${reported} ms)" 0 -- test "$reported" -lt 9000
+expect_rc "the run ends (took ${ended} ms)" 0 -- test "$ended" -lt 25000
 for rank in 0 1 3; do
     expect "rank $rank reports its failure" 0 "failed after" -- grep "^rank $rank: all-reduce of 64 MiB with none failed" "$work/err"
 done

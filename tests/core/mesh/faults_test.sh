@@ -198,11 +198,11 @@ wait_until 60 "training goes on after the restart" -- bash -c "[[ \$(tail -1 '$w
 for i in 1 2 3 4; do
     wait_until 300 "node $i finishes" -- bash -c "! kill -0 ${pids[$i]}"
     wait "${pids[$i]}"; code=$?
-    expect "node $i exits 0" 0 "" -- test "$code" -eq 0
+    expect_rc "node $i exits 0" 0 -- test "$code" -eq 0
 done
-expect "the finished nodes hold bit-identical parameters" 0 "" -- \
+expect_rc "the finished nodes hold bit-identical parameters" 0 -- \
     test "$(grep -ho '"params_hash":"[0-9a-f]*"' "$work"/run/summary/node-{1,2,3,4}.json | sort -u | wc -l)" -eq 1
-expect "after every outer step, every node that committed it holds the same parameters" 0 "" -- \
+expect_rc "after every outer step, every node that committed it holds the same parameters" 0 -- \
     test "$(grep -ho '"outer_step":[0-9]*,.*"params_hash":"[0-9a-f]*"' "$work"/run/metrics/node-*.jsonl |
             sed -E 's/"outer_step":([0-9]+),.*"params_hash":"([0-9a-f]+)"/\1 \2/' | sort -u | cut -d' ' -f1 | uniq -d | wc -l)" -eq 0
 expect_summary || { diagnose; exit 1; }

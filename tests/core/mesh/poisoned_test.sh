@@ -90,20 +90,20 @@ expect "node 0's summary counts 4 excluded contributions" 0 "4" -- \
     json_field "$work/guarded/run/summary/node-0.json" excluded_contributions
 h0=$(steps_hashes "$work/guarded/run/metrics/node-0.jsonl")
 expect "node 0's metrics hold 4 outer steps with their parameter hashes" 0 '"outer_step":4 "params_hash"' -- echo "$h0"
-expect "nodes 0 and 1 hold bit-identical parameters after every outer step" 0 "" -- \
-    test "$h0" = "$(steps_hashes "$work/guarded/run/metrics/node-1.jsonl")"
-expect "node 2 too (it applies the same average)" 0 "" -- \
-    test "$h0" = "$(steps_hashes "$work/guarded/run/metrics/node-2.jsonl")"
+expect_equal "nodes 0 and 1 hold bit-identical parameters after every outer step" \
+    "$h0" "$(steps_hashes "$work/guarded/run/metrics/node-1.jsonl")"
+expect_equal "node 2 too (it applies the same average)" \
+    "$h0" "$(steps_hashes "$work/guarded/run/metrics/node-2.jsonl")"
 loss=$(json_field "$work/guarded/run/summary/node-0.json" final_eval_loss)
-expect "the honest nodes' evaluation loss ($loss) is finite and below the start (ln 257 = 5.55)" 0 "" -- \
+expect_rc "the honest nodes' evaluation loss ($loss) is finite and below the start (ln 257 = 5.55)" 0 -- \
     awk -v l="$loss" 'BEGIN { exit !(l == l + 0 && l < 5.55) }'
 
 # The same poisoned node with the NaN/Inf check only: an outsized but finite contribution passes.
 run_three "$work/unguarded" 0 10
 expect "with outlier_factor = 0 the run completes too" 0 "done: eval loss" -- cat "$work/unguarded/node-0.log"
-expect "with outlier_factor = 0 a finite outsized contribution (lr 10) is averaged in" 1 "" -- \
+expect_rc "with outlier_factor = 0 a finite outsized contribution (lr 10) is averaged in" 1 -- \
     grep -q "leaves out" "$work/unguarded/node-0.log"
 unguarded=$(json_field "$work/unguarded/run/summary/node-0.json" final_eval_loss)
-expect "... and it hurts: evaluation loss $unguarded without the check, $loss with it" 0 "" -- \
+expect_rc "... and it hurts: evaluation loss $unguarded without the check, $loss with it" 0 -- \
     awk -v a="$unguarded" -v b="$loss" 'BEGIN { exit !(a != a + 0 || a > b + 0.1) }'
 expect_summary

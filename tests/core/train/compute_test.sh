@@ -16,7 +16,7 @@ tiny_run_manifest "$work/run.toml" compute 5 1 1
 run_one() { "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/$1" "${@:2}"; }
 expect "a node names the BLAS it computes with" 0 "BLAS: OpenBLAS" -- run_one blas
 reference_blas=/usr/lib/$(gcc -dumpmachine)/blas
-expect "the reference BLAS is installed for this test" 0 "" -- test -e "$reference_blas/libblas.so.3"
+expect_rc "the reference BLAS is installed for this test" 0 -- test -e "$reference_blas/libblas.so.3"
 expect "a node on the reference BLAS warns and names the package" 0 \
     "training runs about 16x slower than this machine allows. Install an optimized BLAS: apt-get install libopenblas0-pthread" \
     -- env LD_LIBRARY_PATH="$reference_blas" "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/reference"
@@ -33,9 +33,9 @@ state=$(json_field "$summary" state_bytes)
 peak=$(json_field "$summary" peak_rss_bytes)
 baseline=$(json_field "$summary" baseline_rss_bytes)
 floor=$((24 * $(json_field "$summary" parameters)))
-expect "the state is 24 bytes per parameter in fp32 ($state; the optimizer plugin's state has a header)" 0 "" -- \
+expect_rc "the state is 24 bytes per parameter in fp32 ($state; the optimizer plugin's state has a header)" 0 -- \
     test "$state" -ge "$floor" -a "$state" -lt $((floor + 4096))
-expect "peak resident $peak <= baseline $baseline + 1.25 x state $state" 0 "" -- \
+expect_rc "peak resident $peak <= baseline $baseline + 1.25 x state $state" 0 -- \
     awk -v p="$peak" -v b="$baseline" -v s="$state" 'BEGIN { printf "ratio %.3f\n", (p - b) / s; exit !(p - b <= 1.25 * s) }'
 
 # 3. bf16 products on three nodes: the loss falls, and every node holds the same parameters
@@ -43,11 +43,11 @@ expect "peak resident $peak <= baseline $baseline + 1.25 x state $state" 0 "" --
 tiny_run_manifest "$work/bf16.toml" bf16 5 3 4 'ring_order = "rank"'
 expect "three bf16 nodes agree" 0 "all nodes hold bit-identical parameters" -- \
     "$pangea" launch "$work/bf16.toml" --set run.dir="$work/bf16" --set train.precision=bf16
-expect "... after every outer step" 0 "" -- \
-    cmp <(grep -o '"params_hash":"[0-9a-f]*"' "$work/bf16/metrics/node-0.jsonl") \
-        <(grep -o '"params_hash":"[0-9a-f]*"' "$work/bf16/metrics/node-2.jsonl")
+expect_equal "... after every outer step" \
+    "$(grep -o '"params_hash":"[0-9a-f]*"' "$work/bf16/metrics/node-0.jsonl")" \
+    "$(grep -o '"params_hash":"[0-9a-f]*"' "$work/bf16/metrics/node-2.jsonl")"
 expect "... computing in bf16" 0 "compute on cpu, bf16" -- cat "$work/bf16/logs/node-1.log"
 first=$(json_field "$work/bf16/metrics/node-0.jsonl" loss)
 last=$(tail -1 "$work/bf16/metrics/node-0.jsonl" | grep -o '"loss":[^,}]*' | cut -d: -f2)
-expect "... and the loss falls ($first -> $last)" 0 "" -- awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.95 * a) }'
+expect_rc "... and the loss falls ($first -> $last)" 0 -- awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.95 * a) }'
 expect_summary

@@ -29,19 +29,19 @@ expect "node 1 logs the injected failures" 0 \
     -- cat "$dir/logs/node-1.log"
 expect "... both of them" 0 "faulty: injected 2 failure(s) in" -- cat "$dir/logs/node-1.log"
 # (Nodes 0 and 2 see node 1's failures only as the coordinator's reason for a retry.)
-expect "the wrapper failed only node 1's calls" 0 "" -- bash -c \
+expect_rc "the wrapper failed only node 1's calls" 0 -- bash -c \
     "! grep -h 'faulty: injected' '$dir/logs/node-0.log' '$dir/logs/node-2.log' | grep -qv 'node 1 reported a failed all-reduce'"
 # The second failure may come in the same epoch (node 1's receiving thread encodes too) or in
 # the next: step 2 is retried once or twice, the same on every node.
 retries=$(grep -c '(step 2): nodes 0, 1, 2 is retried' "$dir/logs/coordinator.log")
-expect "the coordinator retried step 2 ($retries times), then went on" 0 "" -- test "$retries" -ge 1 -a "$retries" -le 2
+expect_rc "the coordinator retried step 2 ($retries times), then went on" 0 -- test "$retries" -ge 1 -a "$retries" -le 2
 for i in 0 1 2; do
-    expect "node $i retried step 2 as often" 0 "" -- test "$(grep -c \
+    expect_rc "node $i retried step 2 as often" 0 -- test "$(grep -c \
         'all-reduce in epoch [0-9]* (step 2): nodes 0, 1, 2 failed' "$dir/logs/node-$i.log")" -eq "$retries"
 done
-expect "the parameters are bit-identical to the run without failures" 0 "$want" -- json_field "$dir/summary/node-2.json" params_hash
+expect_equal "the parameters are bit-identical to the run without failures" "$want" "$(json_field "$dir/summary/node-2.json" params_hash)"
 for i in 0 1 2; do
-    expect "... after every outer step (node $i)" 0 "" -- cmp <(hashes "$work/ref" 0) <(hashes "$dir" "$i")
+    expect_equal "... after every outer step (node $i)" "$(hashes "$work/ref" 0)" "$(hashes "$dir" "$i")"
 done
 
 # 2. Persistent: 20 epochs in a row fail (ElasticOptions::max_attempts), then every node stops.
@@ -50,8 +50,8 @@ bounded 300 persistent -- "$pangea" launch "$work/run.toml" --set run.dir="$dir"
 check_rc "node 1's compressor fails for good: the launch fails" 1
 for i in 0 1 2; do
     expect "node $i stops with an error" 0 "node $i failed (exit status 1)" -- cat "$work/persistent.out"
-    expect "node $i applied outer step 1 and nothing after it" 0 "" -- \
-        cmp <(hashes "$work/ref" 0 | head -1) <(hashes "$dir" "$i")
+    expect_equal "node $i applied outer step 1 and nothing after it" \
+        "$(hashes "$work/ref" 0 | head -1)" "$(hashes "$dir" "$i")"
 done
 expect "node 1's error names the plugin and its failure" 0 \
     "error: all-reduce of the pseudo-gradient failed: outer step 2 failed in 20 epochs in a row; last: compress/faulty: encode failed with PANGEA_ERR_INTERNAL: faulty: injected failure of encode" \

@@ -55,4 +55,4 @@ bounded() {
 hashes() { grep -o '"outer_step":[0-9]*\|"params_hash":"[0-9a-f]*"' "$1/metrics/node-$2.jsonl" | paste -d' ' - -; }
 
 # Passes when $rc is WANT: check_rc WHAT WANT
-check_rc() { expect "$1 (exit $rc after $took s)" 0 "" -- test "$rc" -eq "$2"; }
+check_rc() { expect_rc "$1 (exit $rc after $took s)" 0 -- test "$rc" -eq "$2"; }

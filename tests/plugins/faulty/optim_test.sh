@@ -25,7 +25,7 @@ check_rc "init() fails: the node stops" 1
 expect "... with the plugin's error" 0 \
     "optim/faulty: init(229888) failed with PANGEA_ERR_INTERNAL: faulty: injected failure of init (call 1 of init on optim/nesterov)" \
     -- cat "$work/init.out"
-expect "... before any outer step" 0 "" -- test ! -s "$work/init/metrics/node-0.jsonl"
+expect_rc "... before any outer step" 0 -- test ! -s "$work/init/metrics/node-0.jsonl"
 
 # 2. One node, checkpoints after every outer step, the third step fails once.
 bounded 300 reference -- "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/ref"
@@ -38,12 +38,12 @@ check_rc "a failed outer step stops the run" 1
 expect "... with the plugin's error" 0 \
     "error: optim/faulty: step failed with PANGEA_ERR_INTERNAL: faulty: injected failure of step (call 3 of step on optim/nesterov)" \
     -- cat "$work/once.out"
-expect "two outer steps were applied" 0 "" -- cmp <(hashes "$work/ref" 0 | head -2) <(hashes "$dir" 0)
+expect_equal "two outer steps were applied" "$(hashes "$work/ref" 0 | head -2)" "$(hashes "$dir" 0)"
 expect "the checkpoint of step 2 is the latest and whole" 0 "step-00000002" -- cat "$dir/checkpoints/faulty/node-0/latest"
 expect "... and verifies" 0 "inner_optimizer.bin: ok" -- "$pangea" checkpoint inspect "$work/run.toml" latest --set run.dir="$dir"
 bounded 300 resume -- "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$dir" --set checkpoint.interval=1 --resume latest
 check_rc "resuming from it with optim/nesterov" 0
-expect "... ends bit-identical to the run without failures" 0 "$want" -- json_field "$dir/summary/node-0.json" params_hash
+expect_equal "... ends bit-identical to the run without failures" "$want" "$(json_field "$dir/summary/node-0.json" params_hash)"
 
 # 3. Three nodes; node 1's optimizer fails for good from outer step 2 on.
 dir=$work/node1
@@ -55,7 +55,7 @@ expect "node 1 stops with the plugin's error" 0 \
     -- cat "$dir/logs/node-1.log"
 expect "... having applied outer step 1 only" 0 "1" -- bash -c "wc -l <'$dir/metrics/node-1.jsonl'"
 expect "the others finish in agreement" 0 "the nodes that finished hold bit-identical parameters" -- cat "$work/node1.out"
-expect "... after every outer step" 0 "" -- cmp <(hashes "$dir" 0) <(hashes "$dir" 2)
+expect_equal "... after every outer step" "$(hashes "$dir" 0)" "$(hashes "$dir" 2)"
 expect "... the last ones without node 1" 0 '"members":2' -- tail -1 "$dir/metrics/node-0.jsonl"
 expect "... and step 2 with it (it was committed before node 1's optimizer failed)" 0 '"outer_step":2,' -- \
     bash -c "grep '\"members\":3' '$dir/metrics/node-0.jsonl'"

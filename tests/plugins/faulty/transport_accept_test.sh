@@ -20,6 +20,6 @@ sleep 2
 failures=$(grep -c "accept failed with PANGEA_ERR_IO: faulty: injected failure of accept" "$dir/logs/node-1.log")
 { kill_tree "$launcher"; wait "$launcher"; } 2>/dev/null
 running=
-expect "node 1 logs the plugin's error" 0 "" -- test "$failures" -gt 0
-expect "node 1 does not spin on the failing accept ($failures failures logged in about 2 s)" 0 "" -- test "$failures" -lt 100
+expect_rc "node 1 logs the plugin's error" 0 -- test "$failures" -gt 0
+expect_rc "node 1 does not spin on the failing accept ($failures failures logged in about 2 s)" 0 -- test "$failures" -lt 100
 expect_summary

@@ -24,10 +24,10 @@ for transport in "$@"; do
     if [[ -z $first ]]; then
         first=$transport want=$hash
     else
-        expect "transport/$transport ends bit-identical to transport/$first" 0 "$want" -- echo "$hash"
-        expect "... after every outer step" 0 "" -- \
-            cmp <(grep -o '"params_hash":"[0-9a-f]*"' "$work/$first/metrics/node-2.jsonl") \
-                <(grep -o '"params_hash":"[0-9a-f]*"' "$work/$transport/metrics/node-2.jsonl")
+        expect_equal "transport/$transport ends bit-identical to transport/$first" "$want" "$hash"
+        expect_equal "... after every outer step" \
+            "$(grep -o '"params_hash":"[0-9a-f]*"' "$work/$first/metrics/node-2.jsonl")" \
+            "$(grep -o '"params_hash":"[0-9a-f]*"' "$work/$transport/metrics/node-2.jsonl")"
     fi
 done
 expect_summary
