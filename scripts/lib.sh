@@ -11,6 +11,7 @@ PANGEA_PACKAGES=(
     libtomlplusplus-dev libcli11-dev libboost-dev
     libgtest-dev libgmock-dev libssl-dev procps libtorch-dev iproute2
     libcurl4-openssl-dev etcd-server libgloo-dev libucx-dev
+    nlohmann-json3-dev libpugixml-dev
     # An optimized BLAS: Debian's LibTorch calls libblas.so.3, netlib's reference BLAS unless
     # OpenBLAS takes it over (16x faster training). libblas3 is the reference one, for the test
     # that the node warns about it.

@@ -66,15 +66,12 @@ CheckpointPart write_part(const ObjectStore& store, const std::string& dir, cons
 }
 
 std::string safetensors_header(const ModelShape& shape) {
-    std::string header = "{\"__metadata__\":{\"format\":\"pt\",\"writer\":\"pangea\"}";
-    for (const ParameterSlot& slot : parameter_layout(shape)) {
-        std::string dims;
-        for (int64_t d : slot.shape) dims += (dims.empty() ? "" : ",") + std::to_string(d);
-        header += "," + json_quote(hugging_face_name(slot.name)) + ":{\"dtype\":\"F32\",\"shape\":[" + dims +
-                  "],\"data_offsets\":[" + std::to_string(slot.offset * 4) + "," +
-                  std::to_string((slot.offset + slot.count) * 4) + "]}";
-    }
-    header += "}";
+    Json json{{"__metadata__", {{"format", "pt"}, {"writer", "pangea"}}}};
+    for (const ParameterSlot& slot : parameter_layout(shape))
+        json[hugging_face_name(slot.name)] = {{"dtype", "F32"},
+                                              {"shape", slot.shape},
+                                              {"data_offsets", {slot.offset * 4, (slot.offset + slot.count) * 4}}};
+    std::string header = to_json(json);
     header.append((8 - header.size() % 8) % 8, ' ');  // the tensors start 8-byte aligned
     return header;
 }
@@ -85,30 +82,31 @@ std::string step_name(int64_t step) {
     return name;
 }
 
-// JSON numbers are doubles: a count is one that is whole and inside int64's range (converting
-// any other to an integer is undefined behaviour).
-bool is_integer(const JsonValue& v) {
-    return v.type == JsonValue::Type::kNumber && std::isfinite(v.number) && v.number == std::trunc(v.number) &&
-           v.number >= -0x1p63 && v.number < 0x1p63;
+int64_t integer_field(const Json& object, const char* key, const std::string& where) {
+    const auto v = json_int(object, key);
+    if (!v) throw CheckpointError(where + ": the header has no integer '" + key + "'");
+    return *v;
 }
 
-int64_t integer_field(const JsonValue& object, const char* key, const std::string& where) {
-    const JsonValue* v = object.find(key);
-    if (v == nullptr || !is_integer(*v))
-        throw CheckpointError(where + ": the header has no number '" + key + "'");
-    return static_cast<int64_t>(v->number);
+std::string text_field(const Json& object, const char* key, const std::string& where) {
+    const auto v = json_string(object, key);
+    if (!v) throw CheckpointError(where + ": the header has no text '" + key + "'");
+    return *v;
 }
 
-std::string text_field(const JsonValue& object, const char* key, const std::string& where) {
-    const JsonValue* v = object.find(key);
-    if (v == nullptr || v->type != JsonValue::Type::kString)
-        throw CheckpointError(where + ": the header has no text '" + key + "'");
-    return v->string;
+// The integers of a list field (-1 for an item that is none: reading a float, or one out of
+// range, as an integer would be undefined behaviour); empty when there is no such list.
+std::vector<int64_t> integers(const Json& object, const char* key) {
+    std::vector<int64_t> out;
+    const auto list = object.is_object() ? object.find(key) : object.end();
+    if (list == object.end() || !list->is_array()) return out;
+    for (const Json& item : *list) out.push_back(json_int(Json{{"v", item}}, "v").value_or(-1));
+    return out;
 }
 
 struct Header {
     CheckpointSummary summary;
-    JsonValue json;
+    Json json;
 };
 
 Header read_header(const ObjectStore& store, const std::string& prefix, int64_t step, std::string* text_out) {
@@ -125,9 +123,8 @@ Header read_header(const ObjectStore& store, const std::string& prefix, int64_t 
     } catch (const JsonError& e) {
         throw CheckpointError(key + ": not valid JSON: " + e.what());
     }
-    if (h.json.type != JsonValue::Type::kObject) throw CheckpointError(key + ": not a JSON object");
-    const JsonValue* format = h.json.find("format");
-    if (format == nullptr || format->string != kFormat) throw CheckpointError(key + ": not a pangea checkpoint header");
+    if (!h.json.is_object()) throw CheckpointError(key + ": not a JSON object");
+    if (json_string(h.json, "format") != kFormat) throw CheckpointError(key + ": not a pangea checkpoint header");
     if (integer_field(h.json, "version", key) != kVersion)
         throw CheckpointError(key + ": format version " + std::to_string(integer_field(h.json, "version", key)) +
                               ", this pangea reads version " + std::to_string(kVersion));
@@ -135,9 +132,9 @@ Header read_header(const ObjectStore& store, const std::string& prefix, int64_t 
     h.summary.key = key;
     h.summary.run = text_field(h.json, "run", key);
     h.summary.node = static_cast<int>(integer_field(h.json, "node", key));
-    const JsonValue* parts = h.json.find("parts");
-    if (parts == nullptr || parts->type != JsonValue::Type::kArray) throw CheckpointError(key + ": no part list");
-    for (const JsonValue& p : parts->items)
+    const auto parts = h.json.find("parts");
+    if (parts == h.json.end() || !parts->is_array()) throw CheckpointError(key + ": no part list");
+    for (const Json& p : *parts)
         h.summary.parts.push_back({text_field(p, "name", key), static_cast<uint64_t>(integer_field(p, "bytes", key)),
                                    text_field(p, "sha256", key)});
     return h;
@@ -169,7 +166,7 @@ std::vector<float> params_from_safetensors(const std::vector<uint8_t>& file, con
     uint64_t header_bytes = 0;
     std::memcpy(&header_bytes, file.data(), 8);
     if (header_bytes > file.size() - 8) throw CheckpointError(key + ": the header length runs past the end");
-    JsonValue header;
+    Json header;
     try {
         header = parse_json(std::string_view(reinterpret_cast<const char*>(file.data() + 8), header_bytes));
     } catch (const JsonError& e) {
@@ -179,20 +176,16 @@ std::vector<float> params_from_safetensors(const std::vector<uint8_t>& file, con
     std::vector<float> params(parameter_count(shape));
     for (const ParameterSlot& slot : parameter_layout(shape)) {
         const std::string name = hugging_face_name(slot.name);
-        const JsonValue* tensor = header.find(name);
-        if (tensor == nullptr)
+        const auto tensor = header.is_object() ? header.find(name) : header.end();
+        if (tensor == header.end())
             throw CheckpointError(key + ": no tensor " + name + ": the checkpoint is of another model shape");
-        std::vector<int64_t> dims;
-        if (const JsonValue* s = tensor->find("shape"))
-            for (const JsonValue& d : s->items) dims.push_back(is_integer(d) ? static_cast<int64_t>(d.number) : -1);
-        if (dims != slot.shape || text_field(*tensor, "dtype", key) != "F32")
+        if (integers(*tensor, "shape") != slot.shape || text_field(*tensor, "dtype", key) != "F32")
             throw CheckpointError(key + ": tensor " + name + " has another shape or dtype than this model's");
-        const JsonValue* offsets = tensor->find("data_offsets");
-        if (offsets == nullptr || offsets->items.size() != 2 || !is_integer(offsets->items[0]) ||
-            !is_integer(offsets->items[1]) || offsets->items[0].number < 0 || offsets->items[1].number < 0)
+        const std::vector<int64_t> offsets = integers(*tensor, "data_offsets");
+        if (offsets.size() != 2 || offsets[0] < 0 || offsets[1] < 0)
             throw CheckpointError(key + ": tensor " + name + " has no data_offsets");
-        const auto begin = static_cast<uint64_t>(offsets->items[0].number);
-        const auto end = static_cast<uint64_t>(offsets->items[1].number);
+        const auto begin = static_cast<uint64_t>(offsets[0]);
+        const auto end = static_cast<uint64_t>(offsets[1]);
         if (end < begin || end - begin != slot.count * 4 || end > file.size() - data_start)
             throw CheckpointError(key + ": tensor " + name + " has bad data_offsets");
         std::memcpy(params.data() + slot.offset, file.data() + data_start + begin, slot.count * 4);
@@ -231,25 +224,23 @@ std::string hugging_face_name(const std::string& name) {
 }
 
 std::string hugging_face_config(const ModelShape& s, int64_t context) {
-    return JsonObject()
-               .add_json("architectures", "[\"LlamaForCausalLM\"]")
-               .add("model_type", "llama")
-               .add("hidden_size", s.d_model)
-               .add("intermediate_size", s.ffn)
-               .add("num_hidden_layers", s.layers)
-               .add("num_attention_heads", s.heads)
-               .add("num_key_value_heads", s.kv_heads)
-               .add("head_dim", s.head_dim())
-               .add("vocab_size", s.vocab)
-               .add("max_position_embeddings", context)
-               .add("rms_norm_eps", s.norm_eps)
-               .add("rope_theta", s.rope_theta)
-               .add("tie_word_embeddings", s.tied_embeddings)
-               .add("hidden_act", "silu")
-               .add("attention_bias", false)
-               .add("mlp_bias", false)
-               .add("torch_dtype", "float32")
-               .text() +
+    return to_json(Json{{"architectures", {"LlamaForCausalLM"}},
+                        {"model_type", "llama"},
+                        {"hidden_size", s.d_model},
+                        {"intermediate_size", s.ffn},
+                        {"num_hidden_layers", s.layers},
+                        {"num_attention_heads", s.heads},
+                        {"num_key_value_heads", s.kv_heads},
+                        {"head_dim", s.head_dim()},
+                        {"vocab_size", s.vocab},
+                        {"max_position_embeddings", context},
+                        {"rms_norm_eps", s.norm_eps},
+                        {"rope_theta", s.rope_theta},
+                        {"tie_word_embeddings", s.tied_embeddings},
+                        {"hidden_act", "silu"},
+                        {"attention_bias", false},
+                        {"mlp_bias", false},
+                        {"torch_dtype", "float32"}}) +
            "\n";
 }
 
@@ -276,30 +267,24 @@ void write_checkpoint(const ObjectStore& store, const std::string& prefix, const
     const std::vector<uint8_t> inner = state.inner_optimizer_later ? state.inner_optimizer_later() : state.inner_optimizer;
     parts.push_back(write_part(store, dir, "inner_optimizer.bin", {inner}, &written, progress));
     parts.push_back(write_part(store, dir, "manifest.toml", {bytes_of(state.manifest)}, &written, progress));
-    std::string list;
-    for (const CheckpointPart& p : parts)
-        list += (list.empty() ? "" : ",") +
-                JsonObject().add("name", p.name).add("bytes", p.bytes).add("sha256", p.sha256).text();
+    Json list = Json::array();
+    for (const CheckpointPart& p : parts) list.push_back({{"name", p.name}, {"bytes", p.bytes}, {"sha256", p.sha256}});
     const ModelShape& s = context.shape;
-    const std::string checkpoint = JsonObject()
-                                       .add("format", kFormat)
-                                       .add("version", kVersion)
-                                       .add("run", context.run)
-                                       .add("node", context.node)
-                                       .add("step", state.step)
-                                       .add("sampler_position", state.sampler_position)
-                                       .add_json("model", JsonObject()
-                                                              .add("preset", s.preset)
-                                                              .add("layers", s.layers)
-                                                              .add("d_model", s.d_model)
-                                                              .add("heads", s.heads)
-                                                              .add("kv_heads", s.kv_heads)
-                                                              .add("ffn", s.ffn)
-                                                              .add("vocab", s.vocab)
-                                                              .add("parameters", static_cast<int64_t>(state.params.size()))
-                                                              .text())
-                                       .add_json("parts", "[" + list + "]")
-                                       .text() +
+    const std::string checkpoint = to_json(Json{{"format", kFormat},
+                                                {"version", kVersion},
+                                                {"run", context.run},
+                                                {"node", context.node},
+                                                {"step", state.step},
+                                                {"sampler_position", state.sampler_position},
+                                                {"model", {{"preset", s.preset},
+                                                           {"layers", s.layers},
+                                                           {"d_model", s.d_model},
+                                                           {"heads", s.heads},
+                                                           {"kv_heads", s.kv_heads},
+                                                           {"ffn", s.ffn},
+                                                           {"vocab", s.vocab},
+                                                           {"parameters", static_cast<int64_t>(state.params.size())}}},
+                                                {"parts", list}}) +
                                    "\n";
     store.put(dir + "checkpoint.json", checkpoint);
     store.put(prefix + "latest", step_name(state.step) + "\n");

@@ -1,18 +1,58 @@
 #include "common/files.hpp"
 
-#include <fstream>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <system_error>
+#include <utility>
 
 namespace pangea {
+namespace {
+
+[[noreturn]] void fail(const std::string& what, const std::filesystem::path& path, int error) {
+    throw std::system_error(error, std::generic_category(), what + " " + path.string());
+}
+
+// Closes on scope exit (errors of an explicit close are checked by the caller).
+struct FdCloser {
+    int fd;
+    ~FdCloser() {
+        if (fd >= 0) ::close(fd);
+    }
+};
+
+}  // namespace
 
 void write_file_atomically(const std::filesystem::path& path, const std::string& text) {
-    const std::filesystem::path temporary = path.string() + ".tmp";
-    {
-        std::ofstream out(temporary, std::ios::trunc);
-        out << text << "\n";
-        if (!out.flush()) return;
+    static std::atomic<unsigned> counter{0};
+    // Unique per process and call: concurrent writers never share a temporary file.
+    const std::filesystem::path temporary =
+        path.string() + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+    const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : ".";
+    FdCloser file{::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)};
+    if (file.fd < 0) fail("cannot create", temporary, errno);
+    try {
+        const std::string data = text + "\n";
+        for (size_t done = 0; done < data.size();) {
+            const ssize_t n = ::write(file.fd, data.data() + done, data.size() - done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) fail("cannot write", temporary, errno);
+            done += static_cast<size_t>(n);
+        }
+        if (::fsync(file.fd) != 0) fail("cannot sync", temporary, errno);
+        const int fd = std::exchange(file.fd, -1);
+        if (::close(fd) != 0) fail("cannot close", temporary, errno);
+        if (::rename(temporary.c_str(), path.c_str()) != 0) fail("cannot rename " + temporary.string() + " to", path, errno);
+    } catch (...) {
+        ::unlink(temporary.c_str());
+        throw;
     }
-    std::error_code ignored;
-    std::filesystem::rename(temporary, path, ignored);
+    // The rename is durable once the directory is.
+    FdCloser dir{::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+    if (dir.fd < 0) fail("cannot open the directory", directory, errno);
+    if (::fsync(dir.fd) != 0) fail("cannot sync the directory", directory, errno);
 }
 
 }  // namespace pangea

@@ -7,8 +7,10 @@
 
 namespace pangea {
 
-// Writes text and a newline to path through a temporary file and a rename: readers see all or
-// nothing. Best effort: a full disk must not stop training, so failures are ignored.
+// Writes text and a newline to path: into a temporary file in the same directory, synced, then
+// renamed over path and the directory synced, so that readers (and a crash) see all or nothing.
+// Throws std::system_error naming the path and the system's reason for any failure, and leaves
+// no temporary file behind.
 void write_file_atomically(const std::filesystem::path& path, const std::string& text);
 
 }  // namespace pangea

@@ -1,64 +1,39 @@
-// JSON: flat objects written and read field by field (the metrics files, the coordinator's
-// wire messages), and a small reader of any JSON document (checkpoint headers).
+// JSON through nlohmann-json (core only: nlohmann stays out of the SDK headers). Json keeps an
+// object's fields in the order they were written, so that the files read well. What comes from
+// the network or from files is parsed with parse_json and read with the json_* field helpers,
+// which never throw on a missing or mistyped field.
 #pragma once
 
 #include <cstdint>
-#include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <vector>
 
 namespace pangea {
 
-// One flat JSON object, fields in insertion order.
-class JsonObject {
-public:
-    JsonObject& add(const std::string& key, double value);
-    JsonObject& add(const std::string& key, int64_t value);
-    JsonObject& add(const std::string& key, int value) { return add(key, int64_t{value}); }
-    JsonObject& add(const std::string& key, uint64_t value) { return add(key, static_cast<int64_t>(value)); }
-    JsonObject& add(const std::string& key, bool value);
-    JsonObject& add(const std::string& key, const std::string& value);
-    JsonObject& add(const std::string& key, const char* value) { return add(key, std::string(value)); }
-    // `json`: a value already written as JSON (an array, a nested object).
-    JsonObject& add_json(const std::string& key, const std::string& json);
-    std::string text() const { return "{" + body_ + "}"; }
-
-private:
-    void key(const std::string& name);
-    std::string body_;
-};
-
-// Reads the numbers and strings of a flat JSON object written by JsonObject; nullopt if the text
-// is not one.
-std::optional<std::map<std::string, std::string>> parse_flat_json(const std::string& text);
-
-std::string json_quote(const std::string& text);  // "text" with escapes
-
-// A parsed JSON value. Objects keep their fields in document order.
-struct JsonValue {
-    enum class Type { kNull, kBool, kNumber, kString, kArray, kObject };
-    JsonValue() = default;  // declared, or clang (< 17) rejects `fields` below (JsonValue is incomplete there)
-    Type type = Type::kNull;
-    bool boolean = false;
-    double number = 0;
-    std::string string;
-    std::vector<JsonValue> items;                         // kArray
-    std::vector<std::pair<std::string, JsonValue>> fields;  // kObject
-
-    const JsonValue* find(const std::string& key) const;  // nullptr if absent or not an object
-};
+using Json = nlohmann::ordered_json;
 
 class JsonError : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
 
-// Parses one JSON document. Throws JsonError "at byte N: ..." for malformed text, or nesting
-// deeper than 64.
-JsonValue parse_json(std::string_view text);
+// Parses one JSON document of untrusted text. Throws JsonError saying what is wrong and where
+// ("parse error at line 1, column 7: ...") when the text is not JSON (or not UTF-8), or when it
+// nests deeper than 64 (the recursive walks over a value must not run out of stack).
+Json parse_json(std::string_view text);
+
+// Compact text of `value`. Bytes that are not UTF-8 (in an error message, a path) become U+FFFD
+// instead of throwing.
+std::string to_json(const Json& value);
+
+// A field of an object: nullopt when `object` is not an object, the field is absent, or it has
+// another type (an integer must be one, and fit).
+std::optional<int64_t> json_int(const Json& object, const char* key);
+std::optional<double> json_number(const Json& object, const char* key);  // any number
+std::optional<std::string> json_string(const Json& object, const char* key);
+std::optional<bool> json_bool(const Json& object, const char* key);
 
 }  // namespace pangea

@@ -21,43 +21,35 @@ constexpr int64_t kMaxStep = int64_t{1} << 62;  // step arithmetic (+ 1) stays f
 
 void note(pangea_log_level level, const std::string& message) { log(level, "coordinator", message); }
 
-int64_t integer(const std::map<std::string, std::string>& fields, const char* key) {
-    const auto found = fields.find(key);
-    if (found == fields.end()) return 0;
-    try {
-        return std::stoll(found->second);
-    } catch (const std::exception&) {
-        return 0;
-    }
-}
+// Fields of a node's message (untrusted: a missing or mistyped field reads as 0, "" or false).
+int64_t integer(const Json& message, const char* key) { return json_int(message, key).value_or(0); }
+std::string text(const Json& message, const char* key) { return json_string(message, key).value_or(""); }
+bool flag(const Json& message, const char* key) { return json_bool(message, key).value_or(false); }
 
-std::string text(const std::map<std::string, std::string>& fields, const char* key) {
-    const auto found = fields.find(key);
-    return found == fields.end() ? "" : found->second;
+// A field as it was sent, for a refusal's reason.
+std::string shown(const Json& message, const char* key) {
+    return message.contains(key) ? to_json(message[key]).substr(0, 80) : "none";
 }
 
 }  // namespace
 
-std::string encode_members(const std::vector<Member>& members) {
-    std::string out;
-    for (const Member& m : members) out += (out.empty() ? "" : ";") + std::to_string(m.node) + "=" + m.address;
-    return out;
+Json encode_members(const std::vector<Member>& members) {
+    Json list = Json::array();
+    for (const Member& m : members) list.push_back({{"node", m.node}, {"address", m.address}});
+    return list;
 }
 
-std::vector<Member> decode_members(const std::string& text) {
+std::vector<Member> decode_members(const Json& list) {
+    if (!list.is_array())
+        throw MeshError("bad member list from the membership store: not an array: " + to_json(list).substr(0, 200));
     std::vector<Member> out;
-    size_t at = 0;
-    while (at < text.size()) {
-        const size_t end = std::min(text.find(';', at), text.size());
-        const std::string item = text.substr(at, end - at);
-        const size_t eq = item.find('=');
-        try {
-            if (eq == std::string::npos) throw std::invalid_argument("no '='");
-            out.push_back({std::stoi(item.substr(0, eq)), item.substr(eq + 1)});
-        } catch (const std::exception&) {
-            throw MeshError("bad member list from the membership store: '" + text + "'");
-        }
-        at = end + 1;
+    for (const Json& item : list) {
+        const auto node = json_int(item, "node");
+        const auto address = json_string(item, "address");
+        if (!node || *node < 0 || *node > std::numeric_limits<int>::max() || !address)
+            throw MeshError("bad member list from the membership store: " + to_json(item).substr(0, 200) +
+                            " is not {\"node\": id, \"address\": \"host:port\"}");
+        out.push_back({static_cast<int>(*node), *address});
     }
     return out;
 }
@@ -119,14 +111,12 @@ void CoordinatorState::stale(int node) {
     std::vector<Member> sources;
     for (const auto& [id, other] : nodes_)
         if (other.status == Status::kMember) sources.push_back({id, other.address});
-    send(node, JsonObject()
-                   .add("op", "stale")
-                   .add("step", committed_step_)
-                   .add("members", encode_members(sources))
-                   .text());
+    send(node, to_json(Json{{"op", "stale"},
+                            {"step", committed_step_},
+                            {"members", encode_members(sources)}}));
 }
 
-void CoordinatorState::welcome(int connection, const std::map<std::string, std::string>& hello, Time now) {
+void CoordinatorState::welcome(int connection, const Json& hello, Time now) {
     const int id = static_cast<int>(integer(hello, "node"));
     if (const auto old = nodes_.find(id); old != nodes_.end() && old->second.connection != connection) {
         // (With a registry, etcd keeps ids unique: a new process registers only once the old one's lease is gone.)
@@ -137,7 +127,7 @@ void CoordinatorState::welcome(int connection, const std::map<std::string, std::
                 "node id " + std::to_string(id) + " is taken by a live node at " + old->second.address;
             note(PANGEA_LOG_WARN,
                  "refused a second node " + std::to_string(id) + " at " + text(hello, "address") + ": " + reason);
-            out_.push_back({connection, JsonObject().add("op", "refused").add("reason", reason).text(), true});
+            out_.push_back({connection, to_json(Json{{"op", "refused"}, {"reason", reason}}), true});
             challenges_.erase(connection);
             return;
         }
@@ -153,32 +143,29 @@ void CoordinatorState::welcome(int connection, const std::map<std::string, std::
     node.address = text(hello, "address");
     node.incarnation = text(hello, "incarnation");
     node.last_seen = now;
-    const bool has_state = text(hello, "has_state") == "true";
+    const bool has_state = flag(hello, "has_state");
     const int64_t step = integer(hello, "step");
     const std::string waiting = text(hello, "waiting");
     const uint64_t pending = static_cast<uint64_t>(integer(hello, "pending_epoch"));
-    bool member = has_state ? step == committed_step_ : !started_ && text(hello, "join") != "true";
+    bool member = has_state ? step == committed_step_ : !started_ && !flag(hello, "join");
     if (has_state && step + 1 == committed_step_ && waiting == "done" && pending == committed_epoch_ &&
-        text(hello, "ok") == "true") {
+        flag(hello, "ok")) {
         // It reported success in the epoch that committed, but the commit never reached it.
-        out_.push_back({connection, JsonObject()
-                                        .add("op", "commit")
-                                        .add("epoch", committed_epoch_)
-                                        .add("step", committed_step_)
-                                        .add("joiners", joiner_count())
-                                        .text()});
+        out_.push_back({connection, to_json(Json{{"op", "commit"},
+                                                 {"epoch", committed_epoch_},
+                                                 {"step", committed_step_},
+                                                 {"joiners", joiner_count()}})});
         member = true;
     } else if (member && (waiting == "epoch" || waiting == "done") && !(active_ && active_->epoch.id == pending)) {
         // Its epoch was lost (with a previous coordinator) and nobody committed it: retry.
-        out_.push_back({connection, JsonObject().add("op", "retry").add("epoch", pending).add("reason", "coordinator restarted").text()});
+        out_.push_back(
+            {connection, to_json(Json{{"op", "retry"}, {"epoch", pending}, {"reason", "coordinator restarted"}})});
     }
     if (has_state && step > committed_step_) {
         out_.push_back({connection,
-                        JsonObject()
-                            .add("op", "refused")
-                            .add("reason", "it holds outer step " + std::to_string(step) +
-                                               " but the run committed only " + std::to_string(committed_step_))
-                            .text(),
+                        to_json(Json{{"op", "refused"},
+                                     {"reason", "it holds outer step " + std::to_string(step) +
+                                                    " but the run committed only " + std::to_string(committed_step_)}}),
                         true});
         nodes_.erase(id);
         return;
@@ -187,15 +174,13 @@ void CoordinatorState::welcome(int connection, const std::map<std::string, std::
     std::vector<Member> sources;
     for (const auto& [other_id, other] : nodes_)
         if (other_id != id && other.status == Status::kMember) sources.push_back({other_id, other.address});
-    out_.push_back({connection, JsonObject()
-                                    .add("op", "welcome")
-                                    .add("role", member ? "member" : "recover")
-                                    .add("step", committed_step_)
-                                    .add("members", encode_members(sources))
-                                    .add("proof", options_.secret.empty()
-                                                      ? std::string()
-                                                      : coordinator_reply_proof(options_.secret, text(hello, "nonce")))
-                                    .text()});
+    out_.push_back({connection, to_json(Json{{"op", "welcome"},
+                                             {"role", member ? "member" : "recover"},
+                                             {"step", committed_step_},
+                                             {"members", encode_members(sources)},
+                                             {"proof", options_.secret.empty()
+                                                           ? std::string()
+                                                           : coordinator_reply_proof(options_.secret, text(hello, "nonce"))}})});
     note(PANGEA_LOG_INFO, "node " + std::to_string(id) + " at " + node.address +
                               (member ? " is a member" : " must recover its state from a peer") + "; " + describe());
     if (member && waiting == "ready") node.ready_step = committed_step_ + 1;
@@ -231,11 +216,9 @@ void CoordinatorState::maybe_decide() {
     if (members.empty()) return;
     if (static_cast<int>(members.size()) < options_.min_members) {
         for (const Member& m : members)
-            send(m.node, JsonObject()
-                             .add("op", "waiting")
-                             .add("reason", std::to_string(members.size()) + " members, fewer than mesh.min_members = " +
-                                                std::to_string(options_.min_members) + "; waiting for nodes to join")
-                             .text());
+            send(m.node, to_json(Json{{"op", "waiting"},
+                                      {"reason", std::to_string(members.size()) + " members, fewer than mesh.min_members = " +
+                                                     std::to_string(options_.min_members) + "; waiting for nodes to join"}}));
         return;
     }
     ActiveEpoch active;
@@ -243,12 +226,10 @@ void CoordinatorState::maybe_decide() {
     active.epoch.step = step;
     active.epoch.members = members;
     started_ = true;
-    const std::string message = JsonObject()
-                                    .add("op", "epoch")
-                                    .add("epoch", active.epoch.id)
-                                    .add("step", step)
-                                    .add("members", encode_members(members))
-                                    .text();
+    const std::string message = to_json(Json{{"op", "epoch"},
+                                             {"epoch", active.epoch.id},
+                                             {"step", step},
+                                             {"members", encode_members(members)}});
     for (const Member& m : members) {
         nodes_.at(m.node).ready_step = 0;
         send(m.node, message);
@@ -288,19 +269,17 @@ void CoordinatorState::resolve(bool commit, std::string why) {
     if (commit) {
         committed_step_ = epoch.step;
         committed_epoch_ = epoch.id;
-        const std::string message = JsonObject()
-                                        .add("op", "commit")
-                                        .add("epoch", epoch.id)
-                                        .add("step", epoch.step)
-                                        .add("joiners", joiner_count())
-                                        .text();
+        const std::string message = to_json(Json{{"op", "commit"},
+                                                 {"epoch", epoch.id},
+                                                 {"step", epoch.step},
+                                                 {"joiners", joiner_count()}});
         for (const Member& m : epoch.members) send(m.node, message);
         // Members that were not in the epoch (they came back too late) are now behind.
         for (auto& [id, node] : nodes_)
             if (node.status == Status::kMember && epoch.position_of(id) < 0) stale(id);
     } else {
         note(PANGEA_LOG_WARN, epoch.describe() + " is retried: " + why);
-        const std::string message = JsonObject().add("op", "retry").add("epoch", epoch.id).add("reason", why).text();
+        const std::string message = to_json(Json{{"op", "retry"}, {"epoch", epoch.id}, {"reason", why}});
         for (const Member& m : epoch.members) send(m.node, message);
     }
     maybe_decide();
@@ -309,7 +288,7 @@ void CoordinatorState::resolve(bool commit, std::string why) {
 std::vector<CoordinatorState::Send> CoordinatorState::on_connected(int connection) {
     const std::string nonce = random_nonce();
     challenges_[connection] = nonce;
-    return {{connection, JsonObject().add("op", "challenge").add("nonce", nonce).text()}};
+    return {{connection, to_json(Json{{"op", "challenge"}, {"nonce", nonce}})}};
 }
 
 std::string coordinator_proof(const std::string& secret, const std::string& nonce, const std::string& run, int64_t node) {
@@ -338,11 +317,17 @@ void CoordinatorState::replay_early(int connection) {
 
 void CoordinatorState::handle(int connection, const std::string& message) {
     const Time now = now_;
-    const auto fields = parse_flat_json(message);
-    const std::string op = fields ? text(*fields, "op") : "";
+    Json fields;
+    std::string error = "no \"op\"";
+    try {
+        fields = parse_json(message);
+    } catch (const JsonError& e) {
+        error = e.what();
+    }
+    const std::string op = text(fields, "op");
     const int id = node_of(connection);
-    if (!fields || op.empty()) {
-        note(PANGEA_LOG_WARN, "closed a connection that sent a message that is not ours: " + message.substr(0, 80));
+    if (op.empty()) {
+        note(PANGEA_LOG_WARN, "closed a connection that sent a message that is not ours (" + error + "): " + message.substr(0, 80));
         if (id >= 0) drop(id, "it sent a malformed message");
         out_.push_back({connection, "", true});
         return;
@@ -352,32 +337,30 @@ void CoordinatorState::handle(int connection, const std::string& message) {
         const auto challenge = challenges_.find(connection);
         if (!options_.secret.empty() &&
             (challenge == challenges_.end() ||
-             !same_digest(text(*fields, "proof"), coordinator_proof(options_.secret, challenge->second, text(*fields, "run"),
-                                                                    integer(*fields, "node"))))) {
+             !same_digest(text(fields, "proof"), coordinator_proof(options_.secret, challenge->second, text(fields, "run"),
+                                                                    integer(fields, "node"))))) {
             // Nothing about the run goes back: not its id, not why.
-            note(PANGEA_LOG_WARN, "refused a connection claiming to be node " + text(*fields, "node") +
+            note(PANGEA_LOG_WARN, "refused a connection claiming to be node " + shown(fields, "node") +
                                       ": authentication failed (it does not hold the run's secret)");
-            out_.push_back({connection, JsonObject().add("op", "refused").add("reason", "authentication failed").text(), true});
+            out_.push_back({connection, to_json(Json{{"op", "refused"}, {"reason", "authentication failed"}}), true});
             return;
         }
-        if (integer(*fields, "protocol") != kProtocol)
-            refusal = "protocol " + text(*fields, "protocol") + " is not " + std::to_string(kProtocol);
-        else if (text(*fields, "run") != options_.run)
-            refusal = "it belongs to run " + text(*fields, "run") + ", this coordinator serves run " + options_.run;
-        else if (integer(*fields, "node") < 0 || integer(*fields, "node") > std::numeric_limits<int>::max() ||
-                 text(*fields, "address").empty())
+        if (integer(fields, "protocol") != kProtocol)
+            refusal = "protocol " + shown(fields, "protocol") + " is not " + std::to_string(kProtocol);
+        else if (text(fields, "run") != options_.run)
+            refusal = "it belongs to run " + text(fields, "run") + ", this coordinator serves run " + options_.run;
+        else if (integer(fields, "node") < 0 || integer(fields, "node") > std::numeric_limits<int>::max() ||
+                 text(fields, "address").empty())
             refusal = "the hello names no node id or address";
-        else if (text(*fields, "address").find(';') != std::string::npos)  // member lists are ';'-separated
-            refusal = "its address '" + text(*fields, "address") + "' holds a ';'";
-        else if (integer(*fields, "step") < 0 || integer(*fields, "step") > kMaxStep)
-            refusal = "it claims outer step " + text(*fields, "step");
+        else if (integer(fields, "step") < 0 || integer(fields, "step") > kMaxStep)
+            refusal = "it claims outer step " + shown(fields, "step");
         if (!refusal.empty()) {
             note(PANGEA_LOG_WARN, "refused a node: " + refusal);
-            out_.push_back({connection, JsonObject().add("op", "refused").add("reason", refusal).text(), true});
+            out_.push_back({connection, to_json(Json{{"op", "refused"}, {"reason", refusal}}), true});
         } else if (collecting_) {
-            held_.push_back({connection, *fields});
+            held_.push_back({connection, fields});
         } else {
-            admit_hello(connection, *fields, now);
+            admit_hello(connection, fields, now);
         }
         return;
     }
@@ -390,7 +373,7 @@ void CoordinatorState::handle(int connection, const std::string& message) {
         return;
     }
     if (id < 0) {  // not registered (or dropped): only a hello is welcome
-        out_.push_back({connection, JsonObject().add("op", "refused").add("reason", "say hello first").text(), true});
+        out_.push_back({connection, to_json(Json{{"op", "refused"}, {"reason", "say hello first"}}), true});
         return;
     }
     Node& node = nodes_.at(id);
@@ -399,7 +382,7 @@ void CoordinatorState::handle(int connection, const std::string& message) {
     } else if (op == "leave") {
         drop(id, "it left");
     } else if (op == "ready") {
-        const int64_t step = integer(*fields, "step");
+        const int64_t step = integer(fields, "step");
         if (node.status != Status::kMember || step != committed_step_ + 1) {
             stale(id);
         } else {
@@ -407,31 +390,31 @@ void CoordinatorState::handle(int connection, const std::string& message) {
             maybe_decide();
         }
     } else if (op == "done") {
-        const uint64_t epoch = static_cast<uint64_t>(integer(*fields, "epoch"));
+        const uint64_t epoch = static_cast<uint64_t>(integer(fields, "epoch"));
         if (node.status != Status::kMember) {
             stale(id);
         } else if (active_ && active_->epoch.id == epoch && active_->epoch.position_of(id) >= 0) {
             // (An older node sends no error text.)
-            const std::string error = text(*fields, "error").substr(0, kMaxErrorText);
-            active_->reported[id] = text(*fields, "ok") == "true" ? "" : error.empty() ? "(no reason given)" : error;
+            const std::string error = text(fields, "error").substr(0, kMaxErrorText);
+            active_->reported[id] = flag(fields, "ok") ? "" : error.empty() ? "(no reason given)" : error;
             maybe_resolve();
         } else if (epoch != committed_epoch_) {
             // An epoch that was retried (the retry may already be on its way; the node ignores a
             // second one) or that a previous coordinator ran.
-            send(id, JsonObject().add("op", "retry").add("epoch", epoch).add("reason", "the epoch is over").text());
+            send(id, to_json(Json{{"op", "retry"}, {"epoch", epoch}, {"reason", "the epoch is over"}}));
         }
     } else if (op == "admit") {
-        const int64_t step = integer(*fields, "step");
+        const int64_t step = integer(fields, "step");
         if (node.status == Status::kJoiner && step == committed_step_ + 1 && !active_) {
             // From now on the epoch of `step` waits for it: the run cannot move past the state
             // it is fetching.
             node.status = Status::kMember;
             node.catching_up = false;
-            send(id, JsonObject().add("op", "admitted").add("step", step).text());
+            send(id, to_json(Json{{"op", "admitted"}, {"step", step}}));
             note(PANGEA_LOG_INFO, "node " + std::to_string(id) + " takes part from step " + std::to_string(step) +
                                       " (recovering the state of step " + std::to_string(committed_step_) + ")");
         } else if (node.status == Status::kMember && step == committed_step_ + 1) {
-            send(id, JsonObject().add("op", "admitted").add("step", step).text());
+            send(id, to_json(Json{{"op", "admitted"}, {"step", step}}));
         } else if (node.status == Status::kJoiner && step == committed_step_ + 1) {
             // Too late for the epoch running now, whose commit makes this node's state old. If
             // the next epoch started as soon as that one ended, a node whose fetch takes longer
@@ -468,7 +451,7 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
         // Carry on from what the nodes hold: the furthest committed step is the run's. Everyone
         // held is welcomed before any epoch is decided.
         for (const Hello& h : held_) {
-            if (text(h.fields, "has_state") != "true") continue;
+            if (!flag(h.fields, "has_state")) continue;
             const int64_t step = integer(h.fields, "step");
             const uint64_t epoch = static_cast<uint64_t>(integer(h.fields, "epoch"));
             if (step > committed_step_) committed_step_ = step, committed_epoch_ = epoch;
@@ -476,7 +459,7 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
             if (step > 0 || epoch > 0) started_ = true;
         }
         const bool all_fresh = !held_.empty() && std::all_of(held_.begin(), held_.end(), [](const Hello& h) {
-            return text(h.fields, "has_state") != "true" && text(h.fields, "join") != "true";
+            return !flag(h.fields, "has_state") && !flag(h.fields, "join");
         });
         if (all_fresh && started_) {
             // The store remembers a run with this id, but every node starts afresh: a new run.
@@ -489,7 +472,7 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
         if (started_) note(PANGEA_LOG_INFO, "carrying on the run at step " + std::to_string(committed_step_));
         // Members first, so that every node told to recover learns all the members to fetch from.
         std::stable_partition(held_.begin(), held_.end(), [&](const Hello& h) {
-            return text(h.fields, "has_state") == "true" && integer(h.fields, "step") >= committed_step_ - 1;
+            return flag(h.fields, "has_state") && integer(h.fields, "step") >= committed_step_ - 1;
         });
         for (const Hello& h : held_) admit_hello(h.connection, h.fields, now);
         held_.clear();
@@ -508,12 +491,10 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
         }
         if (!waiting.empty() && !slow.empty()) {
             last_wait_note_ = now;
-            const std::string message = JsonObject()
-                                            .add("op", "waiting")
-                                            .add("reason", "outer step " + std::to_string(committed_step_ + 1) +
-                                                               " waits for node(s) " + slow +
-                                                               " (still training, or recovering the state)")
-                                            .text();
+            const std::string message =
+                to_json(Json{{"op", "waiting"},
+                             {"reason", "outer step " + std::to_string(committed_step_ + 1) + " waits for node(s) " + slow +
+                                            " (still training, or recovering the state)"}});
             for (int id : waiting) send(id, message);
         }
     }
@@ -544,7 +525,7 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_registered(int node, bo
     return std::move(out_);
 }
 
-void CoordinatorState::admit_hello(int connection, const std::map<std::string, std::string>& hello, Time now) {
+void CoordinatorState::admit_hello(int connection, const Json& hello, Time now) {
     if (options_.registry && !registered_.count(static_cast<int>(integer(hello, "node"))))
         unregistered_.push_back({connection, hello});  // welcomed once its registration shows
     else

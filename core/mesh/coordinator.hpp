@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/json.hpp"
 #include "common/socket.hpp"
 #include "mesh/membership.hpp"
 
@@ -46,7 +47,8 @@ struct CoordinatorOptions {
     uint64_t committed_epoch = 0;
 };
 
-std::string encode_members(const std::vector<Member>& members);  // "0=host:port;2=host:port"
+// A member list on the wire: [{"node": 0, "address": "host:port"}, ...].
+Json encode_members(const std::vector<Member>& members);
 
 // The longest failure text a node's "done" carries (the coordinator passes it on to the others
 // in "retry"); longer ones are cut.
@@ -56,7 +58,7 @@ constexpr size_t kMaxErrorText = 1000;
 // proves back in its welcome (over the node's nonce), both HMAC-SHA256 with the run's secret.
 std::string coordinator_proof(const std::string& secret, const std::string& nonce, const std::string& run, int64_t node);
 std::string coordinator_reply_proof(const std::string& secret, const std::string& node_nonce);
-std::vector<Member> decode_members(const std::string& text);    // throws MeshError on bad text
+std::vector<Member> decode_members(const Json& list);  // throws MeshError when it is not such a list
 
 // The coordinator's decisions, without sockets or clocks (time is passed in), so that tests can
 // drive every path. Connections are numbered by the caller.
@@ -98,7 +100,7 @@ private:
     };
     struct Hello {  // held while the coordinator is still collecting registrations
         int connection;
-        std::map<std::string, std::string> fields;
+        Json fields;
     };
     struct ActiveEpoch {
         Epoch epoch;
@@ -107,8 +109,8 @@ private:
 
     void handle(int connection, const std::string& message);  // one message; sends go to out_
     void replay_early(int connection);  // what a held connection sent before its welcome
-    void admit_hello(int connection, const std::map<std::string, std::string>& hello, Time now);
-    void welcome(int connection, const std::map<std::string, std::string>& hello, Time now);
+    void admit_hello(int connection, const Json& hello, Time now);
+    void welcome(int connection, const Json& hello, Time now);
     void drop(int node, const std::string& why);
     void maybe_decide();
     void maybe_resolve();

@@ -10,16 +10,16 @@ namespace {
 
 void note(pangea_log_level level, const std::string& message) { log(level, "mesh", message); }
 
-std::string field(const std::map<std::string, std::string>& m, const char* key) {
-    const auto found = m.find(key);
-    return found == m.end() ? "" : found->second;
-}
+// Fields of the coordinator's messages (a missing or mistyped one reads as "" or -1).
+std::string field(const Json& m, const char* key) { return json_string(m, key).value_or(""); }
+int64_t number(const Json& m, const char* key) { return json_int(m, key).value_or(-1); }
 
-int64_t number(const std::map<std::string, std::string>& m, const char* key) {
+// One line from the coordinator; null when it is not JSON.
+Json parse_message(const std::string& line) {
     try {
-        return std::stoll(field(m, key));
-    } catch (const std::exception&) {
-        return -1;
+        return parse_json(line);
+    } catch (const JsonError&) {
+        return nullptr;
     }
 }
 
@@ -42,24 +42,21 @@ CoordinatorClient::~CoordinatorClient() {
 }
 
 std::string CoordinatorClient::hello(const std::string& challenge) const {
-    return JsonObject()
-        .add("op", "hello")
-        .add("protocol", 1)
-        .add("run", options_.run)
-        .add("node", options_.node)
-        .add("address", options_.address)
-        .add("has_state", has_state_)
-        .add("step", step_)
-        .add("epoch", epoch_)
-        .add("waiting", waiting_)
-        .add("pending_epoch", pending_epoch_)
-        .add("ok", pending_ok_)
-        .add("join", options_.join)
-        .add("incarnation", incarnation_)
-        .add("nonce", nonce_)
-        .add("proof", options_.secret.empty() ? std::string()
-                                              : coordinator_proof(options_.secret, challenge, options_.run, options_.node))
-        .text();
+    return to_json(Json{{"op", "hello"},
+                        {"protocol", 1},
+                        {"run", options_.run},
+                        {"node", options_.node},
+                        {"address", options_.address},
+                        {"has_state", has_state_},
+                        {"step", step_},
+                        {"epoch", epoch_},
+                        {"waiting", waiting_},
+                        {"pending_epoch", pending_epoch_},
+                        {"ok", pending_ok_},
+                        {"join", options_.join},
+                        {"incarnation", incarnation_},
+                        {"nonce", nonce_},
+                        {"proof", options_.secret.empty() ? std::string() : coordinator_proof(options_.secret, challenge, options_.run, options_.node)}});
 }
 
 bool CoordinatorClient::send(const std::string& message) {
@@ -75,14 +72,14 @@ void CoordinatorClient::run_connection() {
     while (!stop_) {
         std::unique_ptr<LineSocket> socket;
         std::string challenge_line;
-        std::optional<Message> challenge;
+        Message challenge;
         try {
             address_ = options_.locate ? options_.locate() : options_.coordinator;
             if (address_.empty()) throw SocketError("no coordinator is known yet");
             socket = std::make_unique<LineSocket>(connect_tcp(address_, std::chrono::milliseconds(1000)));
             const auto greeted = socket->receive(&challenge_line, 5000);
-            challenge = parse_flat_json(challenge_line);
-            if (greeted != LineSocket::Received::kMessage || !challenge || field(*challenge, "op") != "challenge")
+            challenge = parse_message(challenge_line);
+            if (greeted != LineSocket::Received::kMessage || field(challenge, "op") != "challenge")
                 throw SocketError(address_ + " did not greet as a pangea coordinator");
         } catch (const std::exception& e) {  // SocketError, or MeshError from locating it
             const auto away = std::chrono::steady_clock::now() - away_since;
@@ -101,7 +98,7 @@ void CoordinatorClient::run_connection() {
         {
             std::lock_guard lock(mutex_);
             nonce_ = random_nonce();
-            if (!socket->send(hello(field(*challenge, "nonce")))) continue;
+            if (!socket->send(hello(field(challenge, "nonce")))) continue;
             socket_ = std::move(socket);
             connected_to_ = address_;
         }
@@ -112,19 +109,19 @@ void CoordinatorClient::run_connection() {
             const auto received = socket_->receive(&line, 200);
             if (received == LineSocket::Received::kTimeout) continue;
             if (received == LineSocket::Received::kClosed) break;
-            auto message = parse_flat_json(line);
-            if (!message) break;
-            const std::string op = field(*message, "op");
+            Message message = parse_message(line);
+            if (!message.is_object()) break;
+            const std::string op = field(message, "op");
             if (op == "refused") {
                 std::lock_guard lock(mutex_);
                 fatal_ = "the coordinator at " + address_ + " refused node " + std::to_string(options_.node) +
-                         ": " + field(*message, "reason");
+                         ": " + field(message, "reason");
                 changed_.notify_all();
                 return;
             }
-            if (op == "waiting") note(PANGEA_LOG_WARN, field(*message, "reason"));
+            if (op == "waiting") note(PANGEA_LOG_WARN, field(message, "reason"));
             if (op == "welcome" && !options_.secret.empty() &&
-                !same_digest(field(*message, "proof"), coordinator_reply_proof(options_.secret, nonce_))) {
+                !same_digest(field(message, "proof"), coordinator_reply_proof(options_.secret, nonce_))) {
                 std::lock_guard lock(mutex_);
                 fatal_ = "the coordinator at " + address_ + " does not hold the run's secret";
                 changed_.notify_all();
@@ -135,9 +132,9 @@ void CoordinatorClient::run_connection() {
             {
                 std::lock_guard lock(mutex_);
                 // A retry of the epoch we are all-reducing in: the collective must stop waiting.
-                if (op == "retry" && waiting_ == "epoch" && static_cast<uint64_t>(number(*message, "epoch")) == pending_epoch_)
+                if (op == "retry" && waiting_ == "epoch" && static_cast<uint64_t>(number(message, "epoch")) == pending_epoch_)
                     abort = abort_handler_, aborted_epoch = pending_epoch_;
-                inbox_.push_back(std::move(*message));
+                inbox_.push_back(std::move(message));
             }
             changed_.notify_all();
             if (abort) abort(aborted_epoch);
@@ -149,7 +146,7 @@ void CoordinatorClient::run_connection() {
 }
 
 void CoordinatorClient::run_heartbeats() {
-    const std::string beat = JsonObject().add("op", "beat").text();
+    const std::string beat = to_json(Json{{"op", "beat"}});
     std::unique_lock lock(mutex_);
     while (!stop_) {
         changed_.wait_for(lock, options_.heartbeat, [&] { return stop_.load(); });
@@ -181,8 +178,8 @@ CoordinatorClient::Message CoordinatorClient::wait_for(std::initializer_list<con
                 waiting_.clear();
                 throw StaleNode("node " + std::to_string(options_.node) +
                                     " was dropped from the run (it went silent past the timeout, or the run moved on); "
-                                    "the run is at outer step " + field(message, "step"),
-                                number(message, "step"), decode_members(field(message, "members")));
+                                    "the run is at outer step " + std::to_string(number(message, "step")),
+                                number(message, "step"), decode_members(message.value("members", Json())));
             }
             for (const char* wanted : ops)
                 if (op == wanted && accept(message)) return message;
@@ -201,7 +198,7 @@ JoinResult CoordinatorClient::join() {
     const Message welcome = wait_for({"welcome"}, [](const Message&) { return true; });
     JoinResult result;
     result.step = number(welcome, "step");
-    result.sources = decode_members(field(welcome, "members"));
+    result.sources = decode_members(welcome.value("members", Json()));
     result.role = field(welcome, "role") == "member" ? Role::kMember : Role::kRecover;
     std::lock_guard lock(mutex_);
     if (result.role == Role::kMember) has_state_ = true;
@@ -213,12 +210,12 @@ Epoch CoordinatorClient::ready(int64_t step) {
         std::lock_guard lock(mutex_);
         waiting_ = "ready";
     }
-    send(JsonObject().add("op", "ready").add("step", step).text());
+    send(to_json(Json{{"op", "ready"}, {"step", step}}));
     const Message message = wait_for({"epoch"}, [&](const Message& m) { return number(m, "step") == step; });
     Epoch epoch;
     epoch.id = static_cast<uint64_t>(number(message, "epoch"));
     epoch.step = step;
-    epoch.members = decode_members(field(message, "members"));
+    epoch.members = decode_members(message.value("members", Json()));
     std::lock_guard lock(mutex_);
     waiting_ = "epoch";
     pending_epoch_ = epoch.id;
@@ -233,7 +230,7 @@ bool CoordinatorClient::done(const Epoch& epoch, const std::string& error, std::
         pending_ok_ = ok;
     }
     // (Cut short: the coordinator passes it on to every member.)
-    send(JsonObject().add("op", "done").add("epoch", epoch.id).add("ok", ok).add("error", error.substr(0, kMaxErrorText)).text());
+    send(to_json(Json{{"op", "done"}, {"epoch", epoch.id}, {"ok", ok}, {"error", error.substr(0, kMaxErrorText)}}));
     const Message message = wait_for({"commit", "retry"}, [&](const Message& m) {
         return static_cast<uint64_t>(number(m, "epoch")) == epoch.id;
     });
@@ -261,11 +258,11 @@ void CoordinatorClient::reserve(int64_t step) {
     std::lock_guard lock(mutex_);
     reserved_ = step;
     forget_staleness();
-    send_locked(JsonObject().add("op", "admit").add("step", step).text());
+    send_locked(to_json(Json{{"op", "admit"}, {"step", step}}));
 }
 
 void CoordinatorClient::admit(int64_t step) {
-    const std::string request = JsonObject().add("op", "admit").add("step", step).text();
+    const std::string request = to_json(Json{{"op", "admit"}, {"step", step}});
     {
         std::lock_guard lock(mutex_);
         waiting_.clear();
@@ -293,7 +290,7 @@ void CoordinatorClient::leave() {
         // Under the lock: the reader cannot drop the socket before the message is out, and stops
         // before the coordinator's answering close could look like a reason to reconnect.
         std::lock_guard lock(mutex_);
-        if (socket_) socket_->send(JsonObject().add("op", "leave").text());
+        if (socket_) socket_->send(to_json(Json{{"op", "leave"}}));
         stop_ = true;
         if (socket_) socket_->shutdown();
     }

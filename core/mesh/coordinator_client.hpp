@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/socket.hpp"
+#include "common/json.hpp"
 #include "mesh/membership.hpp"
 
 namespace pangea {
@@ -53,7 +54,7 @@ public:
     void leave() override;
 
 private:
-    using Message = std::map<std::string, std::string>;
+    using Message = Json;
     void run_connection();   // the reader thread: connect, hello, receive, reconnect
     void run_heartbeats();
     std::string hello(const std::string& challenge) const;  // under mutex_

@@ -6,7 +6,9 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <charconv>
 
+#include "common/json.hpp"
 #include "mesh/ring_setup.hpp"
 
 namespace pangea {
@@ -32,42 +34,41 @@ std::string unbase64(const std::string& in) {
     return out;
 }
 
-// The answers are read by hand, not with std::regex: libstdc++'s regex recurses once per
-// character a repetition takes, and a long field (50 KB) overflowed the stack.
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-
-// The gateway's answers are small and regular; one field of them, by name: "name" : then a
-// string (its text as it stands), true, false or an integer. The first occurrence that has one.
-std::optional<std::string> json_field(const std::string& json, const std::string& name) {
-    const std::string quoted = "\"" + name + "\"";
-    for (size_t at = json.find(quoted); at != std::string::npos; at = json.find(quoted, at + 1)) {
-        size_t i = at + quoted.size();
-        while (i < json.size() && is_space(json[i])) ++i;
-        if (i >= json.size() || json[i] != ':') continue;
-        ++i;
-        while (i < json.size() && is_space(json[i])) ++i;
-        if (i < json.size() && json[i] == '"') {
-            const size_t end = json.find('"', i + 1);
-            if (end != std::string::npos) return json.substr(i + 1, end - i - 1);
-        }
-        for (const std::string word : {"true", "false"})
-            if (json.compare(i, word.size(), word) == 0) return word;
-        size_t j = i < json.size() && json[i] == '-' ? i + 1 : i;
-        const size_t digits = j;
-        while (j < json.size() && json[j] >= '0' && json[j] <= '9') ++j;
-        if (j > digits) return json.substr(i, j - i);
-    }
-    return std::nullopt;
-}
-
-// A number of an answer (etcd writes 64-bit integers as strings); MeshError when it is not one.
-int64_t number(const std::string& text, const char* name) {
+// An answer of the gateway (untrusted: etcd is reached over plain HTTP); MeshError when it is
+// not JSON.
+Json parse_answer(const std::string& answer, const std::string& call) {
     try {
-        return std::stoll(text);
-    } catch (const std::exception&) {  // std::invalid_argument, std::out_of_range
-        throw MeshError(std::string("etcd answered a ") + name + " that is not a 64-bit integer: '" + text.substr(0, 40) + "'");
+        return parse_json(answer);
+    } catch (const JsonError& e) {
+        throw MeshError("etcd answered " + call + " with text that is not JSON (" + e.what() + "): " + answer.substr(0, 200));
     }
 }
+
+// A 64-bit integer of an answer: etcd writes them as strings ("revision":"12"), and leaves out
+// the ones that are 0. MeshError when it is neither a number nor a string of one.
+int64_t integer(const Json& object, const char* key) {
+    if (!object.is_object() || !object.contains(key)) return 0;
+    if (const auto n = json_int(object, key)) return *n;
+    const std::string text = json_string(object, key).value_or(to_json(object.at(key)));
+    int64_t value = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (error != std::errc() || end != text.data() + text.size())
+        throw MeshError(std::string("etcd answered a ") + key + " that is not a 64-bit integer: '" + text.substr(0, 40) + "'");
+    return value;
+}
+
+// A member object of an answer (null when absent).
+const Json& member(const Json& object, const char* key) {
+    static const Json kNull;
+    if (!object.is_object()) return kNull;
+    const auto found = object.find(key);
+    return found == object.end() ? kNull : *found;
+}
+
+// A base64 key or value of an answer, decoded.
+std::string bytes(const Json& object, const char* key) { return unbase64(json_string(object, key).value_or("")); }
+
+int64_t header_revision(const Json& answer) { return integer(member(answer, "header"), "revision"); }
 
 // The end of the key range that holds exactly the keys starting with `prefix`.
 std::string prefix_end(std::string prefix) {
@@ -77,16 +78,13 @@ std::string prefix_end(std::string prefix) {
 }
 
 // The keys of a /v3/kv/range answer, and the store's revision at the time of the read.
-std::vector<EtcdKey> range_keys(const std::string& answer, int64_t* revision) {
-    *revision = number(json_field(answer, "revision").value_or("0"), "revision");
+std::vector<EtcdKey> range_keys(const std::string& text, int64_t* revision) {
+    const Json answer = parse_answer(text, "/v3/kv/range");
+    *revision = header_revision(answer);
     std::vector<EtcdKey> keys;
-    const std::string open = "{\"key\":\"";  // each key-value object: from this to the next '}'
-    for (size_t at = answer.find(open), close; at != std::string::npos; at = answer.find(open, close + 1)) {
-        if ((close = answer.find('}', at + open.size())) == std::string::npos) break;
-        const std::string object = answer.substr(at, close + 1 - at);
-        keys.push_back({unbase64(json_field(object, "key").value_or("")), unbase64(json_field(object, "value").value_or("")),
-                        number(json_field(object, "create_revision").value_or("0"), "create_revision")});
-    }
+    const Json& kvs = member(answer, "kvs");
+    if (!kvs.is_array()) return keys;  // none: left out
+    for (const Json& kv : kvs) keys.push_back({bytes(kv, "key"), bytes(kv, "value"), integer(kv, "create_revision")});
     return keys;
 }
 
@@ -153,52 +151,51 @@ std::string EtcdClient::call(const std::string& path, const std::string&) {
 #endif
 
 int64_t EtcdClient::grant_lease(int ttl_seconds) {
-    const std::string answer = call("/v3/lease/grant", "{\"TTL\":" + std::to_string(ttl_seconds) + "}");
-    const auto id = json_field(answer, "ID");
-    if (!id) throw MeshError("etcd at " + endpoint_ + ": the lease grant has no ID: " + answer.substr(0, 200));
-    return number(*id, "lease ID");
+    const std::string text = call("/v3/lease/grant", to_json(Json{{"TTL", ttl_seconds}}));
+    const Json answer = parse_answer(text, "/v3/lease/grant");
+    if (!answer.contains("ID")) throw MeshError("etcd at " + endpoint_ + ": the lease grant has no ID: " + text.substr(0, 200));
+    return integer(answer, "ID");
 }
 
 bool EtcdClient::keep_alive(int64_t lease) {
-    const std::string answer = call("/v3/lease/keepalive", "{\"ID\":" + std::to_string(lease) + "}");
-    const auto ttl = json_field(answer, "TTL");
-    return ttl && number(*ttl, "TTL") > 0;
+    // A stream of one answer: {"result":{"ID":...,"TTL":...}} (no TTL once the lease expired).
+    const std::string text = call("/v3/lease/keepalive", to_json(Json{{"ID", lease}}));
+    return integer(member(parse_answer(text.substr(0, text.find('\n')), "/v3/lease/keepalive"), "result"), "TTL") > 0;
 }
 
-void EtcdClient::revoke_lease(int64_t lease) { call("/v3/lease/revoke", "{\"ID\":" + std::to_string(lease) + "}"); }
+void EtcdClient::revoke_lease(int64_t lease) { call("/v3/lease/revoke", to_json(Json{{"ID", lease}})); }
 
 std::optional<int64_t> EtcdClient::create(const std::string& key, const std::string& value, int64_t lease) {
-    const std::string k = base64(key);
-    const std::string answer =
-        call("/v3/kv/txn", "{\"compare\":[{\"key\":\"" + k +
-                               "\",\"result\":\"EQUAL\",\"target\":\"CREATE\",\"create_revision\":\"0\"}],"
-                               "\"success\":[{\"request_put\":{\"key\":\"" + k + "\",\"value\":\"" + base64(value) +
-                               "\",\"lease\":\"" + std::to_string(lease) + "\"}}]}");
-    if (json_field(answer, "succeeded").value_or("false") != "true") return std::nullopt;
-    return number(json_field(answer, "revision").value_or("0"), "revision");  // the transaction's: the key's creation
+    const Json request{
+        {"compare", {{{"key", base64(key)}, {"result", "EQUAL"}, {"target", "CREATE"}, {"create_revision", "0"}}}},
+        {"success", {{{"request_put", {{"key", base64(key)}, {"value", base64(value)}, {"lease", std::to_string(lease)}}}}}}};
+    const Json answer = parse_answer(call("/v3/kv/txn", to_json(request)), "/v3/kv/txn");
+    if (!json_bool(answer, "succeeded").value_or(false)) return std::nullopt;
+    return header_revision(answer);  // the transaction's: the key's creation
 }
 
 bool EtcdClient::put_if_created_at(const std::string& guard, int64_t guard_revision, const std::string& key,
                                    const std::string& value) {
-    const std::string answer =
-        call("/v3/kv/txn", "{\"compare\":[{\"key\":\"" + base64(guard) +
-                               "\",\"result\":\"EQUAL\",\"target\":\"CREATE\",\"create_revision\":\"" +
-                               std::to_string(guard_revision) + "\"}],\"success\":[{\"request_put\":{\"key\":\"" +
-                               base64(key) + "\",\"value\":\"" + base64(value) + "\"}}]}");
-    return json_field(answer, "succeeded").value_or("false") == "true";
+    const Json request{{"compare",
+                        {{{"key", base64(guard)},
+                          {"result", "EQUAL"},
+                          {"target", "CREATE"},
+                          {"create_revision", std::to_string(guard_revision)}}}},
+                       {"success", {{{"request_put", {{"key", base64(key)}, {"value", base64(value)}}}}}}};
+    const Json answer = parse_answer(call("/v3/kv/txn", to_json(request)), "/v3/kv/txn");
+    return json_bool(answer, "succeeded").value_or(false);
 }
 
 std::optional<std::string> EtcdClient::get(const std::string& key) {
-    const std::string answer = call("/v3/kv/range", "{\"key\":\"" + base64(key) + "\"}");
-    const auto value = json_field(answer, "value");
-    if (!value) return std::nullopt;
-    return unbase64(*value);
+    const Json answer = parse_answer(call("/v3/kv/range", to_json(Json{{"key", base64(key)}})), "/v3/kv/range");
+    const Json& kvs = member(answer, "kvs");
+    if (!kvs.is_array() || kvs.empty()) return std::nullopt;
+    return bytes(kvs[0], "value");
 }
 
 std::vector<EtcdKey> EtcdClient::list(const std::string& prefix, int64_t* revision) {
-    const std::string answer = call("/v3/kv/range", "{\"key\":\"" + base64(prefix) + "\",\"range_end\":\"" +
-                                                        base64(prefix_end(prefix)) + "\"}");
-    return range_keys(answer, revision);
+    return range_keys(call("/v3/kv/range", to_json(Json{{"key", base64(prefix)}, {"range_end", base64(prefix_end(prefix))}})),
+                      revision);
 }
 
 namespace {
@@ -218,25 +215,26 @@ size_t on_watch_data(char* data, size_t size, size_t count, void* user) {
     try {  // no exception may cross libcurl
         for (size_t end; (end = stream.pending.find('\n')) != std::string::npos; stream.pending.erase(0, end + 1)) {
             const std::string line = stream.pending.substr(0, end);
-            if (line.find("\"error\"") != std::string::npos || line.find("\"canceled\":true") != std::string::npos) {
-                stream.error = line.substr(0, 200);
+            if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+            Json message;
+            try {
+                message = parse_json(line);
+            } catch (const JsonError& e) {
+                stream.error = std::string("a line that is not JSON (") + e.what() + "): " + line.substr(0, 200);
                 return 0;  // ends the transfer
             }
-            // Each event: {"kv":{...}}, {"type":"PUT","kv":{...}} or {"type":"DELETE","kv":{...}}.
-            for (size_t at = line.find('{'); at != std::string::npos; at = line.find('{', at + 1)) {
-                size_t kv_at = at + 1;
-                bool deleted = false;
-                if (line.compare(kv_at, 13, "\"type\":\"PUT\",") == 0) kv_at += 13;
-                else if (line.compare(kv_at, 16, "\"type\":\"DELETE\",") == 0) kv_at += 16, deleted = true;
-                if (line.compare(kv_at, 6, "\"kv\":{") != 0) continue;
-                const size_t close = line.find('}', kv_at + 6);
-                if (close == std::string::npos) break;
-                const std::string kv = line.substr(kv_at + 6, close - kv_at - 6);
-                stream.revision =
-                    std::max<int64_t>(stream.revision, number(json_field(kv, "mod_revision").value_or("0"), "mod_revision"));
-                (*stream.on_event)({deleted, unbase64(json_field(kv, "key").value_or("")),
-                                    unbase64(json_field(kv, "value").value_or(""))});
-                at = close;
+            const Json& result = member(message, "result");
+            if (message.contains("error") || json_bool(result, "canceled").value_or(false)) {
+                stream.error = line.substr(0, 200);
+                return 0;
+            }
+            // Each event: {"kv":{...}} (a put: etcd leaves the default type out) or {"type":"DELETE","kv":{...}}.
+            const Json& events = member(result, "events");
+            if (!events.is_array()) continue;
+            for (const Json& event : events) {
+                const Json& kv = member(event, "kv");
+                stream.revision = std::max(stream.revision, integer(kv, "mod_revision"));
+                (*stream.on_event)({json_string(event, "type") == "DELETE", bytes(kv, "key"), bytes(kv, "value")});
             }
         }
     } catch (const std::exception& e) {
@@ -258,9 +256,10 @@ int on_watch_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t
 int64_t EtcdClient::watch(const std::string& prefix, int64_t from_revision,
                           const std::function<void(const EtcdEvent&)>& on_event, const std::atomic<bool>& stop) {
     WatchStream stream{&on_event, &stop, "", from_revision - 1, ""};
-    const std::string body = "{\"create_request\":{\"key\":\"" + base64(prefix) + "\",\"range_end\":\"" +
-                             base64(prefix_end(prefix)) + "\",\"start_revision\":\"" + std::to_string(from_revision) +
-                             "\"}}";
+    const std::string body = to_json(Json{{"create_request",
+                                           {{"key", base64(prefix)},
+                                            {"range_end", base64(prefix_end(prefix))},
+                                            {"start_revision", std::to_string(from_revision)}}}});
     const std::string url = endpoint_ + "/v3/watch";
     CURL* h = curl_->handle;
     curl_easy_reset(h);
@@ -289,7 +288,7 @@ int64_t EtcdClient::watch(const std::string& prefix, int64_t, const std::functio
 
 namespace etcd_detail {
 
-std::optional<std::string> answer_field(const std::string& json, const std::string& name) { return json_field(json, name); }
+std::string encode_base64(const std::string& bytes) { return base64(bytes); }
 
 std::string decode_base64(const std::string& text) { return unbase64(text); }
 

@@ -72,11 +72,11 @@ private:
     std::unique_ptr<Curl> curl_;
 };
 
-// How the client reads etcd's answers, without a connection (tests/fuzz/etcd_fuzz.cpp): one field
-// of an answer, base64, the keys of a range answer (and the revision), and the events of a watch
-// stream handed over in `chunks` as libcurl would (*error: why the stream ended, or "").
+// How the client reads etcd's answers, without a connection (tests/fuzz/etcd_fuzz.cpp): base64,
+// the keys of a range answer (and the revision; MeshError when it is not one), and the events of
+// a watch stream handed over in `chunks` as libcurl would (*error: why the stream ended, or "").
 namespace etcd_detail {
-std::optional<std::string> answer_field(const std::string& json, const std::string& name);
+std::string encode_base64(const std::string& bytes);
 std::string decode_base64(const std::string& text);
 std::vector<EtcdKey> parse_range(const std::string& answer, int64_t* revision);
 int64_t parse_watch(const std::vector<std::string>& chunks, int64_t from_revision,

@@ -128,20 +128,23 @@ void EtcdBackend::start_coordinator(int64_t elected_revision) {
     options.registry = true;
     // Carry on from the last commit etcd holds.
     if (const auto record = etcd_.get(key("epoch"))) {
-        if (const auto fields = parse_flat_json(*record)) {
-            options.committed_step = std::stoll(fields->count("step") ? fields->at("step") : "0");
-            options.committed_epoch = std::stoull(fields->count("epoch") ? fields->at("epoch") : "0");
+        Json fields;
+        try {
+            fields = parse_json(*record);
+        } catch (const JsonError& e) {
+            // The nodes say what they hold: the run carries on from that.
+            note(PANGEA_LOG_WARN, "the commit record " + key("epoch") + " in etcd is not JSON (" + e.what() + "); ignored");
         }
+        options.committed_step = json_int(fields, "step").value_or(0);
+        options.committed_epoch = static_cast<uint64_t>(json_int(fields, "epoch").value_or(0));
     }
     auto etcd = std::make_shared<EtcdClient>(endpoint_);  // the server thread's
     options.record_commit = [etcd, guard = key("coordinator"), epoch_key = key("epoch"),
                              elected_revision](const Epoch& epoch) {
         return etcd->put_if_created_at(guard, elected_revision, epoch_key,
-                                       JsonObject()
-                                           .add("epoch", epoch.id)
-                                           .add("step", epoch.step)
-                                           .add("members", encode_members(epoch.members))
-                                           .text());
+                                       to_json(Json{{"epoch", epoch.id},
+                                                    {"step", epoch.step},
+                                                    {"members", encode_members(epoch.members)}}));
     };
     stop_server_ = false;
     server_ended_ = false;

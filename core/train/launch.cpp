@@ -27,22 +27,20 @@ namespace {
 std::atomic<int> g_interrupts{0};
 extern "C" void on_interrupt(int) { g_interrupts.fetch_add(1); }
 
-double number(const std::map<std::string, std::string>& fields, const std::string& key) {
-    const auto found = fields.find(key);
-    if (found == fields.end() || found->second == "null") return 0;
-    try {
-        return std::stod(found->second);
-    } catch (...) {
-        return 0;
-    }
-}
+// A number of a status or summary file (0 when absent or null: a loss not measured yet).
+double number(const Json& fields, const char* key) { return json_number(fields, key).value_or(0); }
 
-std::optional<std::map<std::string, std::string>> read_json(const fs::path& path) {
+// A node's status or summary file; nullopt while it is not there (or not whole JSON yet).
+std::optional<Json> read_json(const fs::path& path) {
     std::ifstream in(path);
     if (!in) return std::nullopt;
     std::ostringstream text;
     text << in.rdbuf();
-    return parse_flat_json(text.str());
+    try {
+        return parse_json(text.str());
+    } catch (const JsonError&) {
+        return std::nullopt;
+    }
 }
 
 std::string last_lines(const fs::path& path, size_t count) {
@@ -257,7 +255,7 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
     for (int i = 0; i < nodes; ++i) {
         const auto fields = read_json(run_dir / "summary" / ("node-" + std::to_string(i) + ".json"));
         if (!fields || codes[i].value_or(1) != 0) continue;
-        const std::string hash = fields->count("params_hash") ? fields->at("params_hash") : "?";
+        const std::string hash = json_string(*fields, "params_hash").value_or("?");
         if (finished++ == 0) first_hash = hash;
         identical = identical && hash == first_hash;
         std::printf("%-6d %11.4f %11.4f %8.1f%% %12.2f %13.1f  %s\n", i, number(*fields, "final_loss"),

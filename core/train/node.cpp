@@ -294,7 +294,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
 
     // Live recovery: take up the state of a live member, then ask to take part in the next outer
     // step; if the run moved on meanwhile, fetch again. Returns the outer steps committed.
-    std::vector<std::string> recoveries;
+    std::vector<Json> recoveries;
     // Training sequences a node has drawn after `step` outer steps: its data position.
     auto draws_after = [&](int64_t step) { return static_cast<uint64_t>(step * inner_steps * micro_batch * grad_accum); };
     // The parameters, the outer optimizer's state (at most 2 buffers of their size) and AdamW's
@@ -336,12 +336,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                 continue;
             }
             elastic->set_committed_step(snapshot.step);
-            recoveries.push_back(JsonObject()
-                                     .add("step", snapshot.step)
-                                     .add("from", from)
-                                     .add("bytes", report.bytes)
-                                     .add("seconds", report.seconds)
-                                     .text());
+            recoveries.push_back(
+                {{"step", snapshot.step}, {"from", report.sources}, {"bytes", report.bytes}, {"seconds", report.seconds}});
             return snapshot.step;
         }
     };
@@ -400,24 +396,29 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     int64_t excluded_total = 0;  // contributions the mesh left out (NaN/Inf or outsized), over the run
     AllReduceResult last_allreduce;
     auto last_status = Clock::now() - std::chrono::seconds(10);
+    bool status_failed = false;  // warned once
     auto write_status = [&](const char* state, int64_t outer, int64_t inner, double tokens_per_s, bool force) {
         if (!force && seconds_since(last_status) < 0.25) return;
         last_status = Clock::now();
-        write_file_atomically(status_path, JsonObject()
-                                               .add("node", node)
-                                               .add("state", state)
-                                               .add("outer_step", outer)
-                                               .add("outer_steps", outer_steps)
-                                               .add("inner_step", inner)
-                                               .add("inner_steps", inner_steps)
-                                               .add("loss", last_loss)
-                                               .add("eval_loss", last_eval)
-                                               .add("tokens_per_s", tokens_per_s)
-                                               .add("allreduce_seconds", last_allreduce.seconds)
-                                               .add("allreduce_bytes", last_allreduce.bytes_sent)
-                                               .add("compute_utilization",
-                                                    compute_total / std::max(1e-9, seconds_since(run_start)))
-                                               .text());
+        try {
+            write_file_atomically(status_path, to_json(Json{{"node", node},
+                                                            {"state", state},
+                                                            {"outer_step", outer},
+                                                            {"outer_steps", outer_steps},
+                                                            {"inner_step", inner},
+                                                            {"inner_steps", inner_steps},
+                                                            {"loss", last_loss},
+                                                            {"eval_loss", last_eval},
+                                                            {"tokens_per_s", tokens_per_s},
+                                                            {"allreduce_seconds", last_allreduce.seconds},
+                                                            {"allreduce_bytes", last_allreduce.bytes_sent},
+                                                            {"compute_utilization",
+                                                             compute_total / std::max(1e-9, seconds_since(run_start))}}));
+        } catch (const std::exception& e) {
+            // A full disk must not stop training: the status is for watching the run.
+            if (!status_failed) log(PANGEA_LOG_WARN, "train", tag + ": cannot write the status file: " + e.what());
+            status_failed = true;
+        }
     };
 
     for (int64_t outer = first_outer; outer < outer_steps; ++outer) {
@@ -459,32 +460,29 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         if (eval_now) last_eval = evaluate_synced();
         const double wall = seconds_since(round_start);
         const int64_t tokens = inner_steps * step_sequences * seq_len;
-        JsonObject line;
-        line.add("outer_step", outer + 1)
-            .add("inner_step", (outer + 1) * inner_steps)
-            .add("loss", loss_sum / double(inner_steps))
-            .add("last_loss", last_loss);
-        if (eval_now) line.add("eval_loss", last_eval);
-        line.add("lr", schedule.at((outer + 1) * inner_steps - 1))
-            .add("tokens", tokens)
-            .add("tokens_per_s", double(tokens) / wall)
-            .add("inner_seconds", compute)
-            .add("wall_seconds", wall)
-            .add("allreduce_applied", report.applied)
-            .add("allreduce_seconds", report.applied ? report.allreduce.seconds : 0.0)
-            .add("allreduce_bytes_sent", report.applied ? report.allreduce.bytes_sent : 0)
-            .add("blocked_seconds", report.blocked_seconds)
-            .add("compute_utilization", compute / wall)
-            .add("synced_outer_steps", loop.applied_steps())
-            .add("members", elastic ? static_cast<int64_t>(elastic->last_epoch().members.size()) : int64_t{1})
-            .add("params_hash", hash_floats(loop.synced().data(), loop.synced().size()));
+        Json line{{"outer_step", outer + 1},
+                  {"inner_step", (outer + 1) * inner_steps},
+                  {"loss", loss_sum / double(inner_steps)},
+                  {"last_loss", last_loss}};
+        if (eval_now) line["eval_loss"] = last_eval;
+        line.update(Json{{"lr", schedule.at((outer + 1) * inner_steps - 1)},
+                         {"tokens", tokens},
+                         {"tokens_per_s", double(tokens) / wall},
+                         {"inner_seconds", compute},
+                         {"wall_seconds", wall},
+                         {"allreduce_applied", report.applied},
+                         {"allreduce_seconds", report.applied ? report.allreduce.seconds : 0.0},
+                         {"allreduce_bytes_sent", report.applied ? report.allreduce.bytes_sent : 0},
+                         {"blocked_seconds", report.blocked_seconds},
+                         {"compute_utilization", compute / wall},
+                         {"synced_outer_steps", loop.applied_steps()},
+                         {"members", elastic ? static_cast<int64_t>(elastic->last_epoch().members.size()) : int64_t{1}},
+                         {"params_hash", hash_floats(loop.synced().data(), loop.synced().size())}});
         if (report.applied && !report.allreduce.excluded_nodes.empty()) {
-            std::string nodes;
-            for (const int excluded : report.allreduce.excluded_nodes) nodes += (nodes.empty() ? "" : ",") + std::to_string(excluded);
-            line.add_json("excluded_nodes", "[" + nodes + "]");
+            line["excluded_nodes"] = report.allreduce.excluded_nodes;
             excluded_total += static_cast<int64_t>(report.allreduce.excluded_nodes.size());
         }
-        metrics << line.text() << "\n" << std::flush;
+        metrics << to_json(line) << "\n" << std::flush;
         write_status("training", outer + 1, 0, double(tokens) / wall, true);
     }
     const OuterStepReport final_report = loop.finish();
@@ -515,37 +513,35 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     info(tag + ": done: eval loss " + std::to_string(last_eval) + ", compute utilization " +
          std::to_string(int(compute_total / wall * 1000) / 10.0) + "%, parameters " + hash);
     write_file_atomically(run_dir / "summary" / (tag + ".json"),
-                          JsonObject()
-                              .add("node", node)
-                              .add("nodes", nodes)
-                              .add("parameters", static_cast<int64_t>(params.size()))
-                              .add("outer_steps", outer_steps)
-                              .add("inner_steps", inner_steps)
-                              .add("overlap", overlap)
-                              .add("final_loss", last_loss)
-                              .add("final_eval_loss", last_eval)
-                              .add("wall_seconds", wall)
-                              .add("inner_seconds", compute_total)
-                              .add("compute_utilization", compute_total / wall)
-                              .add("allreduce_seconds", allreduce_total)
-                              .add("blocked_seconds", blocked_total)
-                              .add("bytes_sent", bytes_total)
-                              .add("excluded_contributions", excluded_total)
-                              .add("tokens", outer_steps * inner_steps * step_sequences * seq_len)
-                              .add("params_hash", hash)
-                              .add("recoveries", static_cast<int64_t>(recoveries.size()))
-                              .add("last_recovery", recoveries.empty() ? std::string() : recoveries.back())
-                              .add("state_bytes", static_cast<int64_t>(state_bytes))
-                              .add("baseline_rss_bytes", static_cast<int64_t>(baseline.resident))
-                              .add("peak_rss_bytes", static_cast<int64_t>(peak_rss))
-                              .add("checkpoints_saved", saves.saved)
-                              .add("checkpoints_skipped", saves.skipped)
-                              .add("checkpoints_failed", saves.failed)
-                              .add("checkpoint_stall_seconds", checkpoint_stall)
-                              .add("checkpoint_write_seconds", saves.write_seconds)
-                              .add("checkpoint_bytes", saves.bytes)
-                              .add("last_checkpoint", saves.last_step)
-                              .text());
+                          to_json(Json{{"node", node},
+                                       {"nodes", nodes},
+                                       {"parameters", static_cast<int64_t>(params.size())},
+                                       {"outer_steps", outer_steps},
+                                       {"inner_steps", inner_steps},
+                                       {"overlap", overlap},
+                                       {"final_loss", last_loss},
+                                       {"final_eval_loss", last_eval},
+                                       {"wall_seconds", wall},
+                                       {"inner_seconds", compute_total},
+                                       {"compute_utilization", compute_total / wall},
+                                       {"allreduce_seconds", allreduce_total},
+                                       {"blocked_seconds", blocked_total},
+                                       {"bytes_sent", bytes_total},
+                                       {"excluded_contributions", excluded_total},
+                                       {"tokens", outer_steps * inner_steps * step_sequences * seq_len},
+                                       {"params_hash", hash},
+                                       {"recoveries", static_cast<int64_t>(recoveries.size())},
+                                       {"last_recovery", recoveries.empty() ? Json() : recoveries.back()},
+                                       {"state_bytes", static_cast<int64_t>(state_bytes)},
+                                       {"baseline_rss_bytes", static_cast<int64_t>(baseline.resident)},
+                                       {"peak_rss_bytes", static_cast<int64_t>(peak_rss)},
+                                       {"checkpoints_saved", saves.saved},
+                                       {"checkpoints_skipped", saves.skipped},
+                                       {"checkpoints_failed", saves.failed},
+                                       {"checkpoint_stall_seconds", checkpoint_stall},
+                                       {"checkpoint_write_seconds", saves.write_seconds},
+                                       {"checkpoint_bytes", saves.bytes},
+                                       {"last_checkpoint", saves.last_step}}));
     write_status("done", outer_steps, 0, 0, true);
     return 0;
 }

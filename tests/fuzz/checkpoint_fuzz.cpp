@@ -67,26 +67,20 @@ void put_sections(const ObjectStore& store, const std::string& text) {
 }
 
 void put_generated(const ObjectStore& store, const std::string& model) {
-    std::string parts;
+    Json parts = Json::array();
     for (const auto& [name, bytes] : std::initializer_list<std::pair<const char*, std::string>>{
              {"model.safetensors", model}, {"config.json", "{}\n"}, {"outer_optimizer.bin", ""},
              {"inner_optimizer.bin", ""}, {"manifest.toml", ""}}) {
         put(store, name, bytes);
-        parts += (parts.empty() ? "" : ",") + JsonObject()
-                                                  .add("name", name)
-                                                  .add("bytes", static_cast<int64_t>(bytes.size()))
-                                                  .add("sha256", sha256_hex(bytes))
-                                                  .text();
+        parts.push_back({{"name", name}, {"bytes", bytes.size()}, {"sha256", sha256_hex(bytes)}});
     }
-    put(store, "checkpoint.json", JsonObject()
-                                      .add("format", "pangea-checkpoint")
-                                      .add("version", 1)
-                                      .add("run", "fuzz")
-                                      .add("node", 0)
-                                      .add("step", 1)
-                                      .add("sampler_position", 0)
-                                      .add_json("parts", "[" + parts + "]")
-                                      .text());
+    put(store, "checkpoint.json", to_json(Json{{"format", "pangea-checkpoint"},
+                                               {"version", 1},
+                                               {"run", "fuzz"},
+                                               {"node", 0},
+                                               {"step", 1},
+                                               {"sampler_position", 0},
+                                               {"parts", parts}}));
     put(store, "/latest", "step-00000001\n");
 }
 

@@ -102,35 +102,33 @@ void shards() {
 }
 
 std::string hello(int node, bool has_state = false, int64_t step = 0, const char* waiting = "", bool join = false) {
-    return JsonObject()
-        .add("op", "hello")
-        .add("protocol", 1)
-        .add("run", "5eed")
-        .add("node", node)
-        .add("address", "10.0.0." + std::to_string(node) + ":7000")
-        .add("has_state", has_state)
-        .add("step", step)
-        .add("epoch", step)
-        .add("waiting", waiting)
-        .add("pending_epoch", step)
-        .add("ok", false)
-        .add("join", join)
-        .add("incarnation", "process-" + std::to_string(node))
-        .add("nonce", "00112233445566778899aabbccddeeff")
-        .add("proof", "")
-        .text();
+    return to_json(Json{{"op", "hello"},
+                        {"protocol", 1},
+                        {"run", "5eed"},
+                        {"node", node},
+                        {"address", "10.0.0." + std::to_string(node) + ":7000"},
+                        {"has_state", has_state},
+                        {"step", step},
+                        {"epoch", step},
+                        {"waiting", waiting},
+                        {"pending_epoch", step},
+                        {"ok", false},
+                        {"join", join},
+                        {"incarnation", "process-" + std::to_string(node)},
+                        {"nonce", "00112233445566778899aabbccddeeff"},
+                        {"proof", ""}});
 }
 
 void membership() {
     const auto msg = [](char connection, const std::string& json) { return std::string("m") + connection + json + "\n"; };
-    const auto ready = [&](char c, int step) { return msg(c, JsonObject().add("op", "ready").add("step", step).text()); };
-    const auto done = [&](char c, int epoch) { return msg(c, JsonObject().add("op", "done").add("epoch", epoch).add("ok", true).text()); };
+    const auto ready = [&](char c, int step) { return msg(c, to_json(Json{{"op", "ready"}, {"step", step}})); };
+    const auto done = [&](char c, int epoch) { return msg(c, to_json(Json{{"op", "done"}, {"epoch", epoch}, {"ok", true}})); };
     // Two nodes through two outer steps; a third joins and recovers; one leaves.
     std::string session = "\x02\nc1\nc2\n" + msg('1', hello(0)) + msg('2', hello(1)) + "t31\n" + ready('1', 1) + ready('2', 1) +
                           done('1', 1) + done('2', 1) + "c3\n" + msg('3', hello(2, false, 0, "", true)) + ready('1', 2) +
-                          ready('2', 2) + msg('3', JsonObject().add("op", "admit").add("step", 2).text()) + done('1', 2) +
-                          done('2', 2) + msg('1', JsonObject().add("op", "beat").text()) +
-                          msg('2', JsonObject().add("op", "leave").text()) + "x3\nt40\n";
+                          ready('2', 2) + msg('3', to_json(Json{{"op", "admit"}, {"step", 2}})) + done('1', 2) +
+                          done('2', 2) + msg('1', to_json(Json{{"op", "beat"}})) +
+                          msg('2', to_json(Json{{"op", "leave"}})) + "x3\nt40\n";
     seed("membership", "two-steps-join-leave", session);
     // A restarted coordinator: nodes come back holding state and a pending epoch.
     seed("membership", "restart",
@@ -142,7 +140,12 @@ void membership() {
              ready('2', 1) + done('1', 1) + done('2', 1) + "r1,0\nt50\n");
     // What a client reads.
     seed("membership", "client-lines",
-         std::string(1, '\0') + "\nm1" + JsonObject().add("op", "welcome").add("role", "recover").add("step", 3).add("members", "0=10.0.0.1:7000;2=10.0.0.3:7000").text() + "\n");
+         std::string(1, '\0') + "\nm1" +
+             to_json(Json{{"op", "welcome"},
+                          {"role", "recover"},
+                          {"step", 3},
+                          {"members", encode_members({{0, "10.0.0.1:7000"}, {2, "10.0.0.3:7000"}})}}) +
+             "\n");
 }
 
 void manifests() {
@@ -369,8 +372,10 @@ int main(int argc, char** argv) {
     compress();
     state_transfer();
     transport_tcp();
-    seed("json", "message", JsonObject().add("op", "epoch").add("epoch", 3).add("step", 7).add("members", "0=a:1;1=b:2").text());
+    seed("json", "message",
+         to_json(Json{{"op", "epoch"}, {"epoch", 3}, {"step", 7}, {"members", encode_members({{0, "a:1"}, {1, "b:2"}})}}));
     seed("json", "nested", "{\"a\":[1,-2.5e3,true,false,null,{\"b\":\"\\u00e9\\n\\\"\"}],\"c\":{}}");
+    seed("json", "escapes", to_json(Json{{"text", std::string("a\nb\"c\\d\x01\x1f caf\xc3\xa9 \xf0\x9f\x98\x80")}}));
     std::cout << "wrote the seed corpus under " << root << "\n";
     return 0;
 }

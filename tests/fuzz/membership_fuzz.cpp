@@ -1,6 +1,6 @@
 // core/mesh: the membership protocol. The builtin coordinator's state machine (CoordinatorState,
 // which serve() feeds every line a node sends) driven by a script of events, and the client's
-// reading of what comes back (parse_flat_json, decode_members: coordinator_client.cpp).
+// reading of what comes back (parse_json, decode_members: coordinator_client.cpp).
 //
 // Input: a first byte of options (bit 0: a registry (etcd) decides who is present; bits 1-2:
 // record_commit absent, accepting, refusing (superseded) or failing; bit 3: min_members 2;
@@ -10,8 +10,8 @@
 //   x<k>         connection k closes
 //   t<n>         n x 100 ms pass (n: digits), then the periodic tick
 //   r<node>,<p>  with a registry: node registered (p = 1) or gone (0)
-// Properties: no call throws; every message the coordinator sends parses as a flat JSON object
-// with an "op", and its member list (if any) decodes. The member list of any message a client
+// Properties: no call throws; every message the coordinator sends is one line that parses as a
+// JSON object with an "op", and its member list (if any) is an array that decodes. The member list of any message a client
 // receives either decodes or throws MeshError.
 #include <chrono>
 
@@ -27,11 +27,17 @@ using Time = CoordinatorState::Time;
 void check_sends(const std::vector<CoordinatorState::Send>& sends) {
     for (const auto& send : sends) {
         if (send.message.empty()) continue;
-        const auto fields = parse_flat_json(send.message);
-        FUZZ_CHECK(fields && fields->count("op"), "the coordinator sent a message no client can read: " + send.message);
-        if (const auto members = fields->find("members"); members != fields->end()) {
+        FUZZ_CHECK(send.message.find('\n') == std::string::npos, "the coordinator sent more than a line: " + send.message);
+        Json message;
+        try {
+            message = parse_json(send.message);
+        } catch (const JsonError& e) {
+            FUZZ_CHECK(false, "the coordinator sent a message that is not JSON (" + std::string(e.what()) + "): " + send.message);
+        }
+        FUZZ_CHECK(json_string(message, "op").has_value(), "the coordinator sent a message no client can read: " + send.message);
+        if (message.contains("members")) {
             try {
-                (void)decode_members(members->second);
+                (void)decode_members(message["members"]);
             } catch (const MeshError& e) {
                 FUZZ_CHECK(false, "the coordinator sent a member list no client can read: " + send.message);
             }
@@ -41,11 +47,15 @@ void check_sends(const std::vector<CoordinatorState::Send>& sends) {
 
 // What a client does with a line from the coordinator.
 void read_as_client(const std::string& line) {
-    const auto message = parse_flat_json(line);
-    if (!message) return;
-    if (const auto members = message->find("members"); members != message->end()) {
+    Json message;
+    try {
+        message = parse_json(line);
+    } catch (const JsonError&) {
+        return;
+    }
+    if (message.is_object() && message.contains("members")) {
         try {
-            for (const Member& m : decode_members(members->second)) (void)m;
+            for (const Member& m : decode_members(message["members"])) (void)m;
         } catch (const MeshError&) {
         }
     }

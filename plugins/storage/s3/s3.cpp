@@ -5,6 +5,7 @@
 // CompleteMultipartUpload succeeds, so a failed or aborted write leaves nothing visible.
 #include <curl/curl.h>
 #include <openssl/evp.h>
+#include <pugixml.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <future>
@@ -137,82 +139,20 @@ std::string sha256_hex(std::string_view data) {
     return out;
 }
 
-void append_utf8(std::string& out, unsigned long code) {
-    if (code < 0x80) {
-        out += static_cast<char>(code);
-    } else if (code < 0x800) {
-        out += static_cast<char>(0xc0 | (code >> 6));
-        out += static_cast<char>(0x80 | (code & 0x3f));
-    } else if (code < 0x10000) {
-        out += static_cast<char>(0xe0 | (code >> 12));
-        out += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
-        out += static_cast<char>(0x80 | (code & 0x3f));
-    } else {
-        out += static_cast<char>(0xf0 | (code >> 18));
-        out += static_cast<char>(0x80 | ((code >> 12) & 0x3f));
-        out += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
-        out += static_cast<char>(0x80 | (code & 0x3f));
+// S3's answers are XML. One that is not (an HTML page from a proxy, a cut answer) reads as far as
+// it parses: pugixml keeps what it read before the error, and what is missing reads as "".
+struct Xml {
+    pugi::xml_document doc;
+    explicit Xml(std::string_view text) {
+        // Without parse_eol: a carriage return in a key (S3 writes it as &#13;) stays one.
+        (void)doc.load_buffer(text.data(), text.size(), pugi::parse_default & ~pugi::parse_eol, pugi::encoding_utf8);
     }
-}
-
-std::string xml_unescape(std::string_view text) {
-    std::string out;
-    out.reserve(text.size());
-    while (!text.empty()) {
-        const size_t amp = text.find('&');
-        out += text.substr(0, amp);
-        if (amp == std::string_view::npos) break;
-        text.remove_prefix(amp);
-        const size_t semi = text.find(';');
-        const std::string_view entity = text.substr(0, semi == std::string_view::npos ? 0 : semi + 1);
-        if (entity == "&amp;") out += '&';
-        else if (entity == "&lt;") out += '<';
-        else if (entity == "&gt;") out += '>';
-        else if (entity == "&quot;") out += '"';
-        else if (entity == "&apos;") out += '\'';
-        else if (entity.size() > 3 && entity[1] == '#') {
-            // S3 writes control characters in keys as numeric references (&#13;, &#x0D;).
-            const bool hex = entity[2] == 'x' || entity[2] == 'X';
-            const std::string_view digits = entity.substr(hex ? 3 : 2, entity.size() - (hex ? 4 : 3));
-            unsigned long code = 0;
-            const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), code, hex ? 16 : 10);
-            if (error != std::errc() || end != digits.data() + digits.size() || code > 0x10ffff) out += entity;
-            else append_utf8(out, code);
-        } else {
-            out += '&';
-            text.remove_prefix(1);
-            continue;
-        }
-        text.remove_prefix(entity.size());
+    pugi::xml_node root() const { return doc.document_element(); }
+    // The text of the first element named `tag` anywhere in the answer, or "".
+    std::string first(const char* tag) const {
+        return doc.find_node([&](const pugi::xml_node& n) { return std::strcmp(n.name(), tag) == 0; }).child_value();
     }
-    return out;
-}
-
-std::string xml_escape(std::string_view text) {
-    std::string out;
-    for (const char c : text) {
-        switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            default: out += c;
-        }
-    }
-    return out;
-}
-
-// The text of the first <tag>...</tag> in xml (unescaped), or "". S3's answers are flat enough
-// that this is all the parsing they need.
-std::string xml_value(std::string_view xml, std::string_view tag) {
-    const std::string open = "<" + std::string(tag) + ">";
-    const std::string close = "</" + std::string(tag) + ">";
-    const size_t start = xml.find(open);
-    if (start == std::string_view::npos) return "";
-    const size_t end = xml.find(close, start + open.size());
-    if (end == std::string_view::npos) return "";
-    return xml_unescape(xml.substr(start + open.size(), end - start - open.size()));
-}
+};
 
 // ------------------------------------------------------------------ credentials
 
@@ -301,8 +241,8 @@ struct Response {
     bool transport_failed() const { return curl != CURLE_OK; }
     bool ok() const { return !transport_failed() && status >= 200 && status < 300 && !error_in_body(); }
     // CompleteMultipartUpload can answer 200 and still fail, with an <Error> body.
-    bool error_in_body() const { return status == 200 && body.find("<Error>") != std::string::npos; }
-    std::string code() const { return xml_value(body, "Code"); }
+    bool error_in_body() const { return status == 200 && std::strcmp(Xml(body).root().name(), "Error") == 0; }
+    std::string code() const { return Xml(body).first("Code"); }
 };
 
 // The state of one attempt, shared with curl's callbacks.
@@ -552,19 +492,17 @@ public:
             request.url = bucket_root_url() + query_string(std::move(params));
             const Response response = perform(request);
             if (!response.ok()) throw failure("list of prefix", wanted, response);
-            const std::string_view xml = response.body;
-            for (size_t at = xml.find("<Contents>"); at != std::string_view::npos;
-                 at = xml.find("<Contents>", at + 1)) {
-                const size_t end = xml.find("</Contents>", at);
-                const std::string_view entry = xml.substr(at, end == std::string_view::npos ? end : end - at);
-                const std::string key = xml_value(entry, "Key");
-                const std::string size_text = xml_value(entry, "Size");
+            const Xml xml(response.body);
+            for (const pugi::xml_node entry : xml.root().children("Contents")) {
+                const std::string key = entry.child_value("Key");
+                const std::string_view size_text = entry.child_value("Size");
                 uint64_t size = 0;
                 std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
                 if (key.compare(0, prefix_.size(), prefix_) == 0) found.emplace_back(key.substr(prefix_.size()), size);
             }
-            token = xml_value(xml, "IsTruncated") == "true" ? xml_value(xml, "NextContinuationToken") : "";
-            if (token.empty() && xml_value(xml, "IsTruncated") == "true")
+            const bool truncated = std::string_view(xml.root().child_value("IsTruncated")) == "true";
+            token = truncated ? xml.root().child_value("NextContinuationToken") : "";
+            if (token.empty() && truncated)
                 throw Error(PANGEA_ERR_IO, "s3: list of prefix " + wanted + " in bucket " + bucket_ +
                                                ": a truncated answer without NextContinuationToken");
         } while (!token.empty());
@@ -700,7 +638,8 @@ private:
     static std::string describe(const Response& response) {
         if (response.transport_failed()) return response.curl_error;
         std::string text = "HTTP " + std::to_string(response.status);
-        const std::string code = response.code(), message = xml_value(response.body, "Message");
+        const Xml xml(response.body);
+        const std::string code = xml.first("Code"), message = xml.first("Message");
         if (!code.empty()) text += " " + code;
         if (!message.empty()) text += ": " + message;
         return text;
@@ -768,7 +707,7 @@ private:
         request.content_type = "application/octet-stream";  // becomes the object's type
         const Response response = perform(request);
         if (!response.ok()) throw failure("start of the multipart upload of", key, response);
-        std::string id = xml_value(response.body, "UploadId");
+        std::string id = Xml(response.body).first("UploadId");
         if (id.empty())
             throw Error(PANGEA_ERR_IO, "s3: start of the multipart upload of " + key + " in bucket " + bucket_ +
                                            ": no UploadId in the answer");
@@ -814,11 +753,19 @@ private:
     }
 
     void complete_upload(const pangea_storage_writer& writer) const {
-        std::string xml = "<CompleteMultipartUpload>";
-        for (size_t i = 0; i < writer.etags.size(); ++i)
-            xml += "<Part><PartNumber>" + std::to_string(i + 1) + "</PartNumber><ETag>" + xml_escape(writer.etags[i]) +
-                   "</ETag></Part>";
-        xml += "</CompleteMultipartUpload>";
+        pugi::xml_document doc;
+        pugi::xml_node parts = doc.append_child("CompleteMultipartUpload");
+        for (size_t i = 0; i < writer.etags.size(); ++i) {
+            pugi::xml_node part = parts.append_child("Part");
+            part.append_child("PartNumber").text().set(std::to_string(i + 1).c_str());
+            part.append_child("ETag").text().set(writer.etags[i].c_str());
+        }
+        struct : pugi::xml_writer {
+            std::string text;
+            void write(const void* data, size_t size) override { text.append(static_cast<const char*>(data), size); }
+        } out;
+        doc.save(out, "", pugi::format_raw | pugi::format_no_declaration);
+        const std::string& xml = out.text;
         Request request;
         request.method = "POST";
         request.url = object_url(writer.key, {{"uploadId", writer.upload_id}});

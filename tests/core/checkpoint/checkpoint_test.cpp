@@ -78,20 +78,20 @@ TEST_F(Checkpoints, TheModelIsSafetensorsWithHuggingFaceNamesAndAConfig) {
     EXPECT_EQ((8 + header_bytes) % 8, 0u) << "tensors start 8-byte aligned";
     std::string header(header_bytes, '\0');
     in.read(header.data(), static_cast<std::streamsize>(header_bytes));
-    const JsonValue json = parse_json(header);
-    const JsonValue* q = json.find("model.layers.0.self_attn.q_proj.weight");
-    ASSERT_NE(q, nullptr) << header;
-    EXPECT_EQ(q->find("dtype")->string, "F32");
-    ASSERT_EQ(q->find("shape")->items.size(), 2u);
-    EXPECT_EQ(q->find("shape")->items[0].number, 8);
+    const Json json = parse_json(header);
+    ASSERT_TRUE(json.contains("model.layers.0.self_attn.q_proj.weight")) << header;
+    const Json& q = json["model.layers.0.self_attn.q_proj.weight"];
+    EXPECT_EQ(q["dtype"], "F32");
+    ASSERT_EQ(q["shape"].size(), 2u);
+    EXPECT_EQ(q["shape"][0], 8);
     for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
                              "model.layers.0.mlp.gate_proj.weight", "model.layers.0.post_attention_layernorm.weight"})
-        EXPECT_NE(json.find(name), nullptr) << name;
+        EXPECT_TRUE(json.contains(name)) << name;
     std::ifstream config_file(file(1, "config.json"));
-    const JsonValue config = parse_json(std::string(std::istreambuf_iterator<char>(config_file), {}));
-    EXPECT_EQ(config.find("model_type")->string, "llama");
-    EXPECT_EQ(config.find("num_key_value_heads")->number, 1);
-    EXPECT_EQ(config.find("max_position_embeddings")->number, 32);
+    const Json config = parse_json(std::string(std::istreambuf_iterator<char>(config_file), {}));
+    EXPECT_EQ(config["model_type"], "llama");
+    EXPECT_EQ(config["num_key_value_heads"], 1);
+    EXPECT_EQ(config["max_position_embeddings"], 32);
 }
 
 TEST_F(Checkpoints, ADamagedPartIsRefusedByName) {
@@ -188,17 +188,6 @@ TEST_F(Checkpoints, AFailingStoreIsReportedAndLeavesTheLatestAsItWas) {
     EXPECT_EQ(checkpointer.stats().failed, 1);
     EXPECT_NE(checkpointer.stats().last_error.find("parameters"), std::string::npos);
     EXPECT_EQ(latest_checkpoint(*store, prefix).value_or(-1), 1);
-}
-
-TEST(Json, ParsesDocumentsAndNamesWhereTheyAreBroken) {
-    const JsonValue v = parse_json(R"({"a":[1,2.5,-3e2],"b":{"c":"x\"y\u00e9"},"d":true,"e":null})");
-    EXPECT_EQ(v.find("a")->items[2].number, -300);
-    EXPECT_EQ(v.find("b")->find("c")->string, "x\"y\xc3\xa9");
-    EXPECT_TRUE(v.find("d")->boolean);
-    EXPECT_EQ(v.find("e")->type, JsonValue::Type::kNull);
-    for (const char* bad : {"{", "{\"a\":}", "[1,]", "\"abc", "{\"a\":1} x", "[\"\\u12g4\"]", "nul"})
-        EXPECT_THROW(parse_json(bad), JsonError) << bad;
-    EXPECT_THROW(parse_json(std::string(100, '[') + std::string(100, ']')), JsonError) << "too deep";
 }
 
 }  // namespace

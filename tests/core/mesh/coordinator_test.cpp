@@ -18,7 +18,7 @@ class Coordinator : public ::testing::Test {
 protected:
     Clock::time_point now = Clock::time_point() + std::chrono::hours(1);
     std::optional<CoordinatorState> state;
-    std::map<int, std::vector<std::map<std::string, std::string>>> inbox;  // connection -> messages
+    std::map<int, std::vector<Json>> inbox;  // connection -> messages
     std::set<int> closed;
 
     void start(int min_members = 1) {
@@ -36,11 +36,11 @@ protected:
     void registered(int node, bool present = true) { deliver(state->on_registered(node, present, now)); }
     void deliver(const Sends& sends) {
         for (const auto& s : sends) {
-            if (!s.message.empty()) inbox[s.connection].push_back(*parse_flat_json(s.message));
+            if (!s.message.empty()) inbox[s.connection].push_back(parse_json(s.message));
             if (s.close) closed.insert(s.connection);
         }
     }
-    void message(int connection, const JsonObject& m) { deliver(state->on_message(connection, m.text(), now)); }
+    void message(int connection, const Json& m) { deliver(state->on_message(connection, to_json(m), now)); }
     void tick(std::chrono::milliseconds advance = std::chrono::milliseconds(0)) {
         now += advance;
         deliver(state->on_tick(now));
@@ -49,34 +49,39 @@ protected:
     void hello(int node, bool has_state = false, int64_t step = 0, int64_t epoch = 0, const char* waiting = "",
                int64_t pending = 0, bool ok = false, bool join = false, int connection = 0,
                const std::string& incarnation = "") {
-        message(connection > 0 ? connection : node + 1, JsonObject()
-                              .add("op", "hello")
-                              .add("protocol", 1)
-                              .add("run", "00000000000000ab")
-                              .add("node", node)
-                              .add("address", "10.0.0." + std::to_string(node) + ":1")
-                              .add("has_state", has_state)
-                              .add("step", step)
-                              .add("epoch", epoch)
-                              .add("waiting", waiting)
-                              .add("pending_epoch", pending)
-                              .add("ok", ok)
-                              .add("join", join)
-                              .add("incarnation", incarnation.empty() ? "process-" + std::to_string(node) : incarnation));
+        message(connection > 0 ? connection : node + 1,
+                Json{{"op", "hello"},
+                     {"protocol", 1},
+                     {"run", "00000000000000ab"},
+                     {"node", node},
+                     {"address", "10.0.0." + std::to_string(node) + ":1"},
+                     {"has_state", has_state},
+                     {"step", step},
+                     {"epoch", epoch},
+                     {"waiting", waiting},
+                     {"pending_epoch", pending},
+                     {"ok", ok},
+                     {"join", join},
+                     {"incarnation", incarnation.empty() ? "process-" + std::to_string(node) : incarnation}});
     }
-    void ready(int node, int64_t step) { message(node + 1, JsonObject().add("op", "ready").add("step", step)); }
+    void ready(int node, int64_t step) { message(node + 1, Json{{"op", "ready"}, {"step", step}}); }
     void done(int node, int64_t epoch, bool ok, const std::string& error = "") {
-        JsonObject m;
-        m.add("op", "done").add("epoch", epoch).add("ok", ok);
-        if (!error.empty()) m.add("error", error);
+        Json m{{"op", "done"}, {"epoch", epoch}, {"ok", ok}};
+        if (!error.empty()) m["error"] = error;
         message(node + 1, m);
     }
     // The last message node got, and whether there is one with that op.
-    std::map<std::string, std::string> last(int node) {
+    Json last(int node) {
         auto& messages = inbox[node + 1];
-        return messages.empty() ? std::map<std::string, std::string>{} : messages.back();
+        return messages.empty() ? Json::object() : messages.back();
     }
-    std::string last_op(int node) { return last(node)["op"]; }
+    std::string last_op(int node) { return json_string(last(node), "op").value_or(""); }
+    // A member list as the coordinator sends it: a JSON array (test nodes listen on 10.0.0.<id>:1).
+    static Json members(std::initializer_list<int> nodes) {
+        Json list = Json::array();
+        for (int n : nodes) list.push_back({{"node", n}, {"address", "10.0.0." + std::to_string(n) + ":1"}});
+        return list;
+    }
 
     // Starts `n` fresh nodes and commits outer step 1 with all of them.
     void run_first_step(int n) {
@@ -106,12 +111,12 @@ TEST_F(Coordinator, AnEpochNeedsEveryMemberReadyAndCommitsWhenAllSucceed) {
     EXPECT_EQ(last_op(0), "welcome") << "no epoch while node 2 still trains";
     ready(2, 1);
     EXPECT_EQ(last_op(0), "epoch");
-    EXPECT_EQ(last(0)["members"], "0=10.0.0.0:1;1=10.0.0.1:1;2=10.0.0.2:1");
+    EXPECT_EQ(last(0)["members"], members({0, 1, 2}));
     done(0, 1, true), done(1, 1, true);
     EXPECT_EQ(last_op(0), "epoch") << "no commit before every member reported";
     done(2, 1, true);
     EXPECT_EQ(last_op(0), "commit");
-    EXPECT_EQ(last(2)["step"], "1");
+    EXPECT_EQ(last(2)["step"], 1);
     EXPECT_EQ(state->committed_step(), 1);
 }
 
@@ -124,7 +129,7 @@ TEST_F(Coordinator, AMemberLostMidEpochMakesTheSurvivorsRetryWithoutIt) {
     EXPECT_EQ(last_op(1), "retry");
     ready(0, 2), ready(1, 2);
     EXPECT_EQ(last_op(0), "epoch");
-    EXPECT_EQ(last(0)["members"], "0=10.0.0.0:1;1=10.0.0.1:1");
+    EXPECT_EQ(last(0)["members"], members({0, 1}));
     done(0, 3, true), done(1, 3, true);
     EXPECT_EQ(last_op(1), "commit");
     EXPECT_EQ(state->committed_step(), 2);
@@ -147,18 +152,18 @@ TEST_F(Coordinator, ASilentNodeIsDroppedAfterTheTimeoutAndFoundStaleWhenItReturn
     run_first_step(3);
     ready(0, 2), ready(1, 2);
     tick(std::chrono::milliseconds(2000));
-    message(1, JsonObject().add("op", "beat"));
-    message(2, JsonObject().add("op", "beat"));
+    message(1, Json{{"op", "beat"}});
+    message(2, Json{{"op", "beat"}});
     tick(std::chrono::milliseconds(1500));  // node 2 has been silent 3.5 s
     EXPECT_TRUE(closed.count(3));
     EXPECT_EQ(last_op(0), "epoch");
-    EXPECT_EQ(last(0)["members"], "0=10.0.0.0:1;1=10.0.0.1:1");
+    EXPECT_EQ(last(0)["members"], members({0, 1}));
     done(0, 2, true), done(1, 2, true);
     // SIGCONT: node 2 reconnects holding step 1, the run is at step 2.
     hello(2, true, 1, 1);
     EXPECT_EQ(last_op(2), "welcome");
     EXPECT_EQ(last(2)["role"], "recover");
-    EXPECT_EQ(last(2)["members"], "0=10.0.0.0:1;1=10.0.0.1:1");
+    EXPECT_EQ(last(2)["members"], members({0, 1}));
 }
 
 TEST_F(Coordinator, AJoinerIsAdmittedAtTheNextStepOnly) {
@@ -167,17 +172,17 @@ TEST_F(Coordinator, AJoinerIsAdmittedAtTheNextStepOnly) {
     EXPECT_EQ(last(4)["role"], "recover");
     ready(0, 2), ready(1, 2);
     done(0, 2, true), done(1, 2, true);
-    EXPECT_EQ(last(0)["joiners"], "1") << "members keep a snapshot while someone recovers";
+    EXPECT_EQ(last(0)["joiners"], 1) << "members keep a snapshot while someone recovers";
     // The joiner fetched the state of step 1, but the run is at step 2 now.
-    message(5, JsonObject().add("op", "admit").add("step", 2));
+    message(5, Json{{"op", "admit"}, {"step", 2}});
     EXPECT_EQ(last_op(4), "stale");
-    EXPECT_EQ(last(4)["step"], "2");
-    message(5, JsonObject().add("op", "admit").add("step", 3));
+    EXPECT_EQ(last(4)["step"], 2);
+    message(5, Json{{"op", "admit"}, {"step", 3}});
     EXPECT_EQ(last_op(4), "admitted");
     ready(0, 3), ready(1, 3);
     EXPECT_EQ(last_op(0), "commit") << "the epoch waits for the admitted joiner";
     ready(4, 3);
-    EXPECT_EQ(last(4)["members"], "0=10.0.0.0:1;1=10.0.0.1:1;4=10.0.0.4:1");
+    EXPECT_EQ(last(4)["members"], members({0, 1, 4}));
 }
 
 // A joiner whose fetch takes longer than an outer step would never catch up if its request came
@@ -188,40 +193,40 @@ TEST_F(Coordinator, AJoinerTooLateForTheRunningEpochHoldsTheNextOne) {
     ready(0, 2), ready(1, 2);
     ASSERT_EQ(last_op(0), "epoch");
     // It learnt it fetches the state of step 1 while the epoch of step 2 runs.
-    message(5, JsonObject().add("op", "admit").add("step", 2));
+    message(5, Json{{"op", "admit"}, {"step", 2}});
     EXPECT_EQ(last_op(4), "stale");
     done(0, 2, true), done(1, 2, true);
     EXPECT_EQ(last_op(0), "commit");
-    EXPECT_EQ(last(0)["joiners"], "1") << "members publish the state it needs";
+    EXPECT_EQ(last(0)["joiners"], 1) << "members publish the state it needs";
     ready(0, 3), ready(1, 3);
     EXPECT_EQ(last_op(0), "commit") << "no epoch while the joiner fetches the committed state";
     for (int i = 0; i < 6; ++i) {
         tick(std::chrono::milliseconds(2000));
-        for (int c : {1, 2, 5}) message(c, JsonObject().add("op", "beat"));
+        for (int c : {1, 2, 5}) message(c, Json{{"op", "beat"}});
     }
     EXPECT_EQ(last(0)["reason"], "outer step 3 waits for node(s) 4 (still training, or recovering the state)");
-    message(5, JsonObject().add("op", "admit").add("step", 3));
+    message(5, Json{{"op", "admit"}, {"step", 3}});
     EXPECT_EQ(last_op(4), "admitted");
     ready(4, 3);
     EXPECT_EQ(last_op(0), "epoch");
-    EXPECT_EQ(last(0)["members"], "0=10.0.0.0:1;1=10.0.0.1:1;4=10.0.0.4:1");
+    EXPECT_EQ(last(0)["members"], members({0, 1, 4}));
 }
 
 TEST_F(Coordinator, AJoinerHoldingTheRunIsDroppedWhenItFallsSilent) {
     run_first_step(2);
     hello(4, false, 0, 0, "", 0, false, true);
     ready(0, 2), ready(1, 2);
-    message(5, JsonObject().add("op", "admit").add("step", 2));
+    message(5, Json{{"op", "admit"}, {"step", 2}});
     done(0, 2, true), done(1, 2, true);
     ready(0, 3), ready(1, 3);
     EXPECT_EQ(last_op(0), "commit");
     for (int i = 0; i < 2; ++i) {
         tick(std::chrono::milliseconds(2000));
-        for (int c : {1, 2}) message(c, JsonObject().add("op", "beat"));
+        for (int c : {1, 2}) message(c, Json{{"op", "beat"}});
     }
     EXPECT_TRUE(closed.count(5)) << "node 4 was silent past the timeout";
     EXPECT_EQ(last_op(0), "epoch") << "the run goes on without it";
-    EXPECT_EQ(last(0)["members"], "0=10.0.0.0:1;1=10.0.0.1:1");
+    EXPECT_EQ(last(0)["members"], members({0, 1}));
 }
 
 TEST_F(Coordinator, MembersHeldAtABoundaryHearWhomTheyWaitFor) {
@@ -229,12 +234,12 @@ TEST_F(Coordinator, MembersHeldAtABoundaryHearWhomTheyWaitFor) {
     ready(0, 2), ready(1, 2);
     tick(std::chrono::milliseconds(1000));
     EXPECT_EQ(last_op(0), "commit");
-    message(1, JsonObject().add("op", "beat")), message(2, JsonObject().add("op", "beat")), message(3, JsonObject().add("op", "beat"));
+    message(1, Json{{"op", "beat"}}), message(2, Json{{"op", "beat"}}), message(3, Json{{"op", "beat"}});
     tick(std::chrono::milliseconds(1500));
-    message(1, JsonObject().add("op", "beat")), message(2, JsonObject().add("op", "beat")), message(3, JsonObject().add("op", "beat"));
+    message(1, Json{{"op", "beat"}}), message(2, Json{{"op", "beat"}}), message(3, Json{{"op", "beat"}});
     for (int i = 0; i < 4; ++i) {
         tick(std::chrono::milliseconds(2000));
-        for (int c : {1, 2, 3}) message(c, JsonObject().add("op", "beat"));
+        for (int c : {1, 2, 3}) message(c, Json{{"op", "beat"}});
     }
     EXPECT_EQ(last_op(0), "waiting");
     EXPECT_EQ(last(0)["reason"], "outer step 2 waits for node(s) 2 (still training, or recovering the state)");
@@ -262,11 +267,11 @@ TEST_F(Coordinator, ARestartedCoordinatorCarriesOnFromWhatTheNodesHold) {
     tick(std::chrono::milliseconds(3001));
     EXPECT_EQ(state->committed_step(), 5);
     EXPECT_EQ(inbox[2].front()["op"], "commit") << "node 1 learns the commit it missed";
-    EXPECT_EQ(inbox[2].front()["epoch"], "7");
+    EXPECT_EQ(inbox[2].front()["epoch"], 7);
     for (int node : {0, 1, 2}) EXPECT_EQ(last(node)["role"], "member");
     ready(1, 6), ready(2, 6);
     EXPECT_EQ(last_op(0), "epoch");
-    EXPECT_EQ(last(0)["epoch"], "8") << "epoch ids go on from the highest the nodes saw";
+    EXPECT_EQ(last(0)["epoch"], 8) << "epoch ids go on from the highest the nodes saw";
 }
 
 TEST_F(Coordinator, WhatANodeSaysBeforeItsWelcomeIsNotLost) {
@@ -279,7 +284,7 @@ TEST_F(Coordinator, WhatANodeSaysBeforeItsWelcomeIsNotLost) {
     ready(1, 6);
     tick(std::chrono::milliseconds(3001));
     EXPECT_EQ(last_op(0), "epoch") << "node 1's early ready counts";
-    EXPECT_EQ(last(1)["step"], "6");
+    EXPECT_EQ(last(1)["step"], 6);
 }
 
 TEST_F(Coordinator, AnEpochLostWithTheOldCoordinatorIsRetried) {
@@ -294,12 +299,12 @@ TEST_F(Coordinator, AnEpochLostWithTheOldCoordinatorIsRetried) {
 
 TEST_F(Coordinator, StrangersAndOtherRunsAreRefused) {
     start();
-    message(9, JsonObject().add("op", "hello").add("protocol", 1).add("run", "ffff").add("node", 0).add("address", "x:1"));
+    message(9, Json{{"op", "hello"}, {"protocol", 1}, {"run", "ffff"}, {"node", 0}, {"address", "x:1"}});
     EXPECT_EQ(inbox[9].back()["op"], "refused");
     EXPECT_TRUE(closed.count(9));
     deliver(state->on_message(8, "GET / HTTP/1.1", now));
     EXPECT_TRUE(closed.count(8));
-    message(7, JsonObject().add("op", "ready").add("step", 1));
+    message(7, Json{{"op", "ready"}, {"step", 1}});
     EXPECT_EQ(inbox[7].back()["op"], "refused");
 }
 
@@ -318,17 +323,16 @@ TEST_F(Coordinator, WithASecretOnlyNodesThatProveItAreWelcomed) {
     state.emplace(CoordinatorOptions{"00000000000000ab", std::chrono::milliseconds(3000), 1, "s3cret"}, now);
     auto challenge = [&](int connection) {
         deliver(state->on_connected(connection));
-        return inbox[connection].back()["nonce"];
+        return inbox[connection].back()["nonce"].get<std::string>();
     };
     auto hello_with = [&](int connection, const std::string& proof) {
-        message(connection, JsonObject()
-                                .add("op", "hello")
-                                .add("protocol", 1)
-                                .add("run", "00000000000000ab")
-                                .add("node", 0)
-                                .add("address", "10.0.0.1:1")
-                                .add("nonce", "abc")
-                                .add("proof", proof));
+        message(connection, Json{{"op", "hello"},
+                                 {"protocol", 1},
+                                 {"run", "00000000000000ab"},
+                                 {"node", 0},
+                                 {"address", "10.0.0.1:1"},
+                                 {"nonce", "abc"},
+                                 {"proof", proof}});
     };
     const std::string stranger_nonce = challenge(5);
     hello_with(5, coordinator_proof("guess", stranger_nonce, "00000000000000ab", 0));
@@ -400,7 +404,7 @@ TEST_F(Coordinator, AStoreThatCannotRecordTheCommitMakesTheEpochRetry) {
     ready(0, 1);
     done(0, 1, true);
     EXPECT_EQ(last_op(0), "retry");
-    EXPECT_NE(last(0)["reason"].find("could not be recorded"), std::string::npos) << last(0)["reason"];
+    EXPECT_NE(last(0)["reason"].get<std::string>().find("could not be recorded"), std::string::npos) << last(0)["reason"];
     reachable = true;
     ready(0, 1);
     done(0, 2, true);
@@ -417,8 +421,8 @@ TEST_F(Coordinator, ANewlyElectedCoordinatorCarriesOnFromTheStoresRecord) {
     EXPECT_EQ(inbox[2][0]["op"], "commit") << "the commit it missed";
     ready(1, 5);
     EXPECT_EQ(last_op(0), "epoch");
-    EXPECT_EQ(last(0)["epoch"], "8");
-    EXPECT_EQ(last(0)["step"], "5");
+    EXPECT_EQ(last(0)["epoch"], 8);
+    EXPECT_EQ(last(0)["step"], 5);
 }
 
 TEST_F(Coordinator, AStoreRecordOfAnEarlierRunIsIgnoredWhenEveryNodeStartsAfresh) {
@@ -460,6 +464,43 @@ TEST(CoordinatorServerLimits, SilentAndSurplusConnectionsAreClosed) {
     EXPECT_EQ(later->receive(&message, 5000), LineSocket::Received::kMessage);
     stop = true;
     serving.join();
+}
+
+TEST(CoordinatorProtocol, MemberListsAreJsonArraysThatCarryAnyAddress) {
+    // Addresses once had to be free of ';' and '=' (the list was "0=host:port;2=host:port").
+    const std::vector<Member> members{{0, "10.0.0.1:7000"}, {2, "[::1]:7000"}, {5, "odd;name=x\"\\\n:1"}};
+    const Json list = encode_members(members);
+    ASSERT_TRUE(list.is_array());
+    EXPECT_EQ(list[1], (Json{{"node", 2}, {"address", "[::1]:7000"}}));
+    const std::vector<Member> back = decode_members(parse_json(to_json(list)));
+    ASSERT_EQ(back.size(), members.size());
+    for (size_t i = 0; i < members.size(); ++i) {
+        EXPECT_EQ(back[i].node, members[i].node);
+        EXPECT_EQ(back[i].address, members[i].address);
+    }
+    EXPECT_TRUE(decode_members(Json::array()).empty());
+    for (const char* bad : {R"("0=a:1;1=b:2")", R"([{"node":"0","address":"a:1"}])", R"([{"node":-1,"address":"a:1"}])",
+                            R"([{"node":1}])", R"([1,2])", "null"})
+        EXPECT_THROW(decode_members(parse_json(bad)), MeshError) << bad;
+}
+
+TEST_F(Coordinator, AnAddressWithASemicolonIsWelcomedAndListedAsItIs) {
+    start();
+    message(1, Json{{"op", "hello"}, {"protocol", 1}, {"run", "00000000000000ab"}, {"node", 0}, {"address", "a;b=c:1"}});
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(last_op(0), "welcome");
+    ready(0, 1);
+    EXPECT_EQ(last_op(0), "epoch");
+    EXPECT_EQ(last(0)["members"], (Json::array({{{"node", 0}, {"address", "a;b=c:1"}}})));
+}
+
+TEST_F(Coordinator, AMessageThatIsNotJsonClosesTheConnection) {
+    start();
+    for (const char* bad : {"{\"op\":\"hello\"", "{\"op\":1}", "[\"op\",\"hello\"]", "\"\\u00e9\"", "{\"op\":\"\xff\"}"}) {
+        closed.clear();
+        deliver(state->on_message(3, bad, now));
+        EXPECT_TRUE(closed.count(3)) << bad;
+    }
 }
 
 }  // namespace

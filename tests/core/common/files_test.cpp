@@ -1,0 +1,93 @@
+// core/common/files: write_file_atomically replaces a file whole, syncs it, and reports failures.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <system_error>
+
+#include "common/files.hpp"
+
+namespace pangea {
+namespace {
+
+namespace fs = std::filesystem;
+
+// What write_file_atomically(path) throws ("" when it does not), as a user who may not write
+// where root may: as root, from a child process that became nobody.
+std::string error_writing(const fs::path& path, const std::string& text) {
+    const auto attempt = [&]() -> std::string {
+        try {
+            write_file_atomically(path, text);
+            return "";
+        } catch (const std::system_error& e) {
+            return e.what();
+        }
+    };
+    if (::geteuid() != 0) return attempt();
+    int out[2];
+    if (::pipe(out) != 0) return "pipe failed";
+    const pid_t child = ::fork();
+    if (child == 0) {
+        ::close(out[0]);
+        const std::string what = ::setgid(65534) == 0 && ::setuid(65534) == 0 ? attempt() : "setuid failed";
+        (void)!::write(out[1], what.data(), what.size());
+        ::_exit(0);
+    }
+    ::close(out[1]);
+    std::string what;
+    char buffer[512];
+    for (ssize_t n; (n = ::read(out[0], buffer, sizeof buffer)) > 0;) what.append(buffer, static_cast<size_t>(n));
+    ::close(out[0]);
+    ::waitpid(child, nullptr, 0);
+    return what;
+}
+
+class Files : public ::testing::Test {
+protected:
+    fs::path dir = fs::temp_directory_path() / ("pangea-files-test-" + std::to_string(::getpid()));
+    void SetUp() override { fs::create_directories(dir); }
+    void TearDown() override {
+        fs::permissions(dir, fs::perms::owner_all, fs::perm_options::add);
+        fs::remove_all(dir);
+    }
+    std::string read(const fs::path& path) {
+        std::ifstream in(path);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    size_t entries() { return static_cast<size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator())); }
+};
+
+TEST_F(Files, ReplacesTheFileWholeAndLeavesNothingElse) {
+    write_file_atomically(dir / "status.json", "first");
+    write_file_atomically(dir / "status.json", "second");
+    EXPECT_EQ(read(dir / "status.json"), "second\n");
+    EXPECT_EQ(entries(), 1u) << "no temporary file left";
+}
+
+TEST_F(Files, AnUnwritableDirectoryIsReportedWithThePathAndLeavesNoTemporaryFile) {
+    write_file_atomically(dir / "status.json", "old");
+    fs::permissions(dir, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::others_read | fs::perms::others_exec);
+    const std::string what = error_writing(dir / "status.json", "new");
+    EXPECT_NE(what.find((dir / "status.json").string()), std::string::npos) << what;
+    EXPECT_NE(what.find("Permission denied"), std::string::npos) << what;
+    fs::permissions(dir, fs::perms::owner_all);
+    EXPECT_EQ(read(dir / "status.json"), "old\n") << "the old file stays whole";
+    EXPECT_EQ(entries(), 1u) << "no temporary file left";
+}
+
+TEST_F(Files, AMissingDirectoryOrARenameOntoADirectoryIsReported) {
+    EXPECT_THROW(write_file_atomically(dir / "absent" / "status.json", "x"), std::system_error);
+    fs::create_directories(dir / "taken" / "inside");
+    try {
+        write_file_atomically(dir / "taken", "x");  // rename() cannot replace a non-empty directory
+        FAIL() << "no error";
+    } catch (const std::system_error& e) {
+        EXPECT_NE(std::string(e.what()).find("cannot rename"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(entries(), 1u) << "the temporary file of the failed rename is removed";
+}
+
+}  // namespace
+}  // namespace pangea
