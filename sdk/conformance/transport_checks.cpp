@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstring>
@@ -117,6 +118,184 @@ void raw_client(const std::string& address, const std::vector<uint8_t>& bytes) {
     if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof target) == 0 && !bytes.empty())
         (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
     ::close(fd);
+}
+
+// A connection between two sides that already have one each (server listening at `address`):
+// writes the server's end to *accepted and the client's to *connected.
+void connect_once(Side& server, Side& client, const std::string& address, pangea_connection** accepted,
+                  pangea_connection** connected) {
+    pangea_hello server_saw{}, client_saw{};
+    auto accepting = std::async(std::launch::async, [&] {
+        const pangea_hello self = hello(1);
+        return server.vt.accept(server.h(), server.listener, &self, kLimitMs, &server_saw, accepted);
+    });
+    const pangea_hello self = hello(2);
+    const pangea_status status = client.vt.connect(client.h(), address.c_str(), &self, kLimitMs, &client_saw, connected);
+    const pangea_status accept_status = accepting.get();
+    expect(status == PANGEA_OK, client.instance.describe_failure("connect", status));
+    expect(accept_status == PANGEA_OK, server.instance.describe_failure("accept", accept_status));
+}
+
+// abort() and close() of one connection at once from two threads, while a third is inside wait()
+// or test() on requests of that connection (transport.h: abort() is safe from any thread; the
+// mesh aborts a peer it declared dead while the connection's owner may be closing it). A plugin
+// that frees the connection under a running abort() crashes here now and then; under
+// ThreadSanitizer (scripts/test-sanitizers) it is reported every time the race is lost.
+void race_abort_and_close(const Subject& subject) {
+    constexpr int kRounds = 24;
+    constexpr int kReceives = 8;
+    Side server(subject), client(subject);
+    char bound[128] = {};
+    const pangea_status status = server.vt.listen(server.h(), "127.0.0.1:0", &server.listener, bound, sizeof bound);
+    expect(status == PANGEA_OK, server.instance.describe_failure("listen", status));
+    for (int round = 0; round < kRounds; ++round) {
+        pangea_connection* ends[2] = {};  // the server's, the client's
+        connect_once(server, client, bound, &ends[0], &ends[1]);
+        // The side that races alternates; the other end is closed in order afterwards.
+        Side& racer = round % 2 == 0 ? client : server;
+        Side& other = round % 2 == 0 ? server : client;
+        pangea_connection* racing = ends[round % 2 == 0 ? 1 : 0];
+        pangea_connection* quiet = ends[round % 2 == 0 ? 0 : 1];
+
+        // Receives nobody answers, and a send that may or may not complete before the abort.
+        std::vector<uint8_t> in(size_t{kReceives} * 1024), out = pattern(size_t{1} << 16, uint32_t(round));
+        std::vector<pangea_request*> requests;
+        for (int i = 0; i < kReceives; ++i) {
+            pangea_request* r = nullptr;
+            const pangea_status posted = racer.vt.irecv(racer.h(), racing, in.data() + i * 1024, 1024, &r);
+            expect(posted == PANGEA_OK, racer.instance.describe_failure("irecv", posted));
+            requests.push_back(r);
+        }
+        pangea_request* send = nullptr;
+        const pangea_status sent = racer.vt.isend(racer.h(), racing, out.data(), out.size(), &send);
+        expect(sent == PANGEA_OK, racer.instance.describe_failure("isend", sent));
+        requests.push_back(send);
+
+        // The third thread: wait() on each request in turn, or test() them all until done.
+        const bool polling = round % 4 >= 2;
+        auto completer = std::async(std::launch::async, [&] {
+            std::vector<pangea_status> final(requests.size(), PANGEA_ERR_AGAIN);
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kLimitMs);
+            for (size_t left = requests.size(); left > 0 && std::chrono::steady_clock::now() < deadline;) {
+                for (size_t i = 0; i < requests.size(); ++i) {
+                    if (final[i] != PANGEA_ERR_AGAIN) continue;
+                    const pangea_status s = polling ? racer.vt.test(racer.h(), requests[i])
+                                                    : racer.vt.wait(racer.h(), requests[i], kLimitMs);
+                    if (s == PANGEA_ERR_AGAIN || s == PANGEA_ERR_TIMEOUT) continue;
+                    final[i] = s;
+                    --left;
+                }
+                if (polling) std::this_thread::sleep_for(std::chrono::microseconds(200));
+            }
+            return final;
+        });
+
+        // abort() and close() released together; abort() called a few times (idempotent).
+        std::atomic<int> ready{0};
+        std::atomic<bool> go{false};
+        auto start = [&] {
+            ready.fetch_add(1);
+            while (!go.load()) std::this_thread::yield();
+        };
+        std::thread aborter([&] {
+            start();
+            for (int i = 0; i < 3; ++i) racer.vt.abort(racer.h(), racing);
+        });
+        std::thread closer([&] {
+            start();
+            if (round % 3 == 1) std::this_thread::yield();  // now and then let abort() start first
+            racer.vt.close(racer.h(), racing);
+        });
+        while (ready.load() < 2) std::this_thread::yield();
+        if (!polling) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // the waiter is inside wait()
+        go.store(true);
+        aborter.join();
+        closer.join();
+
+        expect(completer.wait_for(std::chrono::milliseconds(kLimitMs + 5000)) == std::future_status::ready,
+               "wait()/test() never returned after abort() and close()");
+        const std::vector<pangea_status> final = completer.get();
+        other.vt.close(other.h(), quiet);
+        const std::string where = "round " + std::to_string(round) + (polling ? " (test)" : " (wait)") + ": ";
+        for (int i = 0; i < kReceives; ++i)
+            expect(final[i] == PANGEA_ERR_ABORTED,
+                   where + "a receive on the aborted and closed connection ended with " + status_name(final[i]));
+        expect(final.back() == PANGEA_OK || final.back() == PANGEA_ERR_ABORTED,
+               where + "the send ended with " + status_name(final.back()));
+    }
+}
+
+// pangea_hello is size-led (transport.h): a caller built against ABI 1.0 passes hellos of
+// PANGEA_HELLO_SIZE_1_0 bytes. The plugin must take them, and write no byte past them into the
+// peer hello; a newer caller's longer `self` is taken too.
+void hello_sizes(const Subject& subject) {
+    static_assert(sizeof(pangea_hello) >= PANGEA_HELLO_SIZE_1_0);
+    constexpr unsigned char kSentinel = 0xA5;
+    constexpr size_t kAfter = 64;
+    // A 1.0 caller's hello with bytes of its own after it.
+    struct Buffer {
+        alignas(pangea_hello) unsigned char bytes[PANGEA_HELLO_SIZE_1_0 + kAfter];
+        explicit Buffer(const pangea_hello* fields) {
+            std::memset(bytes, kSentinel, sizeof bytes);
+            if (fields != nullptr) std::memcpy(bytes, fields, PANGEA_HELLO_SIZE_1_0);
+            const uint32_t size = PANGEA_HELLO_SIZE_1_0;
+            std::memcpy(bytes, &size, sizeof size);
+        }
+        pangea_hello* get() { return reinterpret_cast<pangea_hello*>(bytes); }
+        bool tail_intact() const {
+            for (size_t i = PANGEA_HELLO_SIZE_1_0; i < sizeof bytes; ++i)
+                if (bytes[i] != kSentinel) return false;
+            return true;
+        }
+        pangea_hello fields() const {  // what lies within the 1.0 size
+            pangea_hello h{};
+            std::memcpy(&h, bytes, PANGEA_HELLO_SIZE_1_0);
+            return h;
+        }
+    };
+    Side server(subject), client(subject);
+    char bound[128] = {};
+    pangea_status status = server.vt.listen(server.h(), "127.0.0.1:0", &server.listener, bound, sizeof bound);
+    expect(status == PANGEA_OK, server.instance.describe_failure("listen", status));
+
+    // A newer caller's self: longer than this header's struct, with bytes the plugin must ignore.
+    struct Longer {
+        pangea_hello hello;
+        unsigned char later[32];
+    } newer{};
+    newer.hello = hello(1);
+    newer.hello.struct_size = sizeof newer;
+    std::memset(newer.later, 0x5A, sizeof newer.later);
+
+    const pangea_hello client_fields = hello(2);
+    Buffer client_self(&client_fields), server_saw(nullptr), client_saw(nullptr);
+    auto accepted = std::async(std::launch::async, [&] {
+        return server.vt.accept(server.h(), server.listener, &newer.hello, kLimitMs, server_saw.get(), &server.connection);
+    });
+    status = client.vt.connect(client.h(), bound, client_self.get(), kLimitMs, client_saw.get(), &client.connection);
+    const pangea_status accept_status = accepted.get();
+    expect(status == PANGEA_OK, client.instance.describe_failure("connect with a hello of ABI 1.0's size", status));
+    expect(accept_status == PANGEA_OK, server.instance.describe_failure("accept with a longer hello", accept_status));
+    for (const Buffer* seen : {&server_saw, &client_saw}) {
+        expect(seen->tail_intact(), "the plugin wrote past the struct_size of the caller's peer hello");
+        expect(seen->fields().struct_size == PANGEA_HELLO_SIZE_1_0,
+               "the peer hello's struct_size is " + std::to_string(seen->fields().struct_size) + ", not the " +
+                   std::to_string(PANGEA_HELLO_SIZE_1_0) + " bytes written");
+    }
+    expect(server_saw.fields().node_id == 2 && server_saw.fields().run_id == kRunId && server_saw.fields().channel == 7,
+           "accept reported the wrong peer hello");
+    expect(client_saw.fields().node_id == 1 && client_saw.fields().run_id == kRunId && client_saw.fields().channel == 7,
+           "connect reported the wrong peer hello");
+
+    // Less than ABI 1.0's size is the caller's mistake, refused before anything is sent.
+    pangea_hello short_self = hello(3);
+    short_self.struct_size = PANGEA_HELLO_SIZE_1_0 - 4;
+    pangea_hello peer{};
+    pangea_connection* never = nullptr;
+    status = client.vt.connect(client.h(), bound, &short_self, 2000, &peer, &never);
+    if (status == PANGEA_OK) client.vt.close(client.h(), never);
+    expect(status == PANGEA_ERR_INVALID_ARGUMENT,
+           std::string("connect with a hello shorter than ABI 1.0's ended with ") + status_name(status));
 }
 
 }  // namespace
@@ -246,6 +425,12 @@ void check_transport(Report& report, const Subject& subject) {
         const pangea_status status = waiter.get();
         expect(status == PANGEA_ERR_ABORTED, std::string("the aborted receive ended with ") + status_name(status));
     });
+
+    report.run(subject.check_name("abort and close race from two threads, with a wait or test in flight"),
+               [&] { race_abort_and_close(subject); });
+
+    report.run(subject.check_name("a hello of ABI 1.0's size is taken, and nothing past it written"),
+               [&] { hello_sizes(subject); });
 
     report.run(subject.check_name("a message longer than the posted receive fails it"), [&] {
         Pair pair(subject);

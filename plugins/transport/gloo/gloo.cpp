@@ -67,6 +67,7 @@
 #include <gloo/transport/tcp/device.h>
 #include <gloo/transport/unbound_buffer.h>
 
+#include "../shared/handles.hpp"
 #include "../shared/socket.hpp"
 #include "pangea/sdk.hpp"
 
@@ -707,10 +708,6 @@ struct Listener {
     std::mutex mutex;     // one accept() at a time
 };
 
-struct RequestHandle {
-    std::shared_ptr<Op> op;
-};
-
 WireHello make_hello(const pangea_hello& self, uint32_t status, size_t address_bytes) {
     WireHello hello{};
     std::memcpy(hello.magic, "PGGH", 4);
@@ -754,11 +751,6 @@ WireHello read_hello(int fd, std::vector<char>* address, const Deadline& deadlin
     address->resize(hello.address_bytes);
     if (hello.address_bytes > 0) read_exact(fd, address->data(), address->size(), deadline, "reading the Gloo address");
     return hello;
-}
-
-void check_self(const pangea_hello& self) {
-    if (self.struct_size < sizeof(pangea_hello))
-        throw Error(PANGEA_ERR_INVALID_ARGUMENT, "gloo: pangea_hello.struct_size is too small");
 }
 
 class GlooTransport final : public pangea::sdk::Transport {
@@ -806,8 +798,8 @@ public:
         rings_.clear();  // each joins its Gloo worker, which ends within its call's timeout
         retired_.clear();
         // Handles the caller did not release: close them so no thread outlives the instance.
-        connections_.clear();
-        listeners_.clear();
+        connections_.take_all();
+        listeners_.take_all();
     }
 
     pangea_listener* listen(const char* address, char* bound, size_t capacity) override {
@@ -834,19 +826,16 @@ public:
                 throw Error(PANGEA_ERR_CORRUPT, "gloo: unexpected handshake status");
             return sizeof(WireHello) + hello.address_bytes;
         };
-        auto listener = std::make_unique<Listener>(ListeningSocket{std::move(fd), format_address(actual)},
+        auto listener = std::make_shared<Listener>(ListeningSocket{std::move(fd), format_address(actual)},
                                                    Greetings(kWho, sizeof(WireHello), greeting_bytes, settings_.handshake_timeout_ms));
         listener->socket.copy_bound(kWho, bound, capacity);
-        auto* handle = reinterpret_cast<pangea_listener*>(listener.get());
-        std::lock_guard<std::mutex> lock(mutex_);
-        listeners_[handle] = std::move(listener);
-        return handle;
+        return listeners_.add(std::move(listener));
     }
 
     pangea_connection* accept(pangea_listener* handle, const pangea_hello& self, int timeout_ms,
                               pangea_hello* peer) override {
-        check_self(self);
-        Listener& listener = find(listeners_, handle, "listener");
+        const auto held = listeners_.get(handle);  // alive until we return, even past close_listener()
+        Listener& listener = *held;
         std::lock_guard<std::mutex> accepting(listener.mutex);
         const Deadline deadline(timeout_ms);
         while (true) {
@@ -868,7 +857,6 @@ public:
 
     pangea_connection* connect(const char* address, const pangea_hello& self, int timeout_ms,
                                pangea_hello* peer) override {
-        check_self(self);
         const Deadline deadline(timeout_ms);
         Fd socket = connect_to(address, deadline);
         const Deadline handshake = deadline.capped(settings_.handshake_timeout_ms);
@@ -889,59 +877,40 @@ public:
 
     pangea_request* isend(pangea_connection* handle, const void* data, size_t bytes) override {
         check_size(bytes);
-        return wrap(find(connections_, handle, "connection").post(true, data, bytes));
+        return requests_.add(connections_.get(handle)->post(true, data, bytes));
     }
 
     pangea_request* irecv(pangea_connection* handle, void* data, size_t bytes) override {
         check_size(bytes);
-        return wrap(find(connections_, handle, "connection").post(false, data, bytes));
+        return requests_.add(connections_.get(handle)->post(false, data, bytes));
     }
 
     pangea_status test(pangea_request* request) override { return wait(request, 0); }
 
     pangea_status wait(pangea_request* request, int timeout_ms) override {
-        std::shared_ptr<Op> op;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            const auto found = requests_.find(request);
-            if (found == requests_.end())
-                throw Error(PANGEA_ERR_INVALID_ARGUMENT, "gloo: unknown or already completed request");
-            op = found->second->op;
-        }
+        const std::shared_ptr<Op> op = requests_.get(request);
         std::string error;
         const pangea_status status = op->wait(timeout_ms, &error);
         if (status == PANGEA_ERR_TIMEOUT) return timeout_ms == 0 ? PANGEA_ERR_AGAIN : PANGEA_ERR_TIMEOUT;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            requests_.erase(request);
-        }
+        requests_.take(request);
         // Nothing below may throw: the request is released.
         if (status != PANGEA_OK) set_last_error(error.c_str());
         return status;
     }
 
+    // The reference held keeps the connection alive through fail() even if close() runs now.
     void abort(pangea_connection* handle) noexcept override {
-        Connection* connection = nullptr;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            const auto found = connections_.find(handle);
-            if (found != connections_.end()) connection = found->second.get();
-        }
-        if (connection != nullptr) connection->fail(PANGEA_ERR_ABORTED, "aborted");
+        if (const auto connection = connections_.find(handle)) connection->fail(PANGEA_ERR_ABORTED, "aborted");
     }
 
+    // The last reference joins the connection's threads and tears Gloo down: here, or in a call
+    // still holding one.
     void close(pangea_connection* handle) noexcept override {
-        std::unique_ptr<Connection> doomed;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            const auto found = connections_.find(handle);
-            if (found == connections_.end()) return;
-            doomed = std::move(found->second);
-            connections_.erase(found);
-        }
+        const auto doomed = connections_.take(handle);
+        if (!doomed) return;
         retire_rings(handle);
         doomed->drain(settings_.close_timeout_ms);
-        doomed.reset();  // joins its threads outside the lock
+        doomed->fail(PANGEA_ERR_ABORTED, "the connection was closed");
     }
 
     void allreduce_sum_f32(pangea_connection* next, pangea_connection* previous, uint32_t rank, uint32_t world,
@@ -951,8 +920,9 @@ public:
         if (world == 0 || rank >= world || next == previous)
             throw Error(PANGEA_ERR_INVALID_ARGUMENT, "gloo: allreduce_sum_f32: rank " + std::to_string(rank) + " of world " +
                                                          std::to_string(world) + (next == previous ? " with next == previous" : ""));
-        Connection& to_next = find(connections_, next, "connection");
-        Connection& to_previous = find(connections_, previous, "connection");
+        const auto held_next = connections_.get(next), held_previous = connections_.get(previous);
+        Connection& to_next = *held_next;
+        Connection& to_previous = *held_previous;
         if (world == 1 || count == 0) return;
         std::shared_ptr<NativeRing> ring;
         {
@@ -976,10 +946,7 @@ public:
         }
     }
 
-    void close_listener(pangea_listener* handle) noexcept override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        listeners_.erase(handle);
-    }
+    void close_listener(pangea_listener* handle) noexcept override { listeners_.take(handle); }
 
 private:
     // One call of allreduce_sum_f32 on `ring`; throws Error.
@@ -1196,20 +1163,17 @@ private:
     }
 
     // Every 100 ms: connections whose Gloo pair failed underneath are failed (Connection::watch).
+    // Outside mutex_: a watched connection may be closed meanwhile (its last reference may then
+    // be the snapshot's, and its teardown happen here).
     void watch_loop() {
         std::unique_lock<std::mutex> lock(mutex_);
         while (!stopping_) {
             watch_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; });
-            for (auto& [handle, connection] : connections_) connection->watch();
+            if (stopping_) break;
+            lock.unlock();
+            for (const auto& connection : connections_.snapshot()) connection->watch();
+            lock.lock();
         }
-    }
-
-    template <class Handle, class Object>
-    Object& find(std::map<Handle*, std::unique_ptr<Object>>& table, Handle* handle, const char* what) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        const auto found = table.find(handle);
-        if (found == table.end()) throw Error(PANGEA_ERR_INVALID_ARGUMENT, std::string("gloo: unknown ") + what + " handle");
-        return *found->second;
     }
 
     void check_size(size_t bytes) const {
@@ -1249,28 +1213,16 @@ private:
         return add_connection(std::move(link), from);
     }
 
-    pangea_request* wrap(std::shared_ptr<Op> op) {
-        auto request = std::make_unique<RequestHandle>(RequestHandle{std::move(op)});
-        auto* handle = reinterpret_cast<pangea_request*>(request.get());
-        std::lock_guard<std::mutex> lock(mutex_);
-        requests_[handle] = std::move(request);
-        return handle;
-    }
-
     pangea_connection* add_connection(std::unique_ptr<GlooLink> link, const std::string& peer) {
-        auto connection = std::make_unique<Connection>(std::move(link), peer, host_);
-        auto* handle = reinterpret_cast<pangea_connection*>(connection.get());
-        std::lock_guard<std::mutex> lock(mutex_);
-        connections_[handle] = std::move(connection);
-        return handle;
+        return connections_.add(std::make_shared<Connection>(std::move(link), peer, host_));
     }
 
     pangea::sdk::Host host_;
     Settings settings_;
-    std::mutex mutex_;
-    std::map<pangea_listener*, std::unique_ptr<Listener>> listeners_;
-    std::map<pangea_connection*, std::unique_ptr<Connection>> connections_;
-    std::map<pangea_request*, std::unique_ptr<RequestHandle>> requests_;
+    pangea::transport::HandleTable<pangea_listener, Listener> listeners_{kWho, "listener"};
+    pangea::transport::HandleTable<pangea_connection, Connection> connections_{kWho, "connection"};
+    pangea::transport::HandleTable<pangea_request, Op> requests_{kWho, "or already completed request"};
+    std::mutex mutex_;  // rings_, retired_, stopping_
     std::map<std::pair<pangea_connection*, pangea_connection*>, std::shared_ptr<NativeRing>> rings_;  // (next, previous)
     std::vector<std::shared_ptr<NativeRing>> retired_;  // closed, their Gloo call still running
     std::condition_variable watch_cv_;

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "../shared/handles.hpp"
 #include "frames.hpp"
 #include "socket.hpp"
 
@@ -336,10 +337,6 @@ struct Listener {
     std::map<uint64_t, PendingConnection> pending;
 };
 
-struct RequestHandle {
-    std::shared_ptr<Op> op;
-};
-
 pangea_hello to_api(const Hello& hello) {
     pangea_hello out{};
     out.struct_size = sizeof out;
@@ -361,11 +358,6 @@ Hello make_hello(const pangea_hello& self, uint16_t index, uint16_t count, uint6
     hello.run_id = self.run_id;
     hello.nonce = nonce;
     return hello;
-}
-
-void check_self(const pangea_hello& self) {
-    if (self.struct_size < sizeof(pangea_hello))
-        throw Error(PANGEA_ERR_INVALID_ARGUMENT, "tcp: pangea_hello.struct_size is too small");
 }
 
 class TcpTransport final : public pangea::sdk::Transport {
@@ -395,25 +387,22 @@ public:
 
     ~TcpTransport() override {
         // Handles the caller did not release: close them so no thread outlives the instance.
-        connections_.clear();
-        listeners_.clear();
+        connections_.take_all();
+        listeners_.take_all();
     }
 
     pangea_listener* listen(const char* address, char* bound, size_t capacity) override {
-        auto listener = std::make_unique<Listener>(
+        auto listener = std::make_shared<Listener>(
             listen_on(kWho, address), Greetings(kWho, sizeof(Hello), [](const std::vector<uint8_t>&) { return sizeof(Hello); },
                                                 settings_.handshake_timeout_ms));
         listener->socket.copy_bound(kWho, bound, capacity);
-        auto* handle = reinterpret_cast<pangea_listener*>(listener.get());
-        std::lock_guard<std::mutex> lock(mutex_);
-        listeners_[handle] = std::move(listener);
-        return handle;
+        return listeners_.add(std::move(listener));
     }
 
     pangea_connection* accept(pangea_listener* handle, const pangea_hello& self, int timeout_ms,
                               pangea_hello* peer) override {
-        check_self(self);
-        Listener& listener = find(listeners_, handle, "listener");
+        const auto held = listeners_.get(handle);  // alive until we return, even past close_listener()
+        Listener& listener = *held;
         std::lock_guard<std::mutex> accepting(listener.mutex);
         const Deadline deadline(timeout_ms);
         while (true) {
@@ -455,7 +444,6 @@ public:
 
     pangea_connection* connect(const char* address, const pangea_hello& self, int timeout_ms,
                                pangea_hello* peer) override {
-        check_self(self);
         const Deadline deadline(timeout_ms);
         const uint64_t nonce = (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
         const auto count = static_cast<uint16_t>(settings_.streams);
@@ -491,72 +479,39 @@ public:
 
     pangea_request* isend(pangea_connection* handle, const void* data, size_t bytes) override {
         check_size(bytes);
-        return wrap(find(connections_, handle, "connection").send(data, bytes));
+        return requests_.add(connections_.get(handle)->send(data, bytes));
     }
 
     pangea_request* irecv(pangea_connection* handle, void* data, size_t bytes) override {
         check_size(bytes);
-        return wrap(find(connections_, handle, "connection").receive(data, bytes));
+        return requests_.add(connections_.get(handle)->receive(data, bytes));
     }
 
     pangea_status test(pangea_request* request) override { return wait(request, 0); }
 
     pangea_status wait(pangea_request* request, int timeout_ms) override {
-        std::shared_ptr<Op> op;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            const auto found = requests_.find(request);
-            if (found == requests_.end())
-                throw Error(PANGEA_ERR_INVALID_ARGUMENT, "tcp: unknown or already completed request");
-            op = found->second->op;
-        }
+        const std::shared_ptr<Op> op = requests_.get(request);
         std::string error;
         const pangea_status status = op->wait(timeout_ms, &error);
         if (status == PANGEA_ERR_TIMEOUT) return timeout_ms == 0 ? PANGEA_ERR_AGAIN : PANGEA_ERR_TIMEOUT;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            requests_.erase(request);
-        }
+        requests_.take(request);
         if (status != PANGEA_OK) set_last_error(error.c_str());
         return status;
     }
 
+    // The reference held keeps the connection alive through fail() even if close() runs now.
     void abort(pangea_connection* handle) noexcept override {
-        Connection* connection = nullptr;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            const auto found = connections_.find(handle);
-            if (found != connections_.end()) connection = found->second.get();
-        }
-        // fail() is safe while close() runs: close waits for this lock, not for fail.
-        if (connection != nullptr) connection->fail(PANGEA_ERR_ABORTED, "aborted");
+        if (const auto connection = connections_.find(handle)) connection->fail(PANGEA_ERR_ABORTED, "aborted");
     }
 
+    // The last reference joins the connection's threads: here, or in a call still holding one.
     void close(pangea_connection* handle) noexcept override {
-        std::unique_ptr<Connection> doomed;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            const auto found = connections_.find(handle);
-            if (found == connections_.end()) return;
-            doomed = std::move(found->second);
-            connections_.erase(found);
-        }
-        doomed.reset();  // joins its threads outside the lock
+        if (const auto doomed = connections_.take(handle)) doomed->fail(PANGEA_ERR_ABORTED, "the connection was closed");
     }
 
-    void close_listener(pangea_listener* handle) noexcept override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        listeners_.erase(handle);
-    }
+    void close_listener(pangea_listener* handle) noexcept override { listeners_.take(handle); }
 
 private:
-    template <class Handle, class Object>
-    Object& find(std::map<Handle*, std::unique_ptr<Object>>& table, Handle* handle, const char* what) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        const auto found = table.find(handle);
-        if (found == table.end()) throw Error(PANGEA_ERR_INVALID_ARGUMENT, std::string("tcp: unknown ") + what + " handle");
-        return *found->second;
-    }
 
     void check_size(size_t bytes) const {
         if (bytes > settings_.max_message)
@@ -564,20 +519,8 @@ private:
                                                          " bytes exceeds max_message " + std::to_string(settings_.max_message));
     }
 
-    pangea_request* wrap(std::shared_ptr<Op> op) {
-        auto request = std::make_unique<RequestHandle>(RequestHandle{std::move(op)});
-        auto* handle = reinterpret_cast<pangea_request*>(request.get());
-        std::lock_guard<std::mutex> lock(mutex_);
-        requests_[handle] = std::move(request);
-        return handle;
-    }
-
     pangea_connection* add_connection(std::vector<Fd> sockets, const std::string& peer) {
-        auto connection = std::make_unique<Connection>(std::move(sockets), settings_, peer, host_);
-        auto* handle = reinterpret_cast<pangea_connection*>(connection.get());
-        std::lock_guard<std::mutex> lock(mutex_);
-        connections_[handle] = std::move(connection);
-        return handle;
+        return connections_.add(std::make_shared<Connection>(std::move(sockets), settings_, peer, host_));
     }
 
     void expire_pending(Listener& listener) {
@@ -625,10 +568,9 @@ private:
 
     pangea::sdk::Host host_;
     Settings settings_;
-    std::mutex mutex_;
-    std::map<pangea_listener*, std::unique_ptr<Listener>> listeners_;
-    std::map<pangea_connection*, std::unique_ptr<Connection>> connections_;
-    std::map<pangea_request*, std::unique_ptr<RequestHandle>> requests_;
+    pangea::transport::HandleTable<pangea_listener, Listener> listeners_{kWho, "listener"};
+    pangea::transport::HandleTable<pangea_connection, Connection> connections_{kWho, "connection"};
+    pangea::transport::HandleTable<pangea_request, Op> requests_{kWho, "or already completed request"};
 };
 
 }  // namespace

@@ -40,6 +40,7 @@
 #include <utility>
 #include <vector>
 
+#include "../shared/handles.hpp"
 #include "../shared/socket.hpp"
 #include "pangea/sdk.hpp"
 
@@ -187,10 +188,6 @@ struct Listener {
     std::atomic<bool> closed{false};  // close_listener() ends a waiting accept() with this
 };
 
-struct RequestHandle {
-    std::shared_ptr<Op> op;
-};
-
 pangea_status from_ucs(ucs_status_t status) {
     switch (status) {
         case UCS_OK: return PANGEA_OK;
@@ -238,11 +235,6 @@ std::string check_hello(const Hello& h) {
         return "worker address of " + std::to_string(h.address_bytes) + " bytes";
     if (h.connection_id == 0 || h.connection_id > kMaxConnectionId) return "bad connection id in the handshake";
     return "";
-}
-
-void check_self(const pangea_hello& self) {
-    if (self.struct_size < sizeof(pangea_hello))
-        throw Error(PANGEA_ERR_INVALID_ARGUMENT, "ucx: pangea_hello.struct_size is too small");
 }
 
 // ------------------------------------------------------------------ the plugin
@@ -319,7 +311,7 @@ public:
         std::lock_guard<std::mutex> lock(mutex_);
         for (auto& connection : graveyard_)
             if (connection->close_request != nullptr) ucp_request_free(connection->close_request);
-        requests_.clear();
+        requests_.take_all();
     }
 
     pangea_listener* listen(const char* address, char* bound, size_t capacity) override {
@@ -332,25 +324,16 @@ public:
             if (hello.status != kHelloRequest) throw Error(PANGEA_ERR_CORRUPT, "unexpected handshake status");
             return sizeof(Hello) + hello.address_bytes;
         };
-        auto listener = std::make_unique<Listener>(listen_on(kWho, address),
+        auto listener = std::make_shared<Listener>(listen_on(kWho, address),
                                                    Greetings(kWho, sizeof(Hello), greeting_bytes, handshake_timeout_ms_));
         listener->socket.copy_bound(kWho, bound, capacity);
-        auto* handle = reinterpret_cast<pangea_listener*>(listener.get());
-        std::lock_guard<std::mutex> lock(mutex_);
-        listeners_[handle] = std::move(listener);
-        return handle;
+        return listeners_.add(std::move(listener));
     }
 
     pangea_connection* accept(pangea_listener* handle, const pangea_hello& self, int timeout_ms,
                               pangea_hello* peer) override {
-        check_self(self);
-        Listener* listener = nullptr;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            const auto found = listeners_.find(handle);
-            if (found == listeners_.end()) throw Error(PANGEA_ERR_INVALID_ARGUMENT, "ucx: unknown listener handle");
-            listener = found->second.get();
-        }
+        // Held: a close_listener() that comes first must not free it under us.
+        const std::shared_ptr<Listener> listener = listeners_.get(handle);
         std::lock_guard<std::mutex> accepting(listener->mutex);
         const Deadline deadline(timeout_ms);
         while (true) {
@@ -378,7 +361,6 @@ public:
 
     pangea_connection* connect(const char* address, const pangea_hello& self, int timeout_ms,
                                pangea_hello* peer) override {
-        check_self(self);
         const Deadline deadline(timeout_ms);
         Fd socket = connect_to(kWho, address, deadline);
         IdLease id(*this);
@@ -471,17 +453,15 @@ public:
     pangea_status test(pangea_request* request) override { return wait(request, 0); }
 
     pangea_status wait(pangea_request* request, int timeout_ms) override {
+        const std::shared_ptr<Op> op = requests_.get(request);
         std::unique_lock<std::mutex> lock(mutex_);
-        const auto found = requests_.find(request);
-        if (found == requests_.end()) throw Error(PANGEA_ERR_INVALID_ARGUMENT, "ucx: unknown or already completed request");
-        const std::shared_ptr<Op> op = found->second->op;
         const auto done = [&] { return op->done; };
         if (timeout_ms < 0)
             done_cv_.wait(lock, done);
         else if (!done_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), done))
             return timeout_ms == 0 ? PANGEA_ERR_AGAIN : PANGEA_ERR_TIMEOUT;
-        requests_.erase(request);
         lock.unlock();
+        requests_.take(request);
         if (op->status != PANGEA_OK) set_last_error(op->error.c_str());
         return op->status;
     }
@@ -530,14 +510,8 @@ public:
     }
 
     void close_listener(pangea_listener* handle) noexcept override {
-        std::unique_ptr<Listener> doomed;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            const auto found = listeners_.find(handle);
-            if (found == listeners_.end()) return;
-            doomed = std::move(found->second);
-            listeners_.erase(found);
-        }
+        const auto doomed = listeners_.take(handle);
+        if (!doomed) return;
         doomed->closed = true;
         std::lock_guard<std::mutex> accepting(doomed->mutex);  // no accept() is still inside it
     }
@@ -665,12 +639,7 @@ private:
         return *found->second;
     }
 
-    pangea_request* register_op(const std::shared_ptr<Op>& op) {  // mutex_ held
-        auto request = std::make_unique<RequestHandle>(RequestHandle{op});
-        auto* handle = reinterpret_cast<pangea_request*>(request.get());
-        requests_[handle] = std::move(request);
-        return handle;
-    }
+    pangea_request* register_op(const std::shared_ptr<Op>& op) { return requests_.add(op); }
 
     pangea_request* finish_now(const std::shared_ptr<Op>& op, pangea_status status, const std::string& why) {
         op->done = true;
@@ -892,14 +861,18 @@ private:
     int worker_fd_ = -1;
     Fd wake_;
 
+    // With locks of their own (a call holds its listener or request while it runs).
+    pangea::transport::HandleTable<pangea_listener, Listener> listeners_{kWho, "listener"};
+    pangea::transport::HandleTable<pangea_request, Op> requests_{kWho, "or already completed request"};
+
     std::mutex mutex_;  // guards everything below and every call into the worker
     std::condition_variable done_cv_;
     bool stop_ = false;
     uint32_t next_connection_id_ = 1;
     std::set<uint32_t> used_ids_;
-    std::map<pangea_listener*, std::unique_ptr<Listener>> listeners_;
+    // Not a shared HandleTable: UCX's callbacks edit connections inside progress, so every use,
+    // abort() and close() included, is under mutex_, and only close() erases one (once: closing).
     std::map<pangea_connection*, std::unique_ptr<Connection>> connections_;
-    std::map<pangea_request*, std::unique_ptr<RequestHandle>> requests_;
     std::vector<std::unique_ptr<Connection>> graveyard_;
     std::thread progress_thread_;  // last: started once everything above exists
 };

@@ -381,6 +381,27 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_OP
     return &vtable;
 }
 
+// pangea_hello is size-led both ways (transport.h): the class sees a whole hello of this header
+// (fields beyond the caller's struct_size zero) and fills a whole one for the peer, of which the
+// caller gets no more than its struct_size.
+static_assert(sizeof(pangea_hello) >= PANGEA_HELLO_SIZE_1_0, "pangea_hello shrank below ABI 1.0");
+
+inline pangea_hello hello_in(const pangea_hello& given) {
+    if (given.struct_size < PANGEA_HELLO_SIZE_1_0)
+        throw Error(PANGEA_ERR_INVALID_ARGUMENT, "pangea_hello.struct_size is " + std::to_string(given.struct_size) +
+                                                     ", less than ABI 1.0's " + std::to_string(PANGEA_HELLO_SIZE_1_0));
+    pangea_hello hello{};
+    std::memcpy(&hello, &given, given.struct_size < sizeof hello ? given.struct_size : sizeof hello);
+    hello.struct_size = sizeof hello;
+    return hello;
+}
+
+inline void hello_out(pangea_hello hello, pangea_hello* out) {
+    const size_t room = out->struct_size < PANGEA_HELLO_SIZE_1_0 ? PANGEA_HELLO_SIZE_1_0 : out->struct_size;
+    hello.struct_size = static_cast<uint32_t>(room < sizeof hello ? room : sizeof hello);
+    std::memcpy(out, &hello, hello.struct_size);
+}
+
 template <class T>
 const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_TRANSPORT>) {
     static const pangea_transport_vtable vtable = {
@@ -397,7 +418,9 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_TR
             return guarded(self, [&] {
                 if (listener == nullptr || hello == nullptr || peer == nullptr || out == nullptr)
                     throw Error(PANGEA_ERR_INVALID_ARGUMENT, "accept: NULL argument");
-                *out = as<Transport>(self)->accept(listener, *hello, timeout_ms, peer);
+                pangea_hello seen{};
+                *out = as<Transport>(self)->accept(listener, hello_in(*hello), timeout_ms, &seen);
+                hello_out(seen, peer);
             });
         },
         [](void* self, const char* address, const pangea_hello* hello, int timeout_ms,
@@ -405,7 +428,9 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_TR
             return guarded(self, [&] {
                 if (address == nullptr || hello == nullptr || peer == nullptr || out == nullptr)
                     throw Error(PANGEA_ERR_INVALID_ARGUMENT, "connect: NULL argument");
-                *out = as<Transport>(self)->connect(address, *hello, timeout_ms, peer);
+                pangea_hello seen{};
+                *out = as<Transport>(self)->connect(address, hello_in(*hello), timeout_ms, &seen);
+                hello_out(seen, peer);
             });
         },
         [](void* self, pangea_connection* connection, const void* data, size_t bytes,

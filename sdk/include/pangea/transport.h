@@ -10,7 +10,8 @@
  * Handles (listener, connection, request) are opaque pointers owned by the instance that made
  * them; each is released by the function named beside its maker. All functions of one instance
  * may be called from several threads at once, except that one request is completed by one
- * thread.
+ * thread. In particular abort() may race close() of the same connection on another thread, and
+ * a request's wait() or test() may be in flight while its connection is aborted or closed.
  */
 #ifndef PANGEA_TRANSPORT_H
 #define PANGEA_TRANSPORT_H
@@ -25,13 +26,26 @@ typedef struct pangea_listener pangea_listener;
 typedef struct pangea_connection pangea_connection;
 typedef struct pangea_request pangea_request;
 
-/* What each side of a connection says about itself in the handshake. */
+/* What each side of a connection says about itself in the handshake. Size-led (rule 5 of
+ * docs/plugin-abi.md) in both directions, so that either side may be built against a newer header:
+ *  - `self` (the plugin reads it): struct_size is the caller's sizeof, at least
+ *    PANGEA_HELLO_SIZE_1_0 (less is PANGEA_ERR_INVALID_ARGUMENT). The plugin reads no byte beyond
+ *    struct_size and takes fields beyond it as zero.
+ *  - `peer` (the plugin writes it): the caller sets struct_size to the size of its struct; a
+ *    value below PANGEA_HELLO_SIZE_1_0 (0 included: ABI 1.0 did not ask callers to set it) counts
+ *    as PANGEA_HELLO_SIZE_1_0. The plugin writes min(its sizeof, that size) bytes, nothing
+ *    beyond, and sets struct_size to the count it wrote. */
 typedef struct pangea_hello {
-    uint32_t struct_size; /* sizeof(pangea_hello) */
+    uint32_t struct_size; /* see above */
     uint32_t node_id;     /* the sender's node id in the run */
     uint64_t run_id;      /* both sides must agree, else the connection is refused */
     uint32_t channel;     /* lets two nodes hold several logical connections (ring, recovery) */
 } pangea_hello;
+
+/* The size of a pangea_hello of ABI 1.0: sizeof then, tail padding included. Fields appended
+ * later start at or beyond this offset (never in that padding), so that a 1.0 struct_size never
+ * seems to cover them. */
+#define PANGEA_HELLO_SIZE_1_0 24
 
 typedef struct pangea_transport_vtable {
     pangea_vtable_header header;
@@ -77,11 +91,13 @@ typedef struct pangea_transport_vtable {
 
     /* Fails every pending and future operation on the connection with PANGEA_ERR_ABORTED and
      * wakes their waiters. Safe from any thread, idempotent. The handle stays valid until
-     * close(). */
+     * close(); an abort() that races a close() of the same connection on another thread (the
+     * mesh aborts a peer it declared dead while its owner may be closing the connection) either
+     * aborts it or, coming after the close, does nothing. */
     void (*abort)(void* instance, pangea_connection* connection);
 
-    /* Releases a connection. Pending requests on it complete with PANGEA_ERR_ABORTED first.
-     * Accepts NULL. */
+    /* Releases a connection. Pending requests on it complete with PANGEA_ERR_ABORTED first; the
+     * requests themselves stay valid until their test() or wait() reports it. Accepts NULL. */
     void (*close)(void* instance, pangea_connection* connection);
 
     /* Stops listening and releases the listener. Accepts NULL. Not while another thread is in
