@@ -8,7 +8,7 @@ PANGEA_BUILD=${PANGEA_BUILD:-$PANGEA_ROOT/build}
 # Debian packages the build and the tests need.
 PANGEA_PACKAGES=(
     g++ cmake ninja-build ccache pkg-config
-    libtomlplusplus-dev libcli11-dev libboost-dev
+    libtomlplusplus-dev libcli11-dev
     libgtest-dev libgmock-dev libssl-dev procps libtorch-dev iproute2
     libcurl4-openssl-dev etcd-server libgloo-dev libucx-dev
     nlohmann-json3-dev libpugixml-dev

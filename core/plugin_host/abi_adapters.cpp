@@ -18,6 +18,7 @@ static_assert(PANGEA_SETTING_SIZE_1_0 == sizeof(pangea_setting_v1_0));
 static_assert(PANGEA_PLUGIN_INFO_SIZE_1_0 == sizeof(pangea_plugin_info_v1_0));
 static_assert(PANGEA_LIBRARY_SIZE_1_0 == sizeof(pangea_library_v1_0));
 static_assert(PANGEA_TRANSPORT_VTABLE_SIZE_1_0 == sizeof(pangea_transport_vtable_v1_0));
+static_assert(PANGEA_HELLO_SIZE_1_0 == sizeof(pangea_hello_v1_0));
 static_assert(PANGEA_TRANSPORT_VTABLE_SIZE_1_1 == sizeof(pangea_transport_vtable_v1_1));
 static_assert(PANGEA_COMPRESS_VTABLE_SIZE_1_0 == sizeof(pangea_compress_vtable_v1_0));
 static_assert(PANGEA_OPTIM_VTABLE_SIZE_1_0 == sizeof(pangea_optim_vtable_v1_0));

@@ -1,12 +1,93 @@
 #include "plugin_host/plugin_instance.hpp"
 
+#include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "common/log.hpp"
 #include "pangea/plugin.h"
+#include "plugin_host/kinds.hpp"
 
 namespace pangea {
+namespace {
+
+// ---- open_plugin(): what a wrapper plugin opens, found as a manifest section's plugin is
+
+std::mutex wrapped_mutex;  // guards the registry below (load_library adds to it)
+
+PluginRegistry& wrapped_registry() {
+    static PluginRegistry registry(default_search_path());
+    return registry;
+}
+
+const PluginDescriptor& find_wrapped(pangea_plugin_kind kind, const std::string& which) {
+    std::lock_guard<std::mutex> lock(wrapped_mutex);
+    PluginRegistry& registry = wrapped_registry();
+    if (which.find('/') == std::string::npos) return registry.get(kind, which);
+    std::vector<const PluginDescriptor*> matches;
+    for (const PluginDescriptor* plugin : registry.load_library(which))
+        if (plugin->kind == kind) matches.push_back(plugin);
+    if (matches.size() != 1)
+        throw PluginError(which + (matches.empty() ? " provides no " : " provides several ") + kind_name(kind) +
+                          " plugin" + (matches.empty() ? "" : "s: give a library with one"));
+    return *matches.front();
+}
+
+std::string trimmed(std::string_view text) {
+    const size_t first = text.find_first_not_of(" \t");
+    if (first == std::string_view::npos) return "";
+    return std::string(text.substr(first, text.find_last_not_of(" \t") - first + 1));
+}
+
+// "key=value,key=value" checked against the declarations, over the defaults.
+SettingMap wrapped_settings(const PluginDescriptor& plugin, std::string_view text) {
+    SettingMap settings = plugin.default_settings();
+    std::vector<std::string> given;
+    while (!trimmed(text).empty()) {
+        const size_t comma = text.find(',');
+        const std::string item = trimmed(text.substr(0, comma));
+        text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+        const size_t equals = item.find('=');
+        const std::string key = trimmed(std::string_view(item).substr(0, std::min(equals, item.size())));
+        if (equals == std::string::npos || key.empty())
+            throw PluginError("settings of " + plugin.id() + ": \"" + item + "\" is not key=value");
+        const pangea_setting* setting = plugin.find_setting(key);
+        if (setting == nullptr) {
+            std::string valid;
+            for (const auto& declared : plugin.settings) valid += (valid.empty() ? "" : ", ") + std::string(declared.name);
+            throw PluginError(plugin.id() + " has no setting '" + key + "'; valid keys: " +
+                              (valid.empty() ? "(none)" : valid));
+        }
+        if (std::find(given.begin(), given.end(), key) != given.end())
+            throw PluginError("settings of " + plugin.id() + ": '" + key + "' is given twice");
+        given.push_back(key);
+        const std::string value = trimmed(std::string_view(item).substr(equals + 1));
+        std::string expected;
+        auto parsed = parse_checked_setting(*setting, value, &expected);
+        if (!parsed)
+            throw PluginError(plugin.id() + " " + key + ": expected " + expected + ", got \"" + value + "\"");
+        settings[key] = {*parsed, "open_plugin"};
+    }
+    for (const auto& declared : plugin.settings)
+        if (settings.count(declared.name) == 0)
+            throw PluginError(plugin.id() + " requires the setting '" + declared.name + "'");
+    return settings;
+}
+
+const void* vtable_pointer(const AdaptedVtable& vtable) {
+    return std::visit([](const auto& v) -> const void* { return &v; }, vtable);
+}
+
+void copy_error(const std::string& text, char* error, size_t capacity) {
+    if (error == nullptr || capacity == 0) return;
+    const size_t n = std::min(text.size(), capacity - 1);
+    std::memcpy(error, text.data(), n);
+    error[n] = '\0';
+}
+
+}  // namespace
 
 // The state behind one instance's pangea_host. Its functions are the C side of the boundary:
 // each catches everything, so no exception reaches the plugin.
@@ -23,6 +104,8 @@ public:
         table_.config_float = &HostServices::lookup<double, double>;
         table_.config_bool = &HostServices::lookup<bool, int>;
         table_.report_error = &HostServices::report_error;
+        table_.open_plugin = &HostServices::open_plugin;
+        table_.close_plugin = &HostServices::close_plugin;
     }
 
     const pangea_host* table() const { return &table_; }
@@ -54,6 +137,51 @@ private:
         }
     }
 
+    static pangea_status open_plugin(void* context, pangea_plugin_kind kind, const char* which, const char* settings,
+                                     const void** out_vtable, void** out_instance, char* error,
+                                     size_t error_capacity) {
+        if (which == nullptr || out_vtable == nullptr || out_instance == nullptr) {
+            copy_error("open_plugin: NULL which, out_vtable or out_instance", error, error_capacity);
+            return PANGEA_ERR_INVALID_ARGUMENT;
+        }
+        try {
+            if (find_kind(kind) == nullptr) {
+                copy_error("open_plugin: unknown kind " + std::to_string(static_cast<int>(kind)), error, error_capacity);
+                return PANGEA_ERR_INVALID_ARGUMENT;
+            }
+            const PluginDescriptor& plugin = find_wrapped(kind, which);
+            auto opened = std::make_unique<PluginInstance>(plugin, wrapped_settings(plugin, settings ? settings : ""));
+            HostServices* host = self(context);
+            std::lock_guard<std::mutex> lock(host->mutex_);
+            *out_vtable = vtable_pointer(*opened->plugin().vtable);
+            *out_instance = opened->handle();
+            host->opened_.push_back(std::move(opened));
+            return PANGEA_OK;
+        } catch (const PluginCreateError& e) {
+            copy_error(e.what(), error, error_capacity);
+            return e.status();
+        } catch (const std::exception& e) {
+            copy_error(e.what(), error, error_capacity);
+            return PANGEA_ERR_CONFIG;
+        } catch (...) {
+            copy_error("open_plugin: unknown exception", error, error_capacity);
+            return PANGEA_ERR_INTERNAL;
+        }
+    }
+
+    static void close_plugin(void* context, void* instance) {
+        if (instance == nullptr) return;
+        HostServices* host = self(context);
+        std::unique_ptr<PluginInstance> doomed;  // destroyed outside the lock
+        std::lock_guard<std::mutex> lock(host->mutex_);
+        for (auto it = host->opened_.begin(); it != host->opened_.end(); ++it)
+            if ((*it)->handle() == instance) {
+                doomed = std::move(*it);
+                host->opened_.erase(it);
+                break;
+            }
+    }
+
     // Stored is the setting's C++ type; Out what the C function writes.
     template <class Stored, class Out>
     static pangea_status lookup(void* context, const char* key, Out* out) {
@@ -79,6 +207,7 @@ private:
     pangea_host table_{};
     mutable std::mutex mutex_;
     std::string reported_;
+    std::vector<std::unique_ptr<PluginInstance>> opened_;  // by open_plugin(), until close_plugin()
 };
 
 PluginInstance::PluginInstance(const PluginDescriptor& plugin, SettingMap settings)
@@ -88,8 +217,7 @@ PluginInstance::PluginInstance(const PluginDescriptor& plugin, SettingMap settin
     if (status != PANGEA_OK) {
         std::string reason = services_->reported_error();
         if (reason.empty()) reason = "(the plugin reported no reason)";
-        throw PluginError(plugin.id() + ": create() failed with " + status_name(status) + ": " +
-                          reason);
+        throw PluginCreateError(status, plugin.id() + ": create() failed with " + status_name(status) + ": " + reason);
     }
     if (handle == nullptr)
         throw PluginError(plugin.id() + ": create() returned PANGEA_OK but no instance");

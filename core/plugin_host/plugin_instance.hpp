@@ -12,6 +12,16 @@ namespace pangea {
 
 class HostServices;  // the pangea_host table and the state behind it
 
+// create() failed: the plugin's status, and its reported reason in what().
+class PluginCreateError : public PluginError {
+public:
+    PluginCreateError(pangea_status status, const std::string& what) : PluginError(what), status_(status) {}
+    pangea_status status() const noexcept { return status_; }
+
+private:
+    pangea_status status_;
+};
+
 class PluginInstance {
 public:
     // Calls the plugin's create() with these settings (already validated against its

@@ -1,16 +1,14 @@
 #include "plugin_host/plugin_registry.hpp"
 
-#define BOOST_DLL_USE_STD_FS
-#include <boost/dll/runtime_symbol_info.hpp>
-#include <boost/dll/shared_library.hpp>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <set>
 
 #include "plugin_host/abi_adapters.hpp"
 #include "plugin_host/kinds.hpp"
+#include "plugin_host/shared_library.hpp"
 
 namespace fs = std::filesystem;
 
@@ -18,10 +16,10 @@ namespace pangea {
 
 class LoadedLibrary {
 public:
-    explicit LoadedLibrary(boost::dll::shared_library library) : library_(std::move(library)) {}
+    explicit LoadedLibrary(SharedLibrary library) : library_(std::move(library)) {}
 
 private:
-    boost::dll::shared_library library_;  // unloads on destruction
+    SharedLibrary library_;  // unloads on destruction
 };
 
 namespace {
@@ -101,16 +99,18 @@ std::string inspect_library(const fs::path& path,
     std::error_code ec;
     if (!fs::exists(path, ec)) return "file not found";
     if (!fs::is_regular_file(path, ec)) return "not a regular file";
-    boost::dll::shared_library library;
+    std::optional<SharedLibrary> opened;
     try {
-        library.load(path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+        opened.emplace(path);
     } catch (const std::exception& e) {
         return std::string("not a loadable shared library: ") + e.what();
     }
-    if (!library.has(PANGEA_PLUGIN_ENTRY_SYMBOL)) {
+    SharedLibrary& library = *opened;
+    const auto entry = library.function<pangea_plugin_entry_fn>(PANGEA_PLUGIN_ENTRY_SYMBOL);
+    if (entry == nullptr) {
         for (int major = PANGEA_ABI_MAJOR + 1; major < PANGEA_ABI_MAJOR + 16; ++major) {
             const std::string newer = "pangea_plugin_entry_v" + std::to_string(major);
-            if (library.has(newer))
+            if (library.symbol(newer) != nullptr)
                 return "exports " + newer + ": built for plugin ABI major " +
                        std::to_string(major) + ", this host speaks ABI " +
                        abi_text(PANGEA_ABI_VERSION) + " (upgrade pangea or rebuild the plugin)";
@@ -119,8 +119,6 @@ std::string inspect_library(const fs::path& path,
                " (not a Pangea plugin, or built without PANGEA_EXPORT_PLUGINS / default "
                "visibility for the entry point)";
     }
-    const auto entry = library.get<std::remove_pointer_t<pangea_plugin_entry_fn>>(
-        PANGEA_PLUGIN_ENTRY_SYMBOL);
     // The negotiation: we offer the newest version we speak; the library answers with the one
     // it will speak (pangea_library.abi_version).
     const pangea_library* answer = nullptr;
@@ -197,7 +195,7 @@ std::vector<SearchPath> default_search_path() {
         }
     }
     std::error_code ec;
-    const fs::path exe = boost::dll::program_location(ec);
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
     if (!ec)
         out.push_back({(exe.parent_path() / PANGEA_PLUGIN_DIR_FROM_BIN).lexically_normal(),
                        "beside the executable"});

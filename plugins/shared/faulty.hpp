@@ -4,10 +4,8 @@
 // in all, always or with a probability. Like SQLite's test VFS, they let tests show what the
 // core does when a plugin misbehaves. See docs/plugins/faulty.md.
 //
-// This header is the whole mechanism: the settings, loading the inner plugin (dlopen, the
-// handshake, the descriptor checks the host makes, a pangea_host of our own that answers the
-// inner plugin's settings from `inner_settings` and its declared defaults), and the decision
-// of which call fails. Each kind's faulty.cpp only writes the forwarding vtable:
+// This header is the whole mechanism: the settings, opening the inner plugin (through the
+// host's own loader: pangea_host.open_plugin), and the decision of which call fails. Each kind's faulty.cpp only writes the forwarding vtable:
 //
 //     pangea_status encode(void* self, ...) {
 //         Instance& f = Instance::of(self);
@@ -15,11 +13,10 @@
 //         return f.vt<pangea_compress_vtable>().encode(f.inner(), ...);
 //     }
 //
-// Plugins never link the core, so nothing here may come from it. Needs C++17 and POSIX dl*.
+// Plugins never link the core, so nothing here may come from it. Needs C++17.
 #pragma once
 
-#include <dlfcn.h>
-
+#include <cstddef>
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -57,7 +54,6 @@ struct KindSpec {
     const char* default_inner;      // "none"
     std::vector<std::string> functions;
     uint32_t vtable_size;           // sizeof the kind's vtable as compiled here (ours)
-    uint32_t required_size;         // its ABI 1.0 part: slots the inner plugin must have
 };
 
 // An error that create() reports, or that an injected failure carries.
@@ -169,288 +165,40 @@ int64_t this_node() {
     return -1;
 }
 
-// The directory this library was loaded from.
-std::string own_directory() {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(&own_directory), &info) == 0 || info.dli_fname == nullptr) return ".";
-    const std::string path = info.dli_fname;
-    const size_t slash = path.rfind('/');
-    return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
-// ------------------------------------------------------------------ setting values
-
-// One typed value, parsed and checked the way the host checks a manifest value.
-struct Value {
-    pangea_setting_type type = PANGEA_SETTING_STRING;
-    std::string text;  // STRING
-    int64_t integer = 0;
-    double number = 0;
-    bool boolean = false;
-};
-
-bool has_range(const pangea_setting& s) { return s.min_value <= s.max_value; }
-
-// Parses `text` as `setting` declares it; throws Failure(PANGEA_ERR_CONFIG) naming what it expected.
-Value parse_value(const pangea_setting& setting, const std::string& text, const std::string& where) {
-    Value value;
-    value.type = setting.type;
-    auto misfit = [&](const std::string& expected) {
-        return Failure(PANGEA_ERR_CONFIG, where + ": expected " + expected + ", got \"" + text + "\"");
-    };
-    auto number = [](double v) {
-        char text[32];
-        std::snprintf(text, sizeof text, "%.15g", v);
-        return std::string(text);
-    };
-    const std::string range =
-        has_range(setting) ? " in [" + number(setting.min_value) + ", " + number(setting.max_value) + "]" : "";
-    switch (setting.type) {
-        case PANGEA_SETTING_STRING:
-            value.text = text;
-            if (setting.choices != nullptr) {
-                for (const auto& choice : split(setting.choices, '|'))
-                    if (choice == text) return value;
-                throw misfit(std::string("one of ") + setting.choices);
-            }
-            return value;
-        case PANGEA_SETTING_INT: {
-            const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value.integer);
-            if (ec != std::errc() || end != text.data() + text.size() || text.empty()) throw misfit("an integer");
-            const long double v = static_cast<long double>(value.integer);
-            if (has_range(setting) && (v < setting.min_value || v > setting.max_value)) throw misfit("an integer" + range);
-            return value;
-        }
-        case PANGEA_SETTING_FLOAT: {
-            char* end = nullptr;
-            errno = 0;
-            value.number = std::strtod(text.c_str(), &end);
-            if (text.empty() || end != text.c_str() + text.size() || errno != 0 || !std::isfinite(value.number))
-                throw misfit("a finite number");
-            if (has_range(setting) && (value.number < setting.min_value || value.number > setting.max_value))
-                throw misfit("a number" + range);
-            return value;
-        }
-        case PANGEA_SETTING_BOOL:
-            if (text != "true" && text != "false") throw misfit("true or false");
-            value.boolean = text == "true";
-            return value;
-    }
-    throw misfit("a value of a known type");
-}
-
 // ------------------------------------------------------------------ the inner plugin
 
-// The inner plugin: its library (kept loaded: RTLD_NODELETE), descriptor, instance, and the
-// pangea_host we give it. Its settings are the declared defaults with `inner_settings` applied.
+// The inner plugin, opened through the host's own loader (pangea_host.open_plugin, ABI 1.2): the
+// host finds it, negotiates with it, checks `inner_settings` against its declarations and hands
+// back its vtable in today's layout, so a wrapper of an older plugin calls every slot safely.
 class Inner {
 public:
-    Inner(const KindSpec& spec, const std::string& which, const std::string& settings_text, const pangea_host* outer)
-        : outer_(outer) {
-        try {
-            start(spec, which, settings_text);
-        } catch (...) {
-            if (library_ != nullptr) dlclose(library_);
-            throw;
-        }
+    Inner(const KindSpec& spec, const std::string& which, const std::string& settings, const pangea_host* host)
+        : host_(host), id_(std::string(spec.kind_name) + "/" + which) {
+        if (which.empty()) throw Failure(PANGEA_ERR_CONFIG, "inner: names no plugin");
+        if (host->struct_size < offsetof(pangea_host, close_plugin) + sizeof host->close_plugin)
+            throw Failure(PANGEA_ERR_VERSION, "faulty needs a host of plugin ABI 1.2 or later (open_plugin)");
+        char error[2048] = "";
+        const void* vtable = nullptr;
+        const pangea_status status = host->open_plugin(host->context, spec.kind, which.c_str(), settings.c_str(),
+                                                       &vtable, &handle_, error, sizeof error);
+        if (status != PANGEA_OK)
+            throw Failure(status, "inner = \"" + which + "\", inner_settings = \"" + settings + "\": " + error);
+        vtable_ = vtable;
     }
-    ~Inner() {
-        if (handle_ != nullptr) header().destroy(handle_);
-        if (library_ != nullptr) dlclose(library_);  // RTLD_NODELETE: stays mapped
-    }
+    ~Inner() { host_->close_plugin(host_->context, handle_); }
     Inner(const Inner&) = delete;
     Inner& operator=(const Inner&) = delete;
 
     void* handle() const { return handle_; }
-    const void* vtable() const { return info_->vtable; }
-    const pangea_vtable_header& header() const { return *static_cast<const pangea_vtable_header*>(info_->vtable); }
+    const void* vtable() const { return vtable_; }
+    const pangea_vtable_header& header() const { return *static_cast<const pangea_vtable_header*>(vtable_); }
     const std::string& id() const { return id_; }  // "compress/int8"
 
 private:
-    static Inner& self(void* context) { return *static_cast<Inner*>(context); }
-
-    void start(const KindSpec& spec, const std::string& which, const std::string& settings_text) {
-        load(spec, which);
-        configure(settings_text);
-        table_.struct_size = sizeof(pangea_host);
-        table_.abi_version = PANGEA_ABI_VERSION;
-        table_.context = this;
-        table_.log = &Inner::log;
-        table_.config_string = &Inner::config_string;
-        table_.config_int = &Inner::config_int;
-        table_.config_float = &Inner::config_float;
-        table_.config_bool = &Inner::config_bool;
-        table_.report_error = &Inner::report_error;
-        const pangea_status status = header().create(&table_, &handle_);
-        if (status != PANGEA_OK) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            // The inner plugin's report reached our host already (report_error below).
-            throw Failure(status, id_ + ": create() failed with " + status_text(status) + ": " +
-                                      (reported_.empty() ? "(the plugin reported no reason)" : reported_));
-        }
-        if (handle_ == nullptr) throw Failure(PANGEA_ERR_INTERNAL, id_ + ": create() returned PANGEA_OK but no instance");
-    }
-
-    void load(const KindSpec& spec, const std::string& which) {
-        if (which.empty()) throw Failure(PANGEA_ERR_CONFIG, "inner: names no plugin");
-        const bool by_path = which.find('/') != std::string::npos;
-        const std::string path =
-            by_path ? which : own_directory() + "/libpangea-" + spec.kind_name + "-" + which + ".so";
-        library_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
-        if (library_ == nullptr) {
-            const char* why = dlerror();
-            throw Failure(PANGEA_ERR_CONFIG, "inner = \"" + which + "\": cannot load " + path + ": " +
-                                                 (why ? why : "dlopen failed") +
-                                                 (by_path ? "" : " (name a plugin built beside this library, or give a path)"));
-        }
-        const std::string where = "inner library " + path;
-        auto entry = reinterpret_cast<pangea_plugin_entry_fn>(dlsym(library_, PANGEA_PLUGIN_ENTRY_SYMBOL));
-        if (entry == nullptr)
-            throw Failure(PANGEA_ERR_CONFIG, where + ": no entry symbol " + PANGEA_PLUGIN_ENTRY_SYMBOL);
-        const pangea_library* library = nullptr;
-        const pangea_status status = entry(PANGEA_ABI_VERSION, &library);
-        if (status == PANGEA_ERR_VERSION)
-            throw Failure(PANGEA_ERR_VERSION, where + ": refused the handshake for ABI " +
-                                                  std::to_string(PANGEA_ABI_MAJOR) + "." + std::to_string(PANGEA_ABI_MINOR));
-        if (status != PANGEA_OK || library == nullptr)
-            throw Failure(PANGEA_ERR_CONFIG, where + ": entry point failed (status " + std::to_string(status) + ")");
-        if (library->struct_size < sizeof(pangea_library) ||
-            PANGEA_ABI_VERSION_MAJOR(library->abi_version) != PANGEA_ABI_MAJOR || library->plugin_count == 0 ||
-            library->plugins == nullptr)
-            throw Failure(PANGEA_ERR_CONFIG, where + ": bad library descriptor (size, ABI major, or no plugins)");
-        // By name: the plugin of that name and kind. By path: the library's one plugin of this kind.
-        std::vector<const pangea_plugin_info*> candidates;
-        for (uint32_t i = 0; i < library->plugin_count; ++i) {
-            const pangea_plugin_info* info = library->plugins[i];
-            if (info == nullptr || info->struct_size < sizeof(pangea_plugin_info)) continue;
-            uint32_t kind;
-            std::memcpy(&kind, &info->kind, sizeof kind);
-            if (kind != static_cast<uint32_t>(spec.kind) || info->name == nullptr) continue;
-            if (by_path || which == info->name) candidates.push_back(info);
-        }
-        if (candidates.size() != 1)
-            throw Failure(PANGEA_ERR_CONFIG, where + (candidates.empty() ? ": provides no " : ": provides several ") +
-                                                 spec.kind_name + " plugin" + (by_path ? "" : " named '" + which + "'"));
-        info_ = candidates.front();
-        id_ = std::string(spec.kind_name) + "/" + info_->name;
-        if (PANGEA_ABI_VERSION_MAJOR(info_->abi_version) != PANGEA_ABI_MAJOR)
-            throw Failure(PANGEA_ERR_CONFIG, where + ": " + id_ + " was built for another ABI major");
-        const auto* header = static_cast<const pangea_vtable_header*>(info_->vtable);
-        if (header == nullptr || header->struct_size < spec.required_size || header->create == nullptr ||
-            header->destroy == nullptr || header->last_error == nullptr)
-            throw Failure(PANGEA_ERR_CONFIG, where + ": " + id_ + ": vtable missing or smaller than ABI 1.0's");
-        using Slot = void (*)();
-        const auto* bytes = static_cast<const unsigned char*>(info_->vtable);
-        for (size_t at = sizeof(pangea_vtable_header); at + sizeof(Slot) <= spec.required_size; at += sizeof(Slot)) {
-            Slot slot = nullptr;
-            std::memcpy(&slot, bytes + at, sizeof slot);
-            if (slot == nullptr) throw Failure(PANGEA_ERR_CONFIG, where + ": " + id_ + ": a required vtable slot is NULL");
-        }
-        if (info_->setting_count > 0 && (info_->settings == nullptr || info_->setting_size < sizeof(pangea_setting)))
-            throw Failure(PANGEA_ERR_CONFIG, where + ": " + id_ + ": bad settings array");
-    }
-
-    // Every declared setting gets a value: from `text` (key=value,key=value), else its default;
-    // a key the plugin does not declare, a misfit value or a missing required one is an error.
-    void configure(const std::string& text) {
-        std::vector<pangea_setting> declared;
-        const auto* base = reinterpret_cast<const unsigned char*>(info_->settings);
-        for (uint32_t i = 0; i < info_->setting_count; ++i) {
-            pangea_setting s;
-            std::memcpy(&s, base + static_cast<size_t>(i) * info_->setting_size, sizeof s);
-            if (s.name == nullptr) throw Failure(PANGEA_ERR_CONFIG, id_ + ": a declared setting has no name");
-            declared.push_back(s);
-        }
-        auto find = [&](const std::string& key) -> const pangea_setting* {
-            for (const auto& s : declared)
-                if (key == s.name) return &s;
-            return nullptr;
-        };
-        std::map<std::string, std::string> given;
-        if (!trim(text).empty()) {
-            for (const std::string& item : split(text, ',')) {
-                const size_t equals = item.find('=');
-                const std::string key = trim(std::string_view(item).substr(0, equals));
-                if (equals == std::string::npos || key.empty())
-                    throw Failure(PANGEA_ERR_CONFIG, "inner_settings: \"" + item + "\" is not key=value");
-                if (find(key) == nullptr) {
-                    std::string valid;
-                    for (const auto& s : declared) valid += (valid.empty() ? "" : ", ") + std::string(s.name);
-                    throw Failure(PANGEA_ERR_CONFIG, "inner_settings: " + id_ + " has no setting '" + key +
-                                                         "'; valid keys: " + (valid.empty() ? "(none)" : valid));
-                }
-                if (!given.emplace(key, trim(std::string_view(item).substr(equals + 1))).second)
-                    throw Failure(PANGEA_ERR_CONFIG, "inner_settings: '" + key + "' is given twice");
-            }
-        }
-        for (const auto& s : declared) {
-            const auto found = given.find(s.name);
-            if (found != given.end())
-                values_[s.name] = parse_value(s, found->second, "inner_settings: " + id_ + " " + s.name);
-            else if (s.default_value != nullptr)
-                values_[s.name] = parse_value(s, s.default_value, id_ + ": default of " + s.name);
-            else
-                throw Failure(PANGEA_ERR_CONFIG, "inner_settings: " + id_ + " requires '" + s.name +
-                                                     "': give it as inner_settings = \"" + s.name + "=...\"");
-        }
-    }
-
-    // ---- the pangea_host of the inner plugin: the outer host's log and reports, our settings
-
-    static void log(void* context, pangea_log_level level, const char* message) {
-        try {
-            Inner& inner = self(context);
-            const std::string text = inner.id_ + ": " + (message ? message : "");
-            inner.outer_->log(inner.outer_->context, level, text.c_str());
-        } catch (...) {
-        }
-    }
-    static void report_error(void* context, pangea_status status, const char* message) {
-        try {
-            Inner& inner = self(context);
-            const std::string text = inner.id_ + ": " + (message ? message : "");
-            inner.outer_->report_error(inner.outer_->context, status, text.c_str());
-            std::lock_guard<std::mutex> lock(inner.mutex_);
-            inner.reported_ = message ? message : "";
-        } catch (...) {
-        }
-    }
-    template <class Out, class Read>
-    static pangea_status lookup(void* context, const char* key, Out* out, pangea_setting_type type, Read read) {
-        if (key == nullptr || out == nullptr) return PANGEA_ERR_INVALID_ARGUMENT;
-        try {
-            const auto& values = self(context).values_;
-            const auto found = values.find(key);
-            if (found == values.end()) return PANGEA_ERR_NOT_FOUND;
-            if (found->second.type != type) return PANGEA_ERR_CONFIG;
-            *out = read(found->second);
-            return PANGEA_OK;
-        } catch (...) {
-            return PANGEA_ERR_INTERNAL;
-        }
-    }
-    static pangea_status config_string(void* c, const char* key, const char** out) {
-        return lookup(c, key, out, PANGEA_SETTING_STRING, [](const Value& v) { return v.text.c_str(); });
-    }
-    static pangea_status config_int(void* c, const char* key, int64_t* out) {
-        return lookup(c, key, out, PANGEA_SETTING_INT, [](const Value& v) { return v.integer; });
-    }
-    static pangea_status config_float(void* c, const char* key, double* out) {
-        return lookup(c, key, out, PANGEA_SETTING_FLOAT, [](const Value& v) { return v.number; });
-    }
-    static pangea_status config_bool(void* c, const char* key, int* out) {
-        return lookup(c, key, out, PANGEA_SETTING_BOOL, [](const Value& v) { return v.boolean ? 1 : 0; });
-    }
-
-    const pangea_host* outer_;
-    void* library_ = nullptr;
-    const pangea_plugin_info* info_ = nullptr;
+    const pangea_host* host_;
     std::string id_;
-    std::map<std::string, Value> values_;
-    pangea_host table_{};
+    const void* vtable_ = nullptr;
     void* handle_ = nullptr;
-    std::mutex mutex_;
-    std::string reported_;
 };
 
 // ------------------------------------------------------------------ which calls fail
@@ -596,7 +344,6 @@ public:
     }
     void* inner() const { return inner_.handle(); }
     // Whether the inner plugin's vtable has the (optional) slot ending at `slot_end` bytes.
-    bool inner_has_slot(size_t slot_end) const { return inner_.header().struct_size >= slot_end; }
     bool targets(int function) const { return plan_.here && ((plan_.mask >> function) & 1) != 0; }
 
     // Called first by every forwarding function that returns a status: PANGEA_OK means forward

@@ -1,15 +1,11 @@
 // Checks every plugin library and every plugin must pass, whatever its kind.
-#include <vector>  // before Boost.DLL's library_info.hpp, which forgets it (Boost 1.74)
-
-#define BOOST_DLL_USE_STD_FS
-#include <boost/dll/library_info.hpp>
-#include <boost/dll/shared_library.hpp>
-
 #include <string>
 #include <vector>
 
 #include "conformance.hpp"
+#include "elf_symbols.hpp"
 #include "pangea/plugin.h"
+#include "plugin_host/shared_library.hpp"
 
 namespace pangea::conformance {
 namespace {
@@ -70,10 +66,9 @@ std::vector<SettingValue> boundary_values(const pangea_setting& setting) {
 void check_library(Report& report, const std::filesystem::path& library) {
     const std::string prefix = library.filename().string() + ": ";
     report.run(prefix + "exports only entry points (" PANGEA_PLUGIN_ENTRY_SYMBOL ", ...)", [&] {
-        boost::dll::library_info info(library);
         std::vector<std::string> extra;
         bool has_entry = false;
-        for (const auto& symbol : info.symbols()) {
+        for (const auto& symbol : exported_symbols(library)) {
             if (symbol == PANGEA_PLUGIN_ENTRY_SYMBOL) has_entry = true;
             else if (symbol.rfind("pangea_plugin_entry_v", 0) != 0) extra.push_back(symbol);
         }
@@ -84,9 +79,9 @@ void check_library(Report& report, const std::filesystem::path& library) {
                                   " ...): link with the SDK's plugin.map (pangea_add_plugin does)");
     });
     report.run(prefix + "handshake", [&] {
-        boost::dll::shared_library lib(library, boost::dll::load_mode::rtld_now |
-                                                    boost::dll::load_mode::rtld_local);
-        auto entry = lib.get<std::remove_pointer_t<pangea_plugin_entry_fn>>(PANGEA_PLUGIN_ENTRY_SYMBOL);
+        const SharedLibrary lib(library);
+        const auto entry = lib.function<pangea_plugin_entry_fn>(PANGEA_PLUGIN_ENTRY_SYMBOL);
+        expect(entry != nullptr, "no entry point");
         const pangea_library* first = nullptr;
         const pangea_library* second = nullptr;
         expect(entry(PANGEA_ABI_VERSION, &first) == PANGEA_OK && first != nullptr,

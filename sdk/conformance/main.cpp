@@ -6,13 +6,11 @@
 // --set gives a setting to every plugin that declares it (needed for required settings).
 // --skip names a file of checks to skip, one per line: "<check name> -- <reason>".
 // Exits 0 when every check that ran passed.
-#include <CLI/CLI.hpp>
-
 #include <algorithm>
-#include <set>
-
+#include <charconv>
 #include <fstream>
 #include <iostream>
+#include <set>
 
 #include "conformance.hpp"
 #include "plugin_host/kinds.hpp"
@@ -57,20 +55,65 @@ SettingMap settings_for(const PluginDescriptor& plugin, const std::vector<std::s
     return settings;
 }
 
+constexpr const char* kUsage =
+    "usage: pangea-plugin-check [options] LIBRARY...\n"
+    "Runs Pangea's conformance checks on plugin libraries (.so).\n"
+    "  --set NAME=VALUE   a setting for the plugins that declare it (repeatable)\n"
+    "  --plugin KIND/NAME check only this plugin of the libraries (repeatable)\n"
+    "  --skip FILE        checks to skip, one per line: \"<check name> -- <reason>\"\n"
+    "  --object-mib N     storage: MiB in the large-object round trip (default 1024)\n"
+    "  -h, --help         this text\n";
+
+struct Options {
+    std::vector<std::string> libraries, sets, only;
+    std::string skip_file;
+    uint64_t object_mib = 1024;
+};
+
+// Throws std::invalid_argument saying what is wrong with the command line.
+Options parse_options(int argc, char** argv) {
+    Options options;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) throw std::invalid_argument(arg + " needs a value");
+            return argv[++i];
+        };
+        if (arg == "-h" || arg == "--help") {
+            std::cout << kUsage;
+            std::exit(0);
+        } else if (arg == "--set") {
+            options.sets.push_back(value());
+        } else if (arg == "--plugin") {
+            options.only.push_back(value());
+        } else if (arg == "--skip") {
+            options.skip_file = value();
+        } else if (arg == "--object-mib") {
+            const std::string text = value();
+            const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), options.object_mib);
+            if (ec != std::errc() || end != text.data() + text.size() || options.object_mib == 0)
+                throw std::invalid_argument("--object-mib " + text + ": expected a positive integer");
+        } else if (arg.rfind("-", 0) == 0) {
+            throw std::invalid_argument("unknown option " + arg);
+        } else {
+            options.libraries.push_back(arg);
+        }
+    }
+    if (options.libraries.empty()) throw std::invalid_argument("no LIBRARY given");
+    return options;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"pangea-plugin-check: run Pangea's conformance checks on plugin libraries"};
-    std::vector<std::string> libraries, sets;
-    std::string skip_file;
-    app.add_option("library", libraries, "plugin shared libraries (.so)")->required();
-    app.add_option("--set", sets, "a setting for the plugins that declare it: name=value");
-    app.add_option("--skip", skip_file, "file of checks to skip: \"<check name> -- <reason>\"");
-    std::vector<std::string> only;
-    app.add_option("--plugin", only, "check only this plugin of the libraries: kind/name (repeatable)");
-    uint64_t object_mib = 1024;
-    app.add_option("--object-mib", object_mib, "storage: MiB in the large-object round trip")->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
+    Options options;
+    try {
+        options = parse_options(argc, argv);
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "error: " << e.what() << "\n" << kUsage;
+        return 2;
+    }
+    const auto& [libraries, sets, only, skip_file, object_mib] = options;
 
     try {
         Report report(read_skips(skip_file));

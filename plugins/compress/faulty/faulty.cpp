@@ -14,7 +14,7 @@ struct Spec {
     static const faulty::KindSpec& spec() {
         static const faulty::KindSpec s{PANGEA_KIND_COMPRESS, "compress", default_inner,
                                         {"encode", "decode", "decode_accumulate"},
-                                        sizeof(pangea_compress_vtable), sizeof(pangea_compress_vtable)};  // inner: 1.2
+                                        sizeof(pangea_compress_vtable)};
         return s;
     }
 };

@@ -14,7 +14,7 @@ struct Spec {
     static const faulty::KindSpec& spec() {
         static const faulty::KindSpec s{PANGEA_KIND_OPTIM, "optim", default_inner,
                                         {"init", "step", "save_state", "load_state"},
-                                        sizeof(pangea_optim_vtable), sizeof(pangea_optim_vtable)};
+                                        sizeof(pangea_optim_vtable)};
         return s;
     }
 };

@@ -17,7 +17,7 @@ struct Spec {
     static const faulty::KindSpec& spec() {
         static const faulty::KindSpec s{PANGEA_KIND_STORAGE, "storage", default_inner,
                                         {"open_write", "write", "commit", "read", "stat", "list", "remove"},
-                                        sizeof(pangea_storage_vtable), sizeof(pangea_storage_vtable)};
+                                        sizeof(pangea_storage_vtable)};
         return s;
     }
 };

@@ -16,26 +16,13 @@ using faulty::Instance;
 
 enum Function { kListen, kAccept, kConnect, kIsend, kIrecv, kTest, kWait, kAllreduceSumF32 };
 
-// The optional slots after ABI 1.0, where this header has them (transport.h defines the 1.0 size
-// then). The wrapper offers each and forwards it when the inner plugin has it.
-#ifdef PANGEA_TRANSPORT_VTABLE_SIZE_1_0
-#define FAULTY_ALLREDUCE 1
-constexpr uint32_t kRequiredSize = PANGEA_TRANSPORT_VTABLE_SIZE_1_0;
-#else
-#define FAULTY_ALLREDUCE 0
-constexpr uint32_t kRequiredSize = sizeof(pangea_transport_vtable);
-#endif
-
 struct Spec {
     static constexpr const char* default_inner = "tcp";
     static const faulty::KindSpec& spec() {
         static const faulty::KindSpec s{PANGEA_KIND_TRANSPORT, "transport", default_inner,
-                                        {"listen", "accept", "connect", "isend", "irecv", "test", "wait"
-#if FAULTY_ALLREDUCE
-                                         , "allreduce_sum_f32"
-#endif
-                                        },
-                                        sizeof(pangea_transport_vtable), kRequiredSize};
+                                        {"listen", "accept", "connect", "isend", "irecv", "test", "wait",
+                                         "allreduce_sum_f32"},
+                                        sizeof(pangea_transport_vtable)};
         return s;
     }
 };
@@ -163,18 +150,12 @@ void close_listener(void* self, pangea_listener* listener) {
     inner_vt(f).close_listener(f.inner(), listener);
 }
 
-#if FAULTY_ALLREDUCE
-// The transport's own all-reduce: PANGEA_ERR_UNSUPPORTED (the core then runs its ring) when the
-// inner plugin lacks it. An injected failure other than that one fails both connections first,
+// The transport's own all-reduce: the host's default answers PANGEA_ERR_UNSUPPORTED (the core
+// then runs its ring) when the inner plugin lacks it. An injected failure other than that one fails both connections first,
 // as the contract asks of any failure (so the neighbours fail too).
 pangea_status allreduce_sum_f32(void* self, pangea_connection* next, pangea_connection* previous, uint32_t rank,
                                 uint32_t world, float* data, size_t count, int timeout_ms) {
     Instance& f = Instance::of(self);
-    constexpr size_t kEnd = offsetof(pangea_transport_vtable, allreduce_sum_f32) + sizeof(void (*)());
-    if (!f.inner_has_slot(kEnd) || inner_vt(f).allreduce_sum_f32 == nullptr) {
-        f.set_error("faulty: the inner transport has no allreduce_sum_f32");
-        return PANGEA_ERR_UNSUPPORTED;
-    }
     if (const pangea_status s = f.inject(kAllreduceSumF32); s != PANGEA_OK) {
         if (s != PANGEA_ERR_UNSUPPORTED) {
             inner_vt(f).abort(f.inner(), next);
@@ -184,18 +165,14 @@ pangea_status allreduce_sum_f32(void* self, pangea_connection* next, pangea_conn
     }
     return inner_vt(f).allreduce_sum_f32(f.inner(), next, previous, rank, world, data, count, timeout_ms);
 }
-#endif
 
 }  // namespace forward
 
 const pangea_transport_vtable vtable = {faulty::header<Spec>(), &forward::listen, &forward::accept,
                                         &forward::connect,      &forward::isend,  &forward::irecv,
                                         &forward::test,         &forward::wait,   &forward::abort,
-                                        &forward::close,        &forward::close_listener
-#if FAULTY_ALLREDUCE
-                                        , &forward::allreduce_sum_f32
-#endif
-};
+                                        &forward::close,        &forward::close_listener,
+                                        &forward::allreduce_sum_f32};
 
 }  // namespace
 

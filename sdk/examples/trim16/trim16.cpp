@@ -34,6 +34,10 @@ public:
 
     size_t max_encoded_size(size_t n) override { return kHeader + n * word_size(); }
 
+    // Truncation keeps bits - 9 mantissa bits: each value is off by less than 2^-(bits - 9) of
+    // itself, so the whole buffer is too. pangea-plugin-check holds round trips to this.
+    double error_bound() override { return std::ldexp(1.0, -static_cast<int>(bits_ - 9)); }
+
     void encode(const float* src, size_t n, uint8_t* dst, size_t capacity,
                 size_t* written) override {
         if (n > UINT32_MAX)

@@ -189,6 +189,30 @@ typedef struct pangea_host {
      * (there is no instance to ask last_error() of yet) or an error on a background thread.
      * `message` is borrowed. */
     void (*report_error)(void* context, pangea_status status, const char* message);
+
+    /* ---- Appended in 1.2: check struct_size before calling these (PANGEA_HOST_SIZE_1_0 is the
+     * size without them). */
+
+    /* Opens another plugin through the host's own loader, for a plugin that wraps one (fault
+     * injection, tracing), like SQLite's VFS shims: the host finds, negotiates with, adapts and
+     * configures it as it would for a manifest section, so the wrapper needs no loader of its own.
+     * `which` (borrowed) is a plugin name, looked up on the host's search path, or a path to a
+     * library (it contains a '/') whose one plugin of `kind` is taken. `settings` (borrowed) is
+     * "key=value,key=value" (NULL or "" for the defaults), checked against the plugin's
+     * declarations like a manifest section. On success writes to *out_vtable the plugin's vtable
+     * in this host's layout of its kind (every slot callable: slots an older plugin lacks hold
+     * their documented defaults) and to *out_instance its instance; both stay valid until
+     * close_plugin(), and the instance's log lines and reports reach the run's log under its own
+     * kind/name. On failure returns PANGEA_ERR_CONFIG (no such plugin, a bad setting) or the
+     * status of the plugin's create(), writes neither out value, and writes the reason into
+     * `error` (NUL-terminated, cut to error_capacity bytes; `error` may be NULL). */
+    pangea_status (*open_plugin)(void* context, pangea_plugin_kind kind, const char* which,
+                                 const char* settings, const void** out_vtable, void** out_instance,
+                                 char* error, size_t error_capacity);
+
+    /* Destroys an instance made by open_plugin() on this host. Accepts NULL. Instances still
+     * open when the caller's own instance is destroyed are destroyed right after it. */
+    void (*close_plugin)(void* context, void* instance);
 } pangea_host;
 
 /* The frozen sizes of ABI 1.0's structs (pangea/v1_0/ has their layouts). A reader accepts any
