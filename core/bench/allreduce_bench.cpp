@@ -19,7 +19,7 @@
 #include "bench/plugin_config.hpp"
 #include "collective/ring_allreduce.hpp"
 #include "common/process.hpp"
-#include "mesh/ring.hpp"
+#include "topology/ring.hpp"
 
 namespace fs = std::filesystem;
 

@@ -46,7 +46,7 @@ struct AllReduceResult {
     double seconds = 0;
     uint64_t bytes_sent = 0;
     uint64_t bytes_received = 0;
-    std::vector<int> excluded_nodes;  // whose contributions the mesh left out (mesh/contribution_check.hpp)
+    std::vector<int> excluded_nodes;  // whose contributions the mesh left out (collective/contribution_check.hpp)
     bool native = false;  // the transport's own all-reduce did it (bytes are then 2(n-1)/n of the data)
 };
 

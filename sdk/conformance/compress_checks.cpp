@@ -143,7 +143,7 @@ void check_compress(Report& report, const Subject& subject) {
             const pangea_status status = c.vt.encode(c.instance.handle(), input.data(), input.size(),
                                                      dst.data(), dst.size(), &written);
             expect(status == PANGEA_OK || status == PANGEA_ERR_INVALID_DATA,
-                   std::string("encode returned ") + status_name(status));
+                   c.instance.describe_failure("encode of a NaN or Inf", status));
             if (status == PANGEA_ERR_INVALID_DATA) {
                 expect(!c.instance.last_error().empty(), "no last_error() text after refusing");
                 continue;

@@ -452,15 +452,18 @@ void check_transport(Report& report, const Subject& subject) {
         raw_client(bound, {});                // connects and leaves
         raw_client(bound, std::vector<uint8_t>(40, 0));  // zeros, as long as a handshake
         pangea_hello seen{};
+        // The failure text is per thread: read it on the accepting thread.
         auto accepted = std::async(std::launch::async, [&] {
             const pangea_hello self = hello(1);
-            return server.vt.accept(server.h(), server.listener, &self, kLimitMs, &seen, &server.connection);
+            const pangea_status s = server.vt.accept(server.h(), server.listener, &self, kLimitMs, &seen, &server.connection);
+            return s == PANGEA_OK ? std::string() : server.instance.describe_failure("accept after garbage", s);
         });
         const pangea_hello self = hello(2);
         pangea_hello peer{};
         status = client.vt.connect(client.h(), bound, &self, kLimitMs, &peer, &client.connection);
         expect(status == PANGEA_OK, client.instance.describe_failure("connect after garbage", status));
-        expect(accepted.get() == PANGEA_OK, "accept failed after garbage");
+        const std::string accept_failure = accepted.get();
+        expect(accept_failure.empty(), accept_failure);
         expect(seen.node_id == 2, "accept returned something other than the real client");
     });
 
@@ -505,12 +508,15 @@ void check_transport(Report& report, const Subject& subject) {
             pangea_hello seen{};
             auto accepted = std::async(std::launch::async, [&] {
                 const pangea_hello self = hello(static_cast<uint32_t>(1 - r));
-                return other.vt.accept(other.h(), other.listener, &self, kLimitMs, &seen, &previous[1 - r]);
+                const pangea_status s = other.vt.accept(other.h(), other.listener, &self, kLimitMs, &seen, &previous[1 - r]);
+                return s == PANGEA_OK ? std::string() : other.instance.describe_failure("accept", s);
             });
             const pangea_hello self = hello(static_cast<uint32_t>(r));
             pangea_hello peer{};
             const pangea_status status = me.vt.connect(me.h(), bound[1 - r].c_str(), &self, kLimitMs, &peer, &next[r]);
-            expect(accepted.get() == PANGEA_OK && status == PANGEA_OK, "could not connect the two ranks both ways");
+            const std::string accept_failure = accepted.get();
+            expect(accept_failure.empty(), accept_failure);
+            expect(status == PANGEA_OK, me.instance.describe_failure("connect", status));
         }
         constexpr size_t kCount = 100003;  // not a multiple of anything a ring cuts by
         std::vector<float> data[2];

@@ -1,4 +1,4 @@
-// core/mesh/etcd: how the etcd client reads the JSON gateway's answers (base64 keys and values, a
+// core/membership/etcd: how the etcd client reads the JSON gateway's answers (base64 keys and values, a
 // range answer's keys) and its watch stream (one JSON object per line, in chunks as libcurl hands
 // them over). etcd is reached over plain HTTP: its answers are input.
 //
@@ -10,7 +10,7 @@
 // answer written with nlohmann-json, as the gateway would, reads back exactly.
 #include "common/json.hpp"
 #include "fuzz_support.hpp"
-#include "mesh/etcd.hpp"
+#include "membership/etcd.hpp"
 
 namespace {
 

@@ -16,8 +16,8 @@
 #include "data/token_shard.hpp"
 #include "memory_storage.hpp"
 #include "scripted_transport.hpp"
-#include "mesh/coordinator.hpp"
-#include "mesh/state_transfer.hpp"
+#include "membership/coordinator.hpp"
+#include "recovery/state_transfer.hpp"
 #include "pangea/compress.h"
 #include "train/model_shape.hpp"
 

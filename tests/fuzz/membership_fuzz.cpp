@@ -17,7 +17,7 @@
 
 #include "common/json.hpp"
 #include "fuzz_support.hpp"
-#include "mesh/coordinator.hpp"
+#include "membership/coordinator.hpp"
 
 namespace {
 

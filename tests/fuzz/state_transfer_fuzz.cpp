@@ -1,4 +1,4 @@
-// core/mesh/state_transfer: live recovery's wire format. The joiner's side (fetch_state: the
+// core/recovery/state_transfer: live recovery's wire format. The joiner's side (fetch_state: the
 // preamble, the section table, the checksummed chunks, resuming with another source) reads what
 // a member sends; the member's side (StateServer::serve) reads the joiner's request. Both over
 // a scripted transport (scripted_transport.hpp) that plays the input as the peer's bytes.
@@ -19,7 +19,7 @@
 #include <atomic>
 
 #include "fuzz_support.hpp"
-#include "mesh/state_transfer.hpp"
+#include "recovery/state_transfer.hpp"
 #include "scripted_transport.hpp"
 
 namespace {

@@ -12,8 +12,8 @@
 #include <random>
 #include <thread>
 
-#include "mesh/ring_order.hpp"
-#include "mesh/ring_setup.hpp"
+#include "topology/ring_order.hpp"
+#include "topology/ring_setup.hpp"
 
 #include "support/builtin_plugins.hpp"
 

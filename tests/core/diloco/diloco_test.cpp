@@ -6,7 +6,7 @@
 
 #include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
-#include "mesh/ring_setup.hpp"
+#include "topology/ring_setup.hpp"
 #include "train/learner.hpp"
 #include "train/model_shape.hpp"
 #include "train/node.hpp"

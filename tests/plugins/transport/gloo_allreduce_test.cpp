@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "collective/ring_allreduce.hpp"
-#include "mesh/ring_setup.hpp"
+#include "topology/ring_setup.hpp"
 #include "pangea/transport.h"
 
 #include "support/builtin_plugins.hpp"

@@ -13,7 +13,7 @@
 #include <future>
 #include <vector>
 
-#include "mesh/ring_setup.hpp"
+#include "topology/ring_setup.hpp"
 #include "support/builtin_plugins.hpp"
 #include "transport/shared/socket.hpp"
 

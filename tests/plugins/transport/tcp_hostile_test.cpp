@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "collective/link.hpp"
-#include "mesh/ring_setup.hpp"
+#include "topology/ring_setup.hpp"
 #include "support/builtin_plugins.hpp"
 #include "transport/tcp/frames.hpp"
 

@@ -1,0 +1,92 @@
+// Who takes part in each outer step. At every outer-step boundary the live members agree on an
+// epoch (id, step, members in ring order); they all-reduce within it and report the outcome;
+// the epoch commits only if every member succeeded, otherwise all of them retry the same step in
+// a new epoch without the dead. So no two nodes ever apply different updates.
+//
+// Backends: the builtin coordinator (membership/coordinator.hpp, a process `pangea launch` starts) and
+// etcd. A backend heartbeats in the background and drops a node that stops (timeout), whose
+// process ends (its connection closes) or that leaves.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "topology/ring_setup.hpp"
+
+namespace pangea {
+
+struct Member {
+    int node = 0;
+    std::string address;  // where its transport listens
+};
+
+// This node was dropped (it stalled past the timeout, or the run moved on while it was away):
+// its state is old; it must fetch the current one from a peer before taking part again.
+class StaleNode : public MeshError {
+public:
+    StaleNode(const std::string& what, int64_t run_step, std::vector<Member> sources)
+        : MeshError(what), run_step(run_step), sources(std::move(sources)) {}
+    int64_t run_step;             // outer steps the run has committed
+    std::vector<Member> sources;  // members to recover from
+};
+
+struct Epoch {
+    uint64_t id = 0;
+    int64_t step = 0;              // the outer step being synced (1 for the first)
+    std::vector<Member> members;  // in ring order
+
+    int position_of(int node) const;  // -1 when not a member
+    std::string describe() const;     // "epoch 3 (step 7): nodes 0, 1, 3"
+};
+
+enum class Role {
+    kMember,   // starts with the run, or (after a coordinator restart) is still a member
+    kRecover,  // a run is in progress without it: fetch the state from `sources` first
+};
+
+struct JoinResult {
+    Role role = Role::kMember;
+    int64_t step = 0;             // outer steps committed in the run so far
+    std::vector<Member> sources;  // with kRecover: the members, to fetch the state from
+};
+
+class Membership {
+public:
+    virtual ~Membership() = default;
+
+    // Registers this node (its transport address). Throws MeshError when the store cannot be
+    // reached or refuses the node.
+    virtual JoinResult join() = 0;
+
+    // Blocks until the members agree on the epoch for outer step `step`. Throws StaleNode.
+    virtual Epoch ready(int64_t step) = 0;
+
+    // Reports this node's all-reduce in `epoch`: `error` is empty when it succeeded, else why it
+    // failed (passed on to the other members, whose own failure is usually only the lost peer).
+    // True when the epoch committed (every member succeeded); false when the step must be
+    // retried, with `*why` saying why. Throws StaleNode.
+    virtual bool done(const Epoch& epoch, const std::string& error, std::string* why) = 0;
+
+    // Live recovery of the state after outer step `step - 1` has begun: asks to take part in
+    // outer step `step`. Granted, the members wait for this node at the end of that step, so
+    // that the run cannot move on while the state is on the wire (however long that takes).
+    // Returns at once; admit() collects the answer.
+    virtual void reserve(int64_t step) = 0;
+    // After the recovery: waits until this node takes part in outer step `step` (asking, if
+    // reserve() did not). Throws StaleNode when the run has moved on (fetch again).
+    virtual void admit(int64_t step) = 0;
+
+    // Nodes waiting to recover at the last commit: members keep a state snapshot for them.
+    virtual int joiners() const = 0;
+
+    // Called from a background thread when the running epoch is given up (a member was dropped):
+    // the caller aborts its collective so that it fails fast instead of waiting on the dead.
+    virtual void on_abort(std::function<void(uint64_t epoch)> handler) = 0;
+
+    // Leaves at once (the others drop this node without waiting for the timeout).
+    virtual void leave() = 0;
+};
+
+}  // namespace pangea
