@@ -376,7 +376,7 @@ public:
         std::vector<uint8_t> remote(answer.address_bytes);
         read_exact(socket.get(), remote.data(), remote.size(), deadline, "reading the peer's worker address");
         *peer = to_api(answer);
-        return add_connection(std::move(socket), address, id, answer.connection_id, remote);
+        return add_connection(std::move(socket), address, id, answer.connection_id, remote, deadline);
     }
 
     pangea_request* isend(pangea_connection* handle, const void* data, size_t bytes) override {
@@ -600,37 +600,192 @@ private:
         IdLease id(*this);
         send_hello(socket.get(), self, kHelloAccepted, id.get(), deadline, from);
         *peer = to_api(hello);
-        return add_connection(std::move(socket), from, id, hello.connection_id, remote);
+        return add_connection(std::move(socket), from, id, hello.connection_id, remote, deadline);
     }
 
+    // The connection is handed out only once UCX's own wireup of the endpoint pair is over on
+    // both sides. UCX 1.13 aborts the process (an assertion in ucp_request_send_state_ff) when
+    // it purges a wireup REPLY still queued on a TCP lane, which a force close of the endpoint
+    // and its failure both do: a connection aborted or lost right after connect() took the
+    // process with it (of this side, or of the peer whose reply had not left yet). So:
+    //  1. each side sends the other an empty message and receives the peer's (sequence 0 of
+    //     each direction). It comes after the peer's wireup request on the same lane, so once
+    //     it is in, any reply we owe is queued;
+    //  2. each side flushes its endpoint: the reply has left;
+    //  3. each side sends and receives a second empty message (sequence 1): the peer's reply
+    //     has left too, so neither side can be aborted, closed or lost while the other still
+    //     holds one. A peer that goes away in this step is no failure of the setup: the
+    //     connection is handed out, and fails as any other whose peer is gone.
+    // The caller's messages count from 2 in each direction.
     pangea_connection* add_connection(Fd socket, const std::string& peer, IdLease& local_id, uint32_t remote_id,
-                                      const std::vector<uint8_t>& remote_address) {
+                                      const std::vector<uint8_t>& remote_address, const Deadline& deadline) {
         auto connection = std::make_unique<Connection>();
         connection->control = std::move(socket);
         connection->peer = peer;
         connection->local_id = local_id.get();
         connection->remote_id = remote_id;
         auto* handle = reinterpret_cast<pangea_connection*>(connection.get());
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            ucp_ep_params_t params{};
-            params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                                UCP_EP_PARAM_FIELD_ERR_HANDLER;
-            params.address = reinterpret_cast<const ucp_address_t*>(remote_address.data());
-            // PEER mode: a dead peer fails our sends instead of hanging them, and force close is safe.
-            params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-            params.err_handler.cb = &on_endpoint_error;
-            params.err_handler.arg = connection.get();
-            ucp_ep_h ep = nullptr;
-            if (const ucs_status_t s = ucp_ep_create(worker_.get(), &params, &ep); s != UCS_OK)
-                throw Error(s == UCS_ERR_NO_MEMORY ? PANGEA_ERR_NO_MEMORY : PANGEA_ERR_CORRUPT,
-                            "ucx: cannot reach the worker address of " + peer + ": " + ucs_text(s));
-            connection->ep = ep;
-            local_id.release();
-            connections_[handle] = std::move(connection);
+        std::unique_lock<std::mutex> lock(mutex_);
+        ucp_ep_params_t params{};
+        params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                            UCP_EP_PARAM_FIELD_ERR_HANDLER;
+        params.address = reinterpret_cast<const ucp_address_t*>(remote_address.data());
+        // PEER mode: a dead peer fails our sends instead of hanging them, and force close is safe.
+        params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+        params.err_handler.cb = &on_endpoint_error;
+        params.err_handler.arg = connection.get();
+        ucp_ep_h ep = nullptr;
+        if (const ucs_status_t s = ucp_ep_create(worker_.get(), &params, &ep); s != UCS_OK)
+            throw Error(s == UCS_ERR_NO_MEMORY ? PANGEA_ERR_NO_MEMORY : PANGEA_ERR_CORRUPT,
+                        "ucx: cannot reach the worker address of " + peer + ": " + ucs_text(s));
+        connection->ep = ep;
+        std::string why;
+        pangea_status status = exchange(*connection, 0, lock, deadline, &why);
+        if (status == PANGEA_OK) status = flush_endpoint(*connection, lock, deadline, &why);
+        if (status == PANGEA_OK) {
+            status = exchange(*connection, 1, lock, deadline, &why);
+            if (status != PANGEA_OK && status != PANGEA_ERR_TIMEOUT) status = PANGEA_OK;  // see 3. above
         }
+        if (status != PANGEA_OK) {
+            abandon(std::move(connection), lock);
+            throw Error(status, "ucx: connection to " + peer + ": " + why);
+        }
+        connection->next_send = connection->next_receive = 2;
+        local_id.release();
+        connections_[handle] = std::move(connection);
+        lock.unlock();
         wake();  // poll the new socket
         return handle;
+    }
+
+    // Waits until done() holds, the deadline passes or the peer's socket says it is gone.
+    // mutex_ held (by `lock`).
+    template <class Done>
+    pangea_status settle(Connection& connection, std::unique_lock<std::mutex>& lock, const Deadline& deadline,
+                         const Done& done) {
+        wake();  // the progress thread moves what was just posted
+        while (!done()) {
+            if (deadline.passed()) return PANGEA_ERR_TIMEOUT;
+            if (peer_gone(connection)) return PANGEA_ERR_PEER_LOST;
+            const int left = deadline.remaining_ms();
+            done_cv_.wait_for(lock, std::chrono::milliseconds(left < 0 ? 50 : std::min(left, 50)), done);
+        }
+        return PANGEA_OK;
+    }
+
+    // One empty message each way with sequence `sequence`, during setup (add_connection()).
+    // mutex_ held (by `lock`); the connection is not in connections_ yet, so only this thread
+    // and UCX's callbacks touch it.
+    pangea_status exchange(Connection& connection, uint64_t sequence, std::unique_lock<std::mutex>& lock,
+                           const Deadline& deadline, std::string* why) {
+        static uint8_t sink = 0;
+        static const uint8_t empty = 0;
+        auto receive = std::make_shared<Op>();
+        receive->connection = &connection;
+        receive->sequence = sequence;
+        auto send = std::make_shared<Op>();
+        send->connection = &connection;
+        send->is_send = true;
+        send->sequence = sequence;
+
+        ucp_request_param_t param{};
+        param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE |
+                             UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+        param.datatype = ucp_dt_make_contig(1);
+        param.cb.recv = &on_receive;
+        param.user_data = receive.get();
+        connection.pending[receive.get()] = receive;
+        const ucs_status_ptr_t posted = ucp_tag_recv_nbx(worker_.get(), &sink, 0, tag(connection.local_id, sequence),
+                                                         ~ucp_tag_t{0}, &param);
+        if (posted == nullptr || UCS_PTR_IS_ERR(posted)) {
+            connection.pending.erase(receive.get());
+            const ucs_status_t s = posted == nullptr ? UCS_ERR_NO_PROGRESS : UCS_PTR_STATUS(posted);
+            *why = "setting up the endpoint: receive: " + ucs_text(s);
+            return from_ucs(s);
+        }
+        if (!receive->done) receive->request = posted;  // else the callback ran already and freed it
+
+        param = ucp_request_param_t{};
+        param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
+        param.datatype = ucp_dt_make_contig(1);
+        param.cb.send = &on_send;
+        param.user_data = send.get();
+        connection.pending[send.get()] = send;
+        const ucs_status_ptr_t sent =
+            ucp_tag_send_nbx(connection.ep, &empty, 0, tag(connection.remote_id, sequence), &param);
+        if (sent == nullptr || UCS_PTR_IS_ERR(sent)) {
+            connection.pending.erase(send.get());
+            send->done = true;
+            if (sent != nullptr) {
+                send->status = from_ucs(UCS_PTR_STATUS(sent));
+                send->error = ucs_text(UCS_PTR_STATUS(sent));
+            }
+        } else if (!send->done) {
+            send->request = sent;
+        }
+
+        pangea_status status = settle(connection, lock, deadline, [&] { return receive->done && send->done; });
+        if (status == PANGEA_OK) status = send->status != PANGEA_OK ? send->status : receive->status;
+        if (status == PANGEA_ERR_TIMEOUT)
+            *why = "setting up the endpoint did not complete in time";
+        else if (status == PANGEA_ERR_PEER_LOST)
+            *why = "the peer went away while the endpoint was being set up";
+        else if (status != PANGEA_OK)
+            *why = "setting up the endpoint: " + (send->status != PANGEA_OK ? send->error : receive->error);
+        return status;  // what is still pending is cancelled by abandon()
+    }
+
+    // Step 2 of add_connection(). mutex_ held (by `lock`).
+    pangea_status flush_endpoint(Connection& connection, std::unique_lock<std::mutex>& lock, const Deadline& deadline,
+                                 std::string* why) {
+        ucp_request_param_t param{};  // no callback: polled, then freed
+        const ucs_status_ptr_t flushed = ucp_ep_flush_nbx(connection.ep, &param);
+        if (flushed == nullptr) return PANGEA_OK;
+        if (UCS_PTR_IS_ERR(flushed)) {
+            *why = "flushing the new endpoint: " + ucs_text(UCS_PTR_STATUS(flushed));
+            return from_ucs(UCS_PTR_STATUS(flushed));
+        }
+        pangea_status status =
+            settle(connection, lock, deadline, [&] { return ucp_request_check_status(flushed) != UCS_INPROGRESS; });
+        const ucs_status_t flush_status = ucp_request_check_status(flushed);
+        ucp_request_free(flushed);  // released by UCX once complete, if it is not yet
+        if (status == PANGEA_OK && flush_status != UCS_OK) status = from_ucs(flush_status);
+        if (status == PANGEA_ERR_TIMEOUT)
+            *why = "flushing the new endpoint did not complete in time";
+        else if (status == PANGEA_ERR_PEER_LOST && flush_status == UCS_INPROGRESS)
+            *why = "the peer went away while the endpoint was being set up";
+        else if (status != PANGEA_OK)
+            *why = "flushing the new endpoint: " + ucs_text(flush_status);
+        return status;
+    }
+
+    // Whether the peer's control socket ended or failed (a bye waiting on it is no failure). mutex_ held.
+    static bool peer_gone(Connection& connection) {
+        uint8_t byte = 0;
+        const ssize_t got = ::recv(connection.control.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        return got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    }
+
+    // Gives up on a connection that never reached connections_: its endpoint is closed and its
+    // requests cancelled; it goes once UCX is done with it. mutex_ held (by `lock`).
+    void abandon(std::unique_ptr<Connection> connection, std::unique_lock<std::mutex>& lock) {
+        std::vector<std::shared_ptr<Op>> pending;
+        for (auto& [raw, op] : connection->pending) pending.push_back(op);
+        for (auto& op : pending)
+            if (!op->is_send && op->request != nullptr) ucp_request_cancel(worker_.get(), op->request);
+        close_endpoint(*connection, UCP_EP_CLOSE_FLAG_FORCE);
+        lock.unlock();
+        wake();
+        lock.lock();
+        const bool drained = done_cv_.wait_for(lock, std::chrono::milliseconds(1000), [&] {
+            return connection->pending.empty() && !close_in_flight(*connection);
+        });
+        if (!drained) {
+            graveyard_.push_back(std::move(connection));  // UCX may still call back into it
+        } else if (connection->close_request != nullptr) {
+            ucp_request_free(connection->close_request);
+            connection->close_request = nullptr;
+        }
     }
 
     Connection& find_connection(pangea_connection* handle) {  // mutex_ held
