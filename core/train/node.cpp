@@ -143,7 +143,6 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     set_log_level(level);
 
     const fs::path run_dir = m.get_string("run", "dir");
-    for (const char* sub : {"metrics", "status", "summary"}) fs::create_directories(run_dir / sub);
     const std::string tag = "node-" + std::to_string(node);
     const uint64_t seed = static_cast<uint64_t>(m.get_int("run", "seed"));
 
@@ -280,9 +279,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         return loss;
     };
 
-    // A resumed node carries on its metrics file.
-    std::ofstream metrics(run_dir / "metrics" / (tag + ".jsonl"), resumed ? std::ios::app : std::ios::trunc);
-    const fs::path status_path = run_dir / "status" / (tag + ".json");
+    NodeMetrics metrics(run_dir, node, outer_steps, inner_steps, /*append=*/resumed.has_value());
     const int64_t window = seq_len + 1;
     const int64_t step_sequences = micro_batch * grad_accum;
     StepBatches batches;
@@ -390,37 +387,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         checkpoint_stall += seconds_since(start);
     };
 
-    const auto run_start = Clock::now();
-    double compute_total = 0, blocked_total = 0, allreduce_total = 0, last_loss = 0, last_eval = -1;
-    uint64_t bytes_total = 0;
-    int64_t excluded_total = 0;  // contributions the mesh left out (NaN/Inf or outsized), over the run
-    AllReduceResult last_allreduce;
-    auto last_status = Clock::now() - std::chrono::seconds(10);
-    bool status_failed = false;  // warned once
-    auto write_status = [&](const char* state, int64_t outer, int64_t inner, double tokens_per_s, bool force) {
-        if (!force && seconds_since(last_status) < 0.25) return;
-        last_status = Clock::now();
-        try {
-            write_file_atomically(status_path, to_json(Json{{"node", node},
-                                                            {"state", state},
-                                                            {"outer_step", outer},
-                                                            {"outer_steps", outer_steps},
-                                                            {"inner_step", inner},
-                                                            {"inner_steps", inner_steps},
-                                                            {"loss", last_loss},
-                                                            {"eval_loss", last_eval},
-                                                            {"tokens_per_s", tokens_per_s},
-                                                            {"allreduce_seconds", last_allreduce.seconds},
-                                                            {"allreduce_bytes", last_allreduce.bytes_sent},
-                                                            {"compute_utilization",
-                                                             compute_total / std::max(1e-9, seconds_since(run_start))}}));
-        } catch (const std::exception& e) {
-            // A full disk must not stop training: the status is for watching the run.
-            if (!status_failed) log(PANGEA_LOG_WARN, "train", tag + ": cannot write the status file: " + e.what());
-            status_failed = true;
-        }
-    };
-
+    metrics.begin();
     for (int64_t outer = first_outer; outer < outer_steps; ++outer) {
         const auto round_start = Clock::now();
         double compute = 0, loss_sum = 0;
@@ -429,16 +396,17 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             sampler.next(batches.tokens);
             const auto t0 = Clock::now();
             const InnerStepResult result = learner->step(batches.micro, schedule.at(step));
-            compute += seconds_since(t0);
+            const double seconds = seconds_since(t0);
+            compute += seconds;
             if (!std::isfinite(result.loss))
                 throw std::runtime_error(tag + ": the loss is " + std::to_string(result.loss) + " at inner step " +
                                          std::to_string(step) + " (outer step " + std::to_string(outer) +
                                          "); lower [train] lr or set grad_clip");
             loss_sum += result.loss;
-            last_loss = result.loss;
-            write_status("training", outer, h + 1, double((h + 1) * step_sequences * seq_len) / compute, false);
+            metrics.inner_step(result.loss, seconds);
+            metrics.status("training", outer, h + 1, double((h + 1) * step_sequences * seq_len) / compute, false);
         }
-        write_status("syncing", outer, inner_steps, double(inner_steps * step_sequences * seq_len) / compute, true);
+        metrics.status("syncing", outer, inner_steps, double(inner_steps * step_sequences * seq_len) / compute, true);
         OuterStepReport report;
         try {
             report = loop.sync();
@@ -449,49 +417,25 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         }
         publish_state();
         if (checkpointer && ((outer + 1) % checkpoint_interval == 0 || outer + 1 == outer_steps)) save_checkpoint(outer + 1);
-        if (report.applied) {
-            last_allreduce = report.allreduce;
-            allreduce_total += report.allreduce.seconds;
-            bytes_total += report.allreduce.bytes_sent;
-        }
-        compute_total += compute;
-        blocked_total += report.blocked_seconds;
         const bool eval_now = eval_interval > 0 && (outer + 1) % eval_interval == 0 && outer + 1 < outer_steps;
-        if (eval_now) last_eval = evaluate_synced();
+        if (eval_now) metrics.evaluated(evaluate_synced());
         const double wall = seconds_since(round_start);
         const int64_t tokens = inner_steps * step_sequences * seq_len;
         Json line{{"outer_step", outer + 1},
                   {"inner_step", (outer + 1) * inner_steps},
                   {"loss", loss_sum / double(inner_steps)},
-                  {"last_loss", last_loss}};
-        if (eval_now) line["eval_loss"] = last_eval;
+                  {"last_loss", metrics.last_loss()}};
+        if (eval_now) line["eval_loss"] = metrics.last_eval();
         line.update(Json{{"lr", schedule.at((outer + 1) * inner_steps - 1)},
                          {"tokens", tokens},
                          {"tokens_per_s", double(tokens) / wall},
-                         {"inner_seconds", compute},
-                         {"wall_seconds", wall},
-                         {"allreduce_applied", report.applied},
-                         {"allreduce_seconds", report.applied ? report.allreduce.seconds : 0.0},
-                         {"allreduce_bytes_sent", report.applied ? report.allreduce.bytes_sent : 0},
-                         {"blocked_seconds", report.blocked_seconds},
-                         {"compute_utilization", compute / wall},
                          {"synced_outer_steps", loop.applied_steps()},
                          {"members", elastic ? static_cast<int64_t>(elastic->last_epoch().members.size()) : int64_t{1}},
                          {"params_hash", hash_floats(loop.synced().data(), loop.synced().size())}});
-        if (report.applied && !report.allreduce.excluded_nodes.empty()) {
-            line["excluded_nodes"] = report.allreduce.excluded_nodes;
-            excluded_total += static_cast<int64_t>(report.allreduce.excluded_nodes.size());
-        }
-        metrics << to_json(line) << "\n" << std::flush;
-        write_status("training", outer + 1, 0, double(tokens) / wall, true);
+        metrics.outer_step(std::move(line), report, compute, wall);
+        metrics.status("training", outer + 1, 0, double(tokens) / wall, true);
     }
-    const OuterStepReport final_report = loop.finish();
-    if (final_report.applied) {
-        allreduce_total += final_report.allreduce.seconds;
-        bytes_total += final_report.allreduce.bytes_sent;
-        excluded_total += static_cast<int64_t>(final_report.allreduce.excluded_nodes.size());
-    }
-    blocked_total += final_report.blocked_seconds;
+    metrics.finish(loop.finish());
     if (membership) membership->leave();
     state_server.stop();
     CheckpointStats saves;
@@ -499,8 +443,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         checkpointer->wait();  // the last checkpoint is on storage before the run reports done
         saves = checkpointer->stats();
     }
-    const double wall = seconds_since(run_start);
-    last_eval = evaluate(*learner, sampler, eval_sequences, micro_batch);
+    metrics.end();
+    metrics.evaluated(evaluate(*learner, sampler, eval_sequences, micro_batch));
     const std::string hash = hash_floats(loop.synced().data(), loop.synced().size());  // finish(): the model's too
     // The DiLoCo state: the learner's (parameters, gradients, moments) and the outer loop's (the
     // synced copy and the optimizer plugin's state), in host or device memory.
@@ -510,24 +454,13 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
          std::to_string(baseline.resident >> 20) + " MiB + " +
          std::to_string(double(peak_rss - std::min(peak_rss, baseline.resident)) / double(std::max<uint64_t>(1, state_bytes))) +
          " x the state (" + std::to_string(state_bytes >> 20) + " MiB)");
-    info(tag + ": done: eval loss " + std::to_string(last_eval) + ", compute utilization " +
-         std::to_string(int(compute_total / wall * 1000) / 10.0) + "%, parameters " + hash);
-    write_file_atomically(run_dir / "summary" / (tag + ".json"),
-                          to_json(Json{{"node", node},
-                                       {"nodes", nodes},
+    info(tag + ": done: eval loss " + std::to_string(metrics.last_eval()) + ", compute utilization " +
+         std::to_string(int(metrics.compute_utilization() * 1000) / 10.0) + "%, parameters " + hash);
+    metrics.summary(Json{{"nodes", nodes},
                                        {"parameters", static_cast<int64_t>(params.size())},
                                        {"outer_steps", outer_steps},
                                        {"inner_steps", inner_steps},
                                        {"overlap", overlap},
-                                       {"final_loss", last_loss},
-                                       {"final_eval_loss", last_eval},
-                                       {"wall_seconds", wall},
-                                       {"inner_seconds", compute_total},
-                                       {"compute_utilization", compute_total / wall},
-                                       {"allreduce_seconds", allreduce_total},
-                                       {"blocked_seconds", blocked_total},
-                                       {"bytes_sent", bytes_total},
-                                       {"excluded_contributions", excluded_total},
                                        {"tokens", outer_steps * inner_steps * step_sequences * seq_len},
                                        {"params_hash", hash},
                                        {"recoveries", static_cast<int64_t>(recoveries.size())},
@@ -541,8 +474,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                                        {"checkpoint_stall_seconds", checkpoint_stall},
                                        {"checkpoint_write_seconds", saves.write_seconds},
                                        {"checkpoint_bytes", saves.bytes},
-                                       {"last_checkpoint", saves.last_step}}));
-    write_status("done", outer_steps, 0, 0, true);
+                                       {"last_checkpoint", saves.last_step}});
+    metrics.status("done", outer_steps, 0, 0, true);
     return 0;
 }
 
