@@ -233,8 +233,17 @@ private:
             }
             const int error = send_all(sockets_[k].get(), &header, sizeof header, payload, chunk.bytes);
             if (error != 0) {  // failed before end_io(), which would complete an empty message (no bytes to move)
-                fail(PANGEA_ERR_PEER_LOST, "send: " + system_error_text(error));
-                chunk.op->fail(PANGEA_ERR_PEER_LOST, "tcp: connection to " + peer_ + ": send: " + system_error_text(error));
+                fail(PANGEA_ERR_PEER_LOST, "send: " + system_error_text(error));  // a no-op if it failed already
+                // The chunk in flight (off the queue, so fail() did not reach it) ends as the
+                // connection did: PANGEA_ERR_ABORTED when an abort() shut the socket under it.
+                pangea_status status;
+                std::string text;
+                {
+                    std::lock_guard<std::mutex> lock(mutex_);
+                    status = failure_;
+                    text = failure_text_;
+                }
+                chunk.op->fail(status, text);
             }
             chunk.op->end_io(error == 0 ? chunk.bytes : 0);
             if (error != 0) return;
