@@ -35,47 +35,6 @@ const PluginDescriptor& find_wrapped(pangea_plugin_kind kind, const std::string&
     return *matches.front();
 }
 
-std::string trimmed(std::string_view text) {
-    const size_t first = text.find_first_not_of(" \t");
-    if (first == std::string_view::npos) return "";
-    return std::string(text.substr(first, text.find_last_not_of(" \t") - first + 1));
-}
-
-// "key=value,key=value" checked against the declarations, over the defaults.
-SettingMap wrapped_settings(const PluginDescriptor& plugin, std::string_view text) {
-    SettingMap settings = plugin.default_settings();
-    std::vector<std::string> given;
-    while (!trimmed(text).empty()) {
-        const size_t comma = text.find(',');
-        const std::string item = trimmed(text.substr(0, comma));
-        text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
-        const size_t equals = item.find('=');
-        const std::string key = trimmed(std::string_view(item).substr(0, std::min(equals, item.size())));
-        if (equals == std::string::npos || key.empty())
-            throw PluginError("settings of " + plugin.id() + ": \"" + item + "\" is not key=value");
-        const pangea_setting* setting = plugin.find_setting(key);
-        if (setting == nullptr) {
-            std::string valid;
-            for (const auto& declared : plugin.settings) valid += (valid.empty() ? "" : ", ") + std::string(declared.name);
-            throw PluginError(plugin.id() + " has no setting '" + key + "'; valid keys: " +
-                              (valid.empty() ? "(none)" : valid));
-        }
-        if (std::find(given.begin(), given.end(), key) != given.end())
-            throw PluginError("settings of " + plugin.id() + ": '" + key + "' is given twice");
-        given.push_back(key);
-        const std::string value = trimmed(std::string_view(item).substr(equals + 1));
-        std::string expected;
-        auto parsed = parse_checked_setting(*setting, value, &expected);
-        if (!parsed)
-            throw PluginError(plugin.id() + " " + key + ": expected " + expected + ", got \"" + value + "\"");
-        settings[key] = {*parsed, "open_plugin"};
-    }
-    for (const auto& declared : plugin.settings)
-        if (settings.count(declared.name) == 0)
-            throw PluginError(plugin.id() + " requires the setting '" + declared.name + "'");
-    return settings;
-}
-
 const void* vtable_pointer(const AdaptedVtable& vtable) {
     return std::visit([](const auto& v) -> const void* { return &v; }, vtable);
 }
@@ -150,7 +109,7 @@ private:
                 return PANGEA_ERR_INVALID_ARGUMENT;
             }
             const PluginDescriptor& plugin = find_wrapped(kind, which);
-            auto opened = std::make_unique<PluginInstance>(plugin, wrapped_settings(plugin, settings ? settings : ""));
+            auto opened = std::make_unique<PluginInstance>(plugin, plugin.settings_from(settings ? settings : "", "open_plugin"));
             HostServices* host = self(context);
             std::lock_guard<std::mutex> lock(host->mutex_);
             *out_vtable = vtable_pointer(*opened->plugin().vtable);

@@ -182,6 +182,45 @@ SettingMap PluginDescriptor::default_settings() const {
     return out;
 }
 
+namespace {
+
+std::string trimmed(std::string_view text) {
+    const size_t first = text.find_first_not_of(" \t");
+    if (first == std::string_view::npos) return "";
+    return std::string(text.substr(first, text.find_last_not_of(" \t") - first + 1));
+}
+
+}  // namespace
+
+SettingMap PluginDescriptor::settings_from(std::string_view text, const std::string& origin) const {
+    SettingMap out = default_settings();
+    std::set<std::string> given;
+    while (!trimmed(text).empty()) {
+        const size_t comma = text.find(',');
+        const std::string item = trimmed(text.substr(0, comma));
+        text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+        const size_t equals = item.find('=');
+        const std::string key = trimmed(std::string_view(item).substr(0, std::min(equals, item.size())));
+        if (equals == std::string::npos || key.empty())
+            throw PluginError("settings of " + id() + ": \"" + item + "\" is not key=value");
+        const pangea_setting* setting = find_setting(key);
+        if (setting == nullptr) {
+            std::string valid;
+            for (const auto& declared : settings) valid += (valid.empty() ? "" : ", ") + std::string(declared.name);
+            throw PluginError(id() + " has no setting '" + key + "'; valid keys: " + (valid.empty() ? "(none)" : valid));
+        }
+        if (!given.insert(key).second) throw PluginError("settings of " + id() + ": '" + key + "' is given twice");
+        const std::string value = trimmed(std::string_view(item).substr(equals + 1));
+        std::string expected;
+        auto parsed = parse_checked_setting(*setting, value, &expected);
+        if (!parsed) throw PluginError(id() + " " + key + ": expected " + expected + ", got \"" + value + "\"");
+        out[key] = {*parsed, origin};
+    }
+    for (const auto& declared : settings)
+        if (out.count(declared.name) == 0) throw PluginError(id() + " requires the setting '" + declared.name + "'");
+    return out;
+}
+
 std::vector<SearchPath> default_search_path() {
     std::vector<SearchPath> out;
     if (const char* env = std::getenv("PANGEA_PLUGIN_PATH")) {

@@ -42,6 +42,10 @@ struct PluginDescriptor {
     const pangea_setting* find_setting(std::string_view name) const;
     // Every setting that has a default, at its default (origin "default").
     SettingMap default_settings() const;
+    // The defaults with "key=value,key=value" applied, checked like a manifest section: a key the
+    // plugin does not declare (the error names the valid ones), a key given twice, a value of the
+    // wrong type or out of range, or a required setting left out throws PluginError.
+    SettingMap settings_from(std::string_view key_values, const std::string& origin) const;
 };
 
 // A library or plugin that was passed over, and why.
