@@ -78,7 +78,9 @@ int plugins_show(const std::string& kind_text, const std::string& name) {
     std::cout << plugin.id() << " " << plugin.version << " (plugin ABI "
               << abi_text(plugin.abi_version) << ")\n"
               << "  " << plugin.description << "\n"
-              << "  library: " << plugin.library_path.string() << "\n\n";
+              << "  library: " << plugin.library_path.string() << "\n"
+              << "  speaks plugin ABI " << abi_text(plugin.spoken_abi_version) << " with this host (ABI "
+              << abi_text(PANGEA_ABI_VERSION) << ")\n\n";
     if (plugin.settings.empty()) {
         std::cout << "settings: none\n";
         return 0;

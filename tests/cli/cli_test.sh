@@ -13,6 +13,8 @@ expect "plugins list shows the built-ins" 0 "compress  none            1.0.0    
 expect "plugins list shows the optimizer" 0 "optim     nesterov" -- "$pangea" plugins list
 expect "plugins show prints settings with defaults and ranges" 0 "momentum          float    default 0.9  [0, 0.999999]" -- \
     "$pangea" plugins show optim nesterov
+expect "plugins show says which ABI version the handshake settled on" 0 "speaks plugin ABI 1.2 with this host (ABI 1.2)" -- \
+    "$pangea" plugins show optim nesterov
 expect "plugins show of an unknown plugin lists what exists" 1 "no optim plugin named 'adamw'. Available: faulty, nesterov." -- \
     "$pangea" plugins show optim adamw
 expect "plugins show of an unknown kind" 1 "unknown plugin kind 'compression'" -- "$pangea" plugins show compression none
