@@ -14,7 +14,7 @@
 #include "data/prepare.hpp"
 #include "data/token_shard.hpp"
 #include "manifest/manifest.hpp"
-#include "common/auth.hpp"
+#include "topology/auth.hpp"
 #include "membership/coordinator.hpp"
 #include "train/launch.hpp"
 #include "train/model_shape.hpp"

@@ -5,7 +5,7 @@
 #include <thread>
 
 #include "common/log.hpp"
-#include "common/auth.hpp"
+#include "topology/auth.hpp"
 #include "collective/contribution_check.hpp"
 
 namespace pangea {
@@ -109,8 +109,18 @@ std::vector<int> ElasticAllReduce::leave_out_outliers(const Epoch& epoch, int po
 AllReduceResult ElasticAllReduce::average(std::span<float> data, const std::function<void(std::span<float>)>& contribution) {
     const int64_t step = committed_step_ + 1;
     AllReduceResult total;
+    auto dropped = [&](Rejoin rejoin) {
+        disconnect();
+        total.status = PANGEA_ERR_ABORTED;
+        total.error = rejoin.why;
+        total.dropped = true;
+        rejoin_ = std::move(rejoin);
+        return total;
+    };
     for (int attempt = 1;; ++attempt) {
-        const Epoch epoch = membership_.ready(step);
+        auto ready = membership_.ready(step);
+        if (auto* rejoin = std::get_if<Rejoin>(&ready)) return dropped(std::move(*rejoin));
+        const Epoch epoch = std::get<Epoch>(std::move(ready));
         last_ = epoch;
         const int n = static_cast<int>(epoch.members.size());
         AllReduceResult result;
@@ -138,7 +148,9 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data, const std::func
         const bool ok = result.status == PANGEA_OK;
         if (!ok) disconnect();
         std::string why_retried;
-        if (membership_.done(epoch, ok ? "" : result.error, &why_retried)) {
+        auto end = membership_.done(epoch, ok ? "" : result.error, &why_retried);
+        if (auto* rejoin = std::get_if<Rejoin>(&end)) return dropped(std::move(*rejoin));
+        if (std::get<EpochEnd>(end) == EpochEnd::kCommitted) {
             committed_step_ = step;
             return total;
         }

@@ -23,7 +23,7 @@ struct ElasticOptions {
     RingOptions ring;
     std::chrono::milliseconds connect_timeout{10000};  // to reach a ring neighbour
     int max_attempts = 20;                             // of one outer step, before giving up
-    std::string secret;                                // the run's (common/auth.hpp); empty: none
+    std::string secret;                                // the run's (topology/auth.hpp); empty: none
     double outlier_factor = 10;                        // collective/contribution_check.hpp; 0: NaN/Inf only
 };
 
@@ -39,9 +39,9 @@ public:
     // in place: `contribution` fills `data` before each attempt (the ring leaves partial sums
     // after a failure, and a committed epoch can still be retried when another member failed).
     // The average is in `data` once the epoch committed; members whose contribution was left out
-    // count in result.excluded_nodes. Throws StaleNode when this node was dropped, MeshError
-    // when the step could not be completed in max_attempts epochs. Failed attempts' time and
-    // bytes are counted.
+    // count in result.excluded_nodes. A node dropped from the run gets result.dropped, and
+    // rejoin() says where the run is; a step not completed in max_attempts epochs fails with
+    // PANGEA_ERR_IO. Failed attempts' time and bytes are counted.
     AllReduceResult average(std::span<float> data, const std::function<void(std::span<float>)>& contribution);
 
     int64_t committed_step() const { return committed_step_; }
@@ -51,6 +51,8 @@ public:
         disconnect();
     }
     const Epoch& last_epoch() const { return last_; }
+    // After an average() that found this node dropped: where the run is, to recover from.
+    const Rejoin& rejoin() const { return rejoin_; }
 
 private:
     void connect(const Epoch& epoch);  // throws MeshError
@@ -69,6 +71,7 @@ private:
     int64_t committed_step_;
     ElasticOptions options_;
     Epoch last_;
+    Rejoin rejoin_;
     std::mutex links_mutex_;  // the membership's abort handler runs on another thread
     RingConnections connections_;
     std::unique_ptr<Link> next_, previous_;

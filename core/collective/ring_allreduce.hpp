@@ -48,6 +48,9 @@ struct AllReduceResult {
     uint64_t bytes_received = 0;
     std::vector<int> excluded_nodes;  // whose contributions the mesh left out (collective/contribution_check.hpp)
     bool native = false;  // the transport's own all-reduce did it (bytes are then 2(n-1)/n of the data)
+    // This node is no longer a member of the run: nothing was averaged (status ABORTED). The
+    // elastic all-reduce says where the run is (ElasticAllReduce::rejoin()).
+    bool dropped = false;
 };
 
 class RingAllReduce {

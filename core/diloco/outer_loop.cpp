@@ -79,6 +79,7 @@ void OuterLoop::preview(std::span<const float> estimate) {
 
 void OuterLoop::apply_average(AllReduceResult result, OuterStepReport* report, std::span<float> scratch) {
     report->allreduce = std::move(result);
+    if (report->allreduce.dropped) return;  // not a failure: the node takes up the run's state instead
     if (report->allreduce.status != PANGEA_OK)
         throw OuterLoopError("all-reduce of the pseudo-gradient failed: " + report->allreduce.error);
     apply(delta_, scratch);
@@ -103,6 +104,7 @@ OuterStepReport OuterLoop::sync() {
     }
     // Overlap. Apply the previous round's average (it ran during this round's inner steps).
     apply_in_flight(&report);
+    if (report.dropped()) return report;
     // This round's local progress; start averaging it, and continue from where the outer step
     // would take synced if the average equalled it.
     params_.subtract_from(start_, delta_);

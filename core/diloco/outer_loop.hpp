@@ -84,6 +84,9 @@ struct OuterStepReport {
     bool applied = false;       // an average was applied to the synced parameters in this call
     AllReduceResult allreduce;  // the all-reduce that was applied
     double blocked_seconds = 0;  // how long the caller waited in sync() / finish()
+    // The node was dropped from the run (AllReduceResult::dropped): nothing was applied, and the
+    // model's parameters are undefined until it takes up a state with restore().
+    bool dropped() const { return allreduce.dropped; }
 };
 
 class OuterLoop {
@@ -98,7 +101,8 @@ public:
 
     // After each round of inner steps. Throws OuterLoopError naming what failed (the all-reduce,
     // the optimizer plugin) and leaves the synced parameters as they were (the model's are then
-    // undefined: the node stops, or takes up a state with restore()).
+    // undefined: the node stops, or takes up a state with restore()). A node dropped from the
+    // run is not a failure: the report says so, and the synced parameters stay as they were.
     OuterStepReport sync();
 
     // At the end of training: overlap mode waits for and applies the last average; then the

@@ -11,7 +11,7 @@
 #include "common/json.hpp"
 #include "common/log.hpp"
 #include "common/socket.hpp"
-#include "common/auth.hpp"
+#include "topology/auth.hpp"
 
 namespace pangea {
 namespace {

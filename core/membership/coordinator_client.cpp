@@ -2,7 +2,7 @@
 
 #include "common/json.hpp"
 #include "common/log.hpp"
-#include "common/auth.hpp"
+#include "topology/auth.hpp"
 #include "membership/coordinator.hpp"
 
 namespace pangea {
@@ -165,8 +165,8 @@ void CoordinatorClient::run_heartbeats() {
     }
 }
 
-CoordinatorClient::Message CoordinatorClient::wait_for(std::initializer_list<const char*> ops,
-                                                       const std::function<bool(const Message&)>& accept) {
+std::variant<CoordinatorClient::Message, Rejoin> CoordinatorClient::wait_for(
+    std::initializer_list<const char*> ops, const std::function<bool(const Message&)>& accept) {
     std::unique_lock lock(mutex_);
     while (true) {
         while (!inbox_.empty()) {
@@ -176,10 +176,10 @@ CoordinatorClient::Message CoordinatorClient::wait_for(std::initializer_list<con
             if (op == "stale" || (op == "welcome" && field(message, "role") == "recover" && has_state_)) {
                 has_state_ = false;
                 waiting_.clear();
-                throw StaleNode("node " + std::to_string(options_.node) +
-                                    " was dropped from the run (it went silent past the timeout, or the run moved on); "
-                                    "the run is at outer step " + std::to_string(number(message, "step")),
-                                number(message, "step"), decode_members(message.value("members", Json())));
+                return Rejoin{"node " + std::to_string(options_.node) +
+                                  " was dropped from the run (it went silent past the timeout, or the run moved on); "
+                                  "the run is at outer step " + std::to_string(number(message, "step")),
+                              number(message, "step"), decode_members(message.value("members", Json()))};
             }
             for (const char* wanted : ops)
                 if (op == wanted && accept(message)) return message;
@@ -195,7 +195,9 @@ CoordinatorClient::Message CoordinatorClient::wait_for(std::initializer_list<con
 JoinResult CoordinatorClient::join() {
     reader_ = std::thread([this] { run_connection(); });
     heartbeats_ = std::thread([this] { run_heartbeats(); });
-    const Message welcome = wait_for({"welcome"}, [](const Message&) { return true; });
+    const auto answer = wait_for({"welcome"}, [](const Message&) { return true; });
+    if (const auto* dropped = std::get_if<Rejoin>(&answer)) return {Role::kRecover, dropped->run_step, dropped->sources};
+    const Message& welcome = std::get<Message>(answer);
     JoinResult result;
     result.step = number(welcome, "step");
     result.sources = decode_members(welcome.value("members", Json()));
@@ -205,13 +207,15 @@ JoinResult CoordinatorClient::join() {
     return result;
 }
 
-Epoch CoordinatorClient::ready(int64_t step) {
+std::variant<Epoch, Rejoin> CoordinatorClient::ready(int64_t step) {
     {
         std::lock_guard lock(mutex_);
         waiting_ = "ready";
     }
     send(to_json(Json{{"op", "ready"}, {"step", step}}));
-    const Message message = wait_for({"epoch"}, [&](const Message& m) { return number(m, "step") == step; });
+    const auto answer = wait_for({"epoch"}, [&](const Message& m) { return number(m, "step") == step; });
+    if (const auto* dropped = std::get_if<Rejoin>(&answer)) return *dropped;
+    const Message& message = std::get<Message>(answer);
     Epoch epoch;
     epoch.id = static_cast<uint64_t>(number(message, "epoch"));
     epoch.step = step;
@@ -222,7 +226,7 @@ Epoch CoordinatorClient::ready(int64_t step) {
     return epoch;
 }
 
-bool CoordinatorClient::done(const Epoch& epoch, const std::string& error, std::string* why) {
+std::variant<EpochEnd, Rejoin> CoordinatorClient::done(const Epoch& epoch, const std::string& error, std::string* why) {
     const bool ok = error.empty();
     {
         std::lock_guard lock(mutex_);
@@ -231,20 +235,22 @@ bool CoordinatorClient::done(const Epoch& epoch, const std::string& error, std::
     }
     // (Cut short: the coordinator passes it on to every member.)
     send(to_json(Json{{"op", "done"}, {"epoch", epoch.id}, {"ok", ok}, {"error", error.substr(0, kMaxErrorText)}}));
-    const Message message = wait_for({"commit", "retry"}, [&](const Message& m) {
+    const auto answer = wait_for({"commit", "retry"}, [&](const Message& m) {
         return static_cast<uint64_t>(number(m, "epoch")) == epoch.id;
     });
+    if (const auto* dropped = std::get_if<Rejoin>(&answer)) return *dropped;
+    const Message& message = std::get<Message>(answer);
     std::lock_guard lock(mutex_);
     waiting_.clear();
     if (field(message, "op") == "retry") {
         *why = field(message, "reason");
         note(PANGEA_LOG_WARN, "node " + std::to_string(options_.node) + ": " + epoch.describe() + " is retried: " + *why);
-        return false;
+        return EpochEnd::kRetried;
     }
     step_ = epoch.step;
     epoch_ = epoch.id;
     joiners_ = static_cast<int>(number(message, "joiners"));
-    return true;
+    return EpochEnd::kCommitted;
 }
 
 void CoordinatorClient::forget_staleness() {
@@ -261,7 +267,7 @@ void CoordinatorClient::reserve(int64_t step) {
     send_locked(to_json(Json{{"op", "admit"}, {"step", step}}));
 }
 
-void CoordinatorClient::admit(int64_t step) {
+std::optional<Rejoin> CoordinatorClient::admit(int64_t step) {
     const std::string request = to_json(Json{{"op", "admit"}, {"step", step}});
     {
         std::lock_guard lock(mutex_);
@@ -274,10 +280,16 @@ void CoordinatorClient::admit(int64_t step) {
     }
     // A welcome means a new coordinator (a restart, or another node elected): it has not heard
     // the request, so ask again. Until admitted, hellos say this node holds no state.
-    while (field(wait_for({"admitted", "welcome"}, [](const Message&) { return true; }), "op") == "welcome") send(request);
+    while (true) {
+        const auto answer = wait_for({"admitted", "welcome"}, [](const Message&) { return true; });
+        if (const auto* dropped = std::get_if<Rejoin>(&answer)) return *dropped;
+        if (field(std::get<Message>(answer), "op") == "admitted") break;
+        send(request);
+    }
     std::lock_guard lock(mutex_);
     has_state_ = true;
     step_ = step - 1;
+    return std::nullopt;
 }
 
 void CoordinatorClient::on_abort(std::function<void(uint64_t epoch)> handler) {

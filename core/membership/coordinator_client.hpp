@@ -45,10 +45,10 @@ public:
     ~CoordinatorClient() override;
 
     JoinResult join() override;
-    Epoch ready(int64_t step) override;
-    bool done(const Epoch& epoch, const std::string& error, std::string* why) override;
+    std::variant<Epoch, Rejoin> ready(int64_t step) override;
+    std::variant<EpochEnd, Rejoin> done(const Epoch& epoch, const std::string& error, std::string* why) override;
     void reserve(int64_t step) override;
-    void admit(int64_t step) override;
+    std::optional<Rejoin> admit(int64_t step) override;
     int joiners() const override { return joiners_; }
     void on_abort(std::function<void(uint64_t epoch)> handler) override;
     void leave() override;
@@ -63,9 +63,10 @@ private:
     // Drops "you are stale" news that came before a request for admission: the answer to that
     // request is what counts. Under mutex_.
     void forget_staleness();
-    // Waits for a message whose op is one of `ops` (and that `accept` takes); throws StaleNode
-    // on "stale" and MeshError when the coordinator refused us or stayed away.
-    Message wait_for(std::initializer_list<const char*> ops, const std::function<bool(const Message&)>& accept);
+    // Waits for a message whose op is one of `ops` (and that `accept` takes), or for news that
+    // this node was dropped (a Rejoin); throws MeshError when the coordinator refused us or
+    // stayed away.
+    std::variant<Message, Rejoin> wait_for(std::initializer_list<const char*> ops, const std::function<bool(const Message&)>& accept);
 
     CoordinatorClientOptions options_;
     mutable std::mutex mutex_;

@@ -10,7 +10,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "topology/ring_setup.hpp"
@@ -22,13 +24,12 @@ struct Member {
     std::string address;  // where its transport listens
 };
 
-// This node was dropped (it stalled past the timeout, or the run moved on while it was away):
-// its state is old; it must fetch the current one from a peer before taking part again.
-class StaleNode : public MeshError {
-public:
-    StaleNode(const std::string& what, int64_t run_step, std::vector<Member> sources)
-        : MeshError(what), run_step(run_step), sources(std::move(sources)) {}
-    int64_t run_step;             // outer steps the run has committed
+// A node that is not a member (it joins a run in progress, or was dropped: it stalled past the
+// timeout, or the run moved on while it was away) holds an old state or none: it takes up the
+// current one from a peer (live recovery) before taking part again. This says where the run is.
+struct Rejoin {
+    std::string why;
+    int64_t run_step = 0;         // outer steps the run has committed
     std::vector<Member> sources;  // members to recover from
 };
 
@@ -52,22 +53,30 @@ struct JoinResult {
     std::vector<Member> sources;  // with kRecover: the members, to fetch the state from
 };
 
+// How an epoch ended, from done().
+enum class EpochEnd {
+    kCommitted,  // every member succeeded: the step is done
+    kRetried,    // the step is tried again in a new epoch
+};
+
 class Membership {
 public:
     virtual ~Membership() = default;
 
-    // Registers this node (its transport address). Throws MeshError when the store cannot be
-    // reached or refuses the node.
+    // A membership change is a value: the calls below that wait on the members return a Rejoin
+    // when they find this node dropped. They throw MeshError only when the backend cannot be
+    // reached or refuses the node: the run cannot go on.
+
+    // Registers this node (its transport address). A node dropped meanwhile joins as kRecover.
     virtual JoinResult join() = 0;
 
-    // Blocks until the members agree on the epoch for outer step `step`. Throws StaleNode.
-    virtual Epoch ready(int64_t step) = 0;
+    // Blocks until the members agree on the epoch for outer step `step`.
+    virtual std::variant<Epoch, Rejoin> ready(int64_t step) = 0;
 
     // Reports this node's all-reduce in `epoch`: `error` is empty when it succeeded, else why it
     // failed (passed on to the other members, whose own failure is usually only the lost peer).
-    // True when the epoch committed (every member succeeded); false when the step must be
-    // retried, with `*why` saying why. Throws StaleNode.
-    virtual bool done(const Epoch& epoch, const std::string& error, std::string* why) = 0;
+    // When the step is retried, `*why` says why.
+    virtual std::variant<EpochEnd, Rejoin> done(const Epoch& epoch, const std::string& error, std::string* why) = 0;
 
     // Live recovery of the state after outer step `step - 1` has begun: asks to take part in
     // outer step `step`. Granted, the members wait for this node at the end of that step, so
@@ -75,8 +84,8 @@ public:
     // Returns at once; admit() collects the answer.
     virtual void reserve(int64_t step) = 0;
     // After the recovery: waits until this node takes part in outer step `step` (asking, if
-    // reserve() did not). Throws StaleNode when the run has moved on (fetch again).
-    virtual void admit(int64_t step) = 0;
+    // reserve() did not). Empty once admitted; a Rejoin when the run has moved on (fetch again).
+    virtual std::optional<Rejoin> admit(int64_t step) = 0;
 
     // Nodes waiting to recover at the last commit: members keep a state snapshot for them.
     virtual int joiners() const = 0;

@@ -8,7 +8,7 @@
 #include "collective/link.hpp"
 #include "common/crc32.hpp"
 #include "common/log.hpp"
-#include "common/auth.hpp"
+#include "topology/auth.hpp"
 
 namespace pangea {
 namespace {

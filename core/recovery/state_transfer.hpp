@@ -59,7 +59,7 @@ struct FetchReport {
 };
 
 // Fetches a snapshot of step >= min_step from `sources` (proving the run's `secret` to each,
-// common/auth.hpp), moving to the next one on failure,
+// topology/auth.hpp), moving to the next one on failure,
 // until `timeout`. A source whose snapshot claims more than `max_bytes` in all is refused before
 // anything is allocated for it. `on_step` is called when a source offers a snapshot, with its step, before
 // the bytes come. Throws MeshError saying which sources failed and why.

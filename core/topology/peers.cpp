@@ -2,7 +2,7 @@
 
 #include "collective/link.hpp"
 #include "common/log.hpp"
-#include "common/auth.hpp"
+#include "topology/auth.hpp"
 
 namespace pangea {
 

@@ -27,7 +27,7 @@ class PeerAcceptor {
 public:
     using Handler = std::function<void(OwnedConnection connection, const pangea_hello& peer)>;
 
-    // Every connection must first prove it holds `secret` (common/auth.hpp; none when empty), on a
+    // Every connection must first prove it holds `secret` (topology/auth.hpp; none when empty), on a
     // thread of its own. `on_recovery` then serves a joiner's state request on that thread.
     PeerAcceptor(const PluginInstance& transport, const OwnedListener& listener, int node, uint64_t run_id,
                  std::string secret, Handler on_recovery);

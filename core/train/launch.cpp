@@ -16,7 +16,7 @@
 
 #include "common/process.hpp"
 #include "manifest/manifest.hpp"
-#include "common/auth.hpp"
+#include "topology/auth.hpp"
 #include "train/metrics.hpp"
 
 namespace fs = std::filesystem;

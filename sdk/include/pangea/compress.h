@@ -23,8 +23,9 @@ extern "C" {
 #endif
 
 /* Capability flags returned by capabilities(). */
-/* The scheme loses information and benefits from error feedback: the core keeps the residual of
- * each round (input minus decode(encode(input))) and adds it to the next round's input. */
+/* The scheme loses information and benefits from error feedback: the residual of each round
+ * (input minus decode(encode(input))) added to the next round's input. Declared today, not yet
+ * acted on: the core keeps no residual (docs/plugins/compress.md, "Error feedback"). */
 #define PANGEA_COMPRESS_CAP_ERROR_FEEDBACK ((uint64_t)1 << 0)
 /* (1.2) The scheme is the identity: encode() writes the n floats' own bytes (4n, host byte
  * order) and decode() reads them back unchanged. The host may then skip the codec and move the

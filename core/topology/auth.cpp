@@ -1,4 +1,4 @@
-#include "common/auth.hpp"
+#include "topology/auth.hpp"
 
 #include <openssl/hmac.h>
 #include <openssl/rand.h>

@@ -1,0 +1,58 @@
+#include "train/checkpoints.hpp"
+
+#include <chrono>
+#include <stdexcept>
+
+#include "common/log.hpp"
+#include "manifest/manifest.hpp"
+#include "train/node.hpp"
+
+namespace pangea {
+
+NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, int node, const ModelShape& shape,
+                                 const std::string& resume)
+    : tag_("node-" + std::to_string(node)),
+      shape_(shape),
+      resume_(resume),
+      prefix_(checkpoint_prefix(m, node)),
+      interval_(m.get_int("checkpoint", "interval")),
+      manifest_text_(m.to_toml()) {
+    if (interval_ <= 0 && resume_.empty()) return;
+    if (m.get_bool("diloco", "overlap"))
+        throw std::runtime_error(tag_ + ": checkpoints need diloco.overlap = false (not available with overlap yet)");
+    store_ = std::make_unique<ObjectStore>(open_storage(m, registry));
+    if (interval_ <= 0) return;
+    CheckpointerOptions options;
+    options.prefix = prefix_;
+    options.context = {m.get_string("run", "name"), node, shape, m.get_int("data", "seq_len")};
+    options.keep = static_cast<int>(m.get_int("checkpoint", "keep"));
+    options.async = m.get_bool("checkpoint", "async");
+    options.wait_when_busy = m.get_string("checkpoint", "when_busy") == "wait";
+    checkpointer_ = std::make_unique<Checkpointer>(*store_, options);
+}
+
+std::optional<TrainingState> NodeCheckpoints::read_resume_point() {
+    if (resume_.empty()) return std::nullopt;
+    const int64_t step = resolve_checkpoint(*store_, prefix_, resume_);
+    TrainingState state = read_checkpoint(*store_, prefix_, step, shape_);
+    log(PANGEA_LOG_INFO, "train", tag_ + ": resuming from " + store_->name() + " " + checkpoint_dir(prefix_, step) +
+                                      " (outer step " + std::to_string(step) + ", every part's SHA-256 verified)");
+    return state;
+}
+
+void NodeCheckpoints::after_outer_step(const NodeState& state, int64_t steps, int64_t total) {
+    if (!checkpointer_ || (steps % interval_ != 0 && steps != total)) return;
+    const auto start = std::chrono::steady_clock::now();
+    TrainingState saved = state.checkpoint(steps, checkpointer_->spare());
+    saved.manifest = manifest_text_;
+    checkpointer_->save(std::move(saved));
+    stall_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+CheckpointStats NodeCheckpoints::finish() {
+    if (!checkpointer_) return {};
+    checkpointer_->wait();
+    return checkpointer_->stats();
+}
+
+}  // namespace pangea

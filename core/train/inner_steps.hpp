@@ -1,0 +1,52 @@
+// The inner steps of a node: each round of H of them draws the node's next batches, cut into
+// micro-batches, and steps the learner at the schedule's learning rate; and the evaluation on the
+// held-out windows.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "train/learner.hpp"
+#include "train/metrics.hpp"
+#include "train/schedule.hpp"
+
+namespace pangea {
+
+struct Manifest;
+class Sampler;
+
+class InnerSteps {
+public:
+    // [diloco] inner_steps, [train] and [data] of the manifest. Both references must outlive this.
+    InnerSteps(const Manifest& manifest, Learner& learner, Sampler& sampler, int node);
+    InnerSteps(const InnerSteps&) = delete;  // micro_ points into tokens_
+    InnerSteps& operator=(const InnerSteps&) = delete;
+
+    struct Round {
+        double compute_seconds = 0;  // in the learner
+        double mean_loss = 0;
+    };
+    // The inner steps of outer step `outer` (from 0), each reported to `metrics`. Throws
+    // std::runtime_error when the loss is not finite (saying where, and what to change).
+    Round run(int64_t outer, NodeMetrics& metrics);
+
+    // Mean cross-entropy of the model as it is, on [data] eval_sequences held-out windows.
+    double evaluate() const;
+
+    int64_t per_round() const { return inner_steps_; }
+    int64_t tokens_per_round() const { return inner_steps_ * sequences_per_step_ * seq_len_; }
+    uint64_t sequences_per_round() const { return static_cast<uint64_t>(inner_steps_ * sequences_per_step_); }
+    double learning_rate(int64_t step) const { return schedule_.at(step); }
+
+private:
+    Learner& learner_;
+    Sampler& sampler_;
+    std::string tag_;
+    int64_t inner_steps_, micro_batch_, seq_len_, sequences_per_step_, eval_sequences_;
+    LearningRateSchedule schedule_;
+    std::vector<int32_t> tokens_;     // one inner step's windows
+    std::vector<TokenBatch> micro_;   // views of them, one per micro-batch
+};
+
+}  // namespace pangea

@@ -1,0 +1,45 @@
+#include "train/live_recovery.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <stdexcept>
+
+#include "common/log.hpp"
+
+namespace pangea {
+
+int64_t LiveRecovery::recover(Rejoin from) {
+    const std::string tag = "node-" + std::to_string(mesh_.node()) + ": ";
+    if (overlap_)
+        throw std::runtime_error(tag + from.why + "; this node must recover its state from a peer, which needs "
+                                            "diloco.overlap = false (not available with overlap yet)");
+    while (true) {
+        FetchReport report;
+        const StateSnapshot snapshot = mesh_.fetch(from, state_.max_snapshot_bytes(), &report);
+        state_.take_up(snapshot);
+        std::string sources;
+        for (const int source : report.sources) sources += (sources.empty() ? "" : ", ") + std::to_string(source);
+        char line[256];
+        std::snprintf(line, sizeof line,
+                      "%srecovered the state of outer step %lld from node %s: %.1f MiB in %.2f s (%.2f MB/s), "
+                      "after %.1f s waiting for a snapshot",
+                      tag.c_str(), static_cast<long long>(snapshot.step), sources.c_str(), report.bytes / 1048576.0, report.seconds,
+                      report.bytes / 1e6 / std::max(report.seconds, 1e-9), report.waited_seconds);
+        log(PANGEA_LOG_INFO, "train", line);
+        if (std::optional<Rejoin> moved_on = mesh_.admit(snapshot.step)) {
+            log(PANGEA_LOG_INFO, "train", tag + "the run moved on while this node recovered; fetching again");
+            from = std::move(*moved_on);
+            continue;
+        }
+        recoveries_.push_back(
+            {{"step", snapshot.step}, {"from", report.sources}, {"bytes", report.bytes}, {"seconds", report.seconds}});
+        return snapshot.step;
+    }
+}
+
+void LiveRecovery::offer_state() {
+    if (overlap_) return;
+    mesh_.offer(mesh_.joiners_waiting() ? state_.snapshot(mesh_.committed_step()) : nullptr);
+}
+
+}  // namespace pangea

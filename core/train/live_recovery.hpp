@@ -1,0 +1,39 @@
+// Live recovery, as a node runs it: a late joiner or a dropped node takes up the state of a live
+// member and asks to take part in the next outer step, fetching again if the run moved on
+// meanwhile; a member keeps a snapshot for whoever waits to recover.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/json.hpp"
+#include "train/mesh_session.hpp"
+#include "train/node_state.hpp"
+
+namespace pangea {
+
+class LiveRecovery {
+public:
+    // Both must outlive this object. `overlap`: diloco.overlap, where recovery is not available.
+    LiveRecovery(MeshSession& mesh, NodeState& state, bool overlap) : mesh_(mesh), state_(state), overlap_(overlap) {}
+
+    // Takes up the run's state from a peer; returns the outer steps it had committed (this node
+    // goes on with the next one). Throws std::runtime_error / MeshError when no source could
+    // give a state that fits, within [mesh] recovery_timeout_ms.
+    int64_t recover(Rejoin from);
+
+    // After each commit: keeps this node's state for joiners while anyone waits.
+    void offer_state();
+
+    // One JSON object per recovery: {"step", "from", "bytes", "seconds"}.
+    const std::vector<Json>& recoveries() const { return recoveries_; }
+
+private:
+    MeshSession& mesh_;
+    NodeState& state_;
+    bool overlap_;
+    std::vector<Json> recoveries_;
+};
+
+}  // namespace pangea

@@ -1,0 +1,89 @@
+#include "train/mesh_session.hpp"
+
+#include <algorithm>
+
+#include "topology/auth.hpp"
+#include "common/log.hpp"
+#include "manifest/manifest.hpp"
+#include "train/node.hpp"
+
+namespace pangea {
+
+MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, const PluginInstance& codec,
+                         const NodeOptions& options, std::optional<int64_t> resumed_step)
+    : transport_(transport),
+      node_(options.node_id),
+      run_id_(run_id_of(m, options.run_id)),
+      secret_(load_run_secret(m)),
+      recovery_timeout_(m.get_int("mesh", "recovery_timeout_ms")) {
+    const std::string tag = "node-" + std::to_string(node_);
+    const bool use_etcd = m.get_string("mesh", "backend") == "etcd";
+    const std::string coordinator = m.get_string("mesh", "coordinator");
+    if (coordinator.empty() && !use_etcd)
+        throw std::runtime_error(tag + ": [mesh] coordinator is not set: start `pangea coordinator` and set "
+                                       "mesh.coordinator to its host:port, or start the run with `pangea launch`");
+    if (secret_.empty())
+        log(PANGEA_LOG_WARN, "mesh", tag + ": the run has no secret ([mesh] secret_file or secret_env): anyone who can "
+                                           "reach the coordinator and the nodes can join it");
+    const auto timeout = std::chrono::milliseconds(m.get_int("mesh", "timeout_ms"));
+    const auto heartbeat = std::chrono::milliseconds(m.get_int("mesh", "heartbeat_ms"));
+
+    listener_ = std::make_unique<OwnedListener>(transport, m.get_string("mesh", "address"));
+    acceptor_ = std::make_unique<PeerAcceptor>(
+        transport, *listener_, node_, run_id_, secret_,
+        [this](OwnedConnection connection, const pangea_hello& peer) {
+            state_server_.serve(transport_, std::move(connection), peer);
+        });
+    CoordinatorClientOptions client;
+    client.coordinator = coordinator;
+    if (use_etcd) {
+        CoordinatorOptions hosted;  // should this node win the election
+        hosted.run = run_id_text(run_id_);
+        hosted.timeout = timeout;
+        hosted.min_members = static_cast<int>(m.get_int("mesh", "min_members"));
+        hosted.secret = secret_;
+        const std::string address = listener_->address();
+        etcd_ = std::make_unique<EtcdBackend>(m.get_string("mesh", "etcd"), node_, address,
+                                              address.substr(0, address.rfind(':')), hosted, heartbeat);
+        client.locate = [this] { return etcd_->locate(); };
+        client.send_beats = false;  // the etcd lease is the heartbeat
+    }
+    client.run = run_id_text(run_id_);
+    client.node = node_;
+    client.address = listener_->address();
+    client.heartbeat = heartbeat;
+    client.reconnect_for = std::chrono::milliseconds(m.get_int("mesh", "coordinator_wait_ms"));
+    client.join = options.join;
+    if (resumed_step) client.resumed_step = *resumed_step;
+    client.secret = secret_;
+    membership_ = std::make_unique<CoordinatorClient>(client);
+    joined_ = membership_->join();
+
+    ElasticOptions elastic;
+    elastic.secret = secret_;
+    elastic.outlier_factor = m.get_float("diloco", "outlier_factor");
+    elastic.ring.stall_timeout_ms = static_cast<int>(std::max<int64_t>(30000, timeout.count()));
+    elastic.connect_timeout = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(10000), timeout);
+    elastic_ = std::make_unique<ElasticAllReduce>(*membership_, transport, *acceptor_, codec, node_, run_id_,
+                                                  joined_.step, elastic);
+}
+
+MeshSession::~MeshSession() { state_server_.stop(); }
+
+StateSnapshot MeshSession::fetch(const Rejoin& from, uint64_t max_bytes, FetchReport* report) {
+    return fetch_state(transport_, from.sources, node_, run_id_, secret_, from.run_step, recovery_timeout_, max_bytes,
+                       report, [this](int64_t step) { membership_->reserve(step + 1); });
+}
+
+std::optional<Rejoin> MeshSession::admit(int64_t step) {
+    std::optional<Rejoin> moved_on = membership_->admit(step + 1);
+    if (!moved_on) elastic_->set_committed_step(step);
+    return moved_on;
+}
+
+void MeshSession::leave() {
+    membership_->leave();
+    state_server_.stop();
+}
+
+}  // namespace pangea

@@ -1,0 +1,83 @@
+// A node's place in a run of several nodes, for the length of the run: the listener its peers
+// connect to, the membership backend (the coordinator, or etcd), the elastic all-reduce of each
+// outer step, and the state server that hands this node's state to joiners.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "collective/elastic_allreduce.hpp"
+#include "diloco/outer_loop.hpp"
+#include "membership/coordinator_client.hpp"
+#include "membership/etcd_backend.hpp"
+#include "recovery/state_transfer.hpp"
+#include "topology/peers.hpp"
+
+namespace pangea {
+
+struct Manifest;
+struct NodeOptions;
+
+class MeshSession {
+public:
+    // Listens, registers with the membership backend ([mesh] backend) and waits for the answer.
+    // `resumed_step` tells the run which outer step a node resumed from a checkpoint holds. All
+    // references must outlive this object. Throws std::runtime_error / MeshError saying what in
+    // [mesh] is missing or who could not be reached.
+    MeshSession(const Manifest& manifest, const PluginInstance& transport, const PluginInstance& codec,
+                const NodeOptions& options, std::optional<int64_t> resumed_step);
+    ~MeshSession();
+    MeshSession(const MeshSession&) = delete;
+    MeshSession& operator=(const MeshSession&) = delete;
+
+    // Where the run was when this node joined: a member from step joined().step on, or
+    // (Role::kRecover) a late joiner that must take up the state of joined().sources first.
+    const JoinResult& joined() const { return joined_; }
+    std::string address() const { return listener_->address(); }
+    int node() const { return node_; }
+
+    // One outer step's average over the members (an AverageFn for the outer loop). A node found
+    // dropped from the run gets result.dropped; rejoin() then says where the run is.
+    AllReduceResult average(std::span<float> data, const ContributionFn& contribution) {
+        return elastic_->average(data, contribution);
+    }
+    const Rejoin& rejoin() const { return elastic_->rejoin(); }
+    int64_t committed_step() const { return elastic_->committed_step(); }
+    int members() const { return static_cast<int>(elastic_->last_epoch().members.size()); }
+
+    // Live recovery, the joiner's side: fetches a state of outer step run_step or later from
+    // the sources, asking the run to wait for this node at the step after the snapshot's.
+    StateSnapshot fetch(const Rejoin& from, uint64_t max_bytes, FetchReport* report);
+    // After taking up a snapshot of outer step `step`: waits to take part in step + 1. Empty once
+    // admitted (this node is a member again); a Rejoin when the run moved on meanwhile.
+    std::optional<Rejoin> admit(int64_t step);
+
+    // The member's side: whether anyone waits to recover, and the snapshot to hand them
+    // (nullptr: keep none).
+    bool joiners_waiting() const { return membership_->joiners() > 0; }
+    void offer(std::shared_ptr<const StateSnapshot> snapshot) { state_server_.publish(std::move(snapshot)); }
+
+    // Leaves the run at once (the others do not wait for this node's timeout).
+    void leave();
+
+private:
+    const PluginInstance& transport_;
+    int node_;
+    uint64_t run_id_;
+    std::string secret_;
+    std::chrono::milliseconds recovery_timeout_;
+    // Declared in the order they start; they stop in reverse (the acceptor hands connections to
+    // the state server; the all-reduce uses the acceptor and the membership).
+    std::unique_ptr<OwnedListener> listener_;
+    StateServer state_server_;
+    std::unique_ptr<PeerAcceptor> acceptor_;
+    std::unique_ptr<EtcdBackend> etcd_;  // backend = etcd: registers this node, may host the coordinator
+    std::unique_ptr<CoordinatorClient> membership_;
+    JoinResult joined_;
+    std::unique_ptr<ElasticAllReduce> elastic_;
+};
+
+}  // namespace pangea

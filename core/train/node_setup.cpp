@@ -1,0 +1,48 @@
+#include "train/node_setup.hpp"
+
+#include "common/log.hpp"
+#include "manifest/manifest.hpp"
+#include "train/node.hpp"
+
+namespace pangea {
+namespace {
+
+// The manifest's choice for a plugin kind, or the named default with default settings.
+PluginInstance instantiate(const Manifest& manifest, PluginRegistry& registry, pangea_plugin_kind kind,
+                           const char* default_name) {
+    const auto found = manifest.plugins.find(kind);
+    if (found != manifest.plugins.end() && found->second.plugin != nullptr)
+        return PluginInstance(*found->second.plugin, found->second.settings);
+    const PluginDescriptor& plugin = registry.get(kind, default_name);
+    return PluginInstance(plugin, plugin.default_settings());
+}
+
+MemoryUse baseline_before_model() {
+    use_training_allocator();
+    return memory_use();
+}
+
+}  // namespace
+
+NodeSetup::NodeSetup(const Manifest& m, PluginRegistry& registry, int node_id)
+    : node(node_id),
+      nodes(static_cast<int>(m.get_int("mesh", "nodes"))),
+      tag("node-" + std::to_string(node_id)),
+      sampler(m.data_sources, m.get_int("data", "seq_len"), static_cast<uint64_t>(m.get_int("run", "seed")), node_id, nodes),
+      shape(check_training_inputs(m, sampler)),
+      baseline(baseline_before_model()),
+      learner(make_llama_learner(m, shape)),
+      optimizer(instantiate(m, registry, PANGEA_KIND_OPTIM, "nesterov")),
+      transport(instantiate(m, registry, PANGEA_KIND_TRANSPORT, "tcp")),
+      codec(instantiate(m, registry, PANGEA_KIND_COMPRESS, "none")) {
+    const auto info = [](const std::string& line) { log(PANGEA_LOG_INFO, "train", line); };
+    info(tag + " of " + std::to_string(nodes) + ": model " + shape.preset + ", " +
+         format_count(double(learner->parameters().size())) + " parameters (" + std::to_string(shape.layers) +
+         " layers, d_model " + std::to_string(shape.d_model) + ", vocab " + std::to_string(shape.vocab) +
+         "); data: " + sampler.describe());
+    info(tag + ": plugins " + transport.plugin().id() + ", " + codec.plugin().id() + ", " + optimizer.plugin().id());
+    info(tag + ": compute on " + learner->describe());
+    for (const std::string& warning : learner->warnings()) log(PANGEA_LOG_WARN, "train", tag + ": " + warning);
+}
+
+}  // namespace pangea

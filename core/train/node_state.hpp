@@ -1,0 +1,56 @@
+// What a node hands over and takes up, in one place: the synced parameters and the outer
+// optimizer's state (the outer loop's), the inner optimizer's (the learner's) and the data
+// position (the sampler's). Live recovery moves it between nodes as a StateSnapshot; checkpoints
+// keep it as a TrainingState.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "checkpoint/checkpoint.hpp"
+#include "diloco/outer_loop.hpp"
+#include "recovery/state_transfer.hpp"
+
+namespace pangea {
+
+class Learner;
+class Sampler;
+
+class NodeState {
+public:
+    // All three must outlive this object. A node draws `draws_per_outer_step` training sequences
+    // per outer step.
+    NodeState(OuterLoop& loop, Learner& learner, Sampler& sampler, uint64_t draws_per_outer_step)
+        : loop_(loop), learner_(learner), sampler_(sampler), draws_per_outer_step_(draws_per_outer_step) {}
+
+    // The training sequences a node has drawn after `step` outer steps: its data position.
+    uint64_t draws_after(int64_t step) const { return static_cast<uint64_t>(step) * draws_per_outer_step_; }
+
+    // Bytes a peer's snapshot may hold at most: the parameters, the outer optimizer's state (at
+    // most 2 buffers of their size) and AdamW's (2 more), with room to spare. A peer cannot make
+    // this node allocate more.
+    uint64_t max_snapshot_bytes() const;
+
+    // For a joiner: the synced state after `step` outer steps (only the parameters and the outer
+    // optimizer's state are the same on every member).
+    std::shared_ptr<const StateSnapshot> snapshot(int64_t step) const;
+    // Takes up a peer's snapshot. Throws std::runtime_error (or OuterLoopError) saying what does
+    // not fit this model, and then changes nothing the caller relies on: it fetches again or stops.
+    void take_up(const StateSnapshot& snapshot);
+
+    // For a checkpoint: the state after `step` outer steps, written into `reuse`'s buffers (the
+    // checkpointer's spare: no fresh pages). The inner optimizer's bytes are made later, on the
+    // writer's thread.
+    TrainingState checkpoint(int64_t step, TrainingState reuse) const;
+    // Takes up a checkpoint read back. Throws like take_up().
+    void take_up(const TrainingState& state);
+
+private:
+    OuterLoop& loop_;
+    Learner& learner_;
+    Sampler& sampler_;
+    uint64_t draws_per_outer_step_;
+};
+
+}  // namespace pangea
