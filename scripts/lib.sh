@@ -12,6 +12,9 @@ PANGEA_PACKAGES=(
     libgtest-dev libgmock-dev libssl-dev procps libtorch-dev iproute2
     libcurl4-openssl-dev etcd-server libgloo-dev libucx-dev
     nlohmann-json3-dev libpugixml-dev
+    # The Python package (python/): pybind11 and Debian's Python with its PyTorch (the same
+    # LibTorch version as libtorch-dev).
+    pybind11-dev python3-dev python3-torch
     # An optimized BLAS: Debian's LibTorch calls libblas.so.3, netlib's reference BLAS unless
     # OpenBLAS takes it over (16x faster training). libblas3 is the reference one, for the test
     # that the node warns about it.

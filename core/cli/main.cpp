@@ -19,6 +19,7 @@
 #include "train/launch.hpp"
 #include "train/model_shape.hpp"
 #include "train/node.hpp"
+#include "train/run_setup.hpp"
 #include "plugin_host/kinds.hpp"
 #include "plugin_host/plugin_registry.hpp"
 

@@ -6,6 +6,7 @@
 #include "common/log.hpp"
 #include "manifest/manifest.hpp"
 #include "train/node.hpp"
+#include "train/run_setup.hpp"
 
 namespace pangea {
 

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <optional>
 
+#include "common/float_hash.hpp"
 #include "common/log.hpp"
 #include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
@@ -15,8 +16,6 @@
 #include "train/metrics.hpp"
 #include "train/node_setup.hpp"
 #include "train/node_state.hpp"
-
-namespace fs = std::filesystem;
 
 namespace pangea {
 namespace {
@@ -30,52 +29,6 @@ double seconds_since(Clock::time_point start) {
 void info(const std::string& message) { log(PANGEA_LOG_INFO, "train", message); }
 
 }  // namespace
-
-uint64_t run_id_of(const Manifest& m, uint64_t explicit_id) {
-    if (explicit_id != 0) return explicit_id;
-    uint64_t h = 1469598103934665603ull;  // FNV-1a of [run] name
-    for (unsigned char c : m.get_string("run", "name")) h = (h ^ c) * 1099511628211ull;
-    return h | 1;  // never 0
-}
-
-PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry) {
-    const auto found = manifest.plugins.find(PANGEA_KIND_STORAGE);
-    if (found != manifest.plugins.end() && found->second.plugin != nullptr)
-        return PluginInstance(*found->second.plugin, found->second.settings);
-    const PluginDescriptor& plugin = registry.get(PANGEA_KIND_STORAGE, "local");
-    SettingMap settings = plugin.default_settings();
-    settings["path"] = {(fs::path(manifest.get_string("run", "dir")) / "checkpoints").string(), "default: <run.dir>/checkpoints"};
-    return PluginInstance(plugin, settings);
-}
-
-std::string checkpoint_prefix(const Manifest& m, int node) {
-    const std::string& prefix = m.get_string("checkpoint", "prefix");
-    return (prefix.empty() ? m.get_string("run", "name") : prefix) + "/node-" + std::to_string(node) + "/";
-}
-
-std::string run_id_text(uint64_t id) {
-    char text[17];
-    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(id));
-    return text;
-}
-
-std::string hash_floats(const float* values, size_t count) {
-    // Multiply-xorshift over 8-byte words: fast enough for billions of parameters.
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ count;
-    const auto* bytes = reinterpret_cast<const unsigned char*>(values);
-    const size_t total = count * sizeof(float);
-    size_t i = 0;
-    for (; i + 8 <= total; i += 8) {
-        uint64_t word;
-        std::memcpy(&word, bytes + i, 8);
-        h = (h ^ word) * 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
-    }
-    for (; i < total; ++i) h = (h ^ bytes[i]) * 0x100000001b3ull;
-    char text[17];
-    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
-    return text;
-}
 
 ModelShape check_training_inputs(const Manifest& m) {
     return check_training_inputs(m, Sampler(m.data_sources, m.get_int("data", "seq_len"), 0, 0, 1));

@@ -25,12 +25,6 @@ struct NodeOptions {
 
 struct ModelShape;
 class Sampler;
-class PluginInstance;
-
-// The storage plugin of [storage]; without one, storage/local in <run.dir>/checkpoints.
-PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry);
-// Where node `node`'s checkpoints go in the storage: "<checkpoint.prefix or run name>/node-<id>/".
-std::string checkpoint_prefix(const Manifest& manifest, int node);
 
 // Opens the data and resolves the model's shape against it, as a node does before training:
 // a missing or bad data file, weights that do not sum to > 0 or a shape that does not divide
@@ -42,13 +36,5 @@ ModelShape check_training_inputs(const Manifest& manifest, const Sampler& sample
 // Returns the process exit status (0 on success). Throws for errors before training starts
 // (bad data, bad model shape, plugins); the caller prints them.
 int run_training_node(const Manifest& manifest, PluginRegistry& registry, const NodeOptions& options);
-
-// The run id nodes and coordinator agree on: `explicit_id`, or one derived from [run] name.
-uint64_t run_id_of(const Manifest& manifest, uint64_t explicit_id);
-std::string run_id_text(uint64_t id);  // 16 hex digits, as the coordinator's messages carry it
-
-// A 64-bit hash of a float buffer's bytes, printed as 16 hex digits: what nodes compare to show
-// they hold bit-identical parameters.
-std::string hash_floats(const float* values, size_t count);
 
 }  // namespace pangea

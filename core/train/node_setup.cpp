@@ -3,19 +3,10 @@
 #include "common/log.hpp"
 #include "manifest/manifest.hpp"
 #include "train/node.hpp"
+#include "train/run_setup.hpp"
 
 namespace pangea {
 namespace {
-
-// The manifest's choice for a plugin kind, or the named default with default settings.
-PluginInstance instantiate(const Manifest& manifest, PluginRegistry& registry, pangea_plugin_kind kind,
-                           const char* default_name) {
-    const auto found = manifest.plugins.find(kind);
-    if (found != manifest.plugins.end() && found->second.plugin != nullptr)
-        return PluginInstance(*found->second.plugin, found->second.settings);
-    const PluginDescriptor& plugin = registry.get(kind, default_name);
-    return PluginInstance(plugin, plugin.default_settings());
-}
 
 MemoryUse baseline_before_model() {
     use_training_allocator();

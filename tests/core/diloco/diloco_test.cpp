@@ -9,6 +9,7 @@
 #include "topology/ring_setup.hpp"
 #include "train/learner.hpp"
 #include "train/model_shape.hpp"
+#include "common/float_hash.hpp"
 #include "train/node.hpp"
 
 #include "support/builtin_plugins.hpp"

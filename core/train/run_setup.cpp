@@ -1,0 +1,49 @@
+#include "train/run_setup.hpp"
+
+#include <cstdio>
+#include <filesystem>
+
+#include "manifest/manifest.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pangea {
+
+PluginInstance instantiate(const Manifest& manifest, PluginRegistry& registry, pangea_plugin_kind kind,
+                           const char* default_name) {
+    const auto found = manifest.plugins.find(kind);
+    if (found != manifest.plugins.end() && found->second.plugin != nullptr)
+        return PluginInstance(*found->second.plugin, found->second.settings);
+    const PluginDescriptor& plugin = registry.get(kind, default_name);
+    return PluginInstance(plugin, plugin.default_settings());
+}
+
+PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry) {
+    const auto found = manifest.plugins.find(PANGEA_KIND_STORAGE);
+    if (found != manifest.plugins.end() && found->second.plugin != nullptr)
+        return PluginInstance(*found->second.plugin, found->second.settings);
+    const PluginDescriptor& plugin = registry.get(PANGEA_KIND_STORAGE, "local");
+    SettingMap settings = plugin.default_settings();
+    settings["path"] = {(fs::path(manifest.get_string("run", "dir")) / "checkpoints").string(), "default: <run.dir>/checkpoints"};
+    return PluginInstance(plugin, settings);
+}
+
+std::string checkpoint_prefix(const Manifest& m, int node) {
+    const std::string& prefix = m.get_string("checkpoint", "prefix");
+    return (prefix.empty() ? m.get_string("run", "name") : prefix) + "/node-" + std::to_string(node) + "/";
+}
+
+uint64_t run_id_of(const Manifest& m, uint64_t explicit_id) {
+    if (explicit_id != 0) return explicit_id;
+    uint64_t h = 1469598103934665603ull;  // FNV-1a of [run] name
+    for (unsigned char c : m.get_string("run", "name")) h = (h ^ c) * 1099511628211ull;
+    return h | 1;  // never 0
+}
+
+std::string run_id_text(uint64_t id) {
+    char text[17];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(id));
+    return text;
+}
+
+}  // namespace pangea

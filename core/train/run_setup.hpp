@@ -1,0 +1,29 @@
+// What the nodes of a run derive from its manifest beyond the typed values: the run's id, the
+// plugin instances, where checkpoints go. Shared by the C++ node (train/node.hpp), the Python
+// node (python/) and the tools; nothing here needs the model.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "plugin_host/plugin_instance.hpp"
+
+namespace pangea {
+
+struct Manifest;
+class PluginRegistry;
+
+// The manifest's choice for a plugin kind, or the named default with its default settings.
+PluginInstance instantiate(const Manifest& manifest, PluginRegistry& registry, pangea_plugin_kind kind,
+                           const char* default_name);
+
+// The storage plugin of [storage]; without one, storage/local in <run.dir>/checkpoints.
+PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry);
+// Where node `node`'s checkpoints go in the storage: "<checkpoint.prefix or run name>/node-<id>/".
+std::string checkpoint_prefix(const Manifest& manifest, int node);
+
+// The run id nodes and coordinator agree on: `explicit_id`, or one derived from [run] name.
+uint64_t run_id_of(const Manifest& manifest, uint64_t explicit_id);
+std::string run_id_text(uint64_t id);  // 16 hex digits, as the coordinator's messages carry it
+
+}  // namespace pangea

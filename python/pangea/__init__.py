@@ -1,0 +1,134 @@
+"""Pangea for PyTorch: DiLoCo over Pangea's C++ core, for any model on any device.
+
+    import pangea
+    node = pangea.Node("run.toml", node_id=0)            # joins the mesh, loads the plugins
+    diloco = pangea.DiLoCo(node, model, inner_optimizer)  # any torch.nn.Module, any device
+    for batch in loader:
+        loss = loss_fn(model(batch)); loss.backward()
+        inner_optimizer.step(); inner_optimizer.zero_grad()
+        diloco.step(loss)   # counts inner steps; every [diloco] inner_steps it runs the outer step
+    diloco.finish()
+
+The run manifest and the plugins are the C++ node's (docs/manifest.md); docs/python.md says what
+a Python node reads from it and how it differs from `pangea run`.
+"""
+
+import time
+
+from ._pangea import Error
+from ._pangea import Node as _CoreNode
+
+__all__ = ["Error", "Node", "DiLoCo"]
+
+
+class Node:
+    """One node of a run: the manifest, the plugins and the mesh (the core's part).
+
+    manifest: path of the run manifest (TOML). node_id: 0 .. [mesh] nodes - 1.
+    join: start as a late joiner. set: overrides "section.key=value", as `pangea run --set`.
+    run_id: the run's id as the coordinator knows it (0: derived from [run] name).
+    Raises pangea.Error with the core's message for a bad manifest, a plugin or the mesh.
+    """
+
+    def __init__(self, manifest, node_id, *, join=False, set=(), run_id=0):
+        self._core = _CoreNode(str(manifest), int(node_id), bool(join), [str(s) for s in set], int(run_id))
+
+    @property
+    def node_id(self):
+        return self._core.node_id
+
+    @property
+    def nodes(self):
+        return self._core.nodes
+
+    @property
+    def inner_steps(self):
+        """[diloco] inner_steps: inner steps between two outer steps (H)."""
+        return self._core.inner_steps
+
+    @property
+    def outer_steps(self):
+        """[diloco] outer_steps: how many outer steps the run is planned for."""
+        return self._core.outer_steps
+
+    def leave(self):
+        """Leaves the run at once (the others do not wait for this node's timeout)."""
+        self._core.leave()
+
+
+class DiLoCo:
+    """DiLoCo around the user's model and inner optimizer; the user keeps the training loop.
+
+    The synced parameters and the outer optimizer's state live in host memory (in the core); the
+    model's parameters may live on any device. Every inner_steps calls of step(), the model's
+    parameters are copied into a host buffer (pinned when they are on a GPU), the core averages
+    the pseudo-gradients over the nodes and steps the outer optimizer, and the synced parameters
+    are copied back into the model. Every node must start from the same parameters (seed the
+    model's initialization alike).
+    """
+
+    def __init__(self, node, model, inner_optimizer):
+        import torch
+
+        self.node = node
+        self.model = model
+        self.inner_optimizer = inner_optimizer
+        self._params = [p for p in model.parameters()]
+        if not self._params:
+            raise ValueError("the model has no parameters")
+        count = sum(p.numel() for p in self._params)
+        on_gpu = any(p.device.type == "cuda" for p in self._params)
+        self._host = torch.empty(count, dtype=torch.float32, pin_memory=on_gpu)
+        self._copy_from_model()
+        node._core.attach(self._host.numpy())
+        self._inner = 0
+        self._losses = []
+        self._round_start = time.perf_counter()
+        self.last_report = None
+
+    def _copy_from_model(self):
+        import torch
+
+        with torch.no_grad():
+            offset = 0
+            for p in self._params:
+                n = p.numel()
+                self._host[offset:offset + n].copy_(p.detach().reshape(-1), non_blocking=True)
+                offset += n
+            if any(p.device.type == "cuda" for p in self._params):
+                torch.cuda.synchronize()
+
+    def _copy_to_model(self):
+        import torch
+
+        with torch.no_grad():
+            offset = 0
+            for p in self._params:
+                n = p.numel()
+                p.copy_(self._host[offset:offset + n].view(p.shape))
+                offset += n
+
+    def step(self, loss=None):
+        """After each inner step (the inner optimizer's step). Every inner_steps calls it runs
+        the outer step and returns its report (a dict: outer_step, params_hash, members, bytes
+        sent, seconds); otherwise None. `loss` (a float or a 0-d tensor) goes to the metrics."""
+        self._inner += 1
+        if loss is not None:
+            self._losses.append(float(loss))
+        if self._inner % self.node.inner_steps != 0:
+            return None
+        compute = time.perf_counter() - self._round_start
+        self._copy_from_model()
+        mean_loss = sum(self._losses) / len(self._losses) if self._losses else 0.0
+        self.last_report = self.node._core.sync(compute, mean_loss)
+        self._copy_to_model()
+        self._losses.clear()
+        self._round_start = time.perf_counter()
+        return self.last_report
+
+    def finish(self):
+        """The end of training: the model holds the final synced parameters; the summary is
+        written and the node leaves the run. Returns the parameters' hash (as the C++ node prints)."""
+        params_hash = self.node._core.finish()
+        self._copy_to_model()
+        return params_hash

@@ -1,0 +1,236 @@
+// The extension behind the Python package (`pangea._pangea`): one node of a run, driven from
+// Python. The user's model and inner optimizer stay in PyTorch; this holds the core's part: the
+// manifest, the plugins, the mesh session, the outer loop over a flat fp32 host buffer of the
+// model's parameters (pangea/__init__.py copies the model into it and back), and the metrics.
+// It does not link LibTorch: the buffer comes in through Python's buffer protocol.
+#include <dlfcn.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/log.hpp"
+#include "diloco/outer_loop.hpp"
+#include "manifest/manifest.hpp"
+#include "plugin_host/plugin_registry.hpp"
+#include "train/mesh_session.hpp"
+#include "train/metrics.hpp"
+#include "train/model_shape.hpp"
+#include "train/node.hpp"
+#include "train/run_setup.hpp"
+#include "common/float_hash.hpp"
+
+namespace py = pybind11;
+namespace fs = std::filesystem;
+
+namespace pangea {
+namespace {
+
+// PANGEA_PLUGIN_PATH, then the plugins installed beside this module (<package>/plugins), then
+// those of the build tree it was built in.
+std::vector<SearchPath> python_search_path() {
+    std::vector<SearchPath> out;
+    for (SearchPath& entry : default_search_path())
+        if (entry.why == "PANGEA_PLUGIN_PATH") out.push_back(std::move(entry));
+    Dl_info self{};
+    if (dladdr(reinterpret_cast<const void*>(&python_search_path), &self) != 0 && self.dli_fname != nullptr)
+        out.push_back({fs::path(self.dli_fname).parent_path() / "plugins", "beside the Python module"});
+    out.push_back({PANGEA_BUILD_PLUGIN_DIR, "the build tree's"});
+    return out;
+}
+
+std::vector<Override> overrides_of(const std::vector<std::string>& set_arguments) {
+    std::vector<Override> overrides = environment_overrides(process_environment());
+    for (const auto& argument : set_arguments) overrides.push_back(parse_set_argument(argument));
+    return overrides;  // later entries win: file < environment < set
+}
+
+class PythonNode {
+public:
+    PythonNode(const std::string& manifest_path, int node_id, bool join, const std::vector<std::string>& set,
+               uint64_t run_id)
+        : registry_(python_search_path()),
+          manifest_(load_manifest(manifest_path, overrides_of(set), registry_)),
+          optimizer_(instantiate(manifest_, registry_, PANGEA_KIND_OPTIM, "nesterov")),
+          transport_(instantiate(manifest_, registry_, PANGEA_KIND_TRANSPORT, "tcp")),
+          codec_(instantiate(manifest_, registry_, PANGEA_KIND_COMPRESS, "none")),
+          nodes_(static_cast<int>(manifest_.get_int("mesh", "nodes"))) {
+        pangea_log_level level = PANGEA_LOG_INFO;
+        parse_log_level(manifest_.get_string("run", "log_level"), &level);
+        set_log_level(level);
+        if (node_id < 0 || node_id >= nodes_)
+            throw std::invalid_argument("node_id " + std::to_string(node_id) + " is outside the run's [mesh] nodes = " +
+                                        std::to_string(nodes_) + " (0.." + std::to_string(nodes_ - 1) + ")");
+        options_.node_id = node_id;
+        options_.join = join;
+        options_.run_id = run_id;
+        log(PANGEA_LOG_INFO, "python", tag() + " of " + std::to_string(nodes_) + ": plugins " + transport_.plugin().id() +
+                                           ", " + codec_.plugin().id() + ", " + optimizer_.plugin().id());
+        if (nodes_ > 1) {
+            py::gil_scoped_release release;  // joining waits on the other nodes
+            mesh_.emplace(manifest_, transport_, codec_, options_, std::nullopt);
+        }
+    }
+
+    // The flat fp32 host buffer the outer loop works on (the model's parameters, copied in by
+    // the caller before each sync() and out after). Kept alive while the node lives.
+    void attach(const py::buffer& buffer) {
+        if (loop_) throw std::logic_error("a model is attached to this node already");
+        const py::buffer_info info = buffer.request(/*writable=*/true);
+        if (info.format != py::format_descriptor<float>::format() || info.ndim != 1 || info.strides[0] != sizeof(float))
+            throw std::invalid_argument("the parameter buffer must be a contiguous 1-D float32 buffer (got format '" +
+                                        info.format + "', " + std::to_string(info.ndim) + " dimensions)");
+        buffer_ = buffer;
+        params_ = std::make_unique<HostParameters>(std::span<float>(static_cast<float*>(info.ptr), static_cast<size_t>(info.size)));
+        AverageFn average = [this](std::span<float> data, const ContributionFn& contribution) {
+            if (mesh_) return mesh_->average(data, contribution);
+            contribution(data);  // one node: the average is its own
+            return AllReduceResult{};
+        };
+        loop_ = std::make_unique<OuterLoop>(*params_, optimizer_, std::move(average), manifest_.get_bool("diloco", "overlap"));
+        metrics_ = std::make_unique<NodeMetrics>(manifest_.get_string("run", "dir"), options_.node_id, outer_steps(),
+                                                 inner_steps(), false);
+        metrics_->begin();
+        log(PANGEA_LOG_INFO, "python", tag() + ": model of " + format_count(double(info.size)) + " parameters attached");
+    }
+
+    // One outer step over the attached buffer: the pseudo-gradient's average through the core,
+    // the outer optimizer, the buffer set to the synced parameters. The GIL is released while
+    // the core waits on the network. Returns what the metrics file records for the step.
+    py::dict sync(double compute_seconds, double loss) {
+        const OuterLoop& loop = attached();
+        const auto start = std::chrono::steady_clock::now();
+        OuterStepReport report;
+        {
+            py::gil_scoped_release release;
+            report = loop_->sync();
+        }
+        if (report.dropped())
+            throw MeshError(tag() + ": " + mesh_->rejoin().why +
+                            " (the Python node cannot recover live yet: restart it with join=True)");
+        ++outer_step_;
+        metrics_->inner_step(loss, compute_seconds);
+        const double sync_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const std::string hash = hash_floats(loop.synced().data(), loop.synced().size());
+        Json line{{"outer_step", outer_step_},
+                  {"inner_step", outer_step_ * inner_steps()},
+                  {"loss", loss},
+                  {"synced_outer_steps", loop.applied_steps()},
+                  {"members", mesh_ ? int64_t{mesh_->members()} : int64_t{1}},
+                  {"params_hash", hash}};
+        metrics_->outer_step(line, report, compute_seconds, compute_seconds + sync_seconds);
+        metrics_->status("training", outer_step_, 0, 0, true);
+        py::dict out;
+        out["outer_step"] = outer_step_;
+        out["applied"] = report.applied;
+        out["params_hash"] = hash;
+        out["members"] = mesh_ ? mesh_->members() : 1;
+        out["allreduce_seconds"] = report.allreduce.seconds;
+        out["bytes_sent"] = report.allreduce.bytes_sent;
+        out["bytes_received"] = report.allreduce.bytes_received;
+        out["blocked_seconds"] = report.blocked_seconds;
+        return out;
+    }
+
+    // The end of training: overlap mode's last average applied; the summary written; the run
+    // left. The buffer then holds the final synced parameters.
+    std::string finish() {
+        attached();
+        OuterStepReport report;
+        {
+            py::gil_scoped_release release;
+            report = loop_->finish();
+        }
+        metrics_->finish(report);
+        metrics_->end();
+        const std::string hash = hash_floats(loop_->synced().data(), loop_->synced().size());
+        metrics_->summary(Json{{"nodes", nodes_},
+                               {"parameters", static_cast<int64_t>(params_->size())},
+                               {"outer_steps", outer_step_},
+                               {"inner_steps", inner_steps()},
+                               {"params_hash", hash},
+                               {"front_end", "python"}});
+        metrics_->status("done", outer_step_, 0, 0, true);
+        leave();
+        return hash;
+    }
+
+    void leave() {
+        if (!mesh_ || left_) return;
+        left_ = true;
+        py::gil_scoped_release release;
+        mesh_->leave();
+    }
+
+    int node_id() const { return options_.node_id; }
+    int nodes() const { return nodes_; }
+    int64_t inner_steps() const { return manifest_.get_int("diloco", "inner_steps"); }
+    int64_t outer_steps() const { return manifest_.get_int("diloco", "outer_steps"); }
+    std::string role() const {
+        return mesh_ && mesh_->joined().role == Role::kRecover ? "recover" : "member";
+    }
+    int64_t joined_step() const { return mesh_ ? mesh_->joined().step : 0; }
+    std::string manifest_toml() const { return manifest_.to_toml(); }
+
+private:
+    std::string tag() const { return "node-" + std::to_string(options_.node_id); }
+    const OuterLoop& attached() const {
+        if (!loop_) throw std::logic_error("no model is attached to this node (pangea.DiLoCo attaches one)");
+        return *loop_;
+    }
+
+    PluginRegistry registry_;
+    Manifest manifest_;
+    PluginInstance optimizer_, transport_, codec_;
+    int nodes_;
+    NodeOptions options_;
+    std::optional<MeshSession> mesh_;
+    py::buffer buffer_;  // keeps the parameters' memory alive
+    std::unique_ptr<HostParameters> params_;
+    std::unique_ptr<OuterLoop> loop_;
+    std::unique_ptr<NodeMetrics> metrics_;
+    int64_t outer_step_ = 0;
+    bool left_ = false;
+};
+
+}  // namespace
+}  // namespace pangea
+
+PYBIND11_MODULE(_pangea, m) {
+    using pangea::PythonNode;
+    m.doc() = "Pangea's core for Python: one node of a DiLoCo run (use the pangea package, not this module)";
+    // The core's errors (a bad manifest, a plugin, the mesh) arrive as pangea.Error with the core's text.
+    static py::exception<std::runtime_error> error(m, "Error");
+    py::register_exception_translator([](std::exception_ptr failure) {
+        try {
+            if (failure) std::rethrow_exception(failure);
+        } catch (const std::invalid_argument& e) {
+            PyErr_SetString(PyExc_ValueError, e.what());
+        } catch (const std::logic_error& e) {
+            PyErr_SetString(PyExc_RuntimeError, e.what());
+        } catch (const std::runtime_error& e) {
+            error(e.what());
+        }
+    });
+    py::class_<PythonNode>(m, "Node")
+        .def(py::init<const std::string&, int, bool, const std::vector<std::string>&, uint64_t>(), py::arg("manifest"),
+             py::arg("node_id"), py::arg("join") = false, py::arg("set") = std::vector<std::string>{},
+             py::arg("run_id") = 0)
+        .def("attach", &PythonNode::attach, py::arg("buffer"))
+        .def("sync", &PythonNode::sync, py::arg("compute_seconds"), py::arg("loss"))
+        .def("finish", &PythonNode::finish)
+        .def("leave", &PythonNode::leave)
+        .def_property_readonly("node_id", &PythonNode::node_id)
+        .def_property_readonly("nodes", &PythonNode::nodes)
+        .def_property_readonly("inner_steps", &PythonNode::inner_steps)
+        .def_property_readonly("outer_steps", &PythonNode::outer_steps)
+        .def_property_readonly("role", &PythonNode::role)
+        .def_property_readonly("joined_step", &PythonNode::joined_step)
+        .def("manifest_toml", &PythonNode::manifest_toml);
+}
