@@ -16,7 +16,7 @@ namespace pangea {
 class LiveRecovery {
 public:
     // Both must outlive this object. `overlap`: diloco.overlap, where recovery is not available.
-    LiveRecovery(MeshSession& mesh, NodeState& state, bool overlap) : mesh_(mesh), state_(state), overlap_(overlap) {}
+    LiveRecovery(MeshSession& mesh, TransferableState& state, bool overlap) : mesh_(mesh), state_(state), overlap_(overlap) {}
 
     // Takes up the run's state from a peer; returns the outer steps it had committed (this node
     // goes on with the next one). Throws std::runtime_error / MeshError when no source could
@@ -31,7 +31,7 @@ public:
 
 private:
     MeshSession& mesh_;
-    NodeState& state_;
+    TransferableState& state_;
     bool overlap_;
     std::vector<Json> recoveries_;
 };

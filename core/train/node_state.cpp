@@ -8,31 +8,37 @@
 
 namespace pangea {
 
-uint64_t NodeState::max_snapshot_bytes() const {
+uint64_t TransferableState::max_snapshot_bytes() const {
     return 8 * loop_.synced().size_bytes() + (uint64_t{64} << 20);
 }
 
-std::shared_ptr<const StateSnapshot> NodeState::snapshot(int64_t step) const {
+std::shared_ptr<const StateSnapshot> TransferableState::snapshot(int64_t step) const {
     auto snapshot = std::make_shared<StateSnapshot>();
     snapshot->step = step;
     const auto synced = loop_.synced();
     const auto* bytes = reinterpret_cast<const uint8_t*>(synced.data());
     snapshot->sections.push_back({"params", {bytes, bytes + synced.size_bytes()}, true});
     snapshot->sections.push_back({"outer_optimizer", loop_.optimizer_state(), true});
-    snapshot->sections.push_back({"inner_optimizer", learner_.snapshot_optimizer_state()(), false});
+    snapshot->sections.push_back({"inner_optimizer", inner_state(), false});
     return snapshot;
 }
 
-void NodeState::take_up(const StateSnapshot& snapshot) {
+void TransferableState::take_up(const StateSnapshot& snapshot) {
     const std::vector<uint8_t>& params = snapshot.at("params").bytes;
     const size_t expected = loop_.synced().size_bytes();
     if (params.size() != expected)
         throw std::runtime_error("the recovered parameters are " + std::to_string(params.size()) + " bytes, this model has " +
-                                 std::to_string(expected) + "; do the nodes' manifests agree?");
+                                 std::to_string(expected) + "; do the nodes' manifests and models agree?");
     loop_.restore({reinterpret_cast<const float*>(params.data()), params.size() / sizeof(float)},
                   snapshot.at("outer_optimizer").bytes);
-    learner_.load_optimizer_state(snapshot.at("inner_optimizer").bytes);
-    sampler_.skip_to(draws_after(snapshot.step));
+    take_up_inner(snapshot.at("inner_optimizer").bytes, snapshot.step);
+}
+
+std::vector<uint8_t> NodeState::inner_state() const { return learner_.snapshot_optimizer_state()(); }
+
+void NodeState::take_up_inner(std::span<const uint8_t> bytes, int64_t step) {
+    learner_.load_optimizer_state(bytes);
+    sampler_.skip_to(draws_after(step));
 }
 
 TrainingState NodeState::checkpoint(int64_t step, TrainingState state) const {

@@ -1,12 +1,12 @@
 // What a node hands over and takes up, in one place: the synced parameters and the outer
-// optimizer's state (the outer loop's), the inner optimizer's (the learner's) and the data
-// position (the sampler's). Live recovery moves it between nodes as a StateSnapshot; checkpoints
-// keep it as a TrainingState.
+// optimizer's state (the outer loop's), the inner optimizer's and the data position. Live
+// recovery moves it between nodes as a StateSnapshot; checkpoints keep it as a TrainingState.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "checkpoint/checkpoint.hpp"
 #include "diloco/outer_loop.hpp"
@@ -17,27 +17,44 @@ namespace pangea {
 class Learner;
 class Sampler;
 
-class NodeState {
+// What live recovery moves between nodes (train/live_recovery.hpp): the outer loop's part here,
+// the inner part from a subclass: the C++ node's NodeState below, or a Python node's
+// (python/src/module.cpp), whose inner optimizer lives in PyTorch.
+class TransferableState {
 public:
-    // All three must outlive this object. A node draws `draws_per_outer_step` training sequences
-    // per outer step.
-    NodeState(OuterLoop& loop, Learner& learner, Sampler& sampler, uint64_t draws_per_outer_step)
-        : loop_(loop), learner_(learner), sampler_(sampler), draws_per_outer_step_(draws_per_outer_step) {}
-
-    // The training sequences a node has drawn after `step` outer steps: its data position.
-    uint64_t draws_after(int64_t step) const { return static_cast<uint64_t>(step) * draws_per_outer_step_; }
+    explicit TransferableState(OuterLoop& loop) : loop_(loop) {}  // the loop must outlive this
+    virtual ~TransferableState() = default;
 
     // Bytes a peer's snapshot may hold at most: the parameters, the outer optimizer's state (at
-    // most 2 buffers of their size) and AdamW's (2 more), with room to spare. A peer cannot make
-    // this node allocate more.
+    // most 2 buffers of their size) and an inner optimizer's like AdamW's (2 more), with room to
+    // spare. A peer cannot make this node allocate more.
     uint64_t max_snapshot_bytes() const;
-
-    // For a joiner: the synced state after `step` outer steps (only the parameters and the outer
+    // For a joiner: the state after `step` outer steps (only the parameters and the outer
     // optimizer's state are the same on every member).
     std::shared_ptr<const StateSnapshot> snapshot(int64_t step) const;
     // Takes up a peer's snapshot. Throws std::runtime_error (or OuterLoopError) saying what does
     // not fit this model, and then changes nothing the caller relies on: it fetches again or stops.
     void take_up(const StateSnapshot& snapshot);
+
+protected:
+    // The inner optimizer's state as bytes, now.
+    virtual std::vector<uint8_t> inner_state() const = 0;
+    // Takes up the inner optimizer's bytes, and the position (data, step counters) after `step`
+    // outer steps.
+    virtual void take_up_inner(std::span<const uint8_t> bytes, int64_t step) = 0;
+
+    OuterLoop& loop_;
+};
+
+class NodeState final : public TransferableState {
+public:
+    // All three must outlive this object. A node draws `draws_per_outer_step` training sequences
+    // per outer step.
+    NodeState(OuterLoop& loop, Learner& learner, Sampler& sampler, uint64_t draws_per_outer_step)
+        : TransferableState(loop), learner_(learner), sampler_(sampler), draws_per_outer_step_(draws_per_outer_step) {}
+
+    // The training sequences a node has drawn after `step` outer steps: its data position.
+    uint64_t draws_after(int64_t step) const { return static_cast<uint64_t>(step) * draws_per_outer_step_; }
 
     // For a checkpoint: the state after `step` outer steps, written into `reuse`'s buffers (the
     // checkpointer's spare: no fresh pages). The inner optimizer's bytes are made later, on the
@@ -45,9 +62,12 @@ public:
     TrainingState checkpoint(int64_t step, TrainingState reuse) const;
     // Takes up a checkpoint read back. Throws like take_up().
     void take_up(const TrainingState& state);
+    using TransferableState::take_up;
 
 private:
-    OuterLoop& loop_;
+    std::vector<uint8_t> inner_state() const override;
+    void take_up_inner(std::span<const uint8_t> bytes, int64_t step) override;
+
     Learner& learner_;
     Sampler& sampler_;
     uint64_t draws_per_outer_step_;

@@ -13,6 +13,7 @@ The run manifest and the plugins are the C++ node's (docs/manifest.md); docs/pyt
 a Python node reads from it and how it differs from `pangea run`.
 """
 
+import io
 import time
 
 from ._pangea import Error
@@ -80,11 +81,41 @@ class DiLoCo:
         on_gpu = any(p.device.type == "cuda" for p in self._params)
         self._host = torch.empty(count, dtype=torch.float32, pin_memory=on_gpu)
         self._copy_from_model()
-        node._core.attach(self._host.numpy())
         self._inner = 0
         self._losses = []
-        self._round_start = time.perf_counter()
         self.last_report = None
+        node._core.attach(self._host.numpy(), self._save_inner, self._take_up_inner)
+        # A late joiner takes up a member's state (the model's parameters, both optimizers') here.
+        self.recovered_at = node._core.start() or None
+        self._round_start = time.perf_counter()
+
+    @property
+    def outer_step(self):
+        """Outer steps done so far (after a recovery: the run's)."""
+        return self._inner // self.node.inner_steps
+
+    @property
+    def inner_step(self):
+        """Inner steps done so far, counted as the run counts them (after a recovery: from the
+        recovered outer step on): where a data loader that can seek should go on."""
+        return self._inner
+
+    def _save_inner(self):
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(self.inner_optimizer.state_dict(), buffer)
+        return buffer.getvalue()
+
+    def _take_up_inner(self, state, outer_step):
+        # Called by the core during live recovery, once it has put the synced parameters into
+        # the host buffer: they go into the model, the inner optimizer takes up the peer's state.
+        import torch
+
+        self.inner_optimizer.load_state_dict(torch.load(io.BytesIO(state), map_location="cpu"))
+        self._copy_to_model()
+        self._inner = outer_step * self.node.inner_steps
+        self._losses.clear()
 
     def _copy_from_model(self):
         import torch
@@ -111,7 +142,10 @@ class DiLoCo:
     def step(self, loss=None):
         """After each inner step (the inner optimizer's step). Every inner_steps calls it runs
         the outer step and returns its report (a dict: outer_step, params_hash, members, bytes
-        sent, seconds); otherwise None. `loss` (a float or a 0-d tensor) goes to the metrics."""
+        sent, seconds); otherwise None. `loss` (a float or a 0-d tensor) goes to the metrics.
+
+        A node the run dropped (it stalled past [mesh] timeout_ms) takes up a member's state
+        instead: the report then says recovered=True, and outer_step is the run's."""
         self._inner += 1
         if loss is not None:
             self._losses.append(float(loss))
@@ -121,7 +155,8 @@ class DiLoCo:
         self._copy_from_model()
         mean_loss = sum(self._losses) / len(self._losses) if self._losses else 0.0
         self.last_report = self.node._core.sync(compute, mean_loss)
-        self._copy_to_model()
+        if not self.last_report["recovered"]:
+            self._copy_to_model()
         self._losses.clear()
         self._round_start = time.perf_counter()
         return self.last_report

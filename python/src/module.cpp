@@ -19,6 +19,7 @@
 #include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
 #include "plugin_host/plugin_registry.hpp"
+#include "train/live_recovery.hpp"
 #include "train/mesh_session.hpp"
 #include "train/metrics.hpp"
 #include "train/model_shape.hpp"
@@ -51,6 +52,37 @@ std::vector<Override> overrides_of(const std::vector<std::string>& set_arguments
     return overrides;  // later entries win: file < environment < set
 }
 
+// A Python node's state for live recovery: the outer loop's part in the core, the inner
+// optimizer's in PyTorch, reached through two Python functions (pangea.DiLoCo's). Called with or
+// without the GIL: each call takes it.
+class PythonState final : public TransferableState {
+public:
+    PythonState(OuterLoop& loop, py::function save_inner, py::function take_up_inner)
+        : TransferableState(loop), save_inner_(std::move(save_inner)), take_up_inner_(std::move(take_up_inner)) {}
+    ~PythonState() override {
+        py::gil_scoped_acquire gil;
+        save_inner_ = py::function();
+        take_up_inner_ = py::function();
+    }
+
+private:
+    std::vector<uint8_t> inner_state() const override {
+        py::gil_scoped_acquire gil;
+        const std::string bytes = py::bytes(save_inner_());
+        return {bytes.begin(), bytes.end()};
+    }
+    void take_up_inner(std::span<const uint8_t> bytes, int64_t step) override {
+        py::gil_scoped_acquire gil;
+        try {
+            take_up_inner_(py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size()), step);
+        } catch (py::error_already_set& e) {
+            throw std::runtime_error("the inner optimizer's recovered state does not load: " + std::string(e.what()));
+        }
+    }
+
+    py::function save_inner_, take_up_inner_;
+};
+
 class PythonNode {
 public:
     PythonNode(const std::string& manifest_path, int node_id, bool join, const std::vector<std::string>& set,
@@ -79,8 +111,10 @@ public:
     }
 
     // The flat fp32 host buffer the outer loop works on (the model's parameters, copied in by
-    // the caller before each sync() and out after). Kept alive while the node lives.
-    void attach(const py::buffer& buffer) {
+    // the caller before each sync() and out after), kept alive while the node lives; and the
+    // inner optimizer's state for live recovery: save_inner() -> bytes, take_up_inner(bytes,
+    // outer_step), which also copies the buffer into the model.
+    void attach(const py::buffer& buffer, py::function save_inner, py::function take_up_inner) {
         if (loop_) throw std::logic_error("a model is attached to this node already");
         const py::buffer_info info = buffer.request(/*writable=*/true);
         if (info.format != py::format_descriptor<float>::format() || info.ndim != 1 || info.strides[0] != sizeof(float))
@@ -94,10 +128,23 @@ public:
             return AllReduceResult{};
         };
         loop_ = std::make_unique<OuterLoop>(*params_, optimizer_, std::move(average), manifest_.get_bool("diloco", "overlap"));
+        state_ = std::make_unique<PythonState>(*loop_, std::move(save_inner), std::move(take_up_inner));
+        if (mesh_) recovery_.emplace(*mesh_, *state_, manifest_.get_bool("diloco", "overlap"));
         metrics_ = std::make_unique<NodeMetrics>(manifest_.get_string("run", "dir"), options_.node_id, outer_steps(),
                                                  inner_steps(), false);
         metrics_->begin();
         log(PANGEA_LOG_INFO, "python", tag() + ": model of " + format_count(double(info.size)) + " parameters attached");
+    }
+
+    // A node that joins a run in progress takes up a member's state before its first inner step.
+    // Returns the outer steps done (0 for a node that starts with the run).
+    int64_t start() {
+        attached();
+        if (!mesh_ || mesh_->joined().role != Role::kRecover) return outer_step_;
+        const Rejoin from{tag() + " joins a run in progress", mesh_->joined().step, mesh_->joined().sources};
+        py::gil_scoped_release release;
+        outer_step_ = recovery_->recover(from);
+        return outer_step_;
     }
 
     // One outer step over the attached buffer: the pseudo-gradient's average through the core,
@@ -111,10 +158,20 @@ public:
             py::gil_scoped_release release;
             report = loop_->sync();
         }
-        if (report.dropped())
-            throw MeshError(tag() + ": " + mesh_->rejoin().why +
-                            " (the Python node cannot recover live yet: restart it with join=True)");
+        if (report.dropped()) {
+            log(PANGEA_LOG_WARN, "python", tag() + ": " + mesh_->rejoin().why + "; recovering from a peer");
+            {
+                py::gil_scoped_release release;
+                outer_step_ = recovery_->recover(mesh_->rejoin());
+            }
+            py::dict out;
+            out["outer_step"] = outer_step_;
+            out["recovered"] = true;
+            out["params_hash"] = hash_floats(loop.synced().data(), loop.synced().size());
+            return out;
+        }
         ++outer_step_;
+        if (recovery_) recovery_->offer_state();
         metrics_->inner_step(loss, compute_seconds);
         const double sync_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         const std::string hash = hash_floats(loop.synced().data(), loop.synced().size());
@@ -128,6 +185,7 @@ public:
         metrics_->status("training", outer_step_, 0, 0, true);
         py::dict out;
         out["outer_step"] = outer_step_;
+        out["recovered"] = false;
         out["applied"] = report.applied;
         out["params_hash"] = hash;
         out["members"] = mesh_ ? mesh_->members() : 1;
@@ -155,6 +213,7 @@ public:
                                {"outer_steps", outer_step_},
                                {"inner_steps", inner_steps()},
                                {"params_hash", hash},
+                               {"recoveries", recovery_ ? static_cast<int64_t>(recovery_->recoveries().size()) : int64_t{0}},
                                {"front_end", "python"}});
         metrics_->status("done", outer_step_, 0, 0, true);
         leave();
@@ -194,6 +253,8 @@ private:
     py::buffer buffer_;  // keeps the parameters' memory alive
     std::unique_ptr<HostParameters> params_;
     std::unique_ptr<OuterLoop> loop_;
+    std::unique_ptr<PythonState> state_;
+    std::optional<LiveRecovery> recovery_;
     std::unique_ptr<NodeMetrics> metrics_;
     int64_t outer_step_ = 0;
     bool left_ = false;
@@ -222,7 +283,8 @@ PYBIND11_MODULE(_pangea, m) {
         .def(py::init<const std::string&, int, bool, const std::vector<std::string>&, uint64_t>(), py::arg("manifest"),
              py::arg("node_id"), py::arg("join") = false, py::arg("set") = std::vector<std::string>{},
              py::arg("run_id") = 0)
-        .def("attach", &PythonNode::attach, py::arg("buffer"))
+        .def("attach", &PythonNode::attach, py::arg("buffer"), py::arg("save_inner"), py::arg("take_up_inner"))
+        .def("start", &PythonNode::start)
         .def("sync", &PythonNode::sync, py::arg("compute_seconds"), py::arg("loss"))
         .def("finish", &PythonNode::finish)
         .def("leave", &PythonNode::leave)

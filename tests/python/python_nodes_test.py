@@ -8,18 +8,17 @@ H = 1, SGD, no compression and the outer optimizer at lr 1, momentum 0, the run 
 synchronous parameter averaging computed here without the network.
 """
 import json
-import os
 import pathlib
-import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import harness  # noqa: E402
 import worker  # noqa: E402
+from harness import fail  # noqa: E402
 
 NODES = 4
 OUTER_STEPS = 6
@@ -51,60 +50,20 @@ momentum = 0.0
 """
 
 
-def fail(message):
-    print("FAIL: " + message, file=sys.stderr)
-    sys.exit(1)
-
-
-def wait_for_file(path, process, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return path.read_text().strip()
-        if process.poll() is not None:
-            fail(f"the coordinator exited with {process.returncode} before writing {path}")
-        time.sleep(0.05)
-    fail(f"no {path} after {seconds} s")
-
-
 def run_nodes(pangea, work):
-    manifest = work / "run.toml"
-    manifest.write_text(MANIFEST.format(run_dir=work / "run", outer_steps=OUTER_STEPS, nodes=NODES))
-    address_file = work / "coordinator.address"
-    logs = {"coordinator": open(work / "coordinator.log", "w")}
-    coordinator = subprocess.Popen([pangea, "coordinator", str(manifest), "--listen", "127.0.0.1:0",
-                                    "--address-file", str(address_file)], stdout=logs["coordinator"],
-                                   stderr=subprocess.STDOUT)
+    run = harness.Run(pangea, work, MANIFEST.format(run_dir=work / "run", outer_steps=OUTER_STEPS, nodes=NODES))
     try:
-        address = wait_for_file(address_file, coordinator, 30)
-        nodes = []
         for k in range(NODES):
-            logs[k] = open(work / f"node-{k}.log", "w")
-            nodes.append(subprocess.Popen([sys.executable, str(HERE / "worker.py"), str(manifest), str(k),
-                                           str(work / f"node-{k}"), "--set", f"mesh.coordinator={address}"],
-                                          stdout=logs[k], stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + 300
-        for k, node in enumerate(nodes):
-            try:
-                code = node.wait(timeout=max(1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                for other in nodes:
-                    other.kill()
-                fail(f"node {k} did not finish in 300 s; its log:\n" + (work / f"node-{k}.log").read_text())
-            if code != 0:
-                fail(f"node {k} exited with {code}; its log:\n" + (work / f"node-{k}.log").read_text())
+            run.start(k)
+        run.wait_all(300)
     finally:
-        coordinator.terminate()
-        coordinator.wait(timeout=30)
-        for log in logs.values():
-            log.close()
+        run.stop()
 
 
 def synchronous_averaging():
     """The same training without the network: each step, every node takes one SGD step from the
     common parameters on its own batch, and the common parameters become their mean."""
     models = [worker.make_model() for _ in range(NODES)]
-    data = [list(worker.batches(k, OUTER_STEPS)) for k in range(NODES)]
     common = torch.cat([p.detach().reshape(-1) for p in models[0].parameters()])
     for step in range(OUTER_STEPS):
         moved = []
@@ -115,7 +74,7 @@ def synchronous_averaging():
                     p.copy_(common[offset:offset + p.numel()].view(p.shape))
                     offset += p.numel()
             optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-            x, y = data[k][step]
+            x, y = worker.batch(k, step)
             torch.nn.functional.mse_loss(model(x), y).backward()
             optimizer.step()
             optimizer.zero_grad()

@@ -1,13 +1,16 @@
 """One Python node of the tests in this folder: a small torch.nn model (not the Llama) trained
-with plain SGD on its own synthetic regression data, through pangea.DiLoCo.
+with SGD on its own synthetic regression data, through pangea.DiLoCo.
 
-    worker.py MANIFEST NODE_ID OUT [--set section.key=value ...]
+    worker.py MANIFEST NODE_ID OUT [--join] [--sleep SECONDS] [--momentum M] [--set section.key=value ...]
 
-Writes OUT.jsonl (one line per outer step: the report) and OUT.final (the final parameters, raw
-float32). Every node initializes the model from the same seed; node k draws its data from seed k.
+Writes OUT.jsonl (one line per outer step: the report; a joiner's first line says what it took
+up) and OUT.final (the final parameters, raw float32). Every node initializes the model from the
+same seed; node k's batch at inner step s is drawn from seed (k, s), so a joiner goes on with the
+data of the step it recovered.
 """
+import argparse
 import json
-import sys
+import time
 
 import torch
 
@@ -19,38 +22,48 @@ def make_model():
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
 
 
-def batches(node_id, count, size=16):
-    generator = torch.Generator().manual_seed(1000 + node_id)
-    target = torch.linspace(-1, 1, 8)
-    for _ in range(count):
-        x = torch.randn(size, 8, generator=generator)
-        yield x, (x @ target).unsqueeze(1)
+def batch(node_id, step, size=16):
+    generator = torch.Generator().manual_seed(1_000_000 * (node_id + 1) + step)
+    x = torch.randn(size, 8, generator=generator)
+    return x, (x @ torch.linspace(-1, 1, 8)).unsqueeze(1)
 
 
 def main():
-    manifest, node_id, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    overrides = [a for a in sys.argv[4:] if a != "--set"]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("manifest")
+    parser.add_argument("node_id", type=int)
+    parser.add_argument("out")
+    parser.add_argument("--join", action="store_true")
+    parser.add_argument("--sleep", type=float, default=0.0, help="seconds per inner step (a slower run)")
+    parser.add_argument("--momentum", type=float, default=0.0)
+    parser.add_argument("--set", action="append", default=[])
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    node = pangea.Node(manifest, node_id, set=overrides)
+
+    node = pangea.Node(args.manifest, args.node_id, join=args.join, set=args.set)
     model = make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=args.momentum)
     diloco = pangea.DiLoCo(node, model, optimizer)
-    steps = node.inner_steps * node.outer_steps
-    with open(out + ".jsonl", "w") as lines:
-        for x, y in batches(node_id, steps):
+    with open(args.out + ".jsonl", "w") as lines:
+        if diloco.recovered_at is not None:
+            buffers = sum(1 for state in optimizer.state.values() if "momentum_buffer" in state)
+            lines.write(json.dumps({"recovered_at": diloco.recovered_at, "momentum_buffers": buffers}) + "\n")
+        while diloco.inner_step < node.inner_steps * node.outer_steps:
+            x, y = batch(args.node_id, diloco.inner_step)
             loss = torch.nn.functional.mse_loss(model(x), y)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+            time.sleep(args.sleep)
             report = diloco.step(loss)
             if report is not None:
                 lines.write(json.dumps(report) + "\n")
                 lines.flush()
     final_hash = diloco.finish()
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    with open(out + ".final", "wb") as f:
+    with open(args.out + ".final", "wb") as f:
         f.write(flat.numpy().tobytes())
-    print(f"node {node_id}: done, parameters {final_hash}", flush=True)
+    print(f"node {args.node_id}: done, parameters {final_hash}", flush=True)
 
 
 if __name__ == "__main__":
