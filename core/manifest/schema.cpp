@@ -32,6 +32,8 @@ constexpr pangea_setting kRun[] = {
     text("dir", "runs", "directory for the run's logs, metrics and local state"),
     integer("seed", "0", "seed for initialization and data order", 0, kMaxInt),
     text("log_level", "info", "least severe log level printed", "debug|info|warn|error"),
+    text("entry", "", "what `pangea launch` starts for each node instead of `pangea run`: a shell command, "
+                      "e.g. \"python3 train.py\" for Python nodes (docs/python.md); empty: the built-in C++ node"),
 };
 constexpr pangea_setting kModel[] = {
     text("preset", "tiny", "model shape by name: tiny (~0.8M), small (~25M), 1b (Llama-3.2-1B), 10b (INTELLECT-1)",

@@ -153,15 +153,31 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
         }
         if (coordinator_address.empty()) throw std::runtime_error("the coordinator did not start within 10 s");
     }
+    // Each node: `pangea run`, or the manifest's [run] entry (a Python node, say), which gets the
+    // same in the environment, as pangea.Node reads it: PANGEA_LAUNCH_MANIFEST, _NODE_ID,
+    // _RUN_ID, _SET (one section.key=value per line) and _RESUME.
+    const std::string entry = manifest.get_string("run", "entry");
     std::vector<ChildProcess> children;
     for (int i = 0; i < nodes; ++i) {
-        std::vector<std::string> argv = {exe, "run", options.manifest_path, "--node-id", std::to_string(i),
-                                         "--run-id", std::to_string(run_id), "--set",
-                                         "mesh.nodes=" + std::to_string(nodes)};
-        for (const auto& set : settings) argv.insert(argv.end(), {"--set", set});
-        if (!coordinator_address.empty()) argv.insert(argv.end(), {"--set", "mesh.coordinator=" + coordinator_address});
-        if (!options.host.empty()) argv.insert(argv.end(), {"--set", "mesh.address=" + host_of(i) + ":0"});
-        if (!options.resume.empty()) argv.insert(argv.end(), {"--resume", options.resume});
+        std::vector<std::string> node_settings = {"mesh.nodes=" + std::to_string(nodes)};
+        node_settings.insert(node_settings.end(), settings.begin(), settings.end());
+        if (!coordinator_address.empty()) node_settings.push_back("mesh.coordinator=" + coordinator_address);
+        if (!options.host.empty()) node_settings.push_back("mesh.address=" + host_of(i) + ":0");
+        std::vector<std::string> argv;
+        if (entry.empty()) {
+            argv = {exe, "run", options.manifest_path, "--node-id", std::to_string(i), "--run-id", std::to_string(run_id)};
+            for (const auto& set : node_settings) argv.insert(argv.end(), {"--set", set});
+            if (!options.resume.empty()) argv.insert(argv.end(), {"--resume", options.resume});
+        } else {
+            std::string lines;
+            for (const auto& set : node_settings) lines += set + "\n";
+            ::setenv("PANGEA_LAUNCH_MANIFEST", options.manifest_path.c_str(), 1);
+            ::setenv("PANGEA_LAUNCH_NODE_ID", std::to_string(i).c_str(), 1);
+            ::setenv("PANGEA_LAUNCH_RUN_ID", std::to_string(run_id).c_str(), 1);
+            ::setenv("PANGEA_LAUNCH_SET", lines.c_str(), 1);
+            ::setenv("PANGEA_LAUNCH_RESUME", options.resume.c_str(), 1);
+            argv = {"/bin/sh", "-c", entry};
+        }
         children.emplace_back(in_netns(argv, i), (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).string());
     }
     std::printf("launched %d nodes%s; logs in %s, metrics in %s\n", nodes,
@@ -258,9 +274,11 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
         const std::string hash = json_string(*fields, "params_hash").value_or("?");
         if (finished++ == 0) first_hash = hash;
         identical = identical && hash == first_hash;
-        std::printf("%-6d %11.4f %11.4f %8.1f%% %12.2f %13.1f  %s\n", i, number(*fields, "final_loss"),
-                    number(*fields, "final_eval_loss"), 100 * number(*fields, "compute_utilization"),
-                    number(*fields, "allreduce_seconds"), number(*fields, "bytes_sent") / 1048576.0, hash.c_str());
+        char eval[32] = "-";  // a node that does not evaluate (a Python node) reports none
+        if (const double loss = number(*fields, "final_eval_loss"); loss >= 0) std::snprintf(eval, sizeof eval, "%.4f", loss);
+        std::printf("%-6d %11.4f %11s %8.1f%% %12.2f %13.1f  %s\n", i, number(*fields, "final_loss"), eval,
+                    100 * number(*fields, "compute_utilization"), number(*fields, "allreduce_seconds"),
+                    number(*fields, "bytes_sent") / 1048576.0, hash.c_str());
     }
     if (finished == 0) return 1;
     std::printf("%s\n", !identical ? "WARNING: the nodes' final parameters differ"

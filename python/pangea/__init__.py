@@ -14,6 +14,7 @@ a Python node reads from it and how it differs from `pangea run`.
 """
 
 import io
+import os
 import time
 
 from ._pangea import Error
@@ -22,17 +23,31 @@ from ._pangea import Node as _CoreNode
 __all__ = ["Error", "Node", "DiLoCo"]
 
 
+def _from_environment(variable, what):
+    value = os.environ.get(variable)
+    if not value:
+        raise ValueError(f"{what} is not given, and {variable} is not set (pangea launch sets it for a [run] entry)")
+    return value
+
+
 class Node:
     """One node of a run: the manifest, the plugins and the mesh (the core's part).
 
     manifest: path of the run manifest (TOML). node_id: 0 .. [mesh] nodes - 1.
     join: start as a late joiner. set: overrides "section.key=value", as `pangea run --set`.
     run_id: the run's id as the coordinator knows it (0: derived from [run] name).
+    Under `pangea launch` (a manifest with [run] entry) each of them comes from the environment
+    when not given: PANGEA_LAUNCH_MANIFEST, PANGEA_LAUNCH_NODE_ID, PANGEA_LAUNCH_RUN_ID and
+    PANGEA_LAUNCH_SET (one override per line, applied before `set`).
     Raises pangea.Error with the core's message for a bad manifest, a plugin or the mesh.
     """
 
-    def __init__(self, manifest, node_id, *, join=False, set=(), run_id=0):
-        self._core = _CoreNode(str(manifest), int(node_id), bool(join), [str(s) for s in set], int(run_id))
+    def __init__(self, manifest=None, node_id=None, *, join=False, set=(), run_id=None):
+        manifest = manifest if manifest is not None else _from_environment("PANGEA_LAUNCH_MANIFEST", "the manifest")
+        node_id = node_id if node_id is not None else int(_from_environment("PANGEA_LAUNCH_NODE_ID", "node_id"))
+        run_id = run_id if run_id is not None else int(os.environ.get("PANGEA_LAUNCH_RUN_ID") or 0)
+        launched = [line for line in os.environ.get("PANGEA_LAUNCH_SET", "").splitlines() if line.strip()]
+        self._core = _CoreNode(str(manifest), int(node_id), bool(join), launched + [str(s) for s in set], int(run_id))
 
     @property
     def node_id(self):
