@@ -65,10 +65,10 @@ CheckpointPart write_part(const ObjectStore& store, const std::string& dir, cons
     return part;
 }
 
-std::string safetensors_header(const ModelShape& shape) {
+std::string safetensors_header(const std::vector<ParameterSlot>& tensors) {
     Json json{{"__metadata__", {{"format", "pt"}, {"writer", "pangea"}}}};
-    for (const ParameterSlot& slot : parameter_layout(shape))
-        json[hugging_face_name(slot.name)] = {{"dtype", "F32"},
+    for (const ParameterSlot& slot : tensors)
+        json[slot.name] = {{"dtype", "F32"},
                                               {"shape", slot.shape},
                                               {"data_offsets", {slot.offset * 4, (slot.offset + slot.count) * 4}}};
     std::string header = to_json(json);
@@ -161,7 +161,8 @@ std::vector<uint8_t> read_part(const ObjectStore& store, const std::string& dir,
 }
 
 // The parameters from a safetensors file this format wrote, checked against the model's layout.
-std::vector<float> params_from_safetensors(const std::vector<uint8_t>& file, const ModelShape& shape, const std::string& key) {
+std::vector<float> params_from_safetensors(const std::vector<uint8_t>& file, const std::vector<ParameterSlot>& tensors,
+                                           const std::string& key) {
     if (file.size() < 8) throw CheckpointError(key + ": too short for safetensors");
     uint64_t header_bytes = 0;
     std::memcpy(&header_bytes, file.data(), 8);
@@ -173,12 +174,14 @@ std::vector<float> params_from_safetensors(const std::vector<uint8_t>& file, con
         throw CheckpointError(key + ": bad safetensors header: " + e.what());
     }
     const size_t data_start = 8 + header_bytes;
-    std::vector<float> params(parameter_count(shape));
-    for (const ParameterSlot& slot : parameter_layout(shape)) {
-        const std::string name = hugging_face_name(slot.name);
+    size_t count = 0;
+    for (const ParameterSlot& slot : tensors) count = std::max(count, slot.offset + slot.count);
+    std::vector<float> params(count);
+    for (const ParameterSlot& slot : tensors) {
+        const std::string& name = slot.name;
         const auto tensor = header.is_object() ? header.find(name) : header.end();
         if (tensor == header.end())
-            throw CheckpointError(key + ": no tensor " + name + ": the checkpoint is of another model shape");
+            throw CheckpointError(key + ": no tensor " + name + ": the checkpoint is of another model");
         if (integers(*tensor, "shape") != slot.shape || text_field(*tensor, "dtype", key) != "F32")
             throw CheckpointError(key + ": tensor " + name + " has another shape or dtype than this model's");
         const std::vector<int64_t> offsets = integers(*tensor, "data_offsets");
@@ -244,46 +247,61 @@ std::string hugging_face_config(const ModelShape& s, int64_t context) {
            "\n";
 }
 
+CheckpointContext llama_checkpoint_context(const std::string& run, int node, const ModelShape& s, int64_t context) {
+    return {run,
+            node,
+            llama_checkpoint_tensors(s),
+            hugging_face_config(s, context),
+            Json{{"preset", s.preset},
+                 {"layers", s.layers},
+                 {"d_model", s.d_model},
+                 {"heads", s.heads},
+                 {"kv_heads", s.kv_heads},
+                 {"ffn", s.ffn},
+                 {"vocab", s.vocab}}};
+}
+
+std::vector<ParameterSlot> llama_checkpoint_tensors(const ModelShape& shape) {
+    std::vector<ParameterSlot> tensors = parameter_layout(shape);
+    for (ParameterSlot& slot : tensors) slot.name = hugging_face_name(slot.name);
+    return tensors;
+}
+
 void write_checkpoint(const ObjectStore& store, const std::string& prefix, const TrainingState& state,
                       const CheckpointContext& context, const std::function<void(uint64_t)>& progress) {
-    if (state.params.size() != parameter_count(context.shape))
+    size_t count = 0;
+    for (const ParameterSlot& slot : context.tensors) count = std::max(count, slot.offset + slot.count);
+    if (state.params.size() != count)
         throw CheckpointError("checkpoint of step " + std::to_string(state.step) + ": " +
-                              std::to_string(state.params.size()) + " parameters, the model has " +
-                              std::to_string(parameter_count(context.shape)));
+                              std::to_string(state.params.size()) + " parameters, the model has " + std::to_string(count));
     const std::string dir = checkpoint_dir(prefix, state.step);
-    const std::string header = safetensors_header(context.shape);
+    const std::string header = safetensors_header(context.tensors);
     const uint64_t header_bytes = header.size();
     uint8_t length[8];
     std::memcpy(length, &header_bytes, 8);
-    const std::string config = hugging_face_config(context.shape, context.context);
     uint64_t written = 0;
     std::vector<CheckpointPart> parts;
     parts.push_back(write_part(store, dir, "model.safetensors",
                                {std::span<const uint8_t>(length, 8), bytes_of(header),
                                 {reinterpret_cast<const uint8_t*>(state.params.data()), state.params.size() * 4}},
                                &written, progress));
-    parts.push_back(write_part(store, dir, "config.json", {bytes_of(config)}, &written, progress));
+    if (!context.config.empty())
+        parts.push_back(write_part(store, dir, "config.json", {bytes_of(context.config)}, &written, progress));
     parts.push_back(write_part(store, dir, "outer_optimizer.bin", {state.outer_optimizer}, &written, progress));
     const std::vector<uint8_t> inner = state.inner_optimizer_later ? state.inner_optimizer_later() : state.inner_optimizer;
     parts.push_back(write_part(store, dir, "inner_optimizer.bin", {inner}, &written, progress));
     parts.push_back(write_part(store, dir, "manifest.toml", {bytes_of(state.manifest)}, &written, progress));
     Json list = Json::array();
     for (const CheckpointPart& p : parts) list.push_back({{"name", p.name}, {"bytes", p.bytes}, {"sha256", p.sha256}});
-    const ModelShape& s = context.shape;
+    Json model = context.model.is_object() ? context.model : Json::object();
+    model["parameters"] = static_cast<int64_t>(state.params.size());
     const std::string checkpoint = to_json(Json{{"format", kFormat},
                                                 {"version", kVersion},
                                                 {"run", context.run},
                                                 {"node", context.node},
                                                 {"step", state.step},
                                                 {"sampler_position", state.sampler_position},
-                                                {"model", {{"preset", s.preset},
-                                                           {"layers", s.layers},
-                                                           {"d_model", s.d_model},
-                                                           {"heads", s.heads},
-                                                           {"kv_heads", s.kv_heads},
-                                                           {"ffn", s.ffn},
-                                                           {"vocab", s.vocab},
-                                                           {"parameters", static_cast<int64_t>(state.params.size())}}},
+                                                {"model", model},
                                                 {"parts", list}}) +
                                    "\n";
     store.put(dir + "checkpoint.json", checkpoint);
@@ -339,6 +357,11 @@ CheckpointSummary read_summary(const ObjectStore& store, const std::string& pref
 }
 
 TrainingState read_checkpoint(const ObjectStore& store, const std::string& prefix, int64_t step, const ModelShape& expected) {
+    return read_checkpoint(store, prefix, step, llama_checkpoint_tensors(expected));
+}
+
+TrainingState read_checkpoint(const ObjectStore& store, const std::string& prefix, int64_t step,
+                              const std::vector<ParameterSlot>& expected) {
     const Header header = read_header(store, prefix, step, nullptr);
     const std::string dir = checkpoint_dir(prefix, step);
     TrainingState state;
@@ -350,7 +373,8 @@ TrainingState read_checkpoint(const ObjectStore& store, const std::string& prefi
     state.inner_optimizer = read_part(store, dir, header.summary, "inner_optimizer.bin");
     const auto manifest = read_part(store, dir, header.summary, "manifest.toml");
     state.manifest.assign(manifest.begin(), manifest.end());
-    read_part(store, dir, header.summary, "config.json");
+    for (const CheckpointPart& part : header.summary.parts)
+        if (part.name == "config.json") read_part(store, dir, header.summary, part.name);  // verified too
     return state;
 }
 
@@ -377,6 +401,9 @@ void export_checkpoint(const ObjectStore& store, const std::string& prefix, int6
     const std::string dir = checkpoint_dir(prefix, step);
     std::filesystem::create_directories(directory);
     for (const char* name : {"model.safetensors", "config.json"}) {
+        const bool present = std::any_of(header.summary.parts.begin(), header.summary.parts.end(),
+                                         [&](const CheckpointPart& part) { return part.name == name; });
+        if (!present) continue;  // a Python node's model has no config.json
         const auto bytes = read_part(store, dir, header.summary, name);
         std::ofstream out(directory / name, std::ios::binary | std::ios::trunc);
         out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));

@@ -1,7 +1,9 @@
 // The checkpoint format. A checkpoint of outer step S is a set of objects under
 // <prefix>step-<S, 8 digits>/ in a storage plugin:
-//   model.safetensors    the synced parameters, safetensors layout, Hugging Face Llama names
-//   config.json          the model in Hugging Face's LlamaConfig form
+//   model.safetensors    the synced parameters, safetensors layout: Hugging Face Llama names for
+//                        the built-in model, the PyTorch module's own for a Python node's
+//   config.json          the built-in model in Hugging Face's LlamaConfig form (not written for
+//                        a Python node's model)
 //   outer_optimizer.bin  the outer optimizer plugin's state (its own bytes)
 //   inner_optimizer.bin  this node's inner optimizer state (a torch archive)
 //   manifest.toml        the manifest the run used
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "checkpoint/object_store.hpp"
+#include "common/json.hpp"
 #include "train/model_shape.hpp"
 
 namespace pangea {
@@ -36,13 +39,19 @@ struct TrainingState {
     std::string manifest;                   // the manifest text
 };
 
-// What the header says about the run the checkpoint belongs to.
+// What a checkpoint says about the run and the model it belongs to.
 struct CheckpointContext {
-    std::string run;      // [run] name
+    std::string run;  // [run] name
     int node = 0;
-    ModelShape shape;
-    int64_t context = 0;  // sequence length the model was trained with
+    std::vector<ParameterSlot> tensors;  // the parameters in buffer order, named as in model.safetensors
+    std::string config;                  // config.json; empty: no such part
+    Json model;                          // the header's "model" object
 };
+
+// The built-in Llama's: Hugging Face names and config (`context`: the sequence length trained with).
+CheckpointContext llama_checkpoint_context(const std::string& run, int node, const ModelShape& shape, int64_t context);
+// The built-in Llama's tensors, named as its checkpoints name them.
+std::vector<ParameterSlot> llama_checkpoint_tensors(const ModelShape& shape);
 
 struct CheckpointPart {
     std::string name;
@@ -74,7 +83,11 @@ std::optional<int64_t> latest_checkpoint(const ObjectStore& store, const std::st
 int64_t resolve_checkpoint(const ObjectStore& store, const std::string& prefix, const std::string& which);
 
 // Reads and verifies a checkpoint: every part's size and SHA-256, the model's tensors against
-// `expected` (names, shapes). Throws CheckpointError naming the part and what is wrong.
+// `expected` (names, shapes, in buffer order). Throws CheckpointError naming the part and what
+// is wrong.
+TrainingState read_checkpoint(const ObjectStore& store, const std::string& prefix, int64_t step,
+                              const std::vector<ParameterSlot>& expected);
+// The built-in Llama's.
 TrainingState read_checkpoint(const ObjectStore& store, const std::string& prefix, int64_t step,
                               const ModelShape& expected);
 // Reads the header only (for `pangea checkpoint inspect`).
@@ -86,7 +99,8 @@ CheckpointSummary read_summary(const ObjectStore& store, const std::string& pref
 std::vector<std::string> verify_checkpoint(const ObjectStore& store, const std::string& prefix, int64_t step,
                                            bool* all_ok);
 
-// Verifies, then copies model.safetensors and config.json into `directory` (for Hugging Face tools).
+// Verifies, then copies model.safetensors and config.json (when there is one) into `directory`
+// (for Hugging Face tools).
 void export_checkpoint(const ObjectStore& store, const std::string& prefix, int64_t step,
                        const std::filesystem::path& directory);
 

@@ -200,7 +200,9 @@ int checkpoint_command(const std::string& action, const CheckpointCommand& comma
     }
     export_checkpoint(store, prefix, step, command.out);
     std::cout << "exported step " << step << " to " << command.out
-              << " (model.safetensors, config.json: Hugging Face LlamaForCausalLM)\n";
+              << (std::filesystem::exists(std::filesystem::path(command.out) / "config.json")
+                      ? " (model.safetensors, config.json: Hugging Face LlamaForCausalLM)\n"
+                      : " (model.safetensors, with the Python model's own parameter names)\n");
     return 0;
 }
 
@@ -338,7 +340,7 @@ int main(int argc, char** argv) {
     for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
              {"list", "list the complete checkpoints of a node"},
              {"inspect", "print a checkpoint's header and verify every part's SHA-256"},
-             {"export", "write model.safetensors and config.json (Hugging Face Llama) to a directory"}}) {
+             {"export", "write model.safetensors and config.json (Hugging Face Llama; a Python node's model: its safetensors) to a directory"}}) {
         auto* action = checkpoint->add_subcommand(name, help);
         action->add_option("manifest", checkpoint_options.manifest, "the run manifest (its [storage] and [checkpoint])")
             ->required();

@@ -9,13 +9,13 @@
 
 namespace pangea {
 
-NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, int node, const ModelShape& shape,
+NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, int node, CheckpointContext context,
                                  const std::string& resume)
     : tag_("node-" + std::to_string(node)),
-      shape_(shape),
       resume_(resume),
       prefix_(checkpoint_prefix(m, node)),
       interval_(m.get_int("checkpoint", "interval")),
+      context_(std::move(context)),
       manifest_text_(m.to_toml()) {
     if (interval_ <= 0 && resume_.empty()) return;
     if (m.get_bool("diloco", "overlap"))
@@ -24,23 +24,30 @@ NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, in
     if (interval_ <= 0) return;
     CheckpointerOptions options;
     options.prefix = prefix_;
-    options.context = {m.get_string("run", "name"), node, shape, m.get_int("data", "seq_len")};
+    options.context = context_;
     options.keep = static_cast<int>(m.get_int("checkpoint", "keep"));
     options.async = m.get_bool("checkpoint", "async");
     options.wait_when_busy = m.get_string("checkpoint", "when_busy") == "wait";
     checkpointer_ = std::make_unique<Checkpointer>(*store_, options);
 }
 
+std::optional<int64_t> NodeCheckpoints::resume_step(const Manifest& m, PluginRegistry& registry, int node,
+                                                    const std::string& resume) {
+    if (resume.empty()) return std::nullopt;
+    const ObjectStore store(open_storage(m, registry));
+    return resolve_checkpoint(store, checkpoint_prefix(m, node), resume);
+}
+
 std::optional<TrainingState> NodeCheckpoints::read_resume_point() {
     if (resume_.empty()) return std::nullopt;
     const int64_t step = resolve_checkpoint(*store_, prefix_, resume_);
-    TrainingState state = read_checkpoint(*store_, prefix_, step, shape_);
+    TrainingState state = read_checkpoint(*store_, prefix_, step, context_.tensors);
     log(PANGEA_LOG_INFO, "train", tag_ + ": resuming from " + store_->name() + " " + checkpoint_dir(prefix_, step) +
                                       " (outer step " + std::to_string(step) + ", every part's SHA-256 verified)");
     return state;
 }
 
-void NodeCheckpoints::after_outer_step(const NodeState& state, int64_t steps, int64_t total) {
+void NodeCheckpoints::after_outer_step(const TransferableState& state, int64_t steps, int64_t total) {
     if (!checkpointer_ || (steps % interval_ != 0 && steps != total)) return;
     const auto start = std::chrono::steady_clock::now();
     TrainingState saved = state.checkpoint(steps, checkpointer_->spare());

@@ -1,5 +1,7 @@
 // A node's checkpoints ([checkpoint]): the one to resume from (--resume), and saving every
-// `interval` outer steps and at the end, in the background (checkpoint/checkpointer.hpp).
+// `interval` outer steps and at the end, in the background (checkpoint/checkpointer.hpp). For the
+// C++ node and the Python node alike: the model's side comes in as a CheckpointContext (its
+// tensors' names) and a TransferableState.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +11,6 @@
 
 #include "checkpoint/checkpointer.hpp"
 #include "checkpoint/object_store.hpp"
-#include "train/model_shape.hpp"
 #include "train/node_state.hpp"
 
 namespace pangea {
@@ -21,17 +22,23 @@ class NodeCheckpoints {
 public:
     // Opens the storage plugin when checkpoints are saved or `resume` ("latest" or a step; empty:
     // start afresh) asks for one. Throws std::runtime_error for a setup that cannot save them.
-    NodeCheckpoints(const Manifest& manifest, PluginRegistry& registry, int node, const ModelShape& shape,
+    NodeCheckpoints(const Manifest& manifest, PluginRegistry& registry, int node, CheckpointContext context,
                     const std::string& resume);
     NodeCheckpoints(const NodeCheckpoints&) = delete;
     NodeCheckpoints& operator=(const NodeCheckpoints&) = delete;
 
-    // The checkpoint --resume names, read and verified (every part's SHA-256); empty without
-    // --resume. Read before the node joins the mesh: the run hears which step it holds.
+    // The outer step of the checkpoint `resume` names ("latest" or a step), without reading it:
+    // what a node tells the mesh before its model exists. Empty for an empty `resume`. Throws
+    // CheckpointError when there is none.
+    static std::optional<int64_t> resume_step(const Manifest& manifest, PluginRegistry& registry, int node,
+                                              const std::string& resume);
+
+    // The checkpoint --resume names, read and verified (every part's SHA-256, the tensors'
+    // names and shapes); empty without --resume.
     std::optional<TrainingState> read_resume_point();
 
     // After `steps` outer steps of `total`: saves when one is due.
-    void after_outer_step(const NodeState& state, int64_t steps, int64_t total);
+    void after_outer_step(const TransferableState& state, int64_t steps, int64_t total);
 
     // Waits until the last checkpoint is on storage; returns the totals.
     CheckpointStats finish();
@@ -40,10 +47,10 @@ public:
 
 private:
     std::string tag_;  // "node-<i>"
-    ModelShape shape_;  // what a checkpoint read back must hold
     std::string resume_;
     std::string prefix_;
     int64_t interval_;
+    CheckpointContext context_;
     std::string manifest_text_;  // saved with each checkpoint
     std::unique_ptr<ObjectStore> store_;
     std::unique_ptr<Checkpointer> checkpointer_;

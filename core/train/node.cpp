@@ -60,7 +60,10 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     const int64_t eval_interval = m.get_int("train", "eval_interval");
 
     // The checkpoint to resume from is read now, so that the mesh hears which step this node holds.
-    NodeCheckpoints checkpoints(m, registry, setup.node, setup.shape, options.resume);
+    NodeCheckpoints checkpoints(m, registry, setup.node,
+                                llama_checkpoint_context(m.get_string("run", "name"), setup.node, setup.shape,
+                                                         m.get_int("data", "seq_len")),
+                                options.resume);
     std::optional<TrainingState> resumed = checkpoints.read_resume_point();
 
     std::optional<MeshSession> mesh;

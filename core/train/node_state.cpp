@@ -34,26 +34,31 @@ void TransferableState::take_up(const StateSnapshot& snapshot) {
     take_up_inner(snapshot.at("inner_optimizer").bytes, snapshot.step);
 }
 
-std::vector<uint8_t> NodeState::inner_state() const { return learner_.snapshot_optimizer_state()(); }
-
-void NodeState::take_up_inner(std::span<const uint8_t> bytes, int64_t step) {
-    learner_.load_optimizer_state(bytes);
-    sampler_.skip_to(draws_after(step));
-}
-
-TrainingState NodeState::checkpoint(int64_t step, TrainingState state) const {
+TrainingState TransferableState::checkpoint(int64_t step, TrainingState state) const {
     state.step = step;
     state.params.assign(loop_.synced().begin(), loop_.synced().end());
     state.outer_optimizer = loop_.optimizer_state(std::move(state.outer_optimizer));
-    state.inner_optimizer_later = learner_.snapshot_optimizer_state();
-    state.sampler_position = draws_after(step);
+    state.inner_optimizer_later = inner_state_later();
+    state.sampler_position = data_position(step);
     return state;
 }
 
-void NodeState::take_up(const TrainingState& state) {
+void TransferableState::take_up(const TrainingState& state) {
     loop_.restore(state.params, state.outer_optimizer);
-    learner_.load_optimizer_state(state.inner_optimizer);
-    sampler_.skip_to(state.sampler_position);
+    take_up_inner(state.inner_optimizer, state.step);
+}
+
+std::function<std::vector<uint8_t>()> TransferableState::inner_state_later() const {
+    return [bytes = inner_state()] { return bytes; };
+}
+
+std::vector<uint8_t> NodeState::inner_state() const { return learner_.snapshot_optimizer_state()(); }
+
+std::function<std::vector<uint8_t>()> NodeState::inner_state_later() const { return learner_.snapshot_optimizer_state(); }
+
+void NodeState::take_up_inner(std::span<const uint8_t> bytes, int64_t step) {
+    learner_.load_optimizer_state(bytes);
+    sampler_.skip_to(data_position(step));
 }
 
 }  // namespace pangea

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -36,12 +37,23 @@ public:
     // not fit this model, and then changes nothing the caller relies on: it fetches again or stops.
     void take_up(const StateSnapshot& snapshot);
 
+    // For a checkpoint: the state after `step` outer steps, written into `reuse`'s buffers (the
+    // checkpointer's spare: no fresh pages).
+    TrainingState checkpoint(int64_t step, TrainingState reuse) const;
+    // Takes up a checkpoint read back. Throws like take_up().
+    void take_up(const TrainingState& state);
+
 protected:
     // The inner optimizer's state as bytes, now.
     virtual std::vector<uint8_t> inner_state() const = 0;
+    // For a checkpoint: a copy of it taken now, made into bytes by the function later (on the
+    // checkpoint writer's thread). By default the bytes themselves, now.
+    virtual std::function<std::vector<uint8_t>()> inner_state_later() const;
     // Takes up the inner optimizer's bytes, and the position (data, step counters) after `step`
     // outer steps.
     virtual void take_up_inner(std::span<const uint8_t> bytes, int64_t step) = 0;
+    // What a checkpoint records as the data position after `step` outer steps.
+    virtual uint64_t data_position(int64_t step) const = 0;
 
     OuterLoop& loop_;
 };
@@ -53,20 +65,12 @@ public:
     NodeState(OuterLoop& loop, Learner& learner, Sampler& sampler, uint64_t draws_per_outer_step)
         : TransferableState(loop), learner_(learner), sampler_(sampler), draws_per_outer_step_(draws_per_outer_step) {}
 
-    // The training sequences a node has drawn after `step` outer steps: its data position.
-    uint64_t draws_after(int64_t step) const { return static_cast<uint64_t>(step) * draws_per_outer_step_; }
-
-    // For a checkpoint: the state after `step` outer steps, written into `reuse`'s buffers (the
-    // checkpointer's spare: no fresh pages). The inner optimizer's bytes are made later, on the
-    // writer's thread.
-    TrainingState checkpoint(int64_t step, TrainingState reuse) const;
-    // Takes up a checkpoint read back. Throws like take_up().
-    void take_up(const TrainingState& state);
-    using TransferableState::take_up;
-
 private:
     std::vector<uint8_t> inner_state() const override;
+    std::function<std::vector<uint8_t>()> inner_state_later() const override;
     void take_up_inner(std::span<const uint8_t> bytes, int64_t step) override;
+    // The training sequences a node has drawn after `step` outer steps.
+    uint64_t data_position(int64_t step) const override { return static_cast<uint64_t>(step) * draws_per_outer_step_; }
 
     Learner& learner_;
     Sampler& sampler_;

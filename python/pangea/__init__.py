@@ -36,18 +36,22 @@ class Node:
     manifest: path of the run manifest (TOML). node_id: 0 .. [mesh] nodes - 1.
     join: start as a late joiner. set: overrides "section.key=value", as `pangea run --set`.
     run_id: the run's id as the coordinator knows it (0: derived from [run] name).
+    resume: "latest" or an outer step: start from this node's checkpoint ([checkpoint]; the
+    model and both optimizers are taken up when DiLoCo attaches them). Empty: start afresh.
     Under `pangea launch` (a manifest with [run] entry) each of them comes from the environment
     when not given: PANGEA_LAUNCH_MANIFEST, PANGEA_LAUNCH_NODE_ID, PANGEA_LAUNCH_RUN_ID and
-    PANGEA_LAUNCH_SET (one override per line, applied before `set`).
+    PANGEA_LAUNCH_SET (one override per line, applied before `set`), PANGEA_LAUNCH_RESUME.
     Raises pangea.Error with the core's message for a bad manifest, a plugin or the mesh.
     """
 
-    def __init__(self, manifest=None, node_id=None, *, join=False, set=(), run_id=None):
+    def __init__(self, manifest=None, node_id=None, *, join=False, set=(), run_id=None, resume=None):
         manifest = manifest if manifest is not None else _from_environment("PANGEA_LAUNCH_MANIFEST", "the manifest")
         node_id = node_id if node_id is not None else int(_from_environment("PANGEA_LAUNCH_NODE_ID", "node_id"))
         run_id = run_id if run_id is not None else int(os.environ.get("PANGEA_LAUNCH_RUN_ID") or 0)
         launched = [line for line in os.environ.get("PANGEA_LAUNCH_SET", "").splitlines() if line.strip()]
-        self._core = _CoreNode(str(manifest), int(node_id), bool(join), launched + [str(s) for s in set], int(run_id))
+        resume = resume if resume is not None else os.environ.get("PANGEA_LAUNCH_RESUME", "")
+        self._core = _CoreNode(str(manifest), int(node_id), bool(join), launched + [str(s) for s in set], int(run_id),
+                               str(resume))
 
     @property
     def node_id(self):
@@ -89,7 +93,8 @@ class DiLoCo:
         self.node = node
         self.model = model
         self.inner_optimizer = inner_optimizer
-        self._params = [p for p in model.parameters()]
+        named = list(model.named_parameters())
+        self._params = [p for _, p in named]
         if not self._params:
             raise ValueError("the model has no parameters")
         count = sum(p.numel() for p in self._params)
@@ -99,7 +104,9 @@ class DiLoCo:
         self._inner = 0
         self._losses = []
         self.last_report = None
-        node._core.attach(self._host.numpy(), self._save_inner, self._take_up_inner)
+        # A resumed node takes up its checkpoint here (through _take_up_inner).
+        node._core.attach(self._host.numpy(), self._save_inner, self._take_up_inner, [n for n, _ in named],
+                          [list(p.shape) for p in self._params])
         # A late joiner takes up a member's state (the model's parameters, both optimizers') here.
         self.recovered_at = node._core.start() or None
         self._round_start = time.perf_counter()
@@ -123,8 +130,9 @@ class DiLoCo:
         return buffer.getvalue()
 
     def _take_up_inner(self, state, outer_step):
-        # Called by the core during live recovery, once it has put the synced parameters into
-        # the host buffer: they go into the model, the inner optimizer takes up the peer's state.
+        # Called by the core during live recovery or a resume, once it has put the synced
+        # parameters into the host buffer: they go into the model, the inner optimizer takes up
+        # the peer's (or the checkpoint's) state.
         import torch
 
         self.inner_optimizer.load_state_dict(torch.load(io.BytesIO(state), map_location="cpu"))

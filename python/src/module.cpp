@@ -19,6 +19,7 @@
 #include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
 #include "plugin_host/plugin_registry.hpp"
+#include "train/checkpoints.hpp"
 #include "train/live_recovery.hpp"
 #include "train/mesh_session.hpp"
 #include "train/metrics.hpp"
@@ -57,8 +58,11 @@ std::vector<Override> overrides_of(const std::vector<std::string>& set_arguments
 // without the GIL: each call takes it.
 class PythonState final : public TransferableState {
 public:
-    PythonState(OuterLoop& loop, py::function save_inner, py::function take_up_inner)
-        : TransferableState(loop), save_inner_(std::move(save_inner)), take_up_inner_(std::move(take_up_inner)) {}
+    PythonState(OuterLoop& loop, int64_t inner_steps, py::function save_inner, py::function take_up_inner)
+        : TransferableState(loop),
+          inner_steps_(inner_steps),
+          save_inner_(std::move(save_inner)),
+          take_up_inner_(std::move(take_up_inner)) {}
     ~PythonState() override {
         py::gil_scoped_acquire gil;
         save_inner_ = py::function();
@@ -79,14 +83,17 @@ private:
             throw std::runtime_error("the inner optimizer's recovered state does not load: " + std::string(e.what()));
         }
     }
+    // A Python node's data position is the user's: a checkpoint records the inner steps done.
+    uint64_t data_position(int64_t step) const override { return static_cast<uint64_t>(step * inner_steps_); }
 
+    int64_t inner_steps_;
     py::function save_inner_, take_up_inner_;
 };
 
 class PythonNode {
 public:
     PythonNode(const std::string& manifest_path, int node_id, bool join, const std::vector<std::string>& set,
-               uint64_t run_id)
+               uint64_t run_id, const std::string& resume)
         : registry_(python_search_path()),
           manifest_(load_manifest(manifest_path, overrides_of(set), registry_)),
           optimizer_(instantiate(manifest_, registry_, PANGEA_KIND_OPTIM, "nesterov")),
@@ -102,19 +109,24 @@ public:
         options_.node_id = node_id;
         options_.join = join;
         options_.run_id = run_id;
+        options_.resume = resume;
+        const std::optional<int64_t> resumed_step = NodeCheckpoints::resume_step(manifest_, registry_, node_id, resume);
         log(PANGEA_LOG_INFO, "python", tag() + " of " + std::to_string(nodes_) + ": plugins " + transport_.plugin().id() +
                                            ", " + codec_.plugin().id() + ", " + optimizer_.plugin().id());
         if (nodes_ > 1) {
             py::gil_scoped_release release;  // joining waits on the other nodes
-            mesh_.emplace(manifest_, transport_, codec_, options_, std::nullopt);
+            mesh_.emplace(manifest_, transport_, codec_, options_, resumed_step);
         }
     }
 
     // The flat fp32 host buffer the outer loop works on (the model's parameters, copied in by
-    // the caller before each sync() and out after), kept alive while the node lives; and the
-    // inner optimizer's state for live recovery: save_inner() -> bytes, take_up_inner(bytes,
-    // outer_step), which also copies the buffer into the model.
-    void attach(const py::buffer& buffer, py::function save_inner, py::function take_up_inner) {
+    // the caller before each sync() and out after), kept alive while the node lives; the inner
+    // optimizer's state for live recovery and checkpoints: save_inner() -> bytes,
+    // take_up_inner(bytes, outer_step), which also copies the buffer into the model; and the
+    // parameters' names and shapes in buffer order, as checkpoints name them. A node started
+    // with `resume` takes up its checkpoint here.
+    void attach(const py::buffer& buffer, py::function save_inner, py::function take_up_inner,
+                const std::vector<std::string>& names, const std::vector<std::vector<int64_t>>& shapes) {
         if (loop_) throw std::logic_error("a model is attached to this node already");
         const py::buffer_info info = buffer.request(/*writable=*/true);
         if (info.format != py::format_descriptor<float>::format() || info.ndim != 1 || info.strides[0] != sizeof(float))
@@ -128,8 +140,14 @@ public:
             return AllReduceResult{};
         };
         loop_ = std::make_unique<OuterLoop>(*params_, optimizer_, std::move(average), manifest_.get_bool("diloco", "overlap"));
-        state_ = std::make_unique<PythonState>(*loop_, std::move(save_inner), std::move(take_up_inner));
+        state_ = std::make_unique<PythonState>(*loop_, inner_steps(), std::move(save_inner), std::move(take_up_inner));
         if (mesh_) recovery_.emplace(*mesh_, *state_, manifest_.get_bool("diloco", "overlap"));
+        checkpoints_.emplace(manifest_, registry_, options_.node_id,
+                             checkpoint_context(names, shapes, static_cast<size_t>(info.size)), options_.resume);
+        if (std::optional<TrainingState> resumed = checkpoints_->read_resume_point()) {
+            state_->take_up(*resumed);
+            outer_step_ = resumed->step;
+        }
         metrics_ = std::make_unique<NodeMetrics>(manifest_.get_string("run", "dir"), options_.node_id, outer_steps(),
                                                  inner_steps(), false);
         metrics_->begin();
@@ -172,6 +190,7 @@ public:
         }
         ++outer_step_;
         if (recovery_) recovery_->offer_state();
+        checkpoints_->after_outer_step(*state_, outer_step_, outer_steps());
         metrics_->inner_step(loss, compute_seconds);
         const double sync_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         const std::string hash = hash_floats(loop.synced().data(), loop.synced().size());
@@ -206,6 +225,11 @@ public:
             report = loop_->finish();
         }
         metrics_->finish(report);
+        CheckpointStats saves;
+        {
+            py::gil_scoped_release release;
+            saves = checkpoints_->finish();  // the last checkpoint is on storage before the run reports done
+        }
         metrics_->end();
         const std::string hash = hash_floats(loop_->synced().data(), loop_->synced().size());
         metrics_->summary(Json{{"nodes", nodes_},
@@ -214,6 +238,9 @@ public:
                                {"inner_steps", inner_steps()},
                                {"params_hash", hash},
                                {"recoveries", recovery_ ? static_cast<int64_t>(recovery_->recoveries().size()) : int64_t{0}},
+                               {"checkpoints_saved", saves.saved},
+                               {"checkpoints_failed", saves.failed},
+                               {"last_checkpoint", saves.last_step},
                                {"front_end", "python"}});
         metrics_->status("done", outer_step_, 0, 0, true);
         leave();
@@ -239,6 +266,23 @@ public:
 
 private:
     std::string tag() const { return "node-" + std::to_string(options_.node_id); }
+    // The user's parameters as checkpoints name them: their module names, in buffer order.
+    CheckpointContext checkpoint_context(const std::vector<std::string>& names,
+                                         const std::vector<std::vector<int64_t>>& shapes, size_t count) const {
+        if (names.size() != shapes.size()) throw std::invalid_argument("as many parameter names as shapes are needed");
+        CheckpointContext context{manifest_.get_string("run", "name"), options_.node_id, {}, "", Json{{"front_end", "python"}}};
+        size_t offset = 0;
+        for (size_t i = 0; i < names.size(); ++i) {
+            size_t values = 1;
+            for (const int64_t extent : shapes[i]) values *= static_cast<size_t>(extent);
+            context.tensors.push_back({names[i], shapes[i], offset, values});
+            offset += values;
+        }
+        if (offset != count)
+            throw std::invalid_argument("the parameters' shapes hold " + std::to_string(offset) + " values, the buffer " +
+                                        std::to_string(count));
+        return context;
+    }
     const OuterLoop& attached() const {
         if (!loop_) throw std::logic_error("no model is attached to this node (pangea.DiLoCo attaches one)");
         return *loop_;
@@ -255,6 +299,7 @@ private:
     std::unique_ptr<OuterLoop> loop_;
     std::unique_ptr<PythonState> state_;
     std::optional<LiveRecovery> recovery_;
+    std::optional<NodeCheckpoints> checkpoints_;
     std::unique_ptr<NodeMetrics> metrics_;
     int64_t outer_step_ = 0;
     bool left_ = false;
@@ -280,10 +325,11 @@ PYBIND11_MODULE(_pangea, m) {
         }
     });
     py::class_<PythonNode>(m, "Node")
-        .def(py::init<const std::string&, int, bool, const std::vector<std::string>&, uint64_t>(), py::arg("manifest"),
-             py::arg("node_id"), py::arg("join") = false, py::arg("set") = std::vector<std::string>{},
-             py::arg("run_id") = 0)
-        .def("attach", &PythonNode::attach, py::arg("buffer"), py::arg("save_inner"), py::arg("take_up_inner"))
+        .def(py::init<const std::string&, int, bool, const std::vector<std::string>&, uint64_t, const std::string&>(),
+             py::arg("manifest"), py::arg("node_id"), py::arg("join") = false,
+             py::arg("set") = std::vector<std::string>{}, py::arg("run_id") = 0, py::arg("resume") = "")
+        .def("attach", &PythonNode::attach, py::arg("buffer"), py::arg("save_inner"), py::arg("take_up_inner"),
+             py::arg("names"), py::arg("shapes"))
         .def("start", &PythonNode::start)
         .def("sync", &PythonNode::sync, py::arg("compute_seconds"), py::arg("loss"))
         .def("finish", &PythonNode::finish)

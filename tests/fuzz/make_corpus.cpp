@@ -56,7 +56,7 @@ void checkpoints() {
         state.inner_optimizer = {5, 6};
         state.sampler_position = 42;
         state.manifest = "[run]\nname = \"fuzz\"\n";
-        write_checkpoint(store, "run/", state, {"fuzz", 0, tiny(tied), 16});
+        write_checkpoint(store, "run/", state, llama_checkpoint_context("fuzz", 0, tiny(tied), 16));
         const std::string dir = checkpoint_dir("run/", 1);
         std::string sections;
         for (const auto& [key, size] : store.list("run/")) {

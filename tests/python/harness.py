@@ -21,6 +21,7 @@ class Run:
         self.logs = []
         self.nodes = {}
         address_file = self.work / "coordinator.address"
+        address_file.unlink(missing_ok=True)  # a run before this one in the same directory
         self.coordinator = subprocess.Popen(
             [pangea, "coordinator", str(self.manifest), "--listen", "127.0.0.1:0", "--address-file", str(address_file)],
             stdout=self._log("coordinator"), stderr=subprocess.STDOUT)

@@ -1,7 +1,8 @@
 """One Python node of the tests in this folder: a small torch.nn model (not the Llama) trained
 with SGD on its own synthetic regression data, through pangea.DiLoCo.
 
-    worker.py MANIFEST NODE_ID OUT [--join] [--sleep SECONDS] [--momentum M] [--set section.key=value ...]
+    worker.py MANIFEST NODE_ID OUT [--join] [--resume latest|STEP] [--sleep SECONDS] [--momentum M]
+              [--set section.key=value ...]
 
 Writes OUT.jsonl (one line per outer step: the report; a joiner's first line says what it took
 up) and OUT.final (the final parameters, raw float32). Every node initializes the model from the
@@ -34,17 +35,20 @@ def main():
     parser.add_argument("node_id", type=int)
     parser.add_argument("out")
     parser.add_argument("--join", action="store_true")
+    parser.add_argument("--resume", default="")
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds per inner step (a slower run)")
     parser.add_argument("--momentum", type=float, default=0.0)
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    node = pangea.Node(args.manifest, args.node_id, join=args.join, set=args.set)
+    node = pangea.Node(args.manifest, args.node_id, join=args.join, set=args.set, resume=args.resume)
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=args.momentum)
     diloco = pangea.DiLoCo(node, model, optimizer)
     with open(args.out + ".jsonl", "w") as lines:
+        if args.resume:
+            lines.write(json.dumps({"resumed_at": diloco.outer_step}) + "\n")
         if diloco.recovered_at is not None:
             buffers = sum(1 for state in optimizer.state.values() if "momentum_buffer" in state)
             lines.write(json.dumps({"recovered_at": diloco.recovered_at, "momentum_buffers": buffers}) + "\n")

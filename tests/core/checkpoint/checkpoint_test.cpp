@@ -27,7 +27,7 @@ protected:
         store.emplace(PluginInstance(plugin, settings));
         shape.preset = "custom";
         shape.layers = 1, shape.d_model = 8, shape.heads = 2, shape.kv_heads = 1, shape.ffn = 16, shape.vocab = 11;
-        context = {"test-run", 0, shape, 32};
+        context = llama_checkpoint_context("test-run", 0, shape, 32);
     }
     void TearDown() override { fs::remove_all(dir); }
 
