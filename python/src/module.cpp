@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <future>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -160,8 +161,7 @@ public:
         attached();
         if (!mesh_ || mesh_->joined().role != Role::kRecover) return outer_step_;
         const Rejoin from{tag() + " joins a run in progress", mesh_->joined().step, mesh_->joined().sources};
-        py::gil_scoped_release release;
-        outer_step_ = recovery_->recover(from);
+        outer_step_ = interruptible([&] { return recovery_->recover(from); });
         return outer_step_;
     }
 
@@ -171,17 +171,10 @@ public:
     py::dict sync(double compute_seconds, double loss) {
         const OuterLoop& loop = attached();
         const auto start = std::chrono::steady_clock::now();
-        OuterStepReport report;
-        {
-            py::gil_scoped_release release;
-            report = loop_->sync();
-        }
+        const OuterStepReport report = interruptible([&] { return loop_->sync(); });
         if (report.dropped()) {
             log(PANGEA_LOG_WARN, "python", tag() + ": " + mesh_->rejoin().why + "; recovering from a peer");
-            {
-                py::gil_scoped_release release;
-                outer_step_ = recovery_->recover(mesh_->rejoin());
-            }
+            outer_step_ = interruptible([&] { return recovery_->recover(mesh_->rejoin()); });
             py::dict out;
             out["outer_step"] = outer_step_;
             out["recovered"] = true;
@@ -285,7 +278,38 @@ private:
     }
     const OuterLoop& attached() const {
         if (!loop_) throw std::logic_error("no model is attached to this node (pangea.DiLoCo attaches one)");
+        if (interrupted_) throw std::logic_error("this node was interrupted and left the run; start a new one (join=True)");
         return *loop_;
+    }
+
+    // Runs `work` (which waits on the network) on another thread without the GIL, checking for
+    // Ctrl-C meanwhile: on a signal the node leaves the run, which ends the waits (the members
+    // drop it at once), and the signal's exception (KeyboardInterrupt) is raised.
+    template <class Work>
+    auto interruptible(Work work) -> decltype(work()) {
+        auto pending = std::async(std::launch::async, std::move(work));
+        bool signalled = false;
+        {
+            py::gil_scoped_release release;
+            while (pending.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+                py::gil_scoped_acquire gil;
+                if (PyErr_CheckSignals() != 0) {
+                    signalled = true;
+                    break;
+                }
+            }
+            if (signalled) {
+                interrupted_ = true;
+                left_ = true;
+                if (mesh_) mesh_->leave();
+                try {
+                    pending.get();  // ends once the waits fail; its objects must not go before
+                } catch (const std::exception&) {
+                }
+            }
+        }
+        if (signalled) throw py::error_already_set();  // the KeyboardInterrupt PyErr_CheckSignals set
+        return pending.get();
     }
 
     PluginRegistry registry_;
@@ -303,6 +327,7 @@ private:
     std::unique_ptr<NodeMetrics> metrics_;
     int64_t outer_step_ = 0;
     bool left_ = false;
+    bool interrupted_ = false;  // by a signal (Ctrl-C) during a wait: the node left the run
 };
 
 }  // namespace

@@ -2,7 +2,7 @@
 with SGD on its own synthetic regression data, through pangea.DiLoCo.
 
     worker.py MANIFEST NODE_ID OUT [--join] [--resume latest|STEP] [--sleep SECONDS] [--momentum M]
-              [--set section.key=value ...]
+              [--stall-at OUTER_STEP] [--set section.key=value ...]
 
 Writes OUT.jsonl (one line per outer step: the report; a joiner's first line says what it took
 up) and OUT.final (the final parameters, raw float32). Every node initializes the model from the
@@ -38,6 +38,7 @@ def main():
     parser.add_argument("--resume", default="")
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds per inner step (a slower run)")
     parser.add_argument("--momentum", type=float, default=0.0)
+    parser.add_argument("--stall-at", type=int, default=-1, help="after this many outer steps, stop stepping (hang)")
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -53,6 +54,8 @@ def main():
             buffers = sum(1 for state in optimizer.state.values() if "momentum_buffer" in state)
             lines.write(json.dumps({"recovered_at": diloco.recovered_at, "momentum_buffers": buffers}) + "\n")
         while diloco.inner_step < node.inner_steps * node.outer_steps:
+            if diloco.outer_step == args.stall_at:
+                time.sleep(3600)
             x, y = batch(args.node_id, diloco.inner_step)
             loss = torch.nn.functional.mse_loss(model(x), y)
             loss.backward()
