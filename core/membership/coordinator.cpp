@@ -358,6 +358,9 @@ void CoordinatorState::handle(int connection, const std::string& message) {
             note(PANGEA_LOG_WARN, "refused a node: " + refusal);
             out_.push_back({connection, to_json(Json{{"op", "refused"}, {"reason", refusal}}), true});
         } else if (collecting_) {
+            // The window counts from the first node that arrives: a coordinator started before
+            // its nodes (slow to start, a Python import, a restart) still hears them all.
+            if (held_.empty()) grace_end_ = std::max(grace_end_, now + options_.timeout);
             held_.push_back({connection, fields});
         } else {
             admit_hello(connection, fields, now);

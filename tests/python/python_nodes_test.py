@@ -36,6 +36,7 @@ outer_steps = {outer_steps}
 [mesh]
 nodes = {nodes}
 address = "127.0.0.1:0"
+min_members = {nodes}
 
 [transport]
 plugin = "tcp"

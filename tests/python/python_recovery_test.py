@@ -32,6 +32,7 @@ outer_steps = {outer_steps}
 [mesh]
 nodes = {nodes}
 address = "127.0.0.1:0"
+min_members = 3
 timeout_ms = 3000
 heartbeat_ms = 300
 
