@@ -20,7 +20,15 @@ import time
 from ._pangea import Error
 from ._pangea import Node as _CoreNode
 
-__all__ = ["Error", "Node", "DiLoCo"]
+__all__ = ["Error", "Node", "DiLoCo", "Llama"]
+
+
+def __getattr__(name):
+    if name == "Llama":  # imports torch: only when asked for
+        from .llama import Llama
+
+        return Llama
+    raise AttributeError(f"module 'pangea' has no attribute '{name}'")
 
 
 def _from_environment(variable, what):
@@ -74,6 +82,19 @@ class Node:
     def leave(self):
         """Leaves the run at once (the others do not wait for this node's timeout)."""
         self._core.leave()
+
+    def setting(self, section, key):
+        """A core setting of the manifest, typed as docs/manifest.md declares it."""
+        return self._core.setting(section, key)
+
+    def next_tokens(self, sequences):
+        """This node's next `sequences` training windows of [data] (seq_len + 1 tokens each, a
+        numpy int32 array), as the C++ node reads its share of the data."""
+        return self._core.next_tokens(int(sequences))
+
+    def skip_data_to(self, sequences):
+        """Goes on from the data position after `sequences` windows (after a recovery or resume)."""
+        self._core.skip_data_to(int(sequences))
 
 
 class DiLoCo:

@@ -4,6 +4,7 @@
 // model's parameters (pangea/__init__.py copies the model into it and back), and the metrics.
 // It does not link LibTorch: the buffer comes in through Python's buffer protocol.
 #include <dlfcn.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "common/log.hpp"
+#include "data/sampler.hpp"
 #include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
 #include "plugin_host/plugin_registry.hpp"
@@ -247,6 +249,53 @@ public:
         mesh_->leave();
     }
 
+    // The built-in Llama of [model] (pangea/llama.py builds it in PyTorch): its shape with the
+    // data's vocabulary, and its parameters in the C++ node's buffer order.
+    py::dict llama() {
+        const ModelShape shape = resolve_model_shape(manifest_, data().vocab());
+        if (shape.vocab < static_cast<int64_t>(data().vocab()) || shape.vocab == 0)
+            throw ManifestError({manifest_.core.at("model").at("vocab").origin + ": [model] vocab " +
+                                 std::to_string(shape.vocab) + " does not hold the data's " +
+                                 std::to_string(data().vocab()) + " tokens"});
+        py::list layout;
+        for (const ParameterSlot& slot : parameter_layout(shape)) layout.append(py::make_tuple(slot.name, slot.shape));
+        py::dict out;
+        out["preset"] = shape.preset;
+        out["layers"] = shape.layers;
+        out["d_model"] = shape.d_model;
+        out["heads"] = shape.heads;
+        out["kv_heads"] = shape.kv_heads;
+        out["ffn"] = shape.ffn;
+        out["vocab"] = shape.vocab;
+        out["tied_embeddings"] = shape.tied_embeddings;
+        out["rope_theta"] = shape.rope_theta;
+        out["norm_eps"] = shape.norm_eps;
+        out["seq_len"] = manifest_.get_int("data", "seq_len");
+        out["seed"] = manifest_.get_int("run", "seed");
+        out["layout"] = layout;
+        return out;
+    }
+
+    // This node's share of [data], as the C++ node reads it: the next `sequences` training
+    // windows of seq_len + 1 tokens, and a position to go on from (after a recovery or resume).
+    py::array_t<int32_t> next_tokens(int64_t sequences) {
+        if (sequences <= 0) throw std::invalid_argument("sequences must be positive, not " + std::to_string(sequences));
+        const int64_t window = data().seq_len() + 1;
+        py::array_t<int32_t> out({sequences, window});
+        data().next(std::span<int32_t>(out.mutable_data(), static_cast<size_t>(sequences * window)));
+        return out;
+    }
+    void skip_data_to(uint64_t draws) { data().skip_to(draws); }
+
+    // A core setting of the manifest, typed as its schema declares it.
+    py::object setting(const std::string& section, const std::string& key) const {
+        const auto found_section = manifest_.core.find(section);
+        if (found_section == manifest_.core.end() || !found_section->second.count(key))
+            throw std::invalid_argument("no core setting " + section + "." + key + " (docs/manifest.md lists them)");
+        return std::visit([](const auto& value) -> py::object { return py::cast(value); },
+                          found_section->second.at(key).value);
+    }
+
     int node_id() const { return options_.node_id; }
     int nodes() const { return nodes_; }
     int64_t inner_steps() const { return manifest_.get_int("diloco", "inner_steps"); }
@@ -259,6 +308,13 @@ public:
 
 private:
     std::string tag() const { return "node-" + std::to_string(options_.node_id); }
+    Sampler& data() {
+        if (!sampler_)
+            sampler_ = std::make_unique<Sampler>(manifest_.data_sources, manifest_.get_int("data", "seq_len"),
+                                                 static_cast<uint64_t>(manifest_.get_int("run", "seed")),
+                                                 options_.node_id, nodes_);
+        return *sampler_;
+    }
     // The user's parameters as checkpoints name them: their module names, in buffer order.
     CheckpointContext checkpoint_context(const std::vector<std::string>& names,
                                          const std::vector<std::vector<int64_t>>& shapes, size_t count) const {
@@ -318,6 +374,7 @@ private:
     int nodes_;
     NodeOptions options_;
     std::optional<MeshSession> mesh_;
+    std::unique_ptr<Sampler> sampler_;  // [data], opened on first use
     py::buffer buffer_;  // keeps the parameters' memory alive
     std::unique_ptr<HostParameters> params_;
     std::unique_ptr<OuterLoop> loop_;
@@ -365,5 +422,9 @@ PYBIND11_MODULE(_pangea, m) {
         .def_property_readonly("outer_steps", &PythonNode::outer_steps)
         .def_property_readonly("role", &PythonNode::role)
         .def_property_readonly("joined_step", &PythonNode::joined_step)
-        .def("manifest_toml", &PythonNode::manifest_toml);
+        .def("manifest_toml", &PythonNode::manifest_toml)
+        .def("llama", &PythonNode::llama)
+        .def("next_tokens", &PythonNode::next_tokens, py::arg("sequences"))
+        .def("skip_data_to", &PythonNode::skip_data_to, py::arg("draws"))
+        .def("setting", &PythonNode::setting, py::arg("section"), py::arg("key"));
 }
