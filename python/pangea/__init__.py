@@ -161,15 +161,19 @@ class DiLoCo:
         self._inner = outer_step * self.node.inner_steps
         self._losses.clear()
 
+    def _pairs(self):
+        """Each parameter with its slice of the host buffer."""
+        offset = 0
+        for p in self._params:
+            yield p, self._host[offset:offset + p.numel()]
+            offset += p.numel()
+
     def _copy_from_model(self):
         import torch
 
         with torch.no_grad():
-            offset = 0
-            for p in self._params:
-                n = p.numel()
-                self._host[offset:offset + n].copy_(p.detach().reshape(-1), non_blocking=True)
-                offset += n
+            for p, host in self._pairs():
+                host.copy_(p.detach().reshape(-1), non_blocking=True)
             if any(p.device.type == "cuda" for p in self._params):
                 torch.cuda.synchronize()
 
@@ -177,11 +181,8 @@ class DiLoCo:
         import torch
 
         with torch.no_grad():
-            offset = 0
-            for p in self._params:
-                n = p.numel()
-                p.copy_(self._host[offset:offset + n].view(p.shape))
-                offset += n
+            for p, host in self._pairs():
+                p.copy_(host.view(p.shape))
 
     def step(self, loss=None):
         """After each inner step (the inner optimizer's step). Every inner_steps calls it runs

@@ -7,6 +7,18 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 
+# The end of the manifests of the tests that kill nodes: a short timeout, int8, Nesterov.
+ELASTIC = """
+timeout_ms = 3000
+heartbeat_ms = 300
+
+[compress]
+plugin = "int8"
+
+[optim]
+plugin = "nesterov"
+"""
+
 
 def fail(message):
     print("FAIL: " + message, file=sys.stderr)

@@ -33,17 +33,9 @@ outer_steps = {outer_steps}
 nodes = {nodes}
 address = "127.0.0.1:0"
 min_members = {nodes}
-timeout_ms = 3000
-heartbeat_ms = 300
-
+""" + harness.ELASTIC + """
 [checkpoint]
 interval = 2
-
-[compress]
-plugin = "int8"
-
-[optim]
-plugin = "nesterov"
 """
 
 

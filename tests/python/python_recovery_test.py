@@ -33,15 +33,7 @@ outer_steps = {outer_steps}
 nodes = {nodes}
 address = "127.0.0.1:0"
 min_members = 3
-timeout_ms = 3000
-heartbeat_ms = 300
-
-[compress]
-plugin = "int8"
-
-[optim]
-plugin = "nesterov"
-"""
+""" + harness.ELASTIC
 
 
 def lines(path):
