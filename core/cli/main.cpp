@@ -332,6 +332,9 @@ int main(int argc, char** argv) {
 
     run->add_option("--resume", node_options.resume,
                     "start from this node's checkpoint: latest, or an outer step number");
+    run->add_flag("--fresh", node_options.fresh,
+                  "start afresh although the storage holds this node's checkpoints of the run: delete them")
+        ->excludes("--resume");
 
     auto* checkpoint = app.add_subcommand("checkpoint", "a run's checkpoints in its [storage]");
     checkpoint->require_subcommand(1);
@@ -378,6 +381,9 @@ int main(int argc, char** argv) {
                                "run node i in network namespace <prefix><i + 1> (see bench/wan.sh)");
     launch_command->add_option("--resume", launch_options.resume,
                                "every node starts from its checkpoint: latest, or an outer step number");
+    launch_command->add_flag("--fresh", launch_options.fresh,
+                             "start afresh although the storage holds the run's checkpoints: every node deletes its own")
+        ->excludes("--resume");
     launch_command->add_option("--host", launch_options.host,
                                "address node i listens on; {r} becomes i + 1 (e.g. 10.77.0.{r})");
 

@@ -10,7 +10,7 @@
 namespace pangea {
 
 NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, int node, CheckpointContext context,
-                                 const std::string& resume)
+                                 const std::string& resume, bool fresh)
     : tag_("node-" + std::to_string(node)),
       resume_(resume),
       prefix_(checkpoint_prefix(m, node)),
@@ -22,6 +22,7 @@ NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, in
         throw std::runtime_error(tag_ + ": checkpoints need diloco.overlap = false (not available with overlap yet)");
     store_ = std::make_unique<ObjectStore>(open_storage(m, registry));
     if (interval_ <= 0) return;
+    if (resume_.empty()) start_afresh(fresh);
     CheckpointerOptions options;
     options.prefix = prefix_;
     options.context = context_;
@@ -29,6 +30,23 @@ NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, in
     options.async = m.get_bool("checkpoint", "async");
     options.wait_when_busy = m.get_string("checkpoint", "when_busy") == "wait";
     checkpointer_ = std::make_unique<Checkpointer>(*store_, options);
+}
+
+void NodeCheckpoints::start_afresh(bool fresh) {
+    const auto existing = store_->list(prefix_);
+    if (existing.empty()) return;
+    if (!fresh) {
+        const auto latest = latest_checkpoint(*store_, prefix_);
+        throw std::runtime_error(
+            tag_ + ": " + store_->name() + " already holds this node's checkpoints of run '" + context_.run + "' under " +
+            prefix_ + " (" + std::to_string(existing.size()) + " objects" +
+            (latest ? ", latest outer step " + std::to_string(*latest) : std::string()) +
+            "); starting afresh would overwrite them. Resume the run with --resume latest, or start over with --fresh "
+            "(which deletes them), or name the run differently ([run] name or [checkpoint] prefix)");
+    }
+    for (const auto& [key, bytes] : existing) store_->remove(key);
+    log(PANGEA_LOG_WARN, "train", tag_ + ": --fresh: deleted " + std::to_string(existing.size()) + " objects under " +
+                                      store_->name() + " " + prefix_ + " (the checkpoints of an earlier run)");
 }
 
 std::optional<int64_t> NodeCheckpoints::resume_step(const Manifest& m, PluginRegistry& registry, int node,

@@ -21,9 +21,12 @@ class PluginRegistry;
 class NodeCheckpoints {
 public:
     // Opens the storage plugin when checkpoints are saved or `resume` ("latest" or a step; empty:
-    // start afresh) asks for one. Throws std::runtime_error for a setup that cannot save them.
+    // start afresh) asks for one. Throws std::runtime_error for a setup that cannot save them,
+    // and, so that forgetting --resume never loses a run, when checkpoints are to be saved
+    // afresh where this node's checkpoints of the run already are, unless `fresh` says to delete
+    // them (it does, before anything is saved).
     NodeCheckpoints(const Manifest& manifest, PluginRegistry& registry, int node, CheckpointContext context,
-                    const std::string& resume);
+                    const std::string& resume, bool fresh);
     NodeCheckpoints(const NodeCheckpoints&) = delete;
     NodeCheckpoints& operator=(const NodeCheckpoints&) = delete;
 
@@ -46,6 +49,9 @@ public:
     double stall_seconds() const { return stall_seconds_; }
 
 private:
+    // Saving afresh: refuses (std::runtime_error) when checkpoints are there, unless `fresh`.
+    void start_afresh(bool fresh);
+
     std::string tag_;  // "node-<i>"
     std::string resume_;
     std::string prefix_;

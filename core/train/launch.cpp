@@ -155,7 +155,7 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
     }
     // Each node: `pangea run`, or the manifest's [run] entry (a Python node, say), which gets the
     // same in the environment, as pangea.Node reads it: PANGEA_LAUNCH_MANIFEST, _NODE_ID,
-    // _RUN_ID, _SET (one section.key=value per line) and _RESUME.
+    // _RUN_ID, _SET (one section.key=value per line), _RESUME and _FRESH.
     const std::string entry = manifest.get_string("run", "entry");
     std::vector<ChildProcess> children;
     for (int i = 0; i < nodes; ++i) {
@@ -168,6 +168,7 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
             argv = {exe, "run", options.manifest_path, "--node-id", std::to_string(i), "--run-id", std::to_string(run_id)};
             for (const auto& set : node_settings) argv.insert(argv.end(), {"--set", set});
             if (!options.resume.empty()) argv.insert(argv.end(), {"--resume", options.resume});
+            if (options.fresh) argv.push_back("--fresh");
         } else {
             std::string lines;
             for (const auto& set : node_settings) lines += set + "\n";
@@ -176,6 +177,7 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
             ::setenv("PANGEA_LAUNCH_RUN_ID", std::to_string(run_id).c_str(), 1);
             ::setenv("PANGEA_LAUNCH_SET", lines.c_str(), 1);
             ::setenv("PANGEA_LAUNCH_RESUME", options.resume.c_str(), 1);
+            ::setenv("PANGEA_LAUNCH_FRESH", options.fresh ? "1" : "", 1);
             argv = {"/bin/sh", "-c", entry};
         }
         children.emplace_back(in_netns(argv, i), (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).string());

@@ -19,6 +19,7 @@ struct LaunchOptions {
     std::string netns;
     std::string host;
     std::string resume;  // passed on to every node: "latest" or an outer step
+    bool fresh = false;  // passed on to every node: delete the run's checkpoints and start afresh
 };
 
 // Returns 0 when every node succeeded, 1 when one failed, 130 when interrupted.

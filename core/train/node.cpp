@@ -63,7 +63,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     NodeCheckpoints checkpoints(m, registry, setup.node,
                                 llama_checkpoint_context(m.get_string("run", "name"), setup.node, setup.shape,
                                                          m.get_int("data", "seq_len")),
-                                options.resume);
+                                options.resume, options.fresh);
     std::optional<TrainingState> resumed = checkpoints.read_resume_point();
 
     std::optional<MeshSession> mesh;

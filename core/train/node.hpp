@@ -21,6 +21,7 @@ struct NodeOptions {
     uint64_t run_id = 0;  // 0: derived from [run] name
     bool join = false;    // start as a late joiner: fetch the state from the members first
     std::string resume;   // "latest" or an outer step: start from this node's checkpoint ("": afresh)
+    bool fresh = false;   // start afresh although the storage holds this node's checkpoints: delete them
 };
 
 struct ModelShape;

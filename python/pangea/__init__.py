@@ -45,21 +45,25 @@ class Node:
     join: start as a late joiner. set: overrides "section.key=value", as `pangea run --set`.
     run_id: the run's id as the coordinator knows it (0: derived from [run] name).
     resume: "latest" or an outer step: start from this node's checkpoint ([checkpoint]; the
-    model and both optimizers are taken up when DiLoCo attaches them). Empty: start afresh.
+    model and both optimizers are taken up when DiLoCo attaches them). Empty: start afresh, which
+    is refused where this node's checkpoints of the run already are, unless fresh=True (delete
+    them).
     Under `pangea launch` (a manifest with [run] entry) each of them comes from the environment
     when not given: PANGEA_LAUNCH_MANIFEST, PANGEA_LAUNCH_NODE_ID, PANGEA_LAUNCH_RUN_ID and
-    PANGEA_LAUNCH_SET (one override per line, applied before `set`), PANGEA_LAUNCH_RESUME.
+    PANGEA_LAUNCH_SET (one override per line, applied before `set`), PANGEA_LAUNCH_RESUME and
+    PANGEA_LAUNCH_FRESH.
     Raises pangea.Error with the core's message for a bad manifest, a plugin or the mesh.
     """
 
-    def __init__(self, manifest=None, node_id=None, *, join=False, set=(), run_id=None, resume=None):
+    def __init__(self, manifest=None, node_id=None, *, join=False, set=(), run_id=None, resume=None, fresh=None):
         manifest = manifest if manifest is not None else _from_environment("PANGEA_LAUNCH_MANIFEST", "the manifest")
         node_id = node_id if node_id is not None else int(_from_environment("PANGEA_LAUNCH_NODE_ID", "node_id"))
         run_id = run_id if run_id is not None else int(os.environ.get("PANGEA_LAUNCH_RUN_ID") or 0)
         launched = [line for line in os.environ.get("PANGEA_LAUNCH_SET", "").splitlines() if line.strip()]
         resume = resume if resume is not None else os.environ.get("PANGEA_LAUNCH_RESUME", "")
+        fresh = fresh if fresh is not None else bool(os.environ.get("PANGEA_LAUNCH_FRESH"))
         self._core = _CoreNode(str(manifest), int(node_id), bool(join), launched + [str(s) for s in set], int(run_id),
-                               str(resume))
+                               str(resume), bool(fresh))
 
     @property
     def node_id(self):

@@ -96,7 +96,7 @@ private:
 class PythonNode {
 public:
     PythonNode(const std::string& manifest_path, int node_id, bool join, const std::vector<std::string>& set,
-               uint64_t run_id, const std::string& resume)
+               uint64_t run_id, const std::string& resume, bool fresh)
         : registry_(python_search_path()),
           manifest_(load_manifest(manifest_path, overrides_of(set), registry_)),
           optimizer_(instantiate(manifest_, registry_, PANGEA_KIND_OPTIM, "nesterov")),
@@ -113,6 +113,7 @@ public:
         options_.join = join;
         options_.run_id = run_id;
         options_.resume = resume;
+        options_.fresh = fresh;
         const std::optional<int64_t> resumed_step = NodeCheckpoints::resume_step(manifest_, registry_, node_id, resume);
         log(PANGEA_LOG_INFO, "python", tag() + " of " + std::to_string(nodes_) + ": plugins " + transport_.plugin().id() +
                                            ", " + codec_.plugin().id() + ", " + optimizer_.plugin().id());
@@ -146,7 +147,8 @@ public:
         state_ = std::make_unique<PythonState>(*loop_, inner_steps(), std::move(save_inner), std::move(take_up_inner));
         if (mesh_) recovery_.emplace(*mesh_, *state_, manifest_.get_bool("diloco", "overlap"));
         checkpoints_.emplace(manifest_, registry_, options_.node_id,
-                             checkpoint_context(names, shapes, static_cast<size_t>(info.size)), options_.resume);
+                             checkpoint_context(names, shapes, static_cast<size_t>(info.size)), options_.resume,
+                             options_.fresh);
         if (std::optional<TrainingState> resumed = checkpoints_->read_resume_point()) {
             state_->take_up(*resumed);
             outer_step_ = resumed->step;
@@ -407,9 +409,10 @@ PYBIND11_MODULE(_pangea, m) {
         }
     });
     py::class_<PythonNode>(m, "Node")
-        .def(py::init<const std::string&, int, bool, const std::vector<std::string>&, uint64_t, const std::string&>(),
+        .def(py::init<const std::string&, int, bool, const std::vector<std::string>&, uint64_t, const std::string&, bool>(),
              py::arg("manifest"), py::arg("node_id"), py::arg("join") = false,
-             py::arg("set") = std::vector<std::string>{}, py::arg("run_id") = 0, py::arg("resume") = "")
+             py::arg("set") = std::vector<std::string>{}, py::arg("run_id") = 0, py::arg("resume") = "",
+             py::arg("fresh") = false)
         .def("attach", &PythonNode::attach, py::arg("buffer"), py::arg("save_inner"), py::arg("take_up_inner"),
              py::arg("names"), py::arg("shapes"))
         .def("start", &PythonNode::start)
