@@ -450,7 +450,8 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_closed(int connection, 
 std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
     out_.clear();
     now_ = now;
-    if (collecting_ && now >= grace_end_) {
+    // (Nobody held yet: nothing is known, and the window opens with the first hello.)
+    if (collecting_ && now >= grace_end_ && !held_.empty()) {
         // Carry on from what the nodes hold: the furthest committed step is the run's. Everyone
         // held is welcomed before any epoch is decided.
         for (const Hello& h : held_) {

@@ -122,7 +122,7 @@ private:
 
     CoordinatorOptions options_;
     Time grace_end_;
-    bool collecting_ = true;  // within a timeout of the start and of the first hello: registrations are held
+    bool collecting_ = true;  // until a timeout after both the start and the first hello: hellos are held
     std::vector<Hello> held_;
     std::map<int, std::vector<std::string>> early_;  // messages of held hellos' connections, in order
     std::set<int> registered_;           // with a registry: the nodes registered there

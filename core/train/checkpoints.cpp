@@ -9,6 +9,30 @@
 
 namespace pangea {
 
+namespace {
+
+// Saving afresh where `prefix` holds objects: refused (std::runtime_error, nothing changed) unless
+// `fresh`, which deletes them.
+void start_afresh(const ObjectStore& store, const std::string& prefix, const std::string& run, const std::string& tag,
+                  bool fresh) {
+    const auto existing = store.list(prefix);
+    if (existing.empty()) return;
+    if (!fresh) {
+        const auto latest = latest_checkpoint(store, prefix);
+        throw std::runtime_error(
+            tag + ": " + store.name() + " already holds this node's checkpoints of run '" + run + "' under " + prefix +
+            " (" + std::to_string(existing.size()) + " objects" +
+            (latest ? ", latest outer step " + std::to_string(*latest) : std::string()) +
+            "); starting afresh would overwrite them. Resume the run with --resume latest, or start over with --fresh "
+            "(which deletes them), or name the run differently ([run] name or [checkpoint] prefix)");
+    }
+    for (const auto& [key, bytes] : existing) store.remove(key);
+    log(PANGEA_LOG_WARN, "train", tag + ": --fresh: deleted " + std::to_string(existing.size()) + " objects under " +
+                                      store.name() + " " + prefix + " (the checkpoints of an earlier run)");
+}
+
+}  // namespace
+
 NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, int node, CheckpointContext context,
                                  const std::string& resume, bool fresh)
     : tag_("node-" + std::to_string(node)),
@@ -22,7 +46,7 @@ NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, in
         throw std::runtime_error(tag_ + ": checkpoints need diloco.overlap = false (not available with overlap yet)");
     store_ = std::make_unique<ObjectStore>(open_storage(m, registry));
     if (interval_ <= 0) return;
-    if (resume_.empty()) start_afresh(fresh);
+    if (resume_.empty()) start_afresh(*store_, prefix_, context_.run, tag_, fresh);
     CheckpointerOptions options;
     options.prefix = prefix_;
     options.context = context_;
@@ -32,21 +56,11 @@ NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, in
     checkpointer_ = std::make_unique<Checkpointer>(*store_, options);
 }
 
-void NodeCheckpoints::start_afresh(bool fresh) {
-    const auto existing = store_->list(prefix_);
-    if (existing.empty()) return;
-    if (!fresh) {
-        const auto latest = latest_checkpoint(*store_, prefix_);
-        throw std::runtime_error(
-            tag_ + ": " + store_->name() + " already holds this node's checkpoints of run '" + context_.run + "' under " +
-            prefix_ + " (" + std::to_string(existing.size()) + " objects" +
-            (latest ? ", latest outer step " + std::to_string(*latest) : std::string()) +
-            "); starting afresh would overwrite them. Resume the run with --resume latest, or start over with --fresh "
-            "(which deletes them), or name the run differently ([run] name or [checkpoint] prefix)");
-    }
-    for (const auto& [key, bytes] : existing) store_->remove(key);
-    log(PANGEA_LOG_WARN, "train", tag_ + ": --fresh: deleted " + std::to_string(existing.size()) + " objects under " +
-                                      store_->name() + " " + prefix_ + " (the checkpoints of an earlier run)");
+void NodeCheckpoints::prepare_start(const Manifest& m, PluginRegistry& registry, int node, const std::string& resume,
+                                    bool fresh) {
+    if (m.get_int("checkpoint", "interval") <= 0 || !resume.empty()) return;
+    const ObjectStore store(open_storage(m, registry));
+    start_afresh(store, checkpoint_prefix(m, node), m.get_string("run", "name"), "node-" + std::to_string(node), fresh);
 }
 
 std::optional<int64_t> NodeCheckpoints::resume_step(const Manifest& m, PluginRegistry& registry, int node,

@@ -48,10 +48,13 @@ public:
     // Training time lost to saving: the copy into host memory, and any wait for the writer.
     double stall_seconds() const { return stall_seconds_; }
 
-private:
-    // Saving afresh: refuses (std::runtime_error) when checkpoints are there, unless `fresh`.
-    void start_afresh(bool fresh);
+    // What the constructor does first, for a node that must know before it joins the mesh (a
+    // Python node, whose model comes later): refuses to start afresh over this node's
+    // checkpoints unless `fresh`, which deletes them.
+    static void prepare_start(const Manifest& manifest, PluginRegistry& registry, int node, const std::string& resume,
+                              bool fresh);
 
+private:
     std::string tag_;  // "node-<i>"
     std::string resume_;
     std::string prefix_;

@@ -114,7 +114,10 @@ public:
         options_.run_id = run_id;
         options_.resume = resume;
         options_.fresh = fresh;
+        // Before the mesh hears of this node: the checkpoint it resumes, or its refusal to start
+        // afresh over its checkpoints (--fresh deletes them now).
         const std::optional<int64_t> resumed_step = NodeCheckpoints::resume_step(manifest_, registry_, node_id, resume);
+        NodeCheckpoints::prepare_start(manifest_, registry_, node_id, resume, fresh);
         log(PANGEA_LOG_INFO, "python", tag() + " of " + std::to_string(nodes_) + ": plugins " + transport_.plugin().id() +
                                            ", " + codec_.plugin().id() + ", " + optimizer_.plugin().id());
         if (nodes_ > 1) {
@@ -148,13 +151,14 @@ public:
         if (mesh_) recovery_.emplace(*mesh_, *state_, manifest_.get_bool("diloco", "overlap"));
         checkpoints_.emplace(manifest_, registry_, options_.node_id,
                              checkpoint_context(names, shapes, static_cast<size_t>(info.size)), options_.resume,
-                             options_.fresh);
-        if (std::optional<TrainingState> resumed = checkpoints_->read_resume_point()) {
+                             /*fresh=*/false);  // done in the constructor
+        std::optional<TrainingState> resumed = checkpoints_->read_resume_point();
+        if (resumed) {
             state_->take_up(*resumed);
             outer_step_ = resumed->step;
         }
         metrics_ = std::make_unique<NodeMetrics>(manifest_.get_string("run", "dir"), options_.node_id, outer_steps(),
-                                                 inner_steps(), false);
+                                                 inner_steps(), /*append=*/resumed.has_value());
         metrics_->begin();
         log(PANGEA_LOG_INFO, "python", tag() + ": model of " + format_count(double(info.size)) + " parameters attached");
     }

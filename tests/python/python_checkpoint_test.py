@@ -1,7 +1,7 @@
 """Checkpoints of Python nodes: two nodes save every 2 outer steps through the storage plugin;
 every node is SIGKILLed mid-run; restarted with resume = latest, they finish bit-identical to an
 uninterrupted run of the same manifest. The checkpoint holds the model as safetensors with the
-PyTorch module's own parameter names.
+PyTorch module's own parameter names; starting afresh over it is refused.
 
     python_checkpoint_test.py PANGEA_EXECUTABLE
 """
@@ -106,6 +106,15 @@ def main():
                                  capture_output=True, text=True)
         if inspect.returncode != 0 or "every part matches its SHA-256" not in inspect.stdout:
             fail("pangea checkpoint inspect:\n" + inspect.stdout + inspect.stderr)
+        # Starting afresh over these checkpoints is refused before the node joins any mesh.
+        import pangea
+
+        try:
+            pangea.Node(work / "killed" / "run.toml", 0)
+            fail("a Python node started afresh over its run's checkpoints")
+        except pangea.Error as e:
+            if "start over with --fresh" not in str(e):
+                fail(f"the refusal does not say how to start over: {e}")
         print(f"ok: {NODES} Python nodes killed at outer step >= 5, resumed from step {at}: bit-identical to the "
               "uninterrupted run; the checkpoint names the module's parameters")
 
