@@ -1,8 +1,6 @@
 #include "train/node.hpp"
 
 #include <chrono>
-#include <cstdio>
-#include <cstring>
 #include <optional>
 
 #include "common/float_hash.hpp"

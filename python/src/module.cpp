@@ -306,11 +306,6 @@ public:
     int nodes() const { return nodes_; }
     int64_t inner_steps() const { return manifest_.get_int("diloco", "inner_steps"); }
     int64_t outer_steps() const { return manifest_.get_int("diloco", "outer_steps"); }
-    std::string role() const {
-        return mesh_ && mesh_->joined().role == Role::kRecover ? "recover" : "member";
-    }
-    int64_t joined_step() const { return mesh_ ? mesh_->joined().step : 0; }
-    std::string manifest_toml() const { return manifest_.to_toml(); }
 
 private:
     std::string tag() const { return "node-" + std::to_string(options_.node_id); }
@@ -427,9 +422,6 @@ PYBIND11_MODULE(_pangea, m) {
         .def_property_readonly("nodes", &PythonNode::nodes)
         .def_property_readonly("inner_steps", &PythonNode::inner_steps)
         .def_property_readonly("outer_steps", &PythonNode::outer_steps)
-        .def_property_readonly("role", &PythonNode::role)
-        .def_property_readonly("joined_step", &PythonNode::joined_step)
-        .def("manifest_toml", &PythonNode::manifest_toml)
         .def("llama", &PythonNode::llama)
         .def("next_tokens", &PythonNode::next_tokens, py::arg("sequences"))
         .def("skip_data_to", &PythonNode::skip_data_to, py::arg("draws"))
