@@ -56,18 +56,14 @@ NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, in
     checkpointer_ = std::make_unique<Checkpointer>(*store_, options);
 }
 
-void NodeCheckpoints::prepare_start(const Manifest& m, PluginRegistry& registry, int node, const std::string& resume,
-                                    bool fresh) {
-    if (m.get_int("checkpoint", "interval") <= 0 || !resume.empty()) return;
+std::optional<int64_t> NodeCheckpoints::prepare_start(const Manifest& m, PluginRegistry& registry, int node,
+                                                      const std::string& resume, bool fresh) {
+    if (resume.empty() && m.get_int("checkpoint", "interval") <= 0) return std::nullopt;
     const ObjectStore store(open_storage(m, registry));
-    start_afresh(store, checkpoint_prefix(m, node), m.get_string("run", "name"), "node-" + std::to_string(node), fresh);
-}
-
-std::optional<int64_t> NodeCheckpoints::resume_step(const Manifest& m, PluginRegistry& registry, int node,
-                                                    const std::string& resume) {
-    if (resume.empty()) return std::nullopt;
-    const ObjectStore store(open_storage(m, registry));
-    return resolve_checkpoint(store, checkpoint_prefix(m, node), resume);
+    const std::string prefix = checkpoint_prefix(m, node);
+    if (!resume.empty()) return resolve_checkpoint(store, prefix, resume);
+    start_afresh(store, prefix, m.get_string("run", "name"), "node-" + std::to_string(node), fresh);
+    return std::nullopt;
 }
 
 std::optional<TrainingState> NodeCheckpoints::read_resume_point() {

@@ -30,11 +30,13 @@ public:
     NodeCheckpoints(const NodeCheckpoints&) = delete;
     NodeCheckpoints& operator=(const NodeCheckpoints&) = delete;
 
-    // The outer step of the checkpoint `resume` names ("latest" or a step), without reading it:
-    // what a node tells the mesh before its model exists. Empty for an empty `resume`. Throws
-    // CheckpointError when there is none.
-    static std::optional<int64_t> resume_step(const Manifest& manifest, PluginRegistry& registry, int node,
-                                              const std::string& resume);
+    // What the constructor settles first, for a node that must know it before it joins the mesh
+    // (a Python node, whose model comes later), with one look at the storage: the outer step of
+    // the checkpoint `resume` names ("latest" or a step; CheckpointError when there is none), or,
+    // starting afresh, the refusal to overwrite this node's checkpoints unless `fresh`, which
+    // deletes them. Empty when starting afresh.
+    static std::optional<int64_t> prepare_start(const Manifest& manifest, PluginRegistry& registry, int node,
+                                                const std::string& resume, bool fresh);
 
     // The checkpoint --resume names, read and verified (every part's SHA-256, the tensors'
     // names and shapes); empty without --resume.
@@ -47,12 +49,6 @@ public:
     CheckpointStats finish();
     // Training time lost to saving: the copy into host memory, and any wait for the writer.
     double stall_seconds() const { return stall_seconds_; }
-
-    // What the constructor does first, for a node that must know before it joins the mesh (a
-    // Python node, whose model comes later): refuses to start afresh over this node's
-    // checkpoints unless `fresh`, which deletes them.
-    static void prepare_start(const Manifest& manifest, PluginRegistry& registry, int node, const std::string& resume,
-                              bool fresh);
 
 private:
     std::string tag_;  // "node-<i>"

@@ -21,7 +21,8 @@ PluginInstance instantiate(const Manifest& manifest, PluginRegistry& registry, p
 PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry) {
     const auto found = manifest.plugins.find(PANGEA_KIND_STORAGE);
     if (found != manifest.plugins.end() && found->second.plugin != nullptr)
-        return PluginInstance(*found->second.plugin, found->second.settings);
+        return instantiate(manifest, registry, PANGEA_KIND_STORAGE, "local");
+    // The default, storage/local, keeps them in the run's directory.
     const PluginDescriptor& plugin = registry.get(PANGEA_KIND_STORAGE, "local");
     SettingMap settings = plugin.default_settings();
     settings["path"] = {(fs::path(manifest.get_string("run", "dir")) / "checkpoints").string(), "default: <run.dir>/checkpoints"};

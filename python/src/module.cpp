@@ -116,8 +116,8 @@ public:
         options_.fresh = fresh;
         // Before the mesh hears of this node: the checkpoint it resumes, or its refusal to start
         // afresh over its checkpoints (--fresh deletes them now).
-        const std::optional<int64_t> resumed_step = NodeCheckpoints::resume_step(manifest_, registry_, node_id, resume);
-        NodeCheckpoints::prepare_start(manifest_, registry_, node_id, resume, fresh);
+        const std::optional<int64_t> resumed_step =
+            NodeCheckpoints::prepare_start(manifest_, registry_, node_id, resume, fresh);
         log(PANGEA_LOG_INFO, "python", tag() + " of " + std::to_string(nodes_) + ": plugins " + transport_.plugin().id() +
                                            ", " + codec_.plugin().id() + ", " + optimizer_.plugin().id());
         if (nodes_ > 1) {
