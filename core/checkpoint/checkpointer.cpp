@@ -89,17 +89,17 @@ void Checkpointer::write(const TrainingState& state) {
     const std::string where = store_.name() + " " + checkpoint_dir(options_.prefix, state.step);
     uint64_t bytes = 0;
     try {
-        write_checkpoint(store_, options_.prefix, state, options_.context, [&](uint64_t written) {
+        const bool completed = write_checkpoint(store_, options_.prefix, state, options_.context, [&](uint64_t written) {
             bytes = written;
             if (seconds_since(last_note) < 10) return;  // long saves say how far they are
             last_note = Clock::now();
             note(PANGEA_LOG_INFO, "writing " + where + ": " + std::to_string(written >> 20) + " MiB so far");
         });
-        // The checkpoint is complete and `latest` names it: a failed clean-up of older ones is
-        // only a warning (they are retried at the next save).
+        // This node's part is in. The member that completes a step moves `latest` and removes
+        // older checkpoints: a failed clean-up is only a warning (retried at the next completion).
         std::vector<int64_t> pruned;
         try {
-            pruned = prune_checkpoints(store_, options_.prefix, options_.keep);
+            if (completed) pruned = prune_checkpoints(store_, options_.prefix, options_.keep);
         } catch (const std::exception& e) {
             note(PANGEA_LOG_WARN, "saved " + where + ", but could not remove older checkpoints (checkpoint.keep = " +
                                       std::to_string(options_.keep) + "): " + e.what());
@@ -110,7 +110,9 @@ void Checkpointer::write(const TrainingState& state) {
                       bytes / 1e6 / std::max(seconds, 1e-9));
         std::string removed;
         for (int64_t step : pruned) removed += (removed.empty() ? "" : ", ") + std::to_string(step);
-        note(PANGEA_LOG_INFO, "saved " + where + line + (removed.empty() ? "" : "; removed step(s) " + removed));
+        note(PANGEA_LOG_INFO, "saved " + where + line +
+                                  (completed ? "; the step is complete (latest)" : "; waiting for the other members' parts") +
+                                  (removed.empty() ? "" : "; removed step(s) " + removed));
         std::lock_guard lock(mutex_);
         ++stats_.saved;
         stats_.bytes += bytes;

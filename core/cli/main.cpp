@@ -162,7 +162,6 @@ int launch(LaunchOptions options) {
 struct CheckpointCommand {
     std::string manifest;
     std::vector<std::string> set_arguments;
-    int node = 0;
     std::string which = "latest";
     std::string out;
 };
@@ -171,19 +170,25 @@ int checkpoint_command(const std::string& action, const CheckpointCommand& comma
     PluginRegistry registry(default_search_path());
     const Manifest manifest = load_manifest(command.manifest, collect_overrides(command.set_arguments), registry);
     const ObjectStore store(open_storage(manifest, registry));
-    const std::string prefix = checkpoint_prefix(manifest, command.node);
+    const std::string prefix = checkpoint_prefix(manifest);
     if (action == "list") {
-        const auto checkpoints = list_checkpoints(store, prefix);
+        const auto checkpoints = list_checkpoints(store, prefix, true);
         const auto latest = latest_checkpoint(store, prefix);
         if (checkpoints.empty()) {
             std::cout << "no checkpoints under " << store.name() << " " << prefix << "\n";
             return 0;
         }
-        std::cout << store.name() << " " << prefix << "\n" << padded("step", 10) << padded("MiB", 10) << "parts\n";
+        std::cout << store.name() << " " << prefix << "\n"
+                  << padded("step", 10) << padded("MiB", 10) << padded("parts", 8) << "nodes\n";
         for (const CheckpointSummary& c : checkpoints) {
             char mib[32];
             std::snprintf(mib, sizeof mib, "%.1f", c.bytes() / 1048576.0);
-            std::cout << padded(std::to_string(c.step), 10) << padded(mib, 10) << c.parts.size()
+            std::string nodes;
+            for (int node : c.members) nodes += (nodes.empty() ? "" : ",") + std::to_string(node);
+            std::string missing;
+            for (int node : c.missing) missing += (missing.empty() ? "" : ",") + std::to_string(node);
+            std::cout << padded(std::to_string(c.step), 10) << padded(mib, 10) << padded(std::to_string(c.parts.size()), 8)
+                      << nodes << (missing.empty() ? "" : "  incomplete: no part of node(s) " + missing)
                       << (latest && *latest == c.step ? "  <- latest" : "") << "\n";
         }
         return 0;
@@ -192,10 +197,11 @@ int checkpoint_command(const std::string& action, const CheckpointCommand& comma
     if (action == "inspect") {
         std::string header;
         read_summary(store, prefix, step, &header);
-        std::cout << store.name() << " " << checkpoint_dir(prefix, step) << "checkpoint.json:\n" << header;
+        std::cout << store.name() << " " << header;
         bool ok = true;
         for (const std::string& line : verify_checkpoint(store, prefix, step, &ok)) std::cout << "  " << line << "\n";
-        std::cout << (ok ? "every part matches its SHA-256\n" : "the checkpoint is damaged: resume refuses it\n");
+        std::cout << (ok ? "complete, and every part matches its SHA-256\n"
+                         : "the checkpoint is damaged or incomplete: resume refuses it\n");
         return ok ? 0 : 1;
     }
     export_checkpoint(store, prefix, step, command.out);
@@ -331,9 +337,10 @@ int main(int argc, char** argv) {
                   "started does so anyway)");
 
     run->add_option("--resume", node_options.resume,
-                    "start from this node's checkpoint: latest, or an outer step number");
+                    "start from the run's checkpoint: latest (the newest step the whole run committed), or an "
+                    "outer step number");
     run->add_flag("--fresh", node_options.fresh,
-                  "start afresh although the storage holds this node's checkpoints of the run: delete them")
+                  "start afresh although the storage holds checkpoints of the run: delete them (all nodes')")
         ->excludes("--resume");
 
     auto* checkpoint = app.add_subcommand("checkpoint", "a run's checkpoints in its [storage]");
@@ -341,8 +348,8 @@ int main(int argc, char** argv) {
     CheckpointCommand checkpoint_options;
     std::map<std::string, CLI::App*> checkpoint_actions;
     for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
-             {"list", "list the complete checkpoints of a node"},
-             {"inspect", "print a checkpoint's header and verify every part's SHA-256"},
+             {"list", "list the run's checkpoints (one per step for the whole run), complete or not"},
+             {"inspect", "print a checkpoint's headers (one per node) and verify every part's SHA-256"},
              {"export", "write model.safetensors and config.json (Hugging Face Llama; a Python node's model: its safetensors) to a directory"}}) {
         auto* action = checkpoint->add_subcommand(name, help);
         action->add_option("manifest", checkpoint_options.manifest, "the run manifest (its [storage] and [checkpoint])")
@@ -350,8 +357,6 @@ int main(int argc, char** argv) {
         if (name != "list")
             action->add_option("step", checkpoint_options.which, "latest, or an outer step number")->capture_default_str();
         if (name == "export") action->add_option("-o,--out", checkpoint_options.out, "the directory to write")->required();
-        action->add_option("--node", checkpoint_options.node, "whose checkpoints (each node saves its own)")
-            ->capture_default_str();
         action->add_option("--set", checkpoint_options.set_arguments, "override a setting: section.key=value")
             ->allow_extra_args(false);
         checkpoint_actions[name] = action;
@@ -380,9 +385,10 @@ int main(int argc, char** argv) {
     launch_command->add_option("--netns", launch_options.netns,
                                "run node i in network namespace <prefix><i + 1> (see bench/wan.sh)");
     launch_command->add_option("--resume", launch_options.resume,
-                               "every node starts from its checkpoint: latest, or an outer step number");
+                               "every node starts from the run's checkpoint: latest (the newest step the whole run "
+                               "committed), or an outer step number");
     launch_command->add_flag("--fresh", launch_options.fresh,
-                             "start afresh although the storage holds the run's checkpoints: every node deletes its own")
+                             "start afresh although the storage holds the run's checkpoints: delete them")
         ->excludes("--resume");
     launch_command->add_option("--host", launch_options.host,
                                "address node i listens on; {r} becomes i + 1 (e.g. 10.77.0.{r})");

@@ -195,6 +195,14 @@ void CoordinatorState::drop(int id, const std::string& why) {
     challenges_.erase(found->second.connection);
     nodes_.erase(found);
     note(why == "it left" ? PANGEA_LOG_INFO : PANGEA_LOG_WARN, "dropped node " + std::to_string(id) + ": " + why);
+    if (nodes_.empty() && started_ && !collecting_) {
+        // Nobody is left to carry the run on: the nodes that come back are heard together, as
+        // by a coordinator that just started, and the run carries on from what they hold.
+        collecting_ = true;
+        grace_end_ = now_;
+        note(PANGEA_LOG_WARN, "every node is gone; the run waits for nodes to come back at step " +
+                                  std::to_string(committed_step_) + " or from checkpoints");
+    }
     if (active_ && active_->epoch.position_of(id) >= 0 && !active_->reported.count(id)) {
         resolve(false, "node " + std::to_string(id) + " dropped: " + why);
         return;
@@ -461,6 +469,29 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
             if (step > committed_step_) committed_step_ = step, committed_epoch_ = epoch;
             next_epoch_ = std::max({next_epoch_, epoch + 1, static_cast<uint64_t>(integer(h.fields, "pending_epoch")) + 1});
             if (step > 0 || epoch > 0) started_ = true;
+        }
+        // Every node lost at once, then restarted from the run's checkpoints: the run's record
+        // (etcd's, or this coordinator's) may be ahead of every state held, steps committed after
+        // the newest complete checkpoint. Nobody can carry those on: the run goes back to the
+        // newest step held, and nodes behind it recover from those at it.
+        int64_t newest_held = -1;
+        bool carries_on = false;
+        for (const Hello& h : held_) {
+            if (!flag(h.fields, "has_state")) continue;
+            const int64_t step = integer(h.fields, "step");
+            newest_held = std::max(newest_held, step);
+            carries_on |= step == committed_step_ ||
+                          (step + 1 == committed_step_ && text(h.fields, "waiting") == "done" &&
+                           static_cast<uint64_t>(integer(h.fields, "pending_epoch")) == committed_epoch_ &&
+                           flag(h.fields, "ok"));
+        }
+        if (started_ && newest_held >= 0 && !carries_on) {
+            note(PANGEA_LOG_WARN, "the run committed step " + std::to_string(committed_step_) +
+                                      ", but no node holds it any more: every node came back from a checkpoint; the " +
+                                      "run carries on from step " + std::to_string(newest_held) +
+                                      ", the newest held (the steps after it are trained again)");
+            committed_step_ = newest_held;
+            committed_epoch_ = 0;  // (a lost commit of the new step cannot be replayed: there is none)
         }
         const bool all_fresh = !held_.empty() && std::all_of(held_.begin(), held_.end(), [](const Hello& h) {
             return !flag(h.fields, "has_state") && !flag(h.fields, "join");

@@ -1,13 +1,14 @@
-// A node's checkpoints ([checkpoint]): the one to resume from (--resume), and saving every
-// `interval` outer steps and at the end, in the background (checkpoint/checkpointer.hpp). For the
-// C++ node and the Python node alike: the model's side comes in as a CheckpointContext (its
-// tensors' names) and a TransferableState.
+// A node's side of the run's checkpoints ([checkpoint]): the one to resume from (--resume), and
+// saving its part every `interval` outer steps and at the end, in the background
+// (checkpoint/checkpointer.hpp). For the C++ node and the Python node alike: the model's side
+// comes in as a CheckpointContext (its tensors' names) and a TransferableState.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "checkpoint/checkpointer.hpp"
 #include "checkpoint/object_store.hpp"
@@ -16,34 +17,34 @@
 namespace pangea {
 
 struct Manifest;
+struct NodeOptions;
 class PluginRegistry;
 
 class NodeCheckpoints {
 public:
-    // Opens the storage plugin when checkpoints are saved or `resume` ("latest" or a step; empty:
-    // start afresh) asks for one. Throws std::runtime_error for a setup that cannot save them,
-    // and, so that forgetting --resume never loses a run, when checkpoints are to be saved
-    // afresh where this node's checkpoints of the run already are, unless `fresh` says to delete
-    // them (it does, before anything is saved).
-    NodeCheckpoints(const Manifest& manifest, PluginRegistry& registry, int node, CheckpointContext context,
-                    const std::string& resume, bool fresh);
+    // What a node settles first, before it joins the mesh, with one look at the storage: the
+    // outer step of the checkpoint options.resume names ("latest": the newest step the whole run
+    // committed; CheckpointError when there is none). Starting afresh (not joining a run in
+    // progress), so that forgetting --resume never loses a run: std::runtime_error when the
+    // storage holds checkpoints of the run, unless options.fresh, which deletes them. Empty when
+    // starting afresh.
+    static std::optional<int64_t> prepare_start(const Manifest& manifest, PluginRegistry& registry,
+                                                const NodeOptions& options);
+
+    // Opens the storage plugin when checkpoints are saved or options.resume asks for one.
+    // Throws std::runtime_error for a setup that cannot save them.
+    NodeCheckpoints(const Manifest& manifest, PluginRegistry& registry, const NodeOptions& options,
+                    CheckpointContext context);
     NodeCheckpoints(const NodeCheckpoints&) = delete;
     NodeCheckpoints& operator=(const NodeCheckpoints&) = delete;
 
-    // What the constructor settles first, for a node that must know it before it joins the mesh
-    // (a Python node, whose model comes later), with one look at the storage: the outer step of
-    // the checkpoint `resume` names ("latest" or a step; CheckpointError when there is none), or,
-    // starting afresh, the refusal to overwrite this node's checkpoints unless `fresh`, which
-    // deletes them. Empty when starting afresh.
-    static std::optional<int64_t> prepare_start(const Manifest& manifest, PluginRegistry& registry, int node,
-                                                const std::string& resume, bool fresh);
-
-    // The checkpoint --resume names, read and verified (every part's SHA-256, the tensors'
-    // names and shapes); empty without --resume.
+    // This node's checkpoint of the step --resume names, read and verified (every part's
+    // SHA-256, the tensors' names and shapes); empty without --resume.
     std::optional<TrainingState> read_resume_point();
 
-    // After `steps` outer steps of `total`: saves when one is due.
-    void after_outer_step(const TransferableState& state, int64_t steps, int64_t total);
+    // After `steps` outer steps of `total`, committed by `members` (ascending node ids): saves
+    // this node's part when one is due.
+    void after_outer_step(const TransferableState& state, int64_t steps, int64_t total, std::vector<int> members);
 
     // Waits until the last checkpoint is on storage; returns the totals.
     CheckpointStats finish();
@@ -52,6 +53,7 @@ public:
 
 private:
     std::string tag_;  // "node-<i>"
+    int node_;
     std::string resume_;
     std::string prefix_;
     int64_t interval_;

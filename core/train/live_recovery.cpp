@@ -8,6 +8,14 @@
 
 namespace pangea {
 
+int64_t LiveRecovery::start(int64_t held) {
+    const JoinResult& joined = mesh_.joined();
+    if (joined.role == Role::kRecover)
+        return recover({"node-" + std::to_string(mesh_.node()) + " joins a run in progress", joined.step, joined.sources});
+    if (!overlap_ && mesh_.min_members() > 1) mesh_.offer(state_.snapshot(mesh_.committed_step()));
+    return held;
+}
+
 int64_t LiveRecovery::recover(Rejoin from) {
     const std::string tag = "node-" + std::to_string(mesh_.node()) + ": ";
     if (overlap_)

@@ -16,7 +16,8 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
       node_(options.node_id),
       run_id_(run_id_of(m, options.run_id)),
       secret_(load_run_secret(m)),
-      recovery_timeout_(m.get_int("mesh", "recovery_timeout_ms")) {
+      recovery_timeout_(m.get_int("mesh", "recovery_timeout_ms")),
+      min_members_(static_cast<int>(m.get_int("mesh", "min_members"))) {
     const std::string tag = "node-" + std::to_string(node_);
     const bool use_etcd = m.get_string("mesh", "backend") == "etcd";
     const std::string coordinator = m.get_string("mesh", "coordinator");
@@ -85,6 +86,12 @@ std::optional<Rejoin> MeshSession::admit(int64_t step) {
 void MeshSession::leave() {
     membership_->leave();
     state_server_.stop();
+}
+
+std::vector<int> MeshSession::member_nodes() const {
+    std::vector<int> nodes;
+    for (const Member& member : elastic_->last_epoch().members) nodes.push_back(member.node);
+    return nodes;
 }
 
 }  // namespace pangea

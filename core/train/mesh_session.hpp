@@ -8,6 +8,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "collective/elastic_allreduce.hpp"
 #include "diloco/outer_loop.hpp"
@@ -36,6 +37,8 @@ public:
     // Where the run was when this node joined: a member from step joined().step on, or
     // (Role::kRecover) a late joiner that must take up the state of joined().sources first.
     const JoinResult& joined() const { return joined_; }
+    // [mesh] min_members: below it the run commits nothing.
+    int min_members() const { return min_members_; }
     std::string address() const { return listener_->address(); }
     int node() const { return node_; }
 
@@ -47,6 +50,8 @@ public:
     const Rejoin& rejoin() const { return elastic_->rejoin(); }
     int64_t committed_step() const { return elastic_->committed_step(); }
     int members() const { return static_cast<int>(elastic_->last_epoch().members.size()); }
+    // The nodes of the last committed step (its checkpoint is split among them).
+    std::vector<int> member_nodes() const;
 
     // Live recovery, the joiner's side: fetches a state of outer step run_step or later from
     // the sources, asking the run to wait for this node at the step after the snapshot's.
@@ -69,6 +74,7 @@ private:
     uint64_t run_id_;
     std::string secret_;
     std::chrono::milliseconds recovery_timeout_;
+    int min_members_;
     // Declared in the order they start; they stop in reverse (the acceptor hands connections to
     // the state server; the all-reduce uses the acceptor and the membership).
     std::unique_ptr<OwnedListener> listener_;

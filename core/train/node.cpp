@@ -58,10 +58,10 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     const int64_t eval_interval = m.get_int("train", "eval_interval");
 
     // The checkpoint to resume from is read now, so that the mesh hears which step this node holds.
-    NodeCheckpoints checkpoints(m, registry, setup.node,
+    NodeCheckpoints::prepare_start(m, registry, options);
+    NodeCheckpoints checkpoints(m, registry, options,
                                 llama_checkpoint_context(m.get_string("run", "name"), setup.node, setup.shape,
-                                                         m.get_int("data", "seq_len")),
-                                options.resume, options.fresh);
+                                                         m.get_int("data", "seq_len")));
     std::optional<TrainingState> resumed = checkpoints.read_resume_point();
 
     std::optional<MeshSession> mesh;
@@ -89,8 +89,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         first_outer = resumed->step;
         resumed.reset();  // the memory goes back
     }
-    if (mesh && mesh->joined().role == Role::kRecover)
-        first_outer = recovery->recover({tag + " joins a run in progress", mesh->joined().step, mesh->joined().sources});
+    if (recovery) first_outer = recovery->start(first_outer);
 
     // Evaluates the synced parameters: in overlap mode the model holds local progress on top of
     // them, so it is swapped out for the evaluation.
@@ -118,7 +117,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             continue;
         }
         if (recovery) recovery->offer_state();
-        checkpoints.after_outer_step(state, outer + 1, outer_steps);
+        checkpoints.after_outer_step(state, outer + 1, outer_steps, mesh ? mesh->member_nodes() : std::vector{setup.node});
         const bool eval_now = eval_interval > 0 && (outer + 1) % eval_interval == 0 && outer + 1 < outer_steps;
         if (eval_now) metrics.evaluated(evaluate_synced());
         const double wall = seconds_since(round_start);

@@ -19,8 +19,8 @@ struct NodeOptions {
     int node_id = 0;
     uint64_t run_id = 0;  // 0: derived from [run] name
     bool join = false;    // start as a late joiner: fetch the state from the members first
-    std::string resume;   // "latest" or an outer step: start from this node's checkpoint ("": afresh)
-    bool fresh = false;   // start afresh although the storage holds this node's checkpoints: delete them
+    std::string resume;   // "latest" or an outer step: start from the run's checkpoint ("": afresh)
+    bool fresh = false;   // start afresh although the storage holds the run's checkpoints: delete them
 };
 
 struct ModelShape;

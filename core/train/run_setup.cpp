@@ -29,9 +29,9 @@ PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry) 
     return PluginInstance(plugin, settings);
 }
 
-std::string checkpoint_prefix(const Manifest& m, int node) {
+std::string checkpoint_prefix(const Manifest& m) {
     const std::string& prefix = m.get_string("checkpoint", "prefix");
-    return (prefix.empty() ? m.get_string("run", "name") : prefix) + "/node-" + std::to_string(node) + "/";
+    return (prefix.empty() ? m.get_string("run", "name") : prefix) + "/";
 }
 
 uint64_t run_id_of(const Manifest& m, uint64_t explicit_id) {

@@ -19,8 +19,8 @@ PluginInstance instantiate(const Manifest& manifest, PluginRegistry& registry, p
 
 // The storage plugin of [storage]; without one, storage/local in <run.dir>/checkpoints.
 PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry);
-// Where node `node`'s checkpoints go in the storage: "<checkpoint.prefix or run name>/node-<id>/".
-std::string checkpoint_prefix(const Manifest& manifest, int node);
+// Where the run's checkpoints go in the storage: "<checkpoint.prefix or run name>/".
+std::string checkpoint_prefix(const Manifest& manifest);
 
 // The run id nodes and coordinator agree on: `explicit_id`, or one derived from [run] name.
 uint64_t run_id_of(const Manifest& manifest, uint64_t explicit_id);

@@ -44,10 +44,10 @@ class Node:
     manifest: path of the run manifest (TOML). node_id: 0 .. [mesh] nodes - 1.
     join: start as a late joiner. set: overrides "section.key=value", as `pangea run --set`.
     run_id: the run's id as the coordinator knows it (0: derived from [run] name).
-    resume: "latest" or an outer step: start from this node's checkpoint ([checkpoint]; the
-    model and both optimizers are taken up when DiLoCo attaches them). Empty: start afresh, which
-    is refused where this node's checkpoints of the run already are, unless fresh=True (delete
-    them).
+    resume: "latest" (the newest step the whole run committed) or an outer step: start from the
+    run's checkpoint ([checkpoint]; the model and both optimizers are taken up when DiLoCo
+    attaches them). Empty: start afresh, which is refused where checkpoints of the run already
+    are, unless fresh=True (delete them) or join=True.
     Under `pangea launch` (a manifest with [run] entry) each of them comes from the environment
     when not given: PANGEA_LAUNCH_MANIFEST, PANGEA_LAUNCH_NODE_ID, PANGEA_LAUNCH_RUN_ID and
     PANGEA_LAUNCH_SET (one override per line, applied before `set`), PANGEA_LAUNCH_RESUME and

@@ -115,9 +115,9 @@ public:
         options_.resume = resume;
         options_.fresh = fresh;
         // Before the mesh hears of this node: the checkpoint it resumes, or its refusal to start
-        // afresh over its checkpoints (--fresh deletes them now).
+        // afresh over the run's checkpoints (--fresh deletes them now).
         const std::optional<int64_t> resumed_step =
-            NodeCheckpoints::prepare_start(manifest_, registry_, node_id, resume, fresh);
+            NodeCheckpoints::prepare_start(manifest_, registry_, options_);
         log(PANGEA_LOG_INFO, "python", tag() + " of " + std::to_string(nodes_) + ": plugins " + transport_.plugin().id() +
                                            ", " + codec_.plugin().id() + ", " + optimizer_.plugin().id());
         if (nodes_ > 1) {
@@ -149,9 +149,8 @@ public:
         loop_ = std::make_unique<OuterLoop>(*params_, optimizer_, std::move(average), manifest_.get_bool("diloco", "overlap"));
         state_ = std::make_unique<PythonState>(*loop_, inner_steps(), std::move(save_inner), std::move(take_up_inner));
         if (mesh_) recovery_.emplace(*mesh_, *state_, manifest_.get_bool("diloco", "overlap"));
-        checkpoints_.emplace(manifest_, registry_, options_.node_id,
-                             checkpoint_context(names, shapes, static_cast<size_t>(info.size)), options_.resume,
-                             /*fresh=*/false);  // done in the constructor
+        checkpoints_.emplace(manifest_, registry_, options_,
+                             checkpoint_context(names, shapes, static_cast<size_t>(info.size)));
         std::optional<TrainingState> resumed = checkpoints_->read_resume_point();
         if (resumed) {
             state_->take_up(*resumed);
@@ -167,9 +166,7 @@ public:
     // Returns the outer steps done (0 for a node that starts with the run).
     int64_t start() {
         attached();
-        if (!mesh_ || mesh_->joined().role != Role::kRecover) return outer_step_;
-        const Rejoin from{tag() + " joins a run in progress", mesh_->joined().step, mesh_->joined().sources};
-        outer_step_ = interruptible([&] { return recovery_->recover(from); });
+        if (recovery_) outer_step_ = interruptible([&] { return recovery_->start(outer_step_); });
         return outer_step_;
     }
 
@@ -191,7 +188,8 @@ public:
         }
         ++outer_step_;
         if (recovery_) recovery_->offer_state();
-        checkpoints_->after_outer_step(*state_, outer_step_, outer_steps());
+        checkpoints_->after_outer_step(*state_, outer_step_, outer_steps(),
+                                       mesh_ ? mesh_->member_nodes() : std::vector{options_.node_id});
         metrics_->inner_step(loss, compute_seconds);
         const double sync_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         const std::string hash = hash_floats(loop.synced().data(), loop.synced().size());

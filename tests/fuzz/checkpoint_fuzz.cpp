@@ -1,11 +1,12 @@
-// core/checkpoint: the checkpoint.json header reader and the safetensors header reader, through
+// core/checkpoint: the node-<i>.json header reader and the safetensors header reader, through
 // the public calls (latest, list, inspect, verify, read, prune) on an in-memory store.
 //
 // Input: a first byte, then
 //   even: a checkpoint as "--- <name>\n<bytes>" sections: <name> lands in step-00000001/ of
 //         the prefix, or under the prefix itself when it starts with '/' ("/latest");
-//   odd:  model.safetensors alone; the harness writes the other parts and a checkpoint.json
-//         with their true sizes and SHA-256, so that the safetensors reader is reached.
+//   odd:  model.safetensors alone; the harness writes it as node 0's only piece, the other
+//         parts, and a node-0.json with their true sizes and SHA-256, so that the safetensors
+//         reader is reached.
 // Properties: every call returns or throws CheckpointError; a checkpoint that reads has the
 // model's parameter count.
 #include <openssl/evp.h>
@@ -69,18 +70,22 @@ void put_sections(const ObjectStore& store, const std::string& text) {
 void put_generated(const ObjectStore& store, const std::string& model) {
     Json parts = Json::array();
     for (const auto& [name, bytes] : std::initializer_list<std::pair<const char*, std::string>>{
-             {"model.safetensors", model}, {"config.json", "{}\n"}, {"outer_optimizer.bin", ""},
-             {"inner_optimizer.bin", ""}, {"manifest.toml", ""}}) {
+             {"shared/model.safetensors.0-of-1", model}, {"node-0/config.json", "{}\n"},
+             {"shared/outer_optimizer.bin.0-of-1", ""}, {"node-0/inner_optimizer.bin", ""},
+             {"node-0/manifest.toml", ""}}) {
         put(store, name, bytes);
         parts.push_back({{"name", name}, {"bytes", bytes.size()}, {"sha256", sha256_hex(bytes)}});
     }
-    put(store, "checkpoint.json", to_json(Json{{"format", "pangea-checkpoint"},
-                                               {"version", 1},
-                                               {"run", "fuzz"},
-                                               {"node", 0},
-                                               {"step", 1},
-                                               {"sampler_position", 0},
-                                               {"parts", parts}}));
+    put(store, "node-0.json", to_json(Json{{"format", "pangea-checkpoint"},
+                                           {"version", 2},
+                                           {"run", "fuzz"},
+                                           {"node", 0},
+                                           {"step", 1},
+                                           {"members", {0}},
+                                           {"sampler_position", 0},
+                                           {"shared", {{{"name", "model.safetensors"}, {"bytes", model.size()}},
+                                                       {{"name", "outer_optimizer.bin"}, {"bytes", 0}}}},
+                                           {"parts", parts}}));
     put(store, "/latest", "step-00000001\n");
 }
 
@@ -117,7 +122,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         (void)verify_checkpoint(store, kPrefix, 1, &all_ok);
     });
     expect_checkpoint_error([&] {
-        const TrainingState state = read_checkpoint(store, kPrefix, 1, model);
+        const TrainingState state = read_checkpoint(store, kPrefix, 1, 0, model);
         FUZZ_CHECK(state.params.size() == parameter_count(model), "a checkpoint read with the wrong parameter count");
     });
     expect_checkpoint_error([&] { (void)prune_checkpoints(store, kPrefix, 0); });

@@ -66,11 +66,11 @@ void checkpoints() {
         const char mode = tied ? 2 : 0;
         seed("checkpoint", tied ? "written-tied" : "written-untied", std::string(1, mode) + sections);
         seed("checkpoint", tied ? "safetensors-tied" : "safetensors-untied",
-             std::string(1, static_cast<char>(mode | 1)) + text_of(store.get(dir + "model.safetensors")));
+             std::string(1, static_cast<char>(mode | 1)) + text_of(store.get(dir + "shared/model.safetensors.0-of-1")));
         if (tied) {
-            seed("json", "checkpoint.json", text_of(store.get(dir + "checkpoint.json")));
-            seed("json", "config.json", text_of(store.get(dir + "config.json")));
-            const auto model = store.get(dir + "model.safetensors");
+            seed("json", "checkpoint-header", text_of(store.get(dir + "node-0.json")));
+            seed("json", "config.json", text_of(store.get(dir + "node-0/config.json")));
+            const auto model = store.get(dir + "shared/model.safetensors.0-of-1");
             uint64_t header = 0;
             std::memcpy(&header, model.data(), 8);
             seed("json", "safetensors-header", std::string(model.begin() + 8, model.begin() + 8 + static_cast<long>(header)));

@@ -55,8 +55,8 @@ def run(pangea, work, kill_after=None):
         if kill_after is None:
             first.wait_all(300)
             return [first.out(k).with_suffix(".final").read_bytes() for k in range(NODES)]
-        latest = work / "run" / "checkpoints" / "python-checkpoints" / "node-1" / "latest"
-        first.wait_until(f"both nodes do {kill_after} outer steps and node 1 has a checkpoint",
+        latest = work / "run" / "checkpoints" / "python-checkpoints" / "latest"
+        first.wait_until(f"both nodes do {kill_after} outer steps and the run has a checkpoint",
                          lambda: all(len(lines(first.out(k).with_suffix(".jsonl"))) >= kill_after for k in range(NODES))
                          and latest.exists(), 120)
         for node in first.nodes.values():
@@ -93,18 +93,21 @@ def main():
         if resumed[0] != uninterrupted[0]:
             fail(f"killed and resumed at outer step {at}, the run ends on other parameters than the uninterrupted one")
 
-        checkpoint = work / "killed" / "run" / "checkpoints" / "python-checkpoints" / "node-0"
-        step = (checkpoint / "latest").read_text().strip()
-        safetensors = (checkpoint / step / "model.safetensors").read_bytes()
+        exported = work / "exported"
+        export = subprocess.run([pangea, "checkpoint", "export", str(work / "killed" / "run.toml"), "-o", str(exported)],
+                                capture_output=True, text=True)
+        if export.returncode != 0:
+            fail("pangea checkpoint export:\n" + export.stdout + export.stderr)
+        safetensors = (exported / "model.safetensors").read_bytes()
         header = json.loads(safetensors[8:8 + int.from_bytes(safetensors[:8], "little")])
         names = sorted(name for name in header if name != "__metadata__")
         if names != ["0.bias", "0.weight", "2.bias", "2.weight"] or header["0.weight"]["shape"] != [16, 8]:
             fail(f"model.safetensors does not name the module's parameters: {header}")
-        if (checkpoint / step / "config.json").exists():
+        if (exported / "config.json").exists():
             fail("a Python model's checkpoint has a Llama config.json")
         inspect = subprocess.run([pangea, "checkpoint", "inspect", str(work / "killed" / "run.toml")],
                                  capture_output=True, text=True)
-        if inspect.returncode != 0 or "every part matches its SHA-256" not in inspect.stdout:
+        if inspect.returncode != 0 or "complete, and every part matches its SHA-256" not in inspect.stdout:
             fail("pangea checkpoint inspect:\n" + inspect.stdout + inspect.stderr)
         # Starting afresh over these checkpoints is refused before the node joins any mesh.
         import pangea

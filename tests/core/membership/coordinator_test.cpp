@@ -434,6 +434,42 @@ TEST_F(Coordinator, AStoreRecordOfAnEarlierRunIsIgnoredWhenEveryNodeStartsAfresh
     EXPECT_EQ(state->committed_step(), 0);
 }
 
+// Every node SIGKILLed while a checkpoint was being written, the store's record at step 18, the
+// run's newest complete checkpoint at 16: `--resume latest` everywhere carries the run on at 16.
+TEST_F(Coordinator, ARunAheadOfEveryStateHeldGoesBackToTheNewestOne) {
+    start_with_registry([](const Epoch&) { return true; }, /*step=*/18, /*epoch=*/20);
+    registered(0), registered(1), registered(2);
+    hello(0, true, 16), hello(1, true, 16), hello(2, true, 14);
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(state->committed_step(), 16);
+    EXPECT_EQ(last(0)["role"], "member");
+    EXPECT_EQ(last(1)["role"], "member");
+    EXPECT_EQ(last(2)["role"], "recover") << "behind the newest state held";
+    EXPECT_EQ(last(2)["members"], members({0, 1}));
+    ready(0, 17), ready(1, 17);
+    EXPECT_EQ(last_op(0), "epoch");
+    EXPECT_EQ(last(0)["step"], 17);
+    EXPECT_GT(last(0)["epoch"].get<int64_t>(), 20) << "epoch ids never repeat";
+}
+
+TEST_F(Coordinator, WhenEveryNodeIsGoneTheNodesThatComeBackAreHeardTogether) {
+    run_first_step(2);
+    ready(0, 2), ready(1, 2);
+    done(0, 2, true), done(1, 2, true);
+    ASSERT_EQ(state->committed_step(), 2);
+    deliver(state->on_closed(1, now));
+    deliver(state->on_closed(2, now));
+    // Back from the checkpoint of step 1 (new processes, new connections).
+    hello(0, true, 1, 0, "", 0, false, false, 10, "again-0");
+    EXPECT_TRUE(inbox[10].empty()) << "held until the window closes";
+    hello(1, true, 1, 0, "", 0, false, false, 11, "again-1");
+    tick(std::chrono::milliseconds(3001));
+    EXPECT_EQ(state->committed_step(), 1);
+    ASSERT_FALSE(inbox[10].empty());
+    EXPECT_EQ(inbox[10].back()["role"], "member");
+    EXPECT_EQ(inbox[11].back()["role"], "member");
+}
+
 // The server's limits on strangers, over real sockets: a connection that says nothing is closed,
 // and beyond max_connections new ones are closed at once (nothing is allocated for them).
 TEST(CoordinatorServerLimits, SilentAndSurplusConnectionsAreClosed) {

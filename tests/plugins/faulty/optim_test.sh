@@ -39,7 +39,7 @@ expect "... with the plugin's error" 0 \
     "error: optim/faulty: step failed with PANGEA_ERR_INTERNAL: faulty: injected failure of step (call 3 of step on optim/nesterov)" \
     -- cat "$work/once.out"
 expect_equal "two outer steps were applied" "$(hashes "$work/ref" 0 | head -2)" "$(hashes "$dir" 0)"
-expect "the checkpoint of step 2 is the latest and whole" 0 "step-00000002" -- cat "$dir/checkpoints/faulty/node-0/latest"
+expect "the checkpoint of step 2 is the latest and whole" 0 "step-00000002" -- cat "$dir/checkpoints/faulty/latest"
 expect "... and verifies" 0 "inner_optimizer.bin: ok" -- "$pangea" checkpoint inspect "$work/run.toml" latest --set run.dir="$dir"
 bounded 300 resume -- "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$dir" --set checkpoint.interval=1 --resume latest
 check_rc "resuming from it with optim/nesterov" 0

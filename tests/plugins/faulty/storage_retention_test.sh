@@ -13,10 +13,10 @@ bounded 300 prune -- "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$
     --set checkpoint.interval=2 --set checkpoint.keep=1 --set storage.plugin=faulty --set storage.inner=local \
     --set storage.inner_settings=path="$dir/ckpt" --set storage.fail=remove --set storage.times=-1
 check_rc "a run whose storage cannot remove goes on" 0
-expect "latest names the last checkpoint" 0 "step-00000006" -- cat "$dir/ckpt/faulty/node-0/latest"
-expect "every checkpoint is complete" 0 "3" -- bash -c "ls '$dir'/ckpt/faulty/node-0/step-*/checkpoint.json | wc -l"
+expect "latest names the last checkpoint" 0 "step-00000006" -- cat "$dir/ckpt/faulty/latest"
+expect "every checkpoint is complete" 0 "3" -- bash -c "ls '$dir'/ckpt/faulty/step-*/node-0.json | wc -l"
 expect "the failed removal is logged with the plugin's error" 0 \
-    "storage/faulty: remove of faulty/node-0/step-00000002/checkpoint.json failed with PANGEA_ERR_IO: faulty: injected failure of remove" \
+    "storage/faulty: remove of faulty/step-00000002/node-0.json failed with PANGEA_ERR_IO: faulty: injected failure of remove" \
     -- cat "$work/prune.out"
 expect "the saves count as saved, not failed (a failed clean-up is not a failed save)" 0 "saved 3, failed 0" -- \
     echo "saved $(json_field "$dir/summary/node-0.json" checkpoints_saved), failed $(json_field "$dir/summary/node-0.json" checkpoints_failed)"

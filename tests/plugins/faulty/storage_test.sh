@@ -21,7 +21,7 @@ faulty_at() {
     echo --set storage.plugin=faulty --set storage.inner=local --set storage.inner_settings=path="$dir"
     for s in "$@"; do echo --set "storage.$s"; done
 }
-latest() { cat "$1/faulty/node-0/latest" 2>/dev/null; }
+latest() { cat "$1/faulty/latest" 2>/dev/null; }
 field() { json_field "$1/summary/node-0.json" "$2"; }
 
 # 0. The reference: storage/local, nothing fails.
@@ -30,14 +30,14 @@ bounded 300 reference -- "$pangea" run "$work/run.toml" --node-id 0 --set run.di
 check_rc "the reference run" 0
 want=$(field "$work/ref" params_hash)
 
-# 1. A checkpoint holds 7 objects (5 parts, checkpoint.json, latest), each committed once: the
-#    10th commit is the third part of the second checkpoint (step 4). From there on all fail.
+# 1. A checkpoint holds 7 objects (5 parts, node-0.json, latest), each committed once: the 10th
+#    commit is the third part of the second checkpoint (step 4). From there on all fail.
 dir=$work/persistent
 bounded 300 persistent -- "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$dir" "${six[@]}" \
     $(faulty_at "$dir/ckpt" fail=commit after=9 times=-1)
 check_rc "a run whose storage fails from the second checkpoint on goes on" 0
 expect "it logs why the save failed: the plugin's error, naming the object" 0 \
-    "could not save storage/faulty faulty/node-0/step-00000004/: storage/faulty: commit of faulty/node-0/step-00000004/outer_optimizer.bin failed with PANGEA_ERR_IO: faulty: injected failure of commit (call 10 of commit on storage/local)" \
+    "could not save storage/faulty faulty/step-00000004/: storage/faulty: commit of faulty/step-00000004/node-0/inner_optimizer.bin failed with PANGEA_ERR_IO: faulty: injected failure of commit (call 10 of commit on storage/local)" \
     -- cat "$work/persistent.out"
 expect "... and that the previous checkpoint stays the latest" 0 "the previous checkpoint stays the latest; training goes on" \
     -- cat "$work/persistent.out"
@@ -45,7 +45,7 @@ expect "the summary counts 1 saved, 2 failed" 0 "1 2" -- echo "$(field "$dir" ch
 expect_equal "training was not affected: the parameters are the reference's" "$want" "$(field "$dir" params_hash)"
 expect "latest still names the first checkpoint" 0 "step-00000002" -- latest "$dir/ckpt"
 expect_rc "the parts of step 4 that were committed are there, its header is not" 0 -- \
-    test -f "$dir/ckpt/faulty/node-0/step-00000004/config.json" -a ! -e "$dir/ckpt/faulty/node-0/step-00000004/checkpoint.json"
+    test -f "$dir/ckpt/faulty/step-00000004/shared/outer_optimizer.bin.0-of-1" -a ! -e "$dir/ckpt/faulty/step-00000004/node-0.json"
 expect "no temporary file of a failed commit is left" 0 "partial: 0" -- \
     bash -c "echo partial: \$(ls -A '$dir/ckpt/.partial' 2>/dev/null | wc -l)"
 steps=$("$pangea" checkpoint list "$work/run.toml" --set run.dir="$dir" $(local_at "$dir/ckpt") | awk 'NR > 2 { print $1 }' | paste -sd' ')
@@ -55,7 +55,7 @@ expect "the latest checkpoint verifies" 0 "inner_optimizer.bin: ok" -- \
 bounded 300 resume -- "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$dir" "${six[@]}" \
     $(local_at "$dir/ckpt") --resume latest
 check_rc "--resume latest carries on from it" 0
-expect "... from step 2" 0 "resuming from storage/local faulty/node-0/step-00000002/" -- cat "$work/resume.out"
+expect "... from step 2" 0 "resuming from storage/local faulty/step-00000002/" -- cat "$work/resume.out"
 expect_equal "... and ends bit-identical to the reference" "$want" "$(field "$dir" params_hash)"
 expect "... with its own checkpoints complete" 0 "step-00000006" -- latest "$dir/ckpt"
 
@@ -66,12 +66,12 @@ bounded 300 transient -- "$pangea" run "$work/run.toml" --node-id 0 --set run.di
     $(faulty_at "$dir/ckpt" fail=write after=9 times=1 status=timeout)
 check_rc "a run with one failed write goes on" 0
 expect "the save of step 4 fails with the plugin's error" 0 \
-    "could not save storage/faulty faulty/node-0/step-00000004/: storage/faulty: write of faulty/node-0/step-00000004/model.safetensors failed with PANGEA_ERR_TIMEOUT: faulty: injected failure of write" \
+    "could not save storage/faulty faulty/step-00000004/: storage/faulty: write of faulty/step-00000004/shared/model.safetensors.0-of-1 failed with PANGEA_ERR_TIMEOUT: faulty: injected failure of write" \
     -- cat "$work/transient.out"
-expect "the later saves succeed" 0 "saved storage/faulty faulty/node-0/step-00000006/" -- cat "$work/transient.out"
+expect "the later saves succeed" 0 "saved storage/faulty faulty/step-00000006/" -- cat "$work/transient.out"
 expect "the summary counts 2 saved, 1 failed" 0 "2 1" -- echo "$(field "$dir" checkpoints_saved) $(field "$dir" checkpoints_failed)"
 expect "latest names the last checkpoint" 0 "step-00000006" -- latest "$dir/ckpt"
-expect_rc "the failed checkpoint left nothing behind" 0 -- test ! -e "$dir/ckpt/faulty/node-0/step-00000004"
+expect_rc "the failed checkpoint left nothing behind" 0 -- test ! -e "$dir/ckpt/faulty/step-00000004"
 expect_equal "the parameters are the reference's" "$want" "$(field "$dir" params_hash)"
 
 # 3. Reads fail: resuming stops before training, naming the plugin and the object.
@@ -79,7 +79,7 @@ bounded 120 unreadable -- "$pangea" run "$work/run.toml" --node-id 0 --set run.d
     $(faulty_at "$work/ref/ckpt" fail=read times=-1) --resume latest
 check_rc "resuming through storage that cannot read fails" 1
 expect "... with the plugin's error" 0 \
-    "storage/faulty: read of faulty/node-0/latest failed with PANGEA_ERR_IO: faulty: injected failure of read" \
+    "storage/faulty: read of faulty/step-00000006/node-0.json failed with PANGEA_ERR_IO: faulty: injected failure of read" \
     -- cat "$work/unreadable.out"
 
 expect_summary
