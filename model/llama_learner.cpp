@@ -12,6 +12,7 @@
 #include "llama.hpp"
 #include "manifest/manifest.hpp"
 #include "train/learner.hpp"
+#include "workers/worker_group.hpp"
 
 namespace F = torch::nn::functional;
 
@@ -88,8 +89,9 @@ std::unique_ptr<ModelParameters> parameters_of(const torch::Tensor& flat) {
 
 class LlamaLearner final : public Learner {
 public:
-    LlamaLearner(const Manifest& m, const ModelShape& shape)
-        : model_(shape, m.get_int("data", "seq_len"), static_cast<uint64_t>(m.get_int("run", "seed")), compute_options(m)),
+    LlamaLearner(const Manifest& m, const ModelShape& shape, WorkerGroup* workers)
+        : workers_(workers && workers->size() > 1 ? workers : nullptr),
+          model_(shape, m.get_int("data", "seq_len"), static_cast<uint64_t>(m.get_int("run", "seed")), compute_options(m)),
           parameters_(parameters_of(model_.flat())),
           optimizer_(make_optimizer(m)),
           grad_clip_(m.get_float("train", "grad_clip")),
@@ -119,7 +121,8 @@ public:
             static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
         optimizer_.zero_grad();
         double loss_sum = 0;
-        for (const auto& batch : micro_batches) {
+        for (const auto& whole : micro_batches) {
+            const TokenBatch batch = share_of(whole);
             const auto [inputs, targets] = split(batch);
             const auto logits = model_.forward(inputs);
             const auto flat_logits = logits.view({-1, vocab_});
@@ -128,6 +131,7 @@ public:
             if (z_loss_ > 0) loss = loss + z_loss_ * torch::logsumexp(flat_logits, -1).pow(2).mean();
             (loss / double(micro_batches.size())).backward();
         }
+        if (workers_) sum_over_workers(&loss_sum);
         const auto params = model_.parameters();
         const double norm = torch::nn::utils::clip_grad_norm_(
             params, grad_clip_ > 0 ? grad_clip_ : std::numeric_limits<double>::infinity());
@@ -189,6 +193,46 @@ public:
     }
 
 private:
+    // This worker's sequences of a micro-batch (the whole of it without workers).
+    TokenBatch share_of(const TokenBatch& batch) const {
+        if (!workers_) return batch;
+        const int64_t count = batch.sequences / workers_->size();
+        const int64_t window = batch.seq_len + 1;
+        return {batch.tokens.subspan(static_cast<size_t>(workers_->rank() * count * window),
+                                     static_cast<size_t>(count * window)),
+                count, batch.seq_len};
+    }
+
+    // The gradients (and the loss) summed over the workers and averaged: each worker's are the
+    // mean over its share of the batch. One all-reduce over a flat copy; every worker then holds
+    // the same bits.
+    void sum_over_workers(double* loss_sum) {
+        const auto params = model_.parameters();
+        size_t count = 1;  // the loss rides at the end
+        for (const auto& p : params) count += static_cast<size_t>(p.numel());
+        flat_gradients_.resize(count);
+        torch::NoGradGuard no_grad;
+        size_t at = 0;
+        for (const auto& p : params) {
+            const auto n = p.numel();
+            auto view = torch::from_blob(flat_gradients_.data() + at, p.sizes(), torch::kFloat32);
+            if (p.grad().defined()) view.copy_(p.grad());
+            else view.zero_();
+            at += static_cast<size_t>(n);
+        }
+        flat_gradients_[at] = static_cast<float>(*loss_sum);
+        workers_->all_reduce_sum(flat_gradients_);
+        const double share = 1.0 / workers_->size();
+        at = 0;
+        for (auto& p : params) {
+            const auto view = torch::from_blob(flat_gradients_.data() + at, p.sizes(), torch::kFloat32);
+            if (p.grad().defined()) p.mutable_grad().copy_(view).mul_(share);
+            else p.mutable_grad() = view.mul(share).to(p.device());
+            at += static_cast<size_t>(p.numel());
+        }
+        *loss_sum = flat_gradients_[at] * share;
+    }
+
     void load_archive(std::span<const uint8_t> bytes) {
         std::istringstream in(std::string(bytes.begin(), bytes.end()));
         torch::serialize::InputArchive archive;
@@ -213,7 +257,8 @@ private:
 
     torch::optim::AdamW make_optimizer(const Manifest& m) {
         const int64_t threads = m.get_int("train", "threads");
-        torch::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())));
+        const unsigned share = std::thread::hardware_concurrency() / (workers_ ? workers_->size() : 1);
+        torch::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max(1u, share)));
         auto options = [&](double weight_decay) {
             return std::make_unique<torch::optim::AdamWOptions>(
                 torch::optim::AdamWOptions(m.get_float("train", "lr"))
@@ -227,6 +272,8 @@ private:
         return torch::optim::AdamW(groups, torch::optim::AdamWOptions(m.get_float("train", "lr")));
     }
 
+    WorkerGroup* workers_;               // the node's workers, when it has several
+    std::vector<float> flat_gradients_;  // their sum's buffer
     BlasReport blas_ = check_blas();
     LlamaModel model_;
     std::unique_ptr<ModelParameters> parameters_;
@@ -239,8 +286,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Learner> make_llama_learner(const Manifest& manifest, const ModelShape& shape) {
-    return std::make_unique<LlamaLearner>(manifest, shape);
+std::unique_ptr<Learner> make_llama_learner(const Manifest& manifest, const ModelShape& shape, WorkerGroup* workers) {
+    return std::make_unique<LlamaLearner>(manifest, shape, workers);
 }
 
 }  // namespace pangea

@@ -121,7 +121,10 @@ int run_node(const std::string& file, const std::vector<std::string>& set_argume
     if (options.node_id >= nodes)
         throw ManifestError({"--node-id " + std::to_string(options.node_id) + " is not below [mesh] nodes = " +
                              std::to_string(nodes) + " (from " + manifest.core.at("mesh").at("nodes").origin + ")"});
-    return run_training_node(manifest, registry, options);
+    NodeOptions with_source = options;
+    with_source.manifest_path = file;
+    with_source.set_arguments = set_arguments;
+    return run_training_node(manifest, registry, with_source);
 }
 
 struct CoordinatorCommand {
@@ -336,6 +339,9 @@ int main(int argc, char** argv) {
                   "join a run in progress: fetch the state from its members first (a node that finds the run "
                   "started does so anyway)");
 
+    run->add_option("--worker", node_options.worker, "(started by the node: which of its [node] workers)")
+        ->group("");
+    run->add_option("--worker-dir", node_options.worker_dir, "(started by the node: where its workers meet)")->group("");
     run->add_option("--resume", node_options.resume,
                     "start from the run's checkpoint: latest (the newest step the whole run committed), or an "
                     "outer step number");

@@ -106,10 +106,15 @@ constexpr pangea_setting kMesh[] = {
 constexpr pangea_setting kCheckpoint[] = {
     integer("interval", "0", "outer steps between checkpoints (0: none)", 0, 1e9),
     flag("async", "true", "write checkpoints in the background while training continues"),
-    integer("keep", "3", "complete checkpoints kept per node (older ones are deleted)", 1, 1000000),
+    integer("keep", "3", "complete checkpoints of the run kept (older ones are deleted)", 1, 1000000),
     text("when_busy", "wait", "a checkpoint due while the previous one is still being written: wait for it, or skip this one",
          "wait|skip"),
-    text("prefix", "", "where in the storage the checkpoints go: <prefix>/node-<id>/step-<n>/ (empty: the run's name)"),
+    text("prefix", "", "where in the storage the run's checkpoints go: <prefix>/step-<n>/ (empty: the run's name)"),
+};
+constexpr pangea_setting kNode[] = {
+    integer("workers", "1", "local processes of each node, sharing one replica of the model: each inner step "
+            "splits the node's batch among them (micro_batch / workers sequences each) and sums their gradients; "
+            "[train] threads counts per worker (0: the cores split among them)", 1, 1024),
 };
 
 constexpr CoreSection kCoreSections[] = {
@@ -120,6 +125,7 @@ constexpr CoreSection kCoreSections[] = {
     {"diloco", "the outer loop", kDiloco},
     {"mesh", "membership and addresses of the nodes", kMesh},
     {"checkpoint", "when and how to save state", kCheckpoint},
+    {"node", "the processes of one node", kNode},
 };
 
 }  // namespace

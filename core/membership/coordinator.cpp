@@ -226,7 +226,8 @@ void CoordinatorState::maybe_decide() {
         for (const Member& m : members)
             send(m.node, to_json(Json{{"op", "waiting"},
                                       {"reason", std::to_string(members.size()) + " members, fewer than mesh.min_members = " +
-                                                     std::to_string(options_.min_members) + "; waiting for nodes to join"}}));
+                                                     std::to_string(options_.min_members) + "; waiting for nodes to join"},
+                                      {"joiners", joiner_count()}}));
         return;
     }
     ActiveEpoch active;

@@ -213,9 +213,18 @@ std::variant<Epoch, Rejoin> CoordinatorClient::ready(int64_t step) {
         waiting_ = "ready";
     }
     send(to_json(Json{{"op", "ready"}, {"step", step}}));
-    const auto answer = wait_for({"epoch"}, [&](const Message& m) { return number(m, "step") == step; });
-    if (const auto* dropped = std::get_if<Rejoin>(&answer)) return *dropped;
-    const Message& message = std::get<Message>(answer);
+    while (true) {
+        const auto answer = wait_for({"epoch", "waiting"}, [&](const Message& m) {
+            return field(m, "op") == "waiting" ? number(m, "joiners") > 0 : number(m, "step") == step;
+        });
+        if (const auto* dropped = std::get_if<Rejoin>(&answer)) return *dropped;
+        const Message& message = std::get<Message>(answer);
+        if (field(message, "op") == "epoch") return epoch_of(message, step);
+        if (joiners_blocked_handler_) joiners_blocked_handler_();
+    }
+}
+
+Epoch CoordinatorClient::epoch_of(const Message& message, int64_t step) {
     Epoch epoch;
     epoch.id = static_cast<uint64_t>(number(message, "epoch"));
     epoch.step = step;

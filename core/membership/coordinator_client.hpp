@@ -51,12 +51,14 @@ public:
     std::optional<Rejoin> admit(int64_t step) override;
     int joiners() const override { return joiners_; }
     void on_abort(std::function<void(uint64_t epoch)> handler) override;
+    void on_joiners_blocked(std::function<void()> handler) override { joiners_blocked_handler_ = std::move(handler); }
     void leave() override;
 
 private:
     using Message = Json;
     void run_connection();   // the reader thread: connect, hello, receive, reconnect
     void run_heartbeats();
+    Epoch epoch_of(const Message& message, int64_t step);  // and waits on the epoch's end
     std::string hello(const std::string& challenge) const;  // under mutex_
     bool send(const std::string& message);
     bool send_locked(const std::string& message);  // under mutex_
@@ -75,6 +77,7 @@ private:
     std::string fatal_;  // why the connection is gone for good
     std::unique_ptr<LineSocket> socket_;
     std::function<void(uint64_t)> abort_handler_;
+    std::function<void()> joiners_blocked_handler_;  // called (and set) on ready()'s thread only
     // What this node holds, told to every coordinator it (re)connects to.
     bool has_state_ = false;
     int64_t step_ = 0;

@@ -89,6 +89,11 @@ public:
 
     // Nodes waiting to recover at the last commit: members keep a state snapshot for them.
     virtual int joiners() const = 0;
+    // Called on the thread in ready(), while it waits, when nodes wait to recover the committed
+    // state and no epoch can start before they take part (fewer members than mesh.min_members):
+    // no commit is coming to hand them a snapshot after, so the handler hands it now. It must
+    // not call back into the membership.
+    virtual void on_joiners_blocked(std::function<void()> handler) = 0;
 
     // Called from a background thread when the running epoch is given up (a member was dropped):
     // the caller aborts its collective so that it fails fast instead of waiting on the dead.

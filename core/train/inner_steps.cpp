@@ -32,7 +32,7 @@ InnerSteps::InnerSteps(const Manifest& m, Learner& learner, Sampler& sampler, in
                           seq_len_});
 }
 
-InnerSteps::Round InnerSteps::run(int64_t outer, NodeMetrics& metrics) {
+InnerSteps::Round InnerSteps::run(int64_t outer, NodeMetrics* metrics) {
     Round round;
     double loss_sum = 0;
     for (int64_t h = 0; h < inner_steps_; ++h) {
@@ -47,9 +47,10 @@ InnerSteps::Round InnerSteps::run(int64_t outer, NodeMetrics& metrics) {
                                      std::to_string(step) + " (outer step " + std::to_string(outer) +
                                      "); lower [train] lr or set grad_clip");
         loss_sum += result.loss;
-        metrics.inner_step(result.loss, seconds);
-        metrics.status("training", outer, h + 1,
-                       double((h + 1) * sequences_per_step_ * seq_len_) / round.compute_seconds, false);
+        if (!metrics) continue;
+        metrics->inner_step(result.loss, seconds);
+        metrics->status("training", outer, h + 1,
+                        double((h + 1) * sequences_per_step_ * seq_len_) / round.compute_seconds, false);
     }
     round.mean_loss = loss_sum / double(inner_steps_);
     return round;

@@ -27,9 +27,10 @@ public:
         double compute_seconds = 0;  // in the learner
         double mean_loss = 0;
     };
-    // The inner steps of outer step `outer` (from 0), each reported to `metrics`. Throws
-    // std::runtime_error when the loss is not finite (saying where, and what to change).
-    Round run(int64_t outer, NodeMetrics& metrics);
+    // The inner steps of outer step `outer` (from 0), each reported to `metrics` (none: a worker
+    // that is not the node's first). Throws std::runtime_error when the loss is not finite
+    // (saying where, and what to change).
+    Round run(int64_t outer, NodeMetrics* metrics);
 
     // Mean cross-entropy of the model as it is, on [data] eval_sequences held-out windows.
     double evaluate() const;

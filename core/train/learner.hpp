@@ -17,6 +17,7 @@ namespace pangea {
 
 struct Manifest;
 struct ModelShape;
+class WorkerGroup;
 
 // Windows of seq_len + 1 tokens each (inputs are the first seq_len, targets the last seq_len).
 struct TokenBatch {
@@ -70,8 +71,12 @@ public:
 // Makes the Llama learner for [model] and [train] (defined in model/, which links LibTorch).
 // Parameters are initialized from [run] seed, identically on every node. Throws ManifestError
 // naming [train] device when that device is not there (CUDA asked of a LibTorch without it, a
-// GPU index past the last).
-std::unique_ptr<Learner> make_llama_learner(const Manifest& manifest, const ModelShape& shape);
+// GPU index past the last). With `workers` (a node of several: train/node_workers.hpp), each
+// step() computes this worker's share of every micro-batch and sums the gradients and the loss
+// over the workers: every worker then takes the same step, the one a single worker would take
+// on the whole batch (up to float summation order).
+std::unique_ptr<Learner> make_llama_learner(const Manifest& manifest, const ModelShape& shape,
+                                            WorkerGroup* workers = nullptr);
 
 
 }  // namespace pangea

@@ -8,11 +8,16 @@
 
 namespace pangea {
 
+LiveRecovery::LiveRecovery(MeshSession& mesh, TransferableState& state, bool overlap)
+    : mesh_(mesh), state_(state), overlap_(overlap) {
+    // (The outer step waiting leaves the committed state untouched: the snapshot is of it.)
+    if (!overlap_) mesh_.on_joiners_blocked([this] { mesh_.offer(state_.snapshot(mesh_.committed_step())); });
+}
+
 int64_t LiveRecovery::start(int64_t held) {
     const JoinResult& joined = mesh_.joined();
     if (joined.role == Role::kRecover)
         return recover({"node-" + std::to_string(mesh_.node()) + " joins a run in progress", joined.step, joined.sources});
-    if (!overlap_ && mesh_.min_members() > 1) mesh_.offer(state_.snapshot(mesh_.committed_step()));
     return held;
 }
 

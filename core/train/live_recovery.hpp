@@ -16,12 +16,16 @@ namespace pangea {
 class LiveRecovery {
 public:
     // Both must outlive this object. `overlap`: diloco.overlap, where recovery is not available.
-    LiveRecovery(MeshSession& mesh, TransferableState& state, bool overlap) : mesh_(mesh), state_(state), overlap_(overlap) {}
+    // Below [mesh] min_members the run cannot commit until joiners take part, so a member that
+    // waits for them hands them its committed state then (they would wait on it while it waits
+    // on them), at the start as in mid-run.
+    LiveRecovery(MeshSession& mesh, TransferableState& state, bool overlap);
+    ~LiveRecovery() { mesh_.on_joiners_blocked(nullptr); }
+    LiveRecovery(const LiveRecovery&) = delete;
+    LiveRecovery& operator=(const LiveRecovery&) = delete;
 
     // Where this node starts, once its own state (if any) is taken up: a node that joins a run
     // in progress recovers (below); a member returns `held`, the outer steps its state holds.
-    // Below [mesh] min_members the run cannot commit until joiners take part, so a member first
-    // keeps its state for them (they would wait on it while it waits on them).
     int64_t start(int64_t held);
 
     // Takes up the run's state from a peer; returns the outer steps it had committed (this node

@@ -64,6 +64,9 @@ public:
     // (nullptr: keep none).
     bool joiners_waiting() const { return membership_->joiners() > 0; }
     void offer(std::shared_ptr<const StateSnapshot> snapshot) { state_server_.publish(std::move(snapshot)); }
+    // While this node waits for an outer step that cannot start before joiners take part (below
+    // min_members), `handler` is called on the waiting thread to offer them the committed state.
+    void on_joiners_blocked(std::function<void()> handler) { membership_->on_joiners_blocked(std::move(handler)); }
 
     // Leaves the run at once (the others do not wait for this node's timeout).
     void leave();

@@ -14,6 +14,7 @@
 #include "train/metrics.hpp"
 #include "train/node_setup.hpp"
 #include "train/node_state.hpp"
+#include "train/node_workers.hpp"
 
 namespace pangea {
 namespace {
@@ -44,14 +45,18 @@ ModelShape check_training_inputs(const Manifest& m, const Sampler& sampler) {
     return shape;
 }
 
-// The composition: setup, checkpoints, the mesh session, the outer loop over the inner steps,
-// live recovery, metrics. Each part is in its own file; this is the order they meet in.
+// The composition: the node's workers, setup, checkpoints, the mesh session, the outer loop over
+// the inner steps, live recovery, metrics. Each part is in its own file; this is the order they
+// meet in.
 int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOptions& options) {
     pangea_log_level level = PANGEA_LOG_INFO;
     parse_log_level(m.get_string("run", "log_level"), &level);
     set_log_level(level);
 
-    NodeSetup setup(m, registry, options.node_id);
+    if (options.worker > 0) return run_node_worker(m, registry, options);
+    std::optional<NodeWorkers> workers;  // (declared first: the learner sums gradients through them)
+    if (check_workers(m) > 1) workers.emplace(m, options);
+    NodeSetup setup(m, registry, options.node_id, workers ? &workers->group() : nullptr);
     const std::string& tag = setup.tag;
     const bool overlap = m.get_bool("diloco", "overlap");
     const int64_t outer_steps = m.get_int("diloco", "outer_steps");
@@ -90,6 +95,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         resumed.reset();  // the memory goes back
     }
     if (recovery) first_outer = recovery->start(first_outer);
+    if (workers) workers->hand_over(state, first_outer);
 
     // Evaluates the synced parameters: in overlap mode the model holds local progress on top of
     // them, so it is swapped out for the evaluation.
@@ -107,15 +113,17 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     metrics.begin();
     for (int64_t outer = first_outer; outer < outer_steps; ++outer) {
         const auto round_start = Clock::now();
-        const InnerSteps::Round round = inner.run(outer, metrics);
+        const InnerSteps::Round round = inner.run(outer, &metrics);
         const int64_t tokens = inner.tokens_per_round();
         metrics.status("syncing", outer, inner.per_round(), double(tokens) / round.compute_seconds, true);
         const OuterStepReport report = loop.sync();
         if (report.dropped()) {
             log(PANGEA_LOG_WARN, "train", tag + ": " + mesh->rejoin().why + "; recovering from a peer");
             outer = recovery->recover(mesh->rejoin()) - 1;  // the loop's ++ makes it the next step
+            if (workers) workers->hand_over(state, outer + 1);
             continue;
         }
+        if (workers) workers->synced(params, outer + 1);
         if (recovery) recovery->offer_state();
         checkpoints.after_outer_step(state, outer + 1, outer_steps, mesh ? mesh->member_nodes() : std::vector{setup.node});
         const bool eval_now = eval_interval > 0 && (outer + 1) % eval_interval == 0 && outer + 1 < outer_steps;
@@ -136,6 +144,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         metrics.status("training", outer + 1, 0, double(tokens) / wall, true);
     }
     metrics.finish(loop.finish());
+    if (workers) workers->done();
     if (mesh) mesh->leave();
     const CheckpointStats saves = checkpoints.finish();  // the last checkpoint is on storage before the run reports done
     metrics.end();

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace pangea {
 
@@ -21,6 +22,12 @@ struct NodeOptions {
     bool join = false;    // start as a late joiner: fetch the state from the members first
     std::string resume;   // "latest" or an outer step: start from the run's checkpoint ("": afresh)
     bool fresh = false;   // start afresh although the storage holds the run's checkpoints: delete them
+    // Where the manifest came from, for the workers this node starts ([node] workers > 1).
+    std::string manifest_path;
+    std::vector<std::string> set_arguments;
+    // A worker other than the node's first (started by it): its number and where they meet.
+    int worker = 0;
+    std::string worker_dir;
 };
 
 struct ModelShape;

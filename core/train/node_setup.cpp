@@ -15,14 +15,14 @@ MemoryUse baseline_before_model() {
 
 }  // namespace
 
-NodeSetup::NodeSetup(const Manifest& m, PluginRegistry& registry, int node_id)
+NodeSetup::NodeSetup(const Manifest& m, PluginRegistry& registry, int node_id, WorkerGroup* workers)
     : node(node_id),
       nodes(static_cast<int>(m.get_int("mesh", "nodes"))),
       tag("node-" + std::to_string(node_id)),
       sampler(m.data_sources, m.get_int("data", "seq_len"), static_cast<uint64_t>(m.get_int("run", "seed")), node_id, nodes),
       shape(check_training_inputs(m, sampler)),
       baseline(baseline_before_model()),
-      learner(make_llama_learner(m, shape)),
+      learner(make_llama_learner(m, shape, workers)),
       optimizer(instantiate(m, registry, PANGEA_KIND_OPTIM, "nesterov")),
       transport(instantiate(m, registry, PANGEA_KIND_TRANSPORT, "tcp")),
       codec(instantiate(m, registry, PANGEA_KIND_COMPRESS, "none")) {

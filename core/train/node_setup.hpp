@@ -16,10 +16,12 @@ namespace pangea {
 
 struct Manifest;
 class PluginRegistry;
+class WorkerGroup;
 
 struct NodeSetup {
     // Throws ManifestError / std::runtime_error naming what is wrong (data, model shape, plugins).
-    NodeSetup(const Manifest& manifest, PluginRegistry& registry, int node);
+    // `workers`: the node's workers, when it has several (the learner sums their gradients).
+    NodeSetup(const Manifest& manifest, PluginRegistry& registry, int node, WorkerGroup* workers = nullptr);
     NodeSetup(const NodeSetup&) = delete;
     NodeSetup& operator=(const NodeSetup&) = delete;
 

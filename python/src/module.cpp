@@ -109,6 +109,11 @@ public:
         if (node_id < 0 || node_id >= nodes_)
             throw std::invalid_argument("node_id " + std::to_string(node_id) + " is outside the run's [mesh] nodes = " +
                                         std::to_string(nodes_) + " (0.." + std::to_string(nodes_ - 1) + ")");
+        if (manifest_.get_int("node", "workers") != 1)
+            throw ManifestError({manifest_.core.at("node").at("workers").origin + ": [node] workers = " +
+                                 std::to_string(manifest_.get_int("node", "workers")) +
+                                 " is for the built-in node (pangea run); a Python node is one process: start one per "
+                                 "device, or split the batch in your own code (torch.distributed) and keep workers = 1"});
         options_.node_id = node_id;
         options_.join = join;
         options_.run_id = run_id;

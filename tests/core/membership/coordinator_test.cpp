@@ -257,6 +257,25 @@ TEST_F(Coordinator, BelowMinMembersTheRunWaitsForJoiners) {
     EXPECT_EQ(last_op(0), "epoch");
 }
 
+TEST_F(Coordinator, MembersBelowMinMembersHearThatAJoinerWaitsForTheirState) {
+    // Node 1 died mid-run and comes back: it must recover the committed state, and node 0, alone
+    // below min_members, holds it. No commit is coming to hand it over after.
+    start(2);
+    hello(0), hello(1);
+    tick(std::chrono::milliseconds(3001));
+    ready(0, 1), ready(1, 1);
+    done(0, 1, true), done(1, 1, true);
+    ready(0, 2);
+    deliver(state->on_closed(2, now));  // node 1's process was killed
+    EXPECT_EQ(last_op(0), "waiting");
+    EXPECT_EQ(last(0)["joiners"], 0) << "nobody to hand the state to yet";
+    hello(1, false, 0, 0, "", 0, false, true, 5, "process-1b");  // restarted with --join
+    ASSERT_FALSE(inbox[5].empty());
+    EXPECT_EQ(inbox[5].back()["role"], "recover");
+    EXPECT_EQ(last_op(0), "waiting");
+    EXPECT_EQ(last(0)["joiners"], 1);
+}
+
 TEST_F(Coordinator, ARestartedCoordinatorCarriesOnFromWhatTheNodesHold) {
     // The old coordinator committed epoch 7 (step 5) and told node 0 only, then died; node 1
     // still waits for the outcome and node 2 was training.

@@ -1,0 +1,211 @@
+#include "train/node_workers.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "common/log.hpp"
+#include "data/sampler.hpp"
+#include "diloco/outer_loop.hpp"
+#include "manifest/manifest.hpp"
+#include "train/inner_steps.hpp"
+#include "train/node.hpp"
+#include "train/node_setup.hpp"
+#include "train/node_state.hpp"
+
+namespace pangea {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Meeting the workers (process start and LibTorch's load take seconds) and every collective
+// among them (they compute alike, so a long wait is a stalled worker).
+constexpr milliseconds kTimeout{120000};
+// What the others wait for while the leader is in an outer step (which waits on the run: slow
+// nodes, a recovery). A dead leader ends the wait at once (its connections close).
+constexpr milliseconds kLeaderTimeout{7 * 24 * 3600 * 1000LL};
+
+// What the leader hands over: a header, then its sections, each one broadcast.
+enum class Handover : uint32_t { kState = 1, kParams = 2, kDone = 3 };
+constexpr const char* kSections[] = {"params", "outer_optimizer", "inner_optimizer"};
+struct Header {
+    uint32_t kind = 0;
+    uint32_t reserved = 0;
+    int64_t step = 0;
+    uint64_t sizes[3] = {0, 0, 0};
+};
+
+std::span<uint8_t> bytes_of(Header& header) { return {reinterpret_cast<uint8_t*>(&header), sizeof header}; }
+
+std::string tag_of(int node, int worker) { return "node-" + std::to_string(node) + "/worker-" + std::to_string(worker); }
+
+}  // namespace
+
+// The leader's collectives: when one fails, the error names the workers whose processes ended
+// (Gloo's own says only that a connection closed).
+class NodeWorkers::WatchedGroup final : public WorkerGroup {
+public:
+    WatchedGroup(std::unique_ptr<WorkerGroup> group, std::vector<ChildProcess>& children, int node)
+        : WorkerGroup(group->rank(), group->size(), kTimeout), group_(std::move(group)), children_(children), node_(node) {}
+
+    void all_reduce_sum(std::span<float> data) override {
+        watch([&] { group_->all_reduce_sum(data); });
+    }
+    void broadcast(std::span<uint8_t> data, int root, std::chrono::milliseconds timeout) override {
+        watch([&] { group_->broadcast(data, root, timeout); });
+    }
+
+private:
+    template <class F>
+    void watch(F&& call) {
+        try {
+            call();
+        } catch (const WorkerGroupError& e) {
+            // The killed ones first: the others' errors are then only the lost peer.
+            std::string killed, exited;
+            for (size_t k = 0; k < children_.size(); ++k) {
+                const auto code = children_[k].wait_for(milliseconds(200));
+                if (!code) continue;
+                std::string& list = *code > 128 ? killed : exited;
+                list += (list.empty() ? "" : "; ") + std::string("worker ") + std::to_string(k + 1) + " is gone (" +
+                        (*code > 128 ? "killed by signal " + std::to_string(*code - 128) : "exit code " + std::to_string(*code)) + ")";
+            }
+            const std::string& gone = killed.empty() ? exited : killed;
+            throw WorkerGroupError("node-" + std::to_string(node_) + ": " + (gone.empty() ? std::string(e.what()) : gone) +
+                                   "; the node leaves the run (start it again with --join to bring it back)");
+        }
+    }
+
+    std::unique_ptr<WorkerGroup> group_;
+    std::vector<ChildProcess>& children_;
+    int node_;
+};
+
+int check_workers(const Manifest& m) {
+    const auto workers = m.get_int("node", "workers");
+    if (workers == 1) return 1;
+    const std::string where = m.core.at("node").at("workers").origin + ": [node] workers = " + std::to_string(workers);
+    std::vector<std::string> errors;
+    if (m.get_int("train", "micro_batch") % workers != 0)
+        errors.push_back(where + ": [train] micro_batch = " + std::to_string(m.get_int("train", "micro_batch")) +
+                         " does not split evenly among the workers (each takes micro_batch / workers sequences)");
+    if (m.get_string("train", "device") != "cpu")
+        errors.push_back(where + " needs [train] device = \"cpu\" for now: the workers' collectives on GPUs (NCCL) "
+                                 "are not built yet; on a GPU, run one worker per node");
+    if (m.get_bool("diloco", "overlap")) errors.push_back(where + " needs diloco.overlap = false (not available yet)");
+    if (!errors.empty()) throw ManifestError(errors);
+    return static_cast<int>(workers);
+}
+
+NodeWorkers::NodeWorkers(const Manifest& m, const NodeOptions& options) {
+    const int workers = check_workers(m);
+    std::string dir = (std::filesystem::temp_directory_path() / ("pangea-node-" + std::to_string(options.node_id) + "-XXXXXX")).string();
+    if (!::mkdtemp(dir.data())) throw WorkerGroupError("cannot make a directory for the workers to meet in: " + dir);
+    rendezvous_ = dir;
+    const std::string exe = current_executable();
+    for (int k = 1; k < workers; ++k) {
+        std::vector<std::string> argv{exe, "run", options.manifest_path, "--node-id", std::to_string(options.node_id),
+                                      "--worker", std::to_string(k), "--worker-dir", rendezvous_.string()};
+        for (const std::string& setting : options.set_arguments) argv.insert(argv.end(), {"--set", setting});
+        children_.emplace_back(argv);
+    }
+    log(PANGEA_LOG_INFO, "train", "node-" + std::to_string(options.node_id) + ": started workers 1.." + std::to_string(workers - 1) +
+                                      "; they meet in " + rendezvous_.string());
+    group_ = std::make_unique<WatchedGroup>(join_gloo_group(rendezvous_, 0, workers, kTimeout), children_, options.node_id);
+}
+
+NodeWorkers::~NodeWorkers() {
+    group_.reset();
+    children_.clear();  // kills and reaps any still running
+    std::error_code ignored;
+    std::filesystem::remove_all(rendezvous_, ignored);
+}
+
+void NodeWorkers::hand_over(const TransferableState& state, int64_t step) {
+    const auto snapshot = state.snapshot(step);
+    Header header;
+    header.kind = static_cast<uint32_t>(Handover::kState);
+    header.step = step;
+    for (size_t i = 0; i < 3; ++i) header.sizes[i] = snapshot->at(kSections[i]).bytes.size();
+    group_->broadcast(bytes_of(header), 0);
+    for (const char* name : kSections) {
+        auto bytes = snapshot->at(name).bytes;  // (broadcast's buffer is written to on receivers only)
+        group_->broadcast(bytes, 0);
+    }
+}
+
+void NodeWorkers::synced(const ModelParameters& params, int64_t step) {
+    std::vector<float> values(params.size());
+    params.read(values);
+    Header header;
+    header.kind = static_cast<uint32_t>(Handover::kParams);
+    header.step = step;
+    header.sizes[0] = values.size() * sizeof(float);
+    group_->broadcast(bytes_of(header), 0);
+    group_->broadcast({reinterpret_cast<uint8_t*>(values.data()), header.sizes[0]}, 0);
+}
+
+void NodeWorkers::done() {
+    Header header;
+    header.kind = static_cast<uint32_t>(Handover::kDone);
+    group_->broadcast(bytes_of(header), 0);
+    for (ChildProcess& child : children_) child.wait_for(std::chrono::seconds(30));
+}
+
+int run_node_worker(const Manifest& m, PluginRegistry& registry, const NodeOptions& options) {
+    // The leader logs the node's setup and progress; a worker, what goes wrong (or everything at
+    // debug level).
+    pangea_log_level level = PANGEA_LOG_INFO;
+    parse_log_level(m.get_string("run", "log_level"), &level);
+    set_log_level(level == PANGEA_LOG_DEBUG ? level : std::max(level, PANGEA_LOG_WARN));
+    const int workers = check_workers(m);
+    const std::string tag = tag_of(options.node_id, options.worker);
+    const auto group = join_gloo_group(options.worker_dir, options.worker, workers, kTimeout);
+    NodeSetup setup(m, registry, options.node_id, group.get());
+    ModelParameters& params = setup.learner->parameters();
+    OuterLoop loop(params, setup.optimizer, [](std::span<float> data, const ContributionFn& contribution) {
+        contribution(data);  // never called: the leader runs the outer steps
+        return AllReduceResult{};
+    }, false);
+    InnerSteps inner(m, *setup.learner, setup.sampler, setup.node);
+    NodeState state(loop, *setup.learner, setup.sampler, inner.sequences_per_round());
+    const int64_t outer_steps = m.get_int("diloco", "outer_steps");
+    int64_t outer = 0;
+    bool started = false;  // the leader hands over a state first
+    while (true) {
+        if (started && outer < outer_steps) inner.run(outer, nullptr);
+        Header header;
+        group->broadcast(bytes_of(header), 0, kLeaderTimeout);
+        switch (static_cast<Handover>(header.kind)) {
+        case Handover::kDone:
+            log(PANGEA_LOG_INFO, "train", tag + ": done");
+            return 0;
+        case Handover::kParams: {
+            std::vector<float> values(params.size());
+            if (header.sizes[0] != values.size() * sizeof(float))
+                throw WorkerGroupError(tag + ": the leader handed over " + std::to_string(header.sizes[0]) +
+                                       " bytes of parameters, this model has " + std::to_string(values.size() * 4));
+            group->broadcast({reinterpret_cast<uint8_t*>(values.data()), header.sizes[0]}, 0);
+            params.assign(values);
+            break;
+        }
+        case Handover::kState: {
+            StateSnapshot snapshot;
+            snapshot.step = header.step;
+            for (size_t i = 0; i < 3; ++i) {
+                std::vector<uint8_t> bytes(header.sizes[i]);
+                group->broadcast(bytes, 0);
+                snapshot.sections.push_back({kSections[i], std::move(bytes), i < 2});
+            }
+            state.take_up(snapshot);
+            started = true;
+            break;
+        }
+        default:
+            throw WorkerGroupError(tag + ": the leader sent an unknown hand-over (" + std::to_string(header.kind) + ")");
+        }
+        outer = header.step;
+    }
+}
+
+}  // namespace pangea

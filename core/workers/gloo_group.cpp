@@ -1,0 +1,97 @@
+// WorkerGroup over Gloo (Debian's libgloo): a full mesh of TCP pairs on loopback, met through a
+// FileStore in the rendezvous directory; ring all-reduce and one-to-all broadcast.
+#include <gloo/allreduce.h>
+#include <gloo/broadcast.h>
+#include <gloo/common/error.h>
+#include <gloo/math.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/file_store.h>
+#include <gloo/rendezvous/prefix_store.h>
+#include <gloo/transport/tcp/device.h>
+#include <signal.h>
+
+#include "workers/worker_group.hpp"
+
+namespace pangea {
+namespace {
+
+class GlooGroup final : public WorkerGroup {
+public:
+    GlooGroup(const std::filesystem::path& rendezvous, int rank, int size, std::chrono::milliseconds timeout)
+        : WorkerGroup(rank, size, timeout) {
+        gloo::transport::tcp::attr attr;
+        attr.hostname = "127.0.0.1";
+        // Gloo's event-loop thread inherits the mask: a worker gone mid-write is an error, not SIGPIPE.
+        sigset_t pipe, old;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe, &old);
+        try {
+            device_ = gloo::transport::tcp::CreateDevice(attr);
+            pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        } catch (...) {
+            pthread_sigmask(SIG_SETMASK, &old, nullptr);
+            throw;
+        }
+        gloo::rendezvous::FileStore files(rendezvous.string());
+        gloo::rendezvous::PrefixStore store("workers", files);
+        context_ = std::make_shared<gloo::rendezvous::Context>(rank, size);
+        context_->setTimeout(timeout);
+        try {
+            context_->connectFullMesh(store, device_);
+        } catch (const std::exception& e) {
+            throw WorkerGroupError("worker " + std::to_string(rank) + " of " + std::to_string(size) +
+                                   ": the node's workers did not all meet in " + rendezvous.string() + " within " +
+                                   std::to_string(timeout.count()) + " ms (" + e.what() + ")");
+        }
+    }
+
+    void all_reduce_sum(std::span<float> data) override {
+        if (data.empty()) return;
+        run("all-reduce", [&] {
+            gloo::AllreduceOptions options(context_);
+            options.setOutput(data.data(), data.size());
+            options.setReduceFunction(
+                static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+            options.setTag(next_tag());
+            gloo::allreduce(options);
+        });
+    }
+
+    void broadcast(std::span<uint8_t> data, int root, std::chrono::milliseconds timeout) override {
+        if (data.empty()) return;
+        run("broadcast", [&] {
+            gloo::BroadcastOptions options(context_);
+            options.setOutput(data.data(), data.size());
+            options.setRoot(root);
+            options.setTimeout(timeout);
+            options.setTag(next_tag());
+            gloo::broadcast(options);
+        });
+    }
+
+private:
+    template <class F>
+    void run(const char* what, F&& call) {
+        try {
+            call();
+        } catch (const std::exception& e) {
+            throw WorkerGroupError("worker " + std::to_string(rank()) + ": the " + what +
+                                   " among the node's workers failed (a worker died or stalled): " + e.what());
+        }
+    }
+    uint32_t next_tag() { return tag_++; }
+
+    std::shared_ptr<gloo::transport::Device> device_;
+    std::shared_ptr<gloo::rendezvous::Context> context_;
+    uint32_t tag_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<WorkerGroup> join_gloo_group(const std::filesystem::path& rendezvous, int rank, int size,
+                                             std::chrono::milliseconds timeout) {
+    return std::make_unique<GlooGroup>(rendezvous, rank, size, timeout);
+}
+
+}  // namespace pangea

@@ -1,0 +1,53 @@
+// The workers of one node ([node] workers = W local processes) and the collectives they run among
+// themselves. Every worker calls the same collectives in the same order. The node is the unit of
+// membership: a worker that dies or stalls past the timeout makes the others' calls throw
+// WorkerGroupError, and the node leaves the run (it comes back by live recovery).
+//
+// One small interface, two implementations: Gloo over loopback for host buffers
+// (join_gloo_group, here), NCCL for device buffers (a CUDA build; the same callers).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+
+namespace pangea {
+
+class WorkerGroupError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+class WorkerGroup {
+public:
+    virtual ~WorkerGroup() = default;
+    int rank() const { return rank_; }  // 0: the node's leader, which talks to the run
+    int size() const { return size_; }
+
+    // Sums `data` over the workers, in place, on every worker. The result is the same bits on
+    // every worker (one reduction order for all).
+    virtual void all_reduce_sum(std::span<float> data) = 0;
+    // Copies `root`'s `data` into every other worker's (of the same size). `timeout` bounds the
+    // wait for the root (a worker that died ends it at once, whatever the timeout).
+    virtual void broadcast(std::span<uint8_t> data, int root, std::chrono::milliseconds timeout) = 0;
+    void broadcast(std::span<uint8_t> data, int root) { broadcast(data, root, timeout_); }
+
+protected:
+    WorkerGroup(int rank, int size, std::chrono::milliseconds timeout) : rank_(rank), size_(size), timeout_(timeout) {}
+
+private:
+    int rank_, size_;
+    std::chrono::milliseconds timeout_;
+};
+
+// Joins the group of `size` workers meeting in `rendezvous` (a directory only they use, empty at
+// first) as worker `rank`, over Gloo's TCP transport on loopback. Throws WorkerGroupError naming
+// the workers that did not come within `timeout`, which also bounds every collective.
+std::unique_ptr<WorkerGroup> join_gloo_group(const std::filesystem::path& rendezvous, int rank, int size,
+                                             std::chrono::milliseconds timeout);
+
+}  // namespace pangea

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# A node of several workers ([node] workers, issue #20): W processes share one replica of the
+# model, split each micro-batch and sum their gradients, and the leader alone talks to the run.
+#   - 2 nodes x 2 workers hold bit-identical parameters after every outer step, and end within
+#     the stated tolerance of 2 nodes x 1 worker with the same global batch (docs/workers.md:
+#     the sums differ in float order only);
+#   - a node of 2 workers and a node of 3 train together; SIGKILL one worker of the node of 3
+#     mid-run: its node leaves the run naming the worker, the other retries the step without it
+#     and waits (min_members = 2); the node restarted with --join recovers live, and the run
+#     finishes with both nodes bit-identical.
+#   workers_test.sh <pangea binary> [python3: any, the standard library is enough]
+set -uo pipefail
+pangea=$1 python=${2:-python3}
+here=$(dirname "${BASH_SOURCE[0]}")
+source "$here/../../lib/expect.sh"
+source "$here/../../lib/tiny_run.sh"
+work=$(mktemp -d)
+trap 'pkill -9 -f -- "$work" 2>/dev/null; rm -rf "$work"' EXIT
+
+# 1. 2 x 2 against 2 x 1: 8 outer steps, the final checkpoint exported from each.
+tiny_run_manifest "$work/run.toml" workers 5 2 8 'ring_order = "rank"
+[checkpoint]
+interval = 8'
+for w in 1 2; do
+    expect "2 nodes x $w worker(s)" 0 "all nodes hold bit-identical parameters" -- \
+        "$pangea" launch "$work/run.toml" --set run.dir="$work/w$w" --set node.workers=$w
+    "$pangea" checkpoint export "$work/run.toml" latest -o "$work/export-$w" --set run.dir="$work/w$w" >/dev/null
+done
+expect "each node of 2 started its second worker" 0 "node-1: started workers 1..1" -- cat "$work/w2/logs/node-1.log"
+hashes() { grep -o '"params_hash":"[0-9a-f]*"' "$1"; }
+expect_equal "2 x 2: both nodes hold the same parameters after every outer step" \
+    "$(hashes "$work/w2/metrics/node-0.jsonl")" "$(hashes "$work/w2/metrics/node-1.jsonl")"
+expect_equal "... eight of them" 8 "$(hashes "$work/w2/metrics/node-0.jsonl" | sort -u | wc -l)"
+# The tolerance (docs/workers.md): after 24 inner steps of AdamW, no parameter more than 2e-4
+# away (measured: 1.5e-5), the final losses within 1e-4.
+expect "2 x 2 ends within 2e-4 of 2 x 1, parameter by parameter" 0 "within tolerance" -- \
+    "$python" "$here/../../lib/compare_safetensors.py" "$work/export-1/model.safetensors" \
+    "$work/export-2/model.safetensors" 2e-4
+loss1=$(json_field "$work/w1/summary/node-0.json" final_loss)
+loss2=$(json_field "$work/w2/summary/node-0.json" final_loss)
+expect "... and the final losses within 1e-4 ($loss1, $loss2)" 0 "close" -- \
+    awk -v a="$loss1" -v b="$loss2" 'BEGIN { d = a - b; if (d < 0) d = -d; if (d <= 1e-4) print "close"; else exit 1 }'
+
+# 2. A node of 2 and a node of 3 (6 sequences a micro-batch split either way); a worker killed.
+tiny_run_manifest "$work/mixed.toml" mixed 9 2 60 'ring_order = "rank"
+heartbeat_ms = 300
+timeout_ms = 3000
+min_members = 2'
+sed -i 's/^micro_batch = 4$/micro_batch = 6/' "$work/mixed.toml"
+address=127.0.0.1:$((20000 + RANDOM % 12000))
+"$pangea" coordinator "$work/mixed.toml" --run-id 7 --listen "$address" >"$work/coordinator.log" 2>&1 &
+declare -A pids
+start_node() {  # node id, workers, more arguments
+    local i=$1 w=$2; shift 2
+    "$pangea" run "$work/mixed.toml" --node-id "$i" --run-id 7 --set run.dir="$work/mixed" \
+        --set mesh.coordinator="$address" --set node.workers="$w" "$@" >>"$work/node-$i.log" 2>&1 &
+    pids[$i]=$!
+}
+outer_step_of() { grep -o '"outer_step":[0-9]*' "$work/mixed/metrics/node-$1.jsonl" 2>/dev/null | tail -1 | cut -d: -f2; }
+start_node 0 2
+start_node 1 3
+wait_for 120 bash -c "(( \$(grep -o '\"outer_step\":[0-9]*' '$work/mixed/metrics/node-1.jsonl' 2>/dev/null | wc -l) >= 3 ))"
+worker=$(pgrep -f -- "--node-id 1 .*--worker 2 ")
+expect_rc "node 1 runs its third worker as a process of its own" 0 -- test -n "$worker"
+kill -9 $worker
+for _ in $(seq 1 300); do kill -0 "${pids[1]}" 2>/dev/null || break; sleep 0.1; done
+wait "${pids[1]}"; rc=$?
+expect_rc "node 1 stops when its worker dies" 1 -- test "$rc" = 0
+expect "... saying which worker" 0 "node-1: worker 2 is gone" -- cat "$work/node-1.log"
+expect "node 0 goes on without node 1" 0 "dropped node 1" -- bash -c "cat '$work/node-0.log' '$work/coordinator.log'"
+kill -0 "${pids[0]}" 2>/dev/null
+expect_rc "... and waits for it (min_members = 2)" 0 -- test $? = 0
+start_node 1 3 --join
+for i in 0 1; do
+    for _ in $(seq 1 1800); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "${pids[$i]}" 2>/dev/null && { echo "node $i still running after 180 s"; kill -9 "${pids[$i]}"; }
+    wait "${pids[$i]}"; rc=$?
+    expect_rc "node $i finishes the run" 0 -- test "$rc" = 0
+done
+expect "node 1 (3 workers) came back by live recovery" 0 "recovered the state of outer step" -- cat "$work/node-1.log"
+expect_equal "both nodes end bit-identical" "$(json_field "$work/mixed/summary/node-0.json" params_hash)" \
+    "$(json_field "$work/mixed/summary/node-1.json" params_hash)"
+expect_equal "... after the last outer step" 60 "$(outer_step_of 1)"
+[[ $expect_failures == 0 ]] || tail -n 8 "$work"/*.log
+expect_summary
