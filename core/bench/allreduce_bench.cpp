@@ -26,10 +26,10 @@ namespace fs = std::filesystem;
 namespace pangea {
 namespace {
 
-std::string host_of(const AllReduceBenchOptions& options, int rank) {
+std::string host_of(const AllReduceBenchOptions& options, int rank, int ring = 0) {
     std::string host = options.host_template;
-    const size_t at = host.find("{r}");
-    if (at != std::string::npos) host.replace(at, 3, std::to_string(rank + 1));
+    for (const auto& [field, value] : {std::pair{"{r}", rank + 1}, std::pair{"{k}", ring}})
+        if (const size_t at = host.find(field); at != std::string::npos) host.replace(at, 3, std::to_string(value));
     return host;
 }
 
@@ -80,11 +80,11 @@ int run_nodes(const AllReduceBenchOptions& options, const std::function<std::vec
 }
 
 // Rank 0's report line; sizes in bytes, times in seconds.
-void print_row(const AllReduceBenchOptions& options, const std::string& config, size_t mib, double best, double median,
-               uint64_t sent) {
+void print_row(const AllReduceBenchOptions& options, const std::string& config, int rings, size_t mib, double best,
+               double median, uint64_t sent) {
     const double bytes = double(mib) * 1048576.0;
     const double bus = 2.0 * (options.nodes - 1) / options.nodes * bytes / best;
-    std::printf("%-22s %7zuMiB %9.3f %9.3f %11.1f %11.1f %10.1f %9s\n", config.c_str(), mib, best, median,
+    std::printf("%-22s %5d %7zuMiB %9.3f %9.3f %11.1f %11.1f %10.1f %9s\n", config.c_str(), rings, mib, best, median,
                 bytes / best * 8 / 1e6, bus * 8 / 1e6, double(sent) / 1048576.0,
                 options.link_mbit > 0 ? (std::to_string(int(bus * 8 / 1e6 / options.link_mbit * 100 + 0.5)) + "%").c_str() : "-");
     std::fflush(stdout);
@@ -117,26 +117,55 @@ void print_speedups(const fs::path& results) {
     }
 }
 
+// One ring of the node: its listener, its connections to its neighbours and its links.
+struct BenchRing {
+    std::unique_ptr<OwnedListener> listener;
+    Ring ring;
+    std::unique_ptr<Link> next, previous;
+};
+
+// Ring k (k > 0) goes in ring 0's order (measured or not), over its own listener and rendezvous.
+BenchRing form_bench_ring(const AllReduceBenchOptions& options, const PluginInstance& transport, int k,
+                          const std::vector<int>* order) {
+    BenchRing lane;
+    lane.listener = std::make_unique<OwnedListener>(transport, host_of(options, options.rank, k) + ":0");
+    const fs::path directory = fs::path(options.rendezvous) / ("ring-" + std::to_string(k));
+    fs::create_directories(directory);
+    FileRendezvous rendezvous(directory);
+    rendezvous.publish(options.rank, lane.listener->address());
+    std::vector<std::string> addresses = rendezvous.wait_all(options.nodes, std::chrono::seconds(60));
+    if (!order) {
+        lane.ring = form_ring(transport, *lane.listener, options.rank, addresses, options.run_id, options.ring_order,
+                              options.probe_kib * 1024, std::chrono::seconds(120));
+    } else {
+        std::vector<std::string> in_order;
+        for (int r : *order) in_order.push_back(addresses[r]);
+        const int position = static_cast<int>(std::find(order->begin(), order->end(), options.rank) - order->begin());
+        lane.ring = form_ring(transport, *lane.listener, position, in_order, options.run_id, "rank", 0,
+                              std::chrono::seconds(120));
+        lane.ring.order = *order;
+    }
+    lane.next = std::make_unique<Link>(transport, lane.ring.connections.next.handle());
+    lane.previous = std::make_unique<Link>(transport, lane.ring.connections.previous.handle());
+    return lane;
+}
+
 int run_node(const AllReduceBenchOptions& options) {
     const int rank = options.rank, world = options.nodes;
     PluginRegistry registry(default_search_path());
     const PluginInstance transport = make_configured(registry, PANGEA_KIND_TRANSPORT, options.transport);
     const PluginInstance barrier_codec = make_configured(registry, PANGEA_KIND_COMPRESS, "none");
-    OwnedListener listener(transport, host_of(options, rank) + ":0");
-    FileRendezvous rendezvous(options.rendezvous);
-    rendezvous.publish(rank, listener.address());
-    auto addresses = rendezvous.wait_all(world, std::chrono::seconds(60));
-    const Ring ring = form_ring(transport, listener, rank, addresses, options.run_id, options.ring_order,
-                                options.probe_kib * 1024, std::chrono::seconds(120));
-    const int position = ring.position;
-    const std::vector<int>& order = ring.order;
-    const std::string& order_note = ring.order_note;
+    const int ring_count = *std::max_element(options.rings.begin(), options.rings.end());
+    std::vector<BenchRing> lanes;
+    for (int k = 0; k < ring_count; ++k) lanes.push_back(form_bench_ring(options, transport, k, k ? &lanes[0].ring.order : nullptr));
+    const int position = lanes[0].ring.position;
+    const std::vector<int>& order = lanes[0].ring.order;
+    const std::string& order_note = lanes[0].ring.order_note;
     RingOptions ring_options;
     ring_options.stall_timeout_ms = options.stall_timeout_ms;
     ring_options.piece_values = std::max<size_t>(1, options.piece_kib * 1024 / sizeof(float));
     ring_options.depth = options.depth;
-    const Link next(transport, ring.connections.next.handle()), previous(transport, ring.connections.previous.handle());
-    RingAllReduce barrier(position, world, next, previous, barrier_codec, ring_options);
+    RingAllReduce barrier(position, world, *lanes[0].next, *lanes[0].previous, barrier_codec, ring_options);
 
     if (rank == 0) {
         std::string ring_text;
@@ -145,8 +174,8 @@ int run_node(const AllReduceBenchOptions& options) {
                     order_note.c_str());
         std::printf("bus bandwidth = 2(n-1)/n x bytes / time; times are the best and the median of %d\n\n",
                     options.repeat);
-        std::printf("%-22s %10s %9s %9s %11s %11s %10s %9s\n", "config", "size", "best s", "median s", "alg Mbit/s",
-                    "bus Mbit/s", "sent MiB", "of link");
+        std::printf("%-22s %5s %10s %9s %9s %11s %11s %10s %9s\n", "config", "rings", "size", "best s", "median s",
+                    "alg Mbit/s", "bus Mbit/s", "sent MiB", "of link");
     }
     for (size_t mib : options.sizes_mib) {
         const size_t n = mib * 1048576 / sizeof(float);
@@ -154,9 +183,15 @@ int run_node(const AllReduceBenchOptions& options) {
         std::mt19937 rng(7 + rank);
         std::normal_distribution<float> normal(0.0f, 1.0f);
         for (auto& v : input) v = normal(rng);
-        for (const auto& config : options.configs) {
-            const PluginInstance codec = make_configured(registry, PANGEA_KIND_COMPRESS, config);
-            RingAllReduce allreduce(position, world, next, previous, codec, ring_options);
+        for (const auto& config : options.configs)
+        for (const int rings : options.rings) {
+            std::vector<PluginInstance> codecs;  // one per ring: an instance serves one thread at a time
+            std::vector<std::unique_ptr<RingAllReduce>> allreduce;
+            std::vector<RingAllReduce*> ring_pointers;
+            for (int k = 0; k < rings; ++k) codecs.push_back(make_configured(registry, PANGEA_KIND_COMPRESS, config));
+            for (int k = 0; k < rings; ++k)
+                ring_pointers.push_back(allreduce.emplace_back(std::make_unique<RingAllReduce>(
+                    position, world, *lanes[k].next, *lanes[k].previous, codecs[k], ring_options)).get());
             std::vector<double> times;
             uint64_t sent = 0;
             bool native = false;
@@ -164,10 +199,10 @@ int run_node(const AllReduceBenchOptions& options) {
                 float token = 0;
                 const AllReduceResult synced = barrier.run(std::span<float>(&token, 1), ReduceOp::kSum);
                 work = input;
-                const AllReduceResult result = synced.status == PANGEA_OK ? allreduce.run(work, ReduceOp::kSum) : synced;
+                const AllReduceResult result = synced.status == PANGEA_OK ? run_rings(ring_pointers, work, ReduceOp::kSum) : synced;
                 if (result.status != PANGEA_OK) {
-                    std::fprintf(stderr, "rank %d: all-reduce of %zu MiB with %s failed after %.2f s: %s: %s\n",
-                                 rank, mib, config.c_str(), result.seconds, status_name(result.status),
+                    std::fprintf(stderr, "rank %d: all-reduce of %zu MiB with %s over %d ring(s) failed after %.2f s: %s: %s\n",
+                                 rank, mib, config.c_str(), rings, result.seconds, status_name(result.status),
                                  result.error.c_str());
                     return 1;
                 }
@@ -179,9 +214,9 @@ int run_node(const AllReduceBenchOptions& options) {
             if (rank == 0) {
                 // The transport's own all-reduce (e.g. --transport gloo:allreduce=gloo) is labelled as such.
                 const std::string label = native ? config + " (" + transport.plugin().name + "'s)" : config;
-                print_row(options, label, mib, times.front(), times[times.size() / 2], sent);
+                print_row(options, label, rings, mib, times.front(), times[times.size() / 2], sent);
                 std::ofstream(fs::path(options.rendezvous) / "results.tsv", std::ios::app)
-                    << label << '\t' << mib << '\t' << times.front() << '\n';
+                    << label + (rings > 1 ? " x" + std::to_string(rings) : "") << '\t' << mib << '\t' << times.front() << '\n';
             }
         }
     }
@@ -213,6 +248,7 @@ int run_allreduce_bench(const AllReduceBenchOptions& options) {
                                          "--link-mbit", std::to_string(options.link_mbit)};
         for (const auto& size : sizes) argv.insert(argv.end(), {"--sizes", size});
         for (const auto& config : options.configs) argv.insert(argv.end(), {"--config", config});
+        for (const int rings : options.rings) argv.insert(argv.end(), {"--rings", std::to_string(rings)});
         return argv;
     }, "pangea");
 

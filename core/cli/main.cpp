@@ -145,6 +145,7 @@ int coordinator(const CoordinatorCommand& command) {
     options.run = run_id_text(run_id_of(manifest, command.run_id));
     options.timeout = std::chrono::milliseconds(manifest.get_int("mesh", "timeout_ms"));
     options.min_members = static_cast<int>(manifest.get_int("mesh", "min_members"));
+    options.rings = static_cast<int>(manifest.get_int("mesh", "rings"));
     options.secret = load_run_secret(manifest);
     if (options.secret.empty())
         log(PANGEA_LOG_WARN, "coordinator", "the run has no secret ([mesh] secret_file or secret_env): any node that "
@@ -300,6 +301,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     bench_allreduce->add_option("--transport", allreduce_options.transport, "transport[:key=value,...]")
         ->capture_default_str();
+    bench_allreduce->add_option("--rings", allreduce_options.rings,
+                                "rings in parallel, each over its own byte range and connections (repeatable: each is measured)")
+        ->check(CLI::Range(1, 64))
+        ->capture_default_str();
     bench_allreduce->add_option("--repeat", allreduce_options.repeat, "all-reduces per size and config")
         ->capture_default_str()->check(CLI::Range(1, 1000));
     bench_allreduce->add_option("--piece-kib", allreduce_options.piece_kib, "fp32 KiB per piece on the wire")
@@ -314,7 +319,7 @@ int main(int argc, char** argv) {
     bench_allreduce->add_option("--stall-timeout-ms", allreduce_options.stall_timeout_ms,
                                 "a node waiting this long for a peer gives up")->capture_default_str();
     bench_allreduce->add_option("--hosts", allreduce_options.host_template,
-                                "address node r binds; {r} becomes r + 1 (e.g. 10.77.0.{r})")->capture_default_str();
+                                "address node r binds; {r} becomes r + 1, {k} the ring (e.g. 10.77.{k}.{r})")->capture_default_str();
     bench_allreduce->add_option("--netns", allreduce_options.netns_prefix,
                                 "run node r in network namespace <prefix><r + 1> (see bench/wan.sh)");
     bench_allreduce->add_option("--link-mbit", allreduce_options.link_mbit, "link rate, for the 'of link' column");

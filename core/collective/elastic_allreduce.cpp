@@ -21,20 +21,24 @@ ElasticAllReduce::ElasticAllReduce(Membership& membership, const PluginInstance&
       run_id_(run_id),
       committed_step_(committed_step),
       options_(options) {
+    for (int k = 1; k < options_.rings; ++k) more_codecs_.push_back(codec.another());
+    if (options_.rings > 1)
+        log(PANGEA_LOG_INFO, "mesh", "node " + std::to_string(node_) + ": the outer all-reduce runs " +
+                                         std::to_string(options_.rings) + " rings at once, each over its share of the buffer");
     membership_.on_abort([this](uint64_t) { abort_links(); });
 }
 
 void ElasticAllReduce::abort_links() {
     std::lock_guard lock(links_mutex_);
-    if (next_) next_->abort();
-    if (previous_) previous_->abort();
+    for (Lane& lane : lanes_) {
+        lane.next->abort();
+        lane.previous->abort();
+    }
 }
 
 void ElasticAllReduce::disconnect() {
     std::lock_guard lock(links_mutex_);
-    next_.reset();
-    previous_.reset();
-    connections_ = RingConnections{};
+    lanes_.clear();
     ring_.clear();
 }
 
@@ -42,8 +46,19 @@ void ElasticAllReduce::connect(const Epoch& epoch) {
     const bool same = ring_.size() == epoch.members.size() &&
                       std::equal(ring_.begin(), ring_.end(), epoch.members.begin(),
                                  [](const Member& a, const Member& b) { return a.node == b.node && a.address == b.address; });
-    if (same && next_) return;
+    if (same && !lanes_.empty()) return;
     disconnect();
+    for (int k = 0; k < options_.rings; ++k) {
+        Lane lane{connect_ring(epoch, static_cast<uint32_t>(k)), nullptr, nullptr};
+        lane.next = std::make_unique<Link>(transport_, lane.connections.next.handle());
+        lane.previous = std::make_unique<Link>(transport_, lane.connections.previous.handle());
+        std::lock_guard lock(links_mutex_);
+        lanes_.push_back(std::move(lane));
+    }
+    ring_ = epoch.members;
+}
+
+RingConnections ElasticAllReduce::connect_ring(const Epoch& epoch, uint32_t ring) {
     const int n = static_cast<int>(epoch.members.size());
     const int position = epoch.position_of(node_);
     const Member& next = epoch.members[(position + 1) % n];
@@ -52,7 +67,7 @@ void ElasticAllReduce::connect(const Epoch& epoch) {
     self.struct_size = sizeof self;
     self.node_id = static_cast<uint32_t>(node_);
     self.run_id = run_id_;
-    self.channel = ring_channel(epoch.id);
+    self.channel = ring_channel(epoch.id, ring);
     const auto& vt = transport_.vtable<pangea_transport_vtable>();
     const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
     RingConnections connections;
@@ -80,16 +95,12 @@ void ElasticAllReduce::connect(const Epoch& epoch) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     connections.previous = acceptor_.take(previous.node, self.channel, options_.connect_timeout);
-    std::lock_guard lock(links_mutex_);
-    connections_ = std::move(connections);
-    next_ = std::make_unique<Link>(transport_, connections_.next.handle());
-    previous_ = std::make_unique<Link>(transport_, connections_.previous.handle());
-    ring_ = epoch.members;
+    return connections;
 }
 
 std::vector<int> ElasticAllReduce::leave_out_outliers(const Epoch& epoch, int position, std::span<float> data) {
     const int n = static_cast<int>(epoch.members.size());
-    const std::vector<double> norms = gather_norms(*next_, *previous_, position, n, contribution_norm(data),
+    const std::vector<double> norms = gather_norms(*lanes_[0].next, *lanes_[0].previous, position, n, contribution_norm(data),
                                                    options_.ring.stall_timeout_ms);
     std::vector<int> left_out = outlier_positions(norms, options_.outlier_factor);
     for (const int p : left_out) {
@@ -130,8 +141,12 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data, const std::func
                 connect(epoch);
                 const int position = epoch.position_of(node_);
                 const std::vector<int> left_out = leave_out_outliers(epoch, position, data);
-                RingAllReduce ring(position, n, *next_, *previous_, codec_, options_.ring);
-                result = ring.run(data, ReduceOp::kAverage, n - static_cast<int>(left_out.size()));
+                std::vector<std::unique_ptr<RingAllReduce>> rings;
+                std::vector<RingAllReduce*> each;
+                for (size_t k = 0; k < lanes_.size(); ++k)
+                    each.push_back(rings.emplace_back(std::make_unique<RingAllReduce>(
+                        position, n, *lanes_[k].next, *lanes_[k].previous, k ? more_codecs_[k - 1] : codec_, options_.ring)).get());
+                result = run_rings(each, data, ReduceOp::kAverage, n - static_cast<int>(left_out.size()));
                 for (const int p : left_out) result.excluded_nodes.push_back(epoch.members[static_cast<size_t>(p)].node);
             } catch (const MeshError& e) {
                 result.status = PANGEA_ERR_IO;

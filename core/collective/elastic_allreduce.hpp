@@ -25,12 +25,14 @@ struct ElasticOptions {
     int max_attempts = 20;                             // of one outer step, before giving up
     std::string secret;                                // the run's (topology/auth.hpp); empty: none
     double outlier_factor = 10;                        // collective/contribution_check.hpp; 0: NaN/Inf only
+    int rings = 1;  // rings at once, each over its own range and connections (collective/ring_allreduce.hpp)
 };
 
 class ElasticAllReduce {
 public:
     // All references must outlive this object. `committed_step` is the number of outer steps
-    // the run had committed when this node got its state.
+    // the run had committed when this node got its state. Rings after the first compress with
+    // instances of their own (codec.another()).
     ElasticAllReduce(Membership& membership, const PluginInstance& transport, PeerAcceptor& acceptor,
                      const PluginInstance& codec, int node, uint64_t run_id, int64_t committed_step,
                      ElasticOptions options);
@@ -56,6 +58,7 @@ public:
 
 private:
     void connect(const Epoch& epoch);  // throws MeshError
+    RingConnections connect_ring(const Epoch& epoch, uint32_t ring);
     void disconnect();
     void abort_links();
     // Gathers the members' contribution norms; zeroes this node's contribution if it is left
@@ -66,6 +69,7 @@ private:
     const PluginInstance& transport_;
     PeerAcceptor& acceptor_;
     const PluginInstance& codec_;
+    std::vector<PluginInstance> more_codecs_;  // one per ring after the first
     int node_;
     uint64_t run_id_;
     int64_t committed_step_;
@@ -73,8 +77,11 @@ private:
     Epoch last_;
     Rejoin rejoin_;
     std::mutex links_mutex_;  // the membership's abort handler runs on another thread
-    RingConnections connections_;
-    std::unique_ptr<Link> next_, previous_;
+    struct Lane {  // one ring's connections
+        RingConnections connections;
+        std::unique_ptr<Link> next, previous;
+    };
+    std::vector<Lane> lanes_;   // empty when not connected
     std::vector<Member> ring_;  // members the connections were made for
 };
 

@@ -360,6 +360,37 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contr
     return result;
 }
 
+AllReduceResult run_rings(std::span<RingAllReduce* const> rings, std::span<float> data, ReduceOp op, int contributors) {
+    const auto start = std::chrono::steady_clock::now();
+    const size_t count = rings.size();
+    auto range = [&](size_t k) { return data.subspan(data.size() * k / count, data.size() * (k + 1) / count - data.size() * k / count); };
+    std::vector<AllReduceResult> results(count);
+    {
+        std::vector<std::jthread> others;
+        for (size_t k = 1; k < count; ++k)
+            others.emplace_back([&, k] {
+                try {
+                    results[k] = rings[k]->run(range(k), op, contributors);
+                } catch (const std::exception& e) {  // (not out of a thread: that would end the process)
+                    results[k].status = PANGEA_ERR_INTERNAL;
+                    results[k].error = e.what();
+                }
+            });
+        results[0] = rings[0]->run(range(0), op, contributors);
+    }
+    AllReduceResult total = std::move(results[0]);
+    for (size_t k = 1; k < count; ++k) {
+        total.bytes_sent += results[k].bytes_sent;
+        total.bytes_received += results[k].bytes_received;
+        if (total.status == PANGEA_OK && results[k].status != PANGEA_OK) {
+            total.status = results[k].status;
+            total.error = "ring " + std::to_string(k) + " of " + std::to_string(count) + ": " + results[k].error;
+        }
+    }
+    total.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return total;
+}
+
 bool RingAllReduce::run_native(std::span<float> work, float scale, AllReduceResult* result) {
     if (native_unsupported_ || !identity_codec()) return false;
     const PluginInstance& transport = next_.transport();

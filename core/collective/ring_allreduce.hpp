@@ -93,4 +93,12 @@ private:
     bool native_unsupported_ = false;  // the transport answered PANGEA_ERR_UNSUPPORTED once
 };
 
+// Several rings at once ([mesh] rings; the W rings of nodes of W workers): ring k reduces the
+// k-th of rings.size() equal ranges of `data` (every rank cuts the same way), ring 0 on the
+// calling thread and each other on a thread of its own, so that each range travels over
+// connections of its own (a flow of its own on the network, and its own core to compress on).
+// The time is the wall time until the last ring is done; bytes add up; the first failure is
+// the result's (the failed ring aborted its links, so its neighbours fail too).
+AllReduceResult run_rings(std::span<RingAllReduce* const> rings, std::span<float> data, ReduceOp op, int contributors = 0);
+
 }  // namespace pangea

@@ -363,6 +363,9 @@ void CoordinatorState::handle(int connection, const std::string& message) {
             refusal = "the hello names no node id or address";
         else if (integer(fields, "step") < 0 || integer(fields, "step") > kMaxStep)
             refusal = "it claims outer step " + shown(fields, "step");
+        else if (const int64_t rings = json_int(fields, "rings").value_or(1); rings != options_.rings)
+            refusal = "it all-reduces over [mesh] rings = " + std::to_string(rings) + ", the run over " +
+                      std::to_string(options_.rings) + ": every node of a run needs the same";
         if (!refusal.empty()) {
             note(PANGEA_LOG_WARN, "refused a node: " + refusal);
             out_.push_back({connection, to_json(Json{{"op", "refused"}, {"reason", refusal}}), true});

@@ -54,6 +54,7 @@ std::string CoordinatorClient::hello(const std::string& challenge) const {
                         {"pending_epoch", pending_epoch_},
                         {"ok", pending_ok_},
                         {"join", options_.join},
+                        {"rings", options_.rings},
                         {"incarnation", incarnation_},
                         {"nonce", nonce_},
                         {"proof", options_.secret.empty() ? std::string() : coordinator_proof(options_.secret, challenge, options_.run, options_.node)}});

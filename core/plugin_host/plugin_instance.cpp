@@ -68,6 +68,7 @@ public:
     }
 
     const pangea_host* table() const { return &table_; }
+    const SettingMap& settings() const { return settings_; }
 
     std::string reported_error() const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -182,6 +183,8 @@ PluginInstance::PluginInstance(const PluginDescriptor& plugin, SettingMap settin
         throw PluginError(plugin.id() + ": create() returned PANGEA_OK but no instance");
     handle_ = handle;
 }
+
+PluginInstance PluginInstance::another() const { return PluginInstance(plugin_, services_->settings()); }
 
 PluginInstance::~PluginInstance() {
     if (handle_ != nullptr) header().destroy(handle_);

@@ -34,6 +34,11 @@ public:
     const PluginDescriptor& plugin() const { return plugin_; }
     void* handle() const { return handle_; }
 
+    // A new instance of the same plugin with the same settings: for work on several threads at
+    // once with a kind whose instance serves one thread at a time (compress). Throws like the
+    // constructor.
+    PluginInstance another() const;
+
     // The kind's vtable in today's layout, every slot callable (older plugins' are adapted);
     // the caller picks the type matching plugin().kind.
     template <class Vtable>

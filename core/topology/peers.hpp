@@ -19,9 +19,12 @@
 namespace pangea {
 
 constexpr uint32_t kRecoveryChannel = 2;
-// Ring connections of an elastic run are made per epoch: a late connection of an old epoch
-// cannot be mistaken for one of the current epoch.
-constexpr uint32_t ring_channel(uint64_t epoch) { return 0x10000000u | static_cast<uint32_t>(epoch & 0x0fffffffu); }
+// Ring connections of an elastic run are made per epoch, and per ring of the epoch ([mesh]
+// rings): a late connection of an old epoch cannot be mistaken for one of the current epoch.
+// Channels grow with the epoch, then the ring (those below one being taken are never taken).
+constexpr uint32_t ring_channel(uint64_t epoch, uint32_t ring = 0) {
+    return 0x10000000u | (static_cast<uint32_t>(epoch & 0xfffffu) << 8) | (ring & 0xffu);
+}
 
 class PeerAcceptor {
 public:

@@ -43,6 +43,7 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
         hosted.run = run_id_text(run_id_);
         hosted.timeout = timeout;
         hosted.min_members = static_cast<int>(m.get_int("mesh", "min_members"));
+        hosted.rings = static_cast<int>(m.get_int("mesh", "rings"));
         hosted.secret = secret_;
         const std::string address = listener_->address();
         etcd_ = std::make_unique<EtcdBackend>(m.get_string("mesh", "etcd"), node_, address,
@@ -56,6 +57,7 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
     client.heartbeat = heartbeat;
     client.reconnect_for = std::chrono::milliseconds(m.get_int("mesh", "coordinator_wait_ms"));
     client.join = options.join;
+    client.rings = static_cast<int>(m.get_int("mesh", "rings"));
     if (resumed_step) client.resumed_step = *resumed_step;
     client.secret = secret_;
     membership_ = std::make_unique<CoordinatorClient>(client);
@@ -64,6 +66,7 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
     ElasticOptions elastic;
     elastic.secret = secret_;
     elastic.outlier_factor = m.get_float("diloco", "outlier_factor");
+    elastic.rings = static_cast<int>(m.get_int("mesh", "rings"));
     elastic.ring.stall_timeout_ms = static_cast<int>(std::max<int64_t>(30000, timeout.count()));
     elastic.connect_timeout = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(10000), timeout);
     elastic_ = std::make_unique<ElasticAllReduce>(*membership_, transport, *acceptor_, codec, node_, run_id_,

@@ -57,7 +57,7 @@ TEST_F(ManifestTest, SyntaxErrorNamesLineAndColumn) {
 TEST_F(ManifestTest, UnknownSectionIsAnError) {
     EXPECT_THAT(errors("[run]\n[dilocco]\ninner_steps = 3\n"),
                 ElementsAre(HasSubstr("test.toml:2:2: unknown section [dilocco]; sections are: run, "
-                                      "model, data, train, diloco, mesh, checkpoint, transport, "
+                                      "model, data, train, diloco, mesh, checkpoint, node, transport, "
                                       "compress, optim, storage")));
 }
 

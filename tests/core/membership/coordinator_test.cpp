@@ -327,6 +327,18 @@ TEST_F(Coordinator, StrangersAndOtherRunsAreRefused) {
     EXPECT_EQ(inbox[7].back()["op"], "refused");
 }
 
+TEST_F(Coordinator, ANodeOfAnotherNumberOfRingsIsRefusedSayingSo) {
+    state.emplace(CoordinatorOptions{"00000000000000ab", std::chrono::milliseconds(3000), 1, "", 2}, now);
+    message(9, Json{{"op", "hello"}, {"protocol", 1}, {"run", "00000000000000ab"}, {"node", 0}, {"address", "x:1"}, {"rings", 3}});
+    EXPECT_EQ(inbox[9].back()["op"], "refused");
+    EXPECT_EQ(inbox[9].back()["reason"],
+              "it all-reduces over [mesh] rings = 3, the run over 2: every node of a run needs the same");
+    message(8, Json{{"op", "hello"}, {"protocol", 1}, {"run", "00000000000000ab"}, {"node", 0}, {"address", "x:1"}});
+    EXPECT_EQ(inbox[8].back()["reason"],
+              "it all-reduces over [mesh] rings = 1, the run over 2: every node of a run needs the same")
+        << "a hello without rings is of a node of one ring";
+}
+
 TEST_F(Coordinator, ASecondProcessWithALiveNodesIdIsRefusedButAReconnectIsNot) {
     run_first_step(2);
     hello(1, false, 0, 0, "", 0, false, false, /*connection=*/9, "another process");
