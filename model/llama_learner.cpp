@@ -204,33 +204,32 @@ private:
     }
 
     // The gradients (and the loss) summed over the workers and averaged: each worker's are the
-    // mean over its share of the batch. One all-reduce over a flat copy; every worker then holds
-    // the same bits.
+    // mean over its share of the batch. One all-reduce over a flat copy on the model's device
+    // (Gloo's on the CPU, NCCL's on GPUs); every worker then holds the same bits.
     void sum_over_workers(double* loss_sum) {
         const auto params = model_.parameters();
-        size_t count = 1;  // the loss rides at the end
-        for (const auto& p : params) count += static_cast<size_t>(p.numel());
-        flat_gradients_.resize(count);
+        int64_t count = 1;  // the loss rides at the end
+        for (const auto& p : params) count += p.numel();
+        if (flat_gradients_.numel() != count) flat_gradients_ = torch::empty({count}, model_.flat().options());
         torch::NoGradGuard no_grad;
-        size_t at = 0;
+        int64_t at = 0;
         for (const auto& p : params) {
-            const auto n = p.numel();
-            auto view = torch::from_blob(flat_gradients_.data() + at, p.sizes(), torch::kFloat32);
+            auto view = flat_gradients_.narrow(0, at, p.numel()).view(p.sizes());
             if (p.grad().defined()) view.copy_(p.grad());
             else view.zero_();
-            at += static_cast<size_t>(n);
+            at += p.numel();
         }
-        flat_gradients_[at] = static_cast<float>(*loss_sum);
-        workers_->all_reduce_sum(flat_gradients_);
+        flat_gradients_.narrow(0, at, 1).fill_(*loss_sum);
+        workers_->all_reduce_sum({flat_gradients_.data_ptr<float>(), static_cast<size_t>(count)});
         const double share = 1.0 / workers_->size();
         at = 0;
         for (auto& p : params) {
-            const auto view = torch::from_blob(flat_gradients_.data() + at, p.sizes(), torch::kFloat32);
+            const auto view = flat_gradients_.narrow(0, at, p.numel()).view(p.sizes());
             if (p.grad().defined()) p.mutable_grad().copy_(view).mul_(share);
-            else p.mutable_grad() = view.mul(share).to(p.device());
-            at += static_cast<size_t>(p.numel());
+            else p.mutable_grad() = view.mul(share);
+            at += p.numel();
         }
-        *loss_sum = flat_gradients_[at] * share;
+        *loss_sum = flat_gradients_[at].item<double>() * share;
     }
 
     void load_archive(std::span<const uint8_t> bytes) {
@@ -273,7 +272,7 @@ private:
     }
 
     WorkerGroup* workers_;               // the node's workers, when it has several
-    std::vector<float> flat_gradients_;  // their sum's buffer
+    torch::Tensor flat_gradients_ = torch::empty({0});  // their sum's buffer, on the model's device
     BlasReport blas_ = check_blas();
     LlamaModel model_;
     std::unique_ptr<ModelParameters> parameters_;

@@ -201,8 +201,8 @@ int run_node(const AllReduceBenchOptions& options) {
                 work = input;
                 const AllReduceResult result = synced.status == PANGEA_OK ? run_rings(ring_pointers, work, ReduceOp::kSum) : synced;
                 if (result.status != PANGEA_OK) {
-                    std::fprintf(stderr, "rank %d: all-reduce of %zu MiB with %s over %d ring(s) failed after %.2f s: %s: %s\n",
-                                 rank, mib, config.c_str(), rings, result.seconds, status_name(result.status),
+                    std::fprintf(stderr, "rank %d: all-reduce of %zu MiB with %s failed after %.2f s (%d ring(s)): %s: %s\n",
+                                 rank, mib, config.c_str(), result.seconds, rings, status_name(result.status),
                                  result.error.c_str());
                     return 1;
                 }

@@ -55,7 +55,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
 
     if (options.worker > 0) return run_node_worker(m, registry, options);
     std::optional<NodeWorkers> workers;  // (declared first: the learner sums gradients through them)
-    if (check_workers(m) > 1) workers.emplace(m, options);
+    if (check_workers(m, 0) > 1) workers.emplace(m, options);
     NodeSetup setup(m, registry, options.node_id, workers ? &workers->group() : nullptr);
     const std::string& tag = setup.tag;
     const bool overlap = m.get_bool("diloco", "overlap");
@@ -144,7 +144,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         metrics.status("training", outer + 1, 0, double(tokens) / wall, true);
     }
     metrics.finish(loop.finish());
-    if (workers) workers->done();
+    const std::vector<uint64_t> worker_peaks = workers ? workers->done() : std::vector<uint64_t>{};
     if (mesh) mesh->leave();
     const CheckpointStats saves = checkpoints.finish();  // the last checkpoint is on storage before the run reports done
     metrics.end();
@@ -159,6 +159,12 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
          std::to_string(baseline >> 20) + " MiB + " +
          std::to_string(double(peak_rss - std::min(peak_rss, baseline)) / double(std::max<uint64_t>(1, state_bytes))) +
          " x the state (" + std::to_string(state_bytes >> 20) + " MiB)");
+    if (!worker_peaks.empty()) {
+        std::string each;
+        for (size_t k = 0; k < worker_peaks.size(); ++k)
+            each += (k ? ", " : "") + std::to_string(k) + ": " + std::to_string(worker_peaks[k] >> 20) + " MiB";
+        info(tag + ": peak resident memory of each worker: " + each);
+    }
     info(tag + ": done: eval loss " + std::to_string(metrics.last_eval()) + ", compute utilization " +
          std::to_string(int(metrics.compute_utilization() * 1000) / 10.0) + "%, parameters " + hash);
     const std::vector<Json> no_recoveries;
@@ -175,6 +181,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                          {"state_bytes", static_cast<int64_t>(state_bytes)},
                          {"baseline_rss_bytes", static_cast<int64_t>(baseline)},
                          {"peak_rss_bytes", static_cast<int64_t>(peak_rss)},
+                         {"workers", static_cast<int64_t>(workers ? workers->group().size() : 1)},
+                         {"worker_peak_rss_bytes", Json(std::vector<int64_t>(worker_peaks.begin(), worker_peaks.end()))},
                          {"checkpoints_saved", saves.saved},
                          {"checkpoints_skipped", saves.skipped},
                          {"checkpoints_failed", saves.failed},

@@ -1,5 +1,6 @@
 #include "train/node_workers.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -9,6 +10,7 @@
 #include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
 #include "train/inner_steps.hpp"
+#include "train/learner.hpp"
 #include "train/node.hpp"
 #include "train/node_setup.hpp"
 #include "train/node_state.hpp"
@@ -25,14 +27,16 @@ constexpr milliseconds kTimeout{120000};
 // nodes, a recovery). A dead leader ends the wait at once (its connections close).
 constexpr milliseconds kLeaderTimeout{7 * 24 * 3600 * 1000LL};
 
-// What the leader hands over: a header, then its sections, each one broadcast.
+// What the leader hands over: a header, then its sections, each one broadcast. The other workers
+// keep no outer state (the synced copy, the outer momentum: the leader's alone), so a state is
+// the parameters and the inner optimizer's.
 enum class Handover : uint32_t { kState = 1, kParams = 2, kDone = 3 };
-constexpr const char* kSections[] = {"params", "outer_optimizer", "inner_optimizer"};
+constexpr const char* kSections[] = {"params", "inner_optimizer"};
 struct Header {
     uint32_t kind = 0;
     uint32_t reserved = 0;
     int64_t step = 0;
-    uint64_t sizes[3] = {0, 0, 0};
+    uint64_t sizes[2] = {0, 0};
 };
 
 std::span<uint8_t> bytes_of(Header& header) { return {reinterpret_cast<uint8_t*>(&header), sizeof header}; }
@@ -81,7 +85,7 @@ private:
     int node_;
 };
 
-int check_workers(const Manifest& m) {
+int check_workers(const Manifest& m, int worker) {
     const auto workers = m.get_int("node", "workers");
     if (workers == 1) return 1;
     const std::string where = m.core.at("node").at("workers").origin + ": [node] workers = " + std::to_string(workers);
@@ -89,16 +93,22 @@ int check_workers(const Manifest& m) {
     if (m.get_int("train", "micro_batch") % workers != 0)
         errors.push_back(where + ": [train] micro_batch = " + std::to_string(m.get_int("train", "micro_batch")) +
                          " does not split evenly among the workers (each takes micro_batch / workers sequences)");
-    if (m.get_string("train", "device") != "cpu")
-        errors.push_back(where + " needs [train] device = \"cpu\" for now: the workers' collectives on GPUs (NCCL) "
-                                 "are not built yet; on a GPU, run one worker per node");
+    // On GPUs worker k takes GPU k: the leader is given "cuda", the others "cuda:k" (NodeWorkers).
+    const std::string device = m.get_string("train", "device");
+    const std::string own_gpu = worker > 0 ? "cuda:" + std::to_string(worker) : "cuda";
+    if (device != "cpu" && device != own_gpu)
+        errors.push_back(where + " takes [train] device = \"cuda\" (worker k on GPU k), not \"" + device + "\"");
+    else if (device != "cpu" && !kWorkersOnGpus)
+        errors.push_back(where + " with [train] device = \"" + device + "\" needs NCCL, which this build lacks (build "
+                                 "where the CUDA toolkit and NCCL are, PANGEA_WITH_NCCL), or run one worker per node");
     if (m.get_bool("diloco", "overlap")) errors.push_back(where + " needs diloco.overlap = false (not available yet)");
     if (!errors.empty()) throw ManifestError(errors);
     return static_cast<int>(workers);
 }
 
-NodeWorkers::NodeWorkers(const Manifest& m, const NodeOptions& options) {
-    const int workers = check_workers(m);
+NodeWorkers::NodeWorkers(const Manifest& m, const NodeOptions& options)
+    : on_gpus_(m.get_string("train", "device") != "cpu") {
+    const int workers = check_workers(m, 0);
     std::string dir = (std::filesystem::temp_directory_path() / ("pangea-node-" + std::to_string(options.node_id) + "-XXXXXX")).string();
     if (!::mkdtemp(dir.data())) throw WorkerGroupError("cannot make a directory for the workers to meet in: " + dir);
     rendezvous_ = dir;
@@ -107,11 +117,13 @@ NodeWorkers::NodeWorkers(const Manifest& m, const NodeOptions& options) {
         std::vector<std::string> argv{exe, "run", options.manifest_path, "--node-id", std::to_string(options.node_id),
                                       "--worker", std::to_string(k), "--worker-dir", rendezvous_.string()};
         for (const std::string& setting : options.set_arguments) argv.insert(argv.end(), {"--set", setting});
+        if (on_gpus_) argv.insert(argv.end(), {"--set", "train.device=cuda:" + std::to_string(k)});
         children_.emplace_back(argv);
     }
     log(PANGEA_LOG_INFO, "train", "node-" + std::to_string(options.node_id) + ": started workers 1.." + std::to_string(workers - 1) +
                                       "; they meet in " + rendezvous_.string());
-    group_ = std::make_unique<WatchedGroup>(join_gloo_group(rendezvous_, 0, workers, kTimeout), children_, options.node_id);
+    group_ = std::make_unique<WatchedGroup>(join_worker_group(rendezvous_, 0, workers, kTimeout, on_gpus_), children_,
+                                            options.node_id);
 }
 
 NodeWorkers::~NodeWorkers() {
@@ -126,7 +138,7 @@ void NodeWorkers::hand_over(const TransferableState& state, int64_t step) {
     Header header;
     header.kind = static_cast<uint32_t>(Handover::kState);
     header.step = step;
-    for (size_t i = 0; i < 3; ++i) header.sizes[i] = snapshot->at(kSections[i]).bytes.size();
+    for (size_t i = 0; i < 2; ++i) header.sizes[i] = snapshot->at(kSections[i]).bytes.size();
     group_->broadcast(bytes_of(header), 0);
     for (const char* name : kSections) {
         auto bytes = snapshot->at(name).bytes;  // (broadcast's buffer is written to on receivers only)
@@ -145,11 +157,25 @@ void NodeWorkers::synced(const ModelParameters& params, int64_t step) {
     group_->broadcast({reinterpret_cast<uint8_t*>(values.data()), header.sizes[0]}, 0);
 }
 
-void NodeWorkers::done() {
+namespace {
+// Each worker's peak resident memory, in MiB: worker k fills slot k, the sum gathers them.
+std::vector<float> gather_peaks(WorkerGroup& group) {
+    std::vector<float> peaks(static_cast<size_t>(group.size()), 0.0f);
+    peaks[static_cast<size_t>(group.rank())] = static_cast<float>(double(memory_use().peak) / 1048576.0);
+    group.all_reduce_sum(peaks);
+    return peaks;
+}
+}  // namespace
+
+std::vector<uint64_t> NodeWorkers::done() {
     Header header;
     header.kind = static_cast<uint32_t>(Handover::kDone);
     group_->broadcast(bytes_of(header), 0);
+    std::vector<uint64_t> peaks;
+    if (!on_gpus_)  // (NCCL sums device memory)
+        for (const float mib : gather_peaks(*group_)) peaks.push_back(static_cast<uint64_t>(double(mib) * 1048576.0));
     for (ChildProcess& child : children_) child.wait_for(std::chrono::seconds(30));
+    return peaks;
 }
 
 int run_node_worker(const Manifest& m, PluginRegistry& registry, const NodeOptions& options) {
@@ -158,17 +184,23 @@ int run_node_worker(const Manifest& m, PluginRegistry& registry, const NodeOptio
     pangea_log_level level = PANGEA_LOG_INFO;
     parse_log_level(m.get_string("run", "log_level"), &level);
     set_log_level(level == PANGEA_LOG_DEBUG ? level : std::max(level, PANGEA_LOG_WARN));
-    const int workers = check_workers(m);
+    const int workers = check_workers(m, options.worker);
     const std::string tag = tag_of(options.node_id, options.worker);
-    const auto group = join_gloo_group(options.worker_dir, options.worker, workers, kTimeout);
+    const auto group = join_worker_group(options.worker_dir, options.worker, workers, kTimeout,
+                                         m.get_string("train", "device") != "cpu");
     NodeSetup setup(m, registry, options.node_id, group.get());
-    ModelParameters& params = setup.learner->parameters();
-    OuterLoop loop(params, setup.optimizer, [](std::span<float> data, const ContributionFn& contribution) {
-        contribution(data);  // never called: the leader runs the outer steps
-        return AllReduceResult{};
-    }, false);
-    InnerSteps inner(m, *setup.learner, setup.sampler, setup.node);
-    NodeState state(loop, *setup.learner, setup.sampler, inner.sequences_per_round());
+    Learner& learner = *setup.learner;
+    ModelParameters& params = learner.parameters();
+    InnerSteps inner(m, learner, setup.sampler, setup.node);
+    // The parameters handed over, checked against this model.
+    auto take_parameters = [&](uint64_t bytes) {
+        std::vector<float> values(params.size());
+        if (bytes != values.size() * sizeof(float))
+            throw WorkerGroupError(tag + ": the leader handed over " + std::to_string(bytes) +
+                                   " bytes of parameters, this model has " + std::to_string(values.size() * 4));
+        group->broadcast({reinterpret_cast<uint8_t*>(values.data()), bytes}, 0);
+        params.assign(values);
+    };
     const int64_t outer_steps = m.get_int("diloco", "outer_steps");
     int64_t outer = 0;
     bool started = false;  // the leader hands over a state first
@@ -178,26 +210,18 @@ int run_node_worker(const Manifest& m, PluginRegistry& registry, const NodeOptio
         group->broadcast(bytes_of(header), 0, kLeaderTimeout);
         switch (static_cast<Handover>(header.kind)) {
         case Handover::kDone:
+            if (m.get_string("train", "device") == "cpu") gather_peaks(*group);
             log(PANGEA_LOG_INFO, "train", tag + ": done");
             return 0;
-        case Handover::kParams: {
-            std::vector<float> values(params.size());
-            if (header.sizes[0] != values.size() * sizeof(float))
-                throw WorkerGroupError(tag + ": the leader handed over " + std::to_string(header.sizes[0]) +
-                                       " bytes of parameters, this model has " + std::to_string(values.size() * 4));
-            group->broadcast({reinterpret_cast<uint8_t*>(values.data()), header.sizes[0]}, 0);
-            params.assign(values);
+        case Handover::kParams:
+            take_parameters(header.sizes[0]);
             break;
-        }
         case Handover::kState: {
-            StateSnapshot snapshot;
-            snapshot.step = header.step;
-            for (size_t i = 0; i < 3; ++i) {
-                std::vector<uint8_t> bytes(header.sizes[i]);
-                group->broadcast(bytes, 0);
-                snapshot.sections.push_back({kSections[i], std::move(bytes), i < 2});
-            }
-            state.take_up(snapshot);
+            take_parameters(header.sizes[0]);
+            std::vector<uint8_t> optimizer(header.sizes[1]);
+            group->broadcast(optimizer, 0);
+            learner.load_optimizer_state(optimizer);
+            setup.sampler.skip_to(static_cast<uint64_t>(header.step) * inner.sequences_per_round());
             started = true;
             break;
         }

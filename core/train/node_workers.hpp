@@ -40,11 +40,13 @@ public:
     void hand_over(const TransferableState& state, int64_t step);
     // After outer step `step` committed: the new parameters.
     void synced(const ModelParameters& params, int64_t step);
-    // The run is over: the workers exit.
-    void done();
+    // The run is over: the workers exit. Returns each worker's peak resident memory (bytes;
+    // worker 0's so far), or nothing on GPUs.
+    std::vector<uint64_t> done();
 
 private:
     class WatchedGroup;
+    bool on_gpus_;  // worker k on GPU k, summing over NCCL
     std::filesystem::path rendezvous_;  // a fresh directory, removed at the end
     std::vector<ChildProcess> children_;
     std::unique_ptr<WorkerGroup> group_;
@@ -54,8 +56,9 @@ private:
 // up what the leader hands over, until the leader says the run is over. Returns the exit code.
 int run_node_worker(const Manifest& manifest, PluginRegistry& registry, const NodeOptions& options);
 
-// The [node] workers setting checked against the rest: the micro-batch splits evenly, the model
-// is on the CPU (the NCCL path for GPUs is not built yet), no overlap. Throws ManifestError.
-int check_workers(const Manifest& manifest);
+// The [node] workers setting checked against the rest, for worker `worker` of the node: the
+// micro-batch splits evenly; on GPUs, a build with NCCL and worker k on GPU k (the leader's
+// device "cuda", the others' "cuda:k"); no overlap. Returns the workers; throws ManifestError.
+int check_workers(const Manifest& manifest, int worker);
 
 }  // namespace pangea

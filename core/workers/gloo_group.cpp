@@ -89,6 +89,17 @@ private:
 
 }  // namespace
 
+std::unique_ptr<WorkerGroup> join_worker_group(const std::filesystem::path& rendezvous, int rank, int size,
+                                               std::chrono::milliseconds timeout, bool on_gpus) {
+    if (!on_gpus) return join_gloo_group(rendezvous, rank, size, timeout);
+#if PANGEA_WITH_NCCL
+    return join_nccl_group(rendezvous, rank, size, timeout);
+#else
+    throw WorkerGroupError("this build has no NCCL, which a node's workers on GPUs need: build on a machine with the "
+                           "CUDA toolkit and NCCL (PANGEA_WITH_NCCL), or run one worker per node");
+#endif
+}
+
 std::unique_ptr<WorkerGroup> join_gloo_group(const std::filesystem::path& rendezvous, int rank, int size,
                                              std::chrono::milliseconds timeout) {
     return std::make_unique<GlooGroup>(rendezvous, rank, size, timeout);

@@ -3,8 +3,8 @@
 // membership: a worker that dies or stalls past the timeout makes the others' calls throw
 // WorkerGroupError, and the node leaves the run (it comes back by live recovery).
 //
-// One small interface, two implementations: Gloo over loopback for host buffers
-// (join_gloo_group, here), NCCL for device buffers (a CUDA build; the same callers).
+// One small interface, two implementations: Gloo over loopback for host buffers (gloo_group.cpp),
+// NCCL for buffers on the GPUs (nccl_group.cpp, where the build found NCCL); the same callers.
 #pragma once
 
 #include <chrono>
@@ -29,10 +29,12 @@ public:
     int size() const { return size_; }
 
     // Sums `data` over the workers, in place, on every worker. The result is the same bits on
-    // every worker (one reduction order for all).
+    // every worker (one reduction order for all). `data` is where the group works: host memory
+    // for Gloo, this worker's GPU for NCCL.
     virtual void all_reduce_sum(std::span<float> data) = 0;
-    // Copies `root`'s `data` into every other worker's (of the same size). `timeout` bounds the
-    // wait for the root (a worker that died ends it at once, whatever the timeout).
+    // Copies `root`'s `data` (host memory) into every other worker's (of the same size).
+    // `timeout` bounds the wait for the root (a worker that died ends it at once, whatever the
+    // timeout).
     virtual void broadcast(std::span<uint8_t> data, int root, std::chrono::milliseconds timeout) = 0;
     void broadcast(std::span<uint8_t> data, int root) { broadcast(data, root, timeout_); }
 
@@ -44,10 +46,20 @@ private:
     std::chrono::milliseconds timeout_;
 };
 
+// Whether this build can run a node's workers on GPUs (it found NCCL).
+constexpr bool kWorkersOnGpus = PANGEA_WITH_NCCL;
+
 // Joins the group of `size` workers meeting in `rendezvous` (a directory only they use, empty at
-// first) as worker `rank`, over Gloo's TCP transport on loopback. Throws WorkerGroupError naming
-// the workers that did not come within `timeout`, which also bounds every collective.
+// first) as worker `rank`: over NCCL `on_gpus` (worker k on GPU k; kWorkersOnGpus), over Gloo's
+// TCP transport on loopback otherwise. Throws WorkerGroupError naming the workers that did not
+// come within `timeout`, which also bounds every collective.
+std::unique_ptr<WorkerGroup> join_worker_group(const std::filesystem::path& rendezvous, int rank, int size,
+                                               std::chrono::milliseconds timeout, bool on_gpus = false);
+
+// The two, as join_worker_group picks them.
 std::unique_ptr<WorkerGroup> join_gloo_group(const std::filesystem::path& rendezvous, int rank, int size,
+                                             std::chrono::milliseconds timeout);
+std::unique_ptr<WorkerGroup> join_nccl_group(const std::filesystem::path& rendezvous, int rank, int size,
                                              std::chrono::milliseconds timeout);
 
 }  // namespace pangea

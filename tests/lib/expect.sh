@@ -58,6 +58,18 @@ expect_summary() {
 # The value of "key" in a flat JSON file (a node's summary or status): json_field FILE KEY.
 json_field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2 | tr -d '"'; }
 
+# Waits up to $1 seconds for process $2 (a child of this shell) to end, killing it then; returns
+# its exit code. (Not inside expect_rc: a subshell cannot wait for this shell's children.)
+wait_exit() {
+    local limit=$1 pid=$2
+    for ((i = 0; i < limit * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "process $pid still running after $limit s; killing it"
+        kill -9 "$pid"
+    fi
+    wait "$pid"
+}
+
 # Waits up to $1 seconds for a command to succeed; says what it waited for when it gives up.
 wait_for() {
     local limit=$1; shift

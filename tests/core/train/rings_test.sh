@@ -45,9 +45,7 @@ done
 wait_for 120 bash -c "(( \$(grep -c outer_step '$work/kill/metrics/node-2.jsonl' 2>/dev/null) >= 3 ))"
 kill -9 "${pids[2]}"
 for i in 0 1; do
-    for _ in $(seq 1 1200); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "${pids[$i]}" 2>/dev/null && { echo "node $i still running after 120 s"; kill -9 "${pids[$i]}"; }
-    wait "${pids[$i]}"; rc=$?
+    wait_exit 120 "${pids[$i]}"; rc=$?
     expect_rc "node $i finishes without node 2" 0 -- test "$rc" = 0
 done
 expect "... which the run dropped" 0 "dropped node 2" -- cat "$work/coordinator.log"
