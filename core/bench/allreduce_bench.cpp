@@ -18,6 +18,7 @@
 
 #include "bench/plugin_config.hpp"
 #include "collective/ring_allreduce.hpp"
+#include "common/files.hpp"
 #include "common/process.hpp"
 #include "topology/ring.hpp"
 
@@ -228,9 +229,8 @@ int run_node(const AllReduceBenchOptions& options) {
 int run_allreduce_bench(const AllReduceBenchOptions& options) {
     if (options.rank >= 0) return run_node(options);
 
-    char pattern[] = "/tmp/pangea-bench-XXXXXX";
-    if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("cannot create a rendezvous directory in /tmp");
-    const fs::path directory = pattern;
+    const TemporaryDirectory rendezvous("pangea-bench-");
+    const fs::path& directory = rendezvous.path();
     const std::string exe = current_executable();
     const uint64_t run_id = (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
     std::vector<std::string> sizes;
@@ -267,8 +267,6 @@ int run_allreduce_bench(const AllReduceBenchOptions& options) {
         }
         if (status == 0) print_speedups(directory / "results.tsv");
     }
-    std::error_code ignored;
-    fs::remove_all(directory, ignored);
     return status;
 }
 

@@ -13,4 +13,18 @@ namespace pangea {
 // no temporary file behind.
 void write_file_atomically(const std::filesystem::path& path, const std::string& text);
 
+// A fresh directory of this process's own in the system's temporary directory (mkdtemp), removed
+// with all it holds when this goes. Throws std::system_error naming the path and why.
+class TemporaryDirectory {
+public:
+    explicit TemporaryDirectory(const std::string& prefix);
+    ~TemporaryDirectory();
+    TemporaryDirectory(const TemporaryDirectory&) = delete;
+    TemporaryDirectory& operator=(const TemporaryDirectory&) = delete;
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
 }  // namespace pangea

@@ -107,30 +107,26 @@ int check_workers(const Manifest& m, int worker) {
 }
 
 NodeWorkers::NodeWorkers(const Manifest& m, const NodeOptions& options)
-    : on_gpus_(m.get_string("train", "device") != "cpu") {
+    : on_gpus_(m.get_string("train", "device") != "cpu"),
+      rendezvous_("pangea-node-" + std::to_string(options.node_id) + "-") {
     const int workers = check_workers(m, 0);
-    std::string dir = (std::filesystem::temp_directory_path() / ("pangea-node-" + std::to_string(options.node_id) + "-XXXXXX")).string();
-    if (!::mkdtemp(dir.data())) throw WorkerGroupError("cannot make a directory for the workers to meet in: " + dir);
-    rendezvous_ = dir;
     const std::string exe = current_executable();
     for (int k = 1; k < workers; ++k) {
         std::vector<std::string> argv{exe, "run", options.manifest_path, "--node-id", std::to_string(options.node_id),
-                                      "--worker", std::to_string(k), "--worker-dir", rendezvous_.string()};
+                                      "--worker", std::to_string(k), "--worker-dir", rendezvous_.path().string()};
         for (const std::string& setting : options.set_arguments) argv.insert(argv.end(), {"--set", setting});
         if (on_gpus_) argv.insert(argv.end(), {"--set", "train.device=cuda:" + std::to_string(k)});
         children_.emplace_back(argv);
     }
     log(PANGEA_LOG_INFO, "train", "node-" + std::to_string(options.node_id) + ": started workers 1.." + std::to_string(workers - 1) +
-                                      "; they meet in " + rendezvous_.string());
-    group_ = std::make_unique<WatchedGroup>(join_worker_group(rendezvous_, 0, workers, kTimeout, on_gpus_), children_,
+                                      "; they meet in " + rendezvous_.path().string());
+    group_ = std::make_unique<WatchedGroup>(join_worker_group(rendezvous_.path(), 0, workers, kTimeout, on_gpus_), children_,
                                             options.node_id);
 }
 
 NodeWorkers::~NodeWorkers() {
     group_.reset();
-    children_.clear();  // kills and reaps any still running
-    std::error_code ignored;
-    std::filesystem::remove_all(rendezvous_, ignored);
+    children_.clear();  // kills and reaps any still running, before their directory goes
 }
 
 void NodeWorkers::hand_over(const TransferableState& state, int64_t step) {

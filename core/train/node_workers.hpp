@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "common/files.hpp"
 #include "common/process.hpp"
 #include "workers/worker_group.hpp"
 
@@ -47,7 +48,7 @@ public:
 private:
     class WatchedGroup;
     bool on_gpus_;  // worker k on GPU k, summing over NCCL
-    std::filesystem::path rendezvous_;  // a fresh directory, removed at the end
+    TemporaryDirectory rendezvous_;  // where the workers meet
     std::vector<ChildProcess> children_;
     std::unique_ptr<WorkerGroup> group_;
 };

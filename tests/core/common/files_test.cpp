@@ -1,4 +1,5 @@
-// core/common/files: write_file_atomically replaces a file whole, syncs it, and reports failures.
+// core/common/files: write_file_atomically replaces a file whole, syncs it, and reports failures;
+// a TemporaryDirectory is fresh and goes with all it holds.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -87,6 +88,20 @@ TEST_F(Files, AMissingDirectoryOrARenameOntoADirectoryIsReported) {
         EXPECT_NE(std::string(e.what()).find("cannot rename"), std::string::npos) << e.what();
     }
     EXPECT_EQ(entries(), 1u) << "the temporary file of the failed rename is removed";
+}
+
+TEST(TemporaryDirectories, AreFreshAndGoWithWhatTheyHold) {
+    fs::path kept;
+    {
+        const TemporaryDirectory first("pangea-test-"), second("pangea-test-");
+        ASSERT_TRUE(fs::is_directory(first.path()));
+        EXPECT_NE(first.path(), second.path());
+        EXPECT_EQ(first.path().filename().string().rfind("pangea-test-", 0), 0u) << first.path();
+        fs::create_directories(first.path() / "inside");
+        std::ofstream(first.path() / "inside" / "file") << "x";
+        kept = first.path();
+    }
+    EXPECT_FALSE(fs::exists(kept));
 }
 
 }  // namespace
