@@ -187,12 +187,11 @@ int run_node(const AllReduceBenchOptions& options) {
         for (const auto& config : options.configs)
         for (const int rings : options.rings) {
             std::vector<PluginInstance> codecs;  // one per ring: an instance serves one thread at a time
-            std::vector<std::unique_ptr<RingAllReduce>> allreduce;
-            std::vector<RingAllReduce*> ring_pointers;
+            std::vector<RingAllReduce> allreduce;
+            allreduce.reserve(static_cast<size_t>(rings));
             for (int k = 0; k < rings; ++k) codecs.push_back(make_configured(registry, PANGEA_KIND_COMPRESS, config));
             for (int k = 0; k < rings; ++k)
-                ring_pointers.push_back(allreduce.emplace_back(std::make_unique<RingAllReduce>(
-                    position, world, *lanes[k].next, *lanes[k].previous, codecs[k], ring_options)).get());
+                allreduce.emplace_back(position, world, *lanes[k].next, *lanes[k].previous, codecs[k], ring_options);
             std::vector<double> times;
             uint64_t sent = 0;
             bool native = false;
@@ -200,7 +199,7 @@ int run_node(const AllReduceBenchOptions& options) {
                 float token = 0;
                 const AllReduceResult synced = barrier.run(std::span<float>(&token, 1), ReduceOp::kSum);
                 work = input;
-                const AllReduceResult result = synced.status == PANGEA_OK ? run_rings(ring_pointers, work, ReduceOp::kSum) : synced;
+                const AllReduceResult result = synced.status == PANGEA_OK ? run_rings(allreduce, work, ReduceOp::kSum) : synced;
                 if (result.status != PANGEA_OK) {
                     std::fprintf(stderr, "rank %d: all-reduce of %zu MiB with %s failed after %.2f s (%d ring(s)): %s: %s\n",
                                  rank, mib, config.c_str(), result.seconds, rings, status_name(result.status),

@@ -141,12 +141,12 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data, const std::func
                 connect(epoch);
                 const int position = epoch.position_of(node_);
                 const std::vector<int> left_out = leave_out_outliers(epoch, position, data);
-                std::vector<std::unique_ptr<RingAllReduce>> rings;
-                std::vector<RingAllReduce*> each;
+                std::vector<RingAllReduce> rings;
+                rings.reserve(lanes_.size());
                 for (size_t k = 0; k < lanes_.size(); ++k)
-                    each.push_back(rings.emplace_back(std::make_unique<RingAllReduce>(
-                        position, n, *lanes_[k].next, *lanes_[k].previous, k ? more_codecs_[k - 1] : codec_, options_.ring)).get());
-                result = run_rings(each, data, ReduceOp::kAverage, n - static_cast<int>(left_out.size()));
+                    rings.emplace_back(position, n, *lanes_[k].next, *lanes_[k].previous, k ? more_codecs_[k - 1] : codec_,
+                                       options_.ring);
+                result = run_rings(rings, data, ReduceOp::kAverage, n - static_cast<int>(left_out.size()));
                 for (const int p : left_out) result.excluded_nodes.push_back(epoch.members[static_cast<size_t>(p)].node);
             } catch (const MeshError& e) {
                 result.status = PANGEA_ERR_IO;

@@ -360,7 +360,7 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contr
     return result;
 }
 
-AllReduceResult run_rings(std::span<RingAllReduce* const> rings, std::span<float> data, ReduceOp op, int contributors) {
+AllReduceResult run_rings(std::span<RingAllReduce> rings, std::span<float> data, ReduceOp op, int contributors) {
     const auto start = std::chrono::steady_clock::now();
     const size_t count = rings.size();
     auto range = [&](size_t k) { return data.subspan(data.size() * k / count, data.size() * (k + 1) / count - data.size() * k / count); };
@@ -370,13 +370,13 @@ AllReduceResult run_rings(std::span<RingAllReduce* const> rings, std::span<float
         for (size_t k = 1; k < count; ++k)
             others.emplace_back([&, k] {
                 try {
-                    results[k] = rings[k]->run(range(k), op, contributors);
+                    results[k] = rings[k].run(range(k), op, contributors);
                 } catch (const std::exception& e) {  // (not out of a thread: that would end the process)
                     results[k].status = PANGEA_ERR_INTERNAL;
                     results[k].error = e.what();
                 }
             });
-        results[0] = rings[0]->run(range(0), op, contributors);
+        results[0] = rings[0].run(range(0), op, contributors);
     }
     AllReduceResult total = std::move(results[0]);
     for (size_t k = 1; k < count; ++k) {

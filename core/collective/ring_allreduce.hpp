@@ -99,6 +99,6 @@ private:
 // connections of its own (a flow of its own on the network, and its own core to compress on).
 // The time is the wall time until the last ring is done; bytes add up; the first failure is
 // the result's (the failed ring aborted its links, so its neighbours fail too).
-AllReduceResult run_rings(std::span<RingAllReduce* const> rings, std::span<float> data, ReduceOp op, int contributors = 0);
+AllReduceResult run_rings(std::span<RingAllReduce> rings, std::span<float> data, ReduceOp op, int contributors = 0);
 
 }  // namespace pangea
