@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -48,47 +49,63 @@ struct CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
 
 }  // namespace
 
-LlamaModel::LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t seed, const ComputeOptions& compute)
-    : shape_(shape), compute_(compute) {
+FlatRange FlatRange::intersect(const FlatRange& other) const {
+    const int64_t b = std::max(begin, other.begin), e = std::min(end, other.end);
+    return b < e ? FlatRange{b, e} : FlatRange{b, b};
+}
+
+LlamaModel::LlamaModel(const ModelShape& shape, int64_t max_seq_len, uint64_t seed, const ComputeOptions& compute,
+                       std::optional<FlatRange> held)
+    : shape_(shape), compute_(compute), count_(static_cast<int64_t>(parameter_count(shape))),
+      held_(held.value_or(FlatRange{0, count_})) {
     const auto layout = parameter_layout(shape);
     const auto on_device = torch::TensorOptions().dtype(torch::kFloat32).device(compute.device);
-    flat_ = torch::empty({static_cast<int64_t>(parameter_count(shape))}, on_device);
+    flat_ = torch::empty({held_.size()}, on_device);
     // A generator of our own, not the global one: nodes built on several threads of one process
     // (the tests) still get exactly the same parameters. Drawn on the CPU one tensor at a time,
-    // so every device starts from the same values and the host holds at most one tensor extra.
+    // so every device and every shard starts from the same values, and the host holds at most one
+    // tensor extra. A shard draws every tensor (the generator's sequence) and keeps its part.
     auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
     std::map<std::string, torch::Tensor> by_name;
     const double output_std = 0.02 / std::sqrt(2.0 * double(shape.layers));
     {
         torch::NoGradGuard no_grad;
         for (const auto& slot : layout) {
-            torch::Tensor view = flat_.narrow(0, static_cast<int64_t>(slot.offset), static_cast<int64_t>(slot.count))
-                                     .view(slot.shape);
+            const FlatRange range{static_cast<int64_t>(slot.offset), static_cast<int64_t>(slot.offset + slot.count)};
+            const FlatRange part = range.intersect(held_);
             const bool is_norm = slot.shape.size() == 1;
             const bool is_output_projection = slot.name.find("wo") != std::string::npos ||
                                               slot.name.find("w2") != std::string::npos;
+            const double std = is_output_projection ? output_std : 0.02;
+            const bool held_here = part.size() > 0;
+            torch::Tensor into = held_here ? flat_.narrow(0, part.begin - held_.begin, part.size()) : torch::Tensor();
             if (is_norm) {
-                view.fill_(1.0);
-            } else if (compute.device.is_cpu()) {
-                view.normal_(0.0, is_output_projection ? output_std : 0.02, generator);
-            } else {
-                view.copy_(torch::empty(slot.shape, torch::kFloat32).normal_(0.0, is_output_projection ? output_std : 0.02, generator));
+                if (held_here) into.fill_(1.0);
+            } else if (compute.device.is_cpu() && part.size() == range.size()) {
+                into.view(slot.shape).normal_(0.0, std, generator);
+            } else {  // (also when none of it is held: the generator moves on alike)
+                const auto drawn = torch::empty(slot.shape, torch::kFloat32).normal_(0.0, std, generator);
+                if (held_here) into.copy_(drawn.view({-1}).narrow(0, part.begin - range.begin, part.size()));
             }
+            if (!holds_all()) continue;
+            torch::Tensor view = into.view(slot.shape);
             view.set_requires_grad(true);
             (is_norm ? vectors_ : matrices_).push_back(view);
             by_name[slot.name] = view;
         }
     }
-    embedding_ = by_name.at("tok_embeddings");
-    norm_ = by_name.at("norm");
-    output_ = shape.tied_embeddings ? embedding_ : by_name.at("output");
-    for (int64_t l = 0; l < shape.layers; ++l) {
-        const std::string p = "layers." + std::to_string(l) + ".";
-        blocks_.push_back({by_name.at(p + "attention_norm"), by_name.at(p + "attention.wq"),
-                           by_name.at(p + "attention.wk"), by_name.at(p + "attention.wv"),
-                           by_name.at(p + "attention.wo"), by_name.at(p + "ffn_norm"),
-                           by_name.at(p + "feed_forward.w1"), by_name.at(p + "feed_forward.w3"),
-                           by_name.at(p + "feed_forward.w2")});
+    if (holds_all()) {
+        embedding_ = by_name.at("tok_embeddings");
+        norm_ = by_name.at("norm");
+        output_ = shape.tied_embeddings ? embedding_ : by_name.at("output");
+        for (int64_t l = 0; l < shape.layers; ++l) {
+            const std::string p = "layers." + std::to_string(l) + ".";
+            blocks_.push_back({by_name.at(p + "attention_norm"), by_name.at(p + "attention.wq"),
+                               by_name.at(p + "attention.wk"), by_name.at(p + "attention.wv"),
+                               by_name.at(p + "attention.wo"), by_name.at(p + "ffn_norm"),
+                               by_name.at(p + "feed_forward.w1"), by_name.at(p + "feed_forward.w3"),
+                               by_name.at(p + "feed_forward.w2")});
+        }
     }
     // Rotary tables, "rotate half" form: dimension i pairs with i + head_dim / 2. In the compute
     // type, like the queries and keys they turn.
@@ -111,7 +128,7 @@ std::vector<torch::Tensor> LlamaModel::parameters() const {
 }
 
 std::vector<torch::Tensor> LlamaModel::block_parameters(size_t index) const {
-    const Block& b = blocks_.at(index);
+    const BlockWeights& b = blocks_.at(index);
     return {b.attention_norm, b.wq, b.wk, b.wv, b.wo, b.ffn_norm, b.w1, b.w3, b.w2};
 }
 
@@ -127,7 +144,7 @@ torch::Tensor LlamaModel::rotate(const torch::Tensor& x) const {
     return x * cos + rotated * sin;
 }
 
-torch::Tensor LlamaModel::attention(const Block& b, const torch::Tensor& x) const {
+torch::Tensor LlamaModel::attention(const BlockWeights& b, const torch::Tensor& x) const {
     const int64_t batch = x.size(0), time = x.size(1), hd = shape_.head_dim();
     const torch::Tensor input = x.to(compute_.compute);
     auto q = F::linear(input, weight(b.wq)).view({batch, time, shape_.heads, hd}).transpose(1, 2);
@@ -151,16 +168,24 @@ torch::Tensor LlamaModel::attention(const Block& b, const torch::Tensor& x) cons
     return F::linear(y.transpose(1, 2).reshape({batch, time, shape_.d_model}), weight(b.wo));
 }
 
-torch::Tensor LlamaModel::block(size_t index, const torch::Tensor& x) const {
-    const Block& b = blocks_[index];
+torch::Tensor LlamaModel::block(const BlockWeights& b, const torch::Tensor& x) const {
     // The residual stream stays fp32; the products run in the compute type.
     const auto h = x + attention(b, rms_norm(x, b.attention_norm));
     const auto n = rms_norm(h, b.ffn_norm).to(compute_.compute);
     return h + F::linear(F::silu(F::linear(n, weight(b.w1))) * F::linear(n, weight(b.w3)), weight(b.w2));
 }
 
+torch::Tensor LlamaModel::embed(const torch::Tensor& tokens, const torch::Tensor& embedding) const {
+    return F::embedding(tokens, embedding);
+}
+
+torch::Tensor LlamaModel::head(const torch::Tensor& x, const torch::Tensor& norm, const torch::Tensor& output) const {
+    return F::linear(rms_norm(x, norm).to(compute_.compute), weight(output)).to(torch::kFloat32);
+}
+
 torch::Tensor LlamaModel::forward(const torch::Tensor& tokens) const {
-    auto x = F::embedding(tokens, embedding_);
+    TORCH_CHECK(holds_all(), "LlamaModel::forward needs all the parameters (a shard computes through ShardedModel)");
+    auto x = embed(tokens, embedding_);
     for (size_t i = 0; i < blocks_.size(); ++i) {
         if (compute_.activation_checkpointing && torch::GradMode::is_enabled()) {
             const std::vector<torch::Tensor> weights = block_parameters(i);
@@ -169,7 +194,7 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& tokens) const {
             x = block(i, x);
         }
     }
-    return F::linear(rms_norm(x, norm_).to(compute_.compute), weight(output_)).to(torch::kFloat32);
+    return head(x, norm_, output_);
 }
 
 }  // namespace pangea

@@ -5,11 +5,15 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
-#include <sstream>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <optional>
 #include <thread>
 
 #include "blas.hpp"
 #include "llama.hpp"
+#include "sharded.hpp"
 #include "manifest/manifest.hpp"
 #include "train/learner.hpp"
 #include "workers/worker_group.hpp"
@@ -87,16 +91,57 @@ std::unique_ptr<ModelParameters> parameters_of(const torch::Tensor& flat) {
     return std::make_unique<HostParameters>(std::span<float>(flat.data_ptr<float>(), static_cast<size_t>(flat.numel())));
 }
 
+// The inner optimizer's state as bytes: a header, then the first and second AdamW moments of
+// every parameter in parameter_layout() order (fp32). The same for any number of workers.
+struct OptimizerStateHeader {
+    char magic[8] = {'P', 'G', 'A', 'D', 'A', 'M', 'W', '1'};
+    int64_t step = 0;      // AdamW steps taken
+    uint64_t count = 0;    // parameters
+};
+
+std::span<uint8_t> bytes_of(void* data, size_t size) { return {static_cast<uint8_t*>(data), size}; }
+std::span<uint8_t> bytes_of(const torch::Tensor& host) {
+    return bytes_of(host.data_ptr<float>(), static_cast<size_t>(host.numel()) * sizeof(float));
+}
+
 class LlamaLearner final : public Learner {
 public:
     LlamaLearner(const Manifest& m, const ModelShape& shape, WorkerGroup* workers)
         : workers_(workers && workers->size() > 1 ? workers : nullptr),
-          model_(shape, m.get_int("data", "seq_len"), static_cast<uint64_t>(m.get_int("run", "seed")), compute_options(m)),
-          parameters_(parameters_of(model_.flat())),
-          optimizer_(make_optimizer(m)),
+          count_(static_cast<int64_t>(parameter_count(shape))),
+          model_(shape, m.get_int("data", "seq_len"), static_cast<uint64_t>(m.get_int("run", "seed")), compute_options(m),
+                 workers_ ? std::optional(shard_of(count_, workers_->size(), workers_->rank())) : std::nullopt),
+          grad_(torch::zeros_like(model_.flat())),
+          exp_avg_(torch::zeros_like(model_.flat())),
+          exp_avg_sq_(torch::zeros_like(model_.flat())),
+          beta1_(m.get_float("train", "beta1")),
+          beta2_(m.get_float("train", "beta2")),
+          weight_decay_(m.get_float("train", "weight_decay")),
           grad_clip_(m.get_float("train", "grad_clip")),
           z_loss_(m.get_float("train", "z_loss")),
-          vocab_(shape.vocab) {}
+          vocab_(shape.vocab) {
+        const int64_t threads = m.get_int("train", "threads");
+        const unsigned share = std::thread::hardware_concurrency() / (workers_ ? workers_->size() : 1);
+        torch::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max(1u, share)));
+        // Weight decay on the matrices, not on the norm gains: their ranges within what is held.
+        for (const auto& slot : parameter_layout(shape)) {
+            const FlatRange part = FlatRange{static_cast<int64_t>(slot.offset), static_cast<int64_t>(slot.offset + slot.count)}
+                                       .intersect(model_.held());
+            if (slot.shape.size() > 1 && part.size() > 0) decayed_.push_back({part.begin - model_.held().begin, part.end - model_.held().begin});
+        }
+        if (workers_) {
+            sharded_.emplace(model_, grad_, *workers_);
+            if (workers_->rank() == 0) whole_.resize(static_cast<size_t>(count_));
+            parameters_ = std::make_unique<HostParameters>(std::span<float>(whole_));
+            gather_parameters();  // (every worker makes its learner alike: the first collective)
+        } else {
+            // The parameters' gradients are views of grad_: backward accumulates into it in place.
+            const float* base = model_.flat().data_ptr<float>();
+            for (auto& p : model_.parameters())
+                p.mutable_grad() = grad_.narrow(0, p.data_ptr<float>() - base, p.numel()).view(p.sizes());
+            parameters_ = parameters_of(model_.flat());
+        }
+    }
 
     ModelParameters& parameters() override { return *parameters_; }
 
@@ -107,8 +152,9 @@ public:
     std::string describe() const override {
         const ComputeOptions& c = model_.compute();
         return c.device.str() + ", " + (c.compute == torch::kBFloat16 ? "bf16" : "fp32") +
-               (c.activation_checkpointing ? ", activation checkpointing" : "") + ", LibTorch " + TORCH_VERSION +
-               (c.device.is_cpu() ? ", BLAS: " + blas_.name : "");
+               (c.activation_checkpointing ? ", activation checkpointing" : "") +
+               (workers_ ? ", sharded over " + std::to_string(workers_->size()) + " workers (ZeRO-3)" : "") +
+               ", LibTorch " + TORCH_VERSION + (c.device.is_cpu() ? ", BLAS: " + blas_.name : "");
     }
 
     std::vector<std::string> warnings() const override {
@@ -117,82 +163,215 @@ public:
     }
 
     InnerStepResult step(std::span<const TokenBatch> micro_batches, double lr) override {
-        for (auto& group : optimizer_.param_groups())
-            static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-        optimizer_.zero_grad();
+        grad_.zero_();
         double loss_sum = 0;
         for (const auto& whole : micro_batches) {
             const TokenBatch batch = share_of(whole);
             const auto [inputs, targets] = split(batch);
-            const auto logits = model_.forward(inputs);
-            const auto flat_logits = logits.view({-1, vocab_});
+            const auto flat_logits = forward(inputs).view({-1, vocab_});
             auto loss = F::cross_entropy(flat_logits, targets.reshape({-1}));
             loss_sum += loss.item<double>();
             if (z_loss_ > 0) loss = loss + z_loss_ * torch::logsumexp(flat_logits, -1).pow(2).mean();
             (loss / double(micro_batches.size())).backward();
         }
-        if (workers_) sum_over_workers(&loss_sum);
-        const auto params = model_.parameters();
-        const double norm = torch::nn::utils::clip_grad_norm_(
-            params, grad_clip_ > 0 ? grad_clip_ : std::numeric_limits<double>::infinity());
-        optimizer_.step();
+        torch::NoGradGuard no_grad;
+        double norm = 0;
+        if (workers_) {
+            // Each worker's gradient is the mean over its share: the sum over workers, over W.
+            grad_.mul_(1.0 / workers_->size());
+            const double own = grad_.norm().item<double>();
+            std::array<float, 2> sums{static_cast<float>(loss_sum), static_cast<float>(own * own)};
+            workers_->all_reduce_sum(sums);
+            loss_sum = double(sums[0]) / workers_->size();
+            norm = std::sqrt(double(sums[1]));
+        } else {
+            norm = grad_.norm().item<double>();
+        }
+        if (grad_clip_ > 0 && norm > 0) {
+            const double coefficient = grad_clip_ / (norm + 1e-6);
+            if (coefficient < 1) grad_.mul_(coefficient);
+        }
+        adamw(lr);
         return {loss_sum / double(micro_batches.size()), norm};
     }
 
     LossSum evaluate(const TokenBatch& batch) override {
-        torch::NoGradGuard no_grad;
-        const auto [inputs, targets] = split(batch);
-        const auto logits = model_.forward(inputs).view({-1, vocab_});
-        const auto loss = F::cross_entropy(logits, targets.reshape({-1}),
-                                           F::CrossEntropyFuncOptions().reduction(torch::kSum));
-        return {loss.item<double>(), targets.numel()};
+        if (!workers_) return loss_on(batch);
+        announce(WorkerRequest::kEvaluate);
+        std::array<int64_t, 2> shape{batch.sequences, batch.seq_len};
+        workers_->broadcast(bytes_of(shape.data(), sizeof shape), 0);
+        std::vector<int32_t> tokens(batch.tokens.begin(), batch.tokens.end());
+        workers_->broadcast(bytes_of(tokens.data(), tokens.size() * sizeof(int32_t)), 0);
+        return evaluate_share({tokens, batch.sequences, batch.seq_len});
     }
 
     std::function<std::vector<uint8_t>()> snapshot_optimizer_state() override {
-        // A second AdamW over the same parameters (the archive only uses their identities as
-        // keys) holding copies of the moments: cheap now, serialized whenever asked. The copy
-        // of the previous snapshot is reused once nobody holds it (its tensors are allocated).
-        if (!snapshot_ || snapshot_.use_count() > 1)
-            snapshot_ = std::make_shared<torch::optim::AdamW>(
-                optimizer_.param_groups(), static_cast<const torch::optim::AdamWOptions&>(optimizer_.defaults()));
-        auto& copies = snapshot_->state();
-        for (const auto& [key, state] : optimizer_.state()) {
-            const auto& s = static_cast<const torch::optim::AdamWParamState&>(*state);
-            auto& slot = copies[key];
-            if (!slot) slot = std::make_unique<torch::optim::AdamWParamState>();
-            auto& moments = static_cast<torch::optim::AdamWParamState&>(*slot);
-            // Into host memory: on a GPU the moments are what the device must hold, not the copies.
-            auto copy = [](torch::Tensor into, const torch::Tensor& from) {
-                return into.defined() && into.sizes() == from.sizes() ? into.copy_(from)
-                                                                      : from.to(torch::kCPU, false, /*copy=*/true);
-            };
-            moments.step(s.step());
-            moments.exp_avg(copy(moments.exp_avg(), s.exp_avg()));
-            moments.exp_avg_sq(copy(moments.exp_avg_sq(), s.exp_avg_sq()));
-            if (s.max_exp_avg_sq().defined()) moments.max_exp_avg_sq(copy(moments.max_exp_avg_sq(), s.max_exp_avg_sq()));
+        if (workers_ && workers_->rank() > 0) {  // (serve(): its shard to worker 0)
+            workers_->send(bytes_of(host(exp_avg_)), 0);
+            workers_->send(bytes_of(host(exp_avg_sq_)), 0);
+            return [] { return std::vector<uint8_t>(); };
         }
-        return [copy = snapshot_] {
-            torch::serialize::OutputArchive archive;
-            copy->save(archive);
-            std::ostringstream out;
-            archive.save_to(out);
-            const std::string bytes = out.str();
-            return std::vector<uint8_t>(bytes.begin(), bytes.end());
-        };
+        announce(WorkerRequest::kSnapshotOptimizerState);
+        OptimizerStateHeader header;
+        header.step = step_;
+        header.count = static_cast<uint64_t>(count_);
+        // Into the previous snapshot's buffer once nobody holds it (no fresh pages to fault in on
+        // the training thread); the function copies it out later, on the caller's thread.
+        if (!snapshot_ || snapshot_.use_count() > 1) snapshot_ = std::make_shared<std::vector<uint8_t>>();
+        const auto bytes = snapshot_;
+        bytes->resize(sizeof header + 2 * static_cast<size_t>(count_) * sizeof(float));
+        std::memcpy(bytes->data(), &header, sizeof header);
+        float* first = reinterpret_cast<float*>(bytes->data() + sizeof header);
+        for (const auto& [moments, out] : {std::pair{exp_avg_, first}, std::pair{exp_avg_sq_, first + count_}}) {
+            for (int k = 0; k < group_size(); ++k) {
+                const FlatRange part = shard(k);
+                if (k == 0) host_view(out + part.begin, part.size()).copy_(moments);
+                else workers_->receive(bytes_of(out + part.begin, static_cast<size_t>(part.size()) * sizeof(float)), k);
+            }
+        }
+        return [bytes] { return *bytes; };
     }
 
     void load_optimizer_state(std::span<const uint8_t> bytes) override {
-        const std::vector<uint8_t> backup = snapshot_optimizer_state()();  // a failed load may have half-loaded
-        try {
-            load_archive(bytes);
-        } catch (const c10::Error& e) {
-            load_archive(backup);
-            throw std::runtime_error(std::string("the inner optimizer state does not fit this model: ") +
-                                     e.what_without_backtrace());
+        if (workers_ && workers_->rank() > 0) {  // (serve(): its shard from worker 0)
+            workers_->receive(bytes_of(&step_, sizeof step_), 0);
+            for (torch::Tensor* moments : {&exp_avg_, &exp_avg_sq_}) {
+                torch::Tensor values = host(*moments).clone();
+                workers_->receive(bytes_of(values), 0);
+                moments->copy_(values);
+            }
+            return;
+        }
+        OptimizerStateHeader header;
+        const OptimizerStateHeader expected;
+        const size_t size = sizeof header + 2 * static_cast<size_t>(count_) * sizeof(float);
+        if (bytes.size() >= sizeof header) std::memcpy(&header, bytes.data(), sizeof header);
+        if (bytes.size() < sizeof header || std::memcmp(header.magic, expected.magic, sizeof header.magic) != 0)
+            throw std::runtime_error("the inner optimizer state is not Pangea's AdamW state (" + std::to_string(bytes.size()) +
+                                     " bytes; saved by an older version?)");
+        if (header.count != static_cast<uint64_t>(count_) || bytes.size() != size)
+            throw std::runtime_error("the inner optimizer state does not fit this model: it holds moments of " +
+                                     std::to_string(header.count) + " parameters in " + std::to_string(bytes.size()) +
+                                     " bytes, this model has " + std::to_string(count_) + " parameters");
+        announce(WorkerRequest::kLoadOptimizerState);
+        const float* first = reinterpret_cast<const float*>(bytes.data() + sizeof header);
+        step_ = header.step;
+        for (int k = 1; k < group_size(); ++k) workers_->send(bytes_of(&step_, sizeof step_), k);
+        for (const auto& [moments, in] : {std::pair{exp_avg_, first}, std::pair{exp_avg_sq_, first + count_}}) {
+            for (int k = 0; k < group_size(); ++k) {
+                const FlatRange part = shard(k);
+                if (k == 0) moments.copy_(host_view(in + part.begin, part.size()));
+                else workers_->send({reinterpret_cast<const uint8_t*>(in + part.begin), static_cast<size_t>(part.size()) * sizeof(float)}, k);
+            }
         }
     }
 
+    void gather_parameters() override {
+        if (!workers_) return;
+        if (workers_->rank() > 0) return workers_->send(bytes_of(host(model_.flat())), 0);
+        for (int k = 0; k < group_size(); ++k) {
+            const FlatRange part = shard(k);
+            if (k == 0) host_view(whole_.data() + part.begin, part.size()).copy_(model_.flat());
+            else workers_->receive(bytes_of(whole_.data() + part.begin, static_cast<size_t>(part.size()) * sizeof(float)), k);
+        }
+    }
+
+    void scatter_parameters() override {
+        if (!workers_) return;
+        torch::NoGradGuard no_grad;
+        if (workers_->rank() > 0) {
+            torch::Tensor values = host(model_.flat()).clone();
+            workers_->receive(bytes_of(values), 0);
+            return void(model_.flat().copy_(values));
+        }
+        for (int k = 0; k < group_size(); ++k) {
+            const FlatRange part = shard(k);
+            if (k == 0) model_.flat().copy_(host_view(whole_.data() + part.begin, part.size()));
+            else workers_->send(bytes_of(whole_.data() + part.begin, static_cast<size_t>(part.size()) * sizeof(float)), k);
+        }
+    }
+
+    void set_announcer(std::function<void(WorkerRequest)> announce) override { announce_ = std::move(announce); }
+
+    void serve(WorkerRequest request) override {
+        switch (request) {
+        case WorkerRequest::kLoadOptimizerState:
+            return load_optimizer_state({});
+        case WorkerRequest::kSnapshotOptimizerState:
+            return void(snapshot_optimizer_state());
+        case WorkerRequest::kEvaluate: {
+            std::array<int64_t, 2> shape{};
+            workers_->broadcast(bytes_of(shape.data(), sizeof shape), 0);
+            if (shape[0] < 0 || shape[1] < 1 || shape[0] * (shape[1] + 1) > (int64_t{1} << 31))
+                throw std::runtime_error("worker 0 asked for an evaluation of " + std::to_string(shape[0]) + " windows of " +
+                                         std::to_string(shape[1]) + " tokens");
+            std::vector<int32_t> tokens(static_cast<size_t>(shape[0] * (shape[1] + 1)));
+            workers_->broadcast(bytes_of(tokens.data(), tokens.size() * sizeof(int32_t)), 0);
+            return void(evaluate_share({tokens, shape[0], shape[1]}));
+        }
+        }
+        throw std::runtime_error("worker 0 asked for something unknown (" + std::to_string(static_cast<uint32_t>(request)) + ")");
+    }
+
 private:
+    int group_size() const { return workers_ ? workers_->size() : 1; }
+    FlatRange shard(int worker) const { return shard_of(count_, group_size(), worker); }
+    void announce(WorkerRequest request) const {
+        if (workers_ && announce_) announce_(request);
+    }
+
+    torch::Tensor forward(const torch::Tensor& inputs) { return sharded_ ? sharded_->forward(inputs) : model_.forward(inputs); }
+
+    // A host tensor over `count` floats at `data` (no copy).
+    static torch::Tensor host_view(const float* data, int64_t count) {
+        return torch::from_blob(const_cast<float*>(data), {count}, torch::kFloat32);
+    }
+    // `t` in host memory (itself on the CPU).
+    static torch::Tensor host(const torch::Tensor& t) { return t.is_cpu() ? t : t.cpu(); }
+
+    // AdamW on the flat values held, as torch.optim.AdamW computes it, element by element.
+    void adamw(double lr) {
+        ++step_;
+        const double bias1 = 1 - std::pow(beta1_, double(step_)), bias2 = 1 - std::pow(beta2_, double(step_));
+        const torch::Tensor& values = model_.flat();
+        if (weight_decay_ != 0)
+            for (const FlatRange& r : decayed_) values.narrow(0, r.begin, r.size()).mul_(1 - lr * weight_decay_);
+        // In pieces: the denominator is a temporary, one piece long (a whole-buffer one would be
+        // 4 bytes a parameter more at the peak).
+        constexpr int64_t kPiece = int64_t{1} << 20;
+        for (int64_t at = 0; at < values.numel(); at += kPiece) {
+            const int64_t n = std::min(kPiece, values.numel() - at);
+            const auto grad = grad_.narrow(0, at, n), exp_avg = exp_avg_.narrow(0, at, n),
+                       exp_avg_sq = exp_avg_sq_.narrow(0, at, n);
+            exp_avg.mul_(beta1_).add_(grad, 1 - beta1_);
+            exp_avg_sq.mul_(beta2_).addcmul_(grad, grad, 1 - beta2_);
+            const auto denominator = exp_avg_sq.sqrt().div_(std::sqrt(bias2)).add_(1e-8);
+            values.narrow(0, at, n).addcdiv_(exp_avg, denominator, -lr / bias1);
+        }
+    }
+
+    LossSum loss_on(const TokenBatch& batch) {
+        torch::NoGradGuard no_grad;
+        const auto [inputs, targets] = split(batch);
+        const auto logits = forward(inputs).view({-1, vocab_});
+        const auto loss = F::cross_entropy(logits, targets.reshape({-1}), F::CrossEntropyFuncOptions().reduction(torch::kSum));
+        return {loss.item<double>(), targets.numel()};
+    }
+
+    // Sharded: each worker its share of the windows (one with none still runs the model, on the
+    // first window, for the gathers: it adds nothing), summed over the workers.
+    LossSum evaluate_share(const TokenBatch& batch) {
+        const int64_t k = workers_->rank(), w = workers_->size(), window = batch.seq_len + 1;
+        const int64_t first = batch.sequences * k / w, count = batch.sequences * (k + 1) / w - first;
+        const TokenBatch share{batch.tokens.subspan(static_cast<size_t>(first * window),
+                                                    static_cast<size_t>(std::max<int64_t>(count, 1) * window)),
+                               std::max<int64_t>(count, 1), batch.seq_len};
+        const LossSum own = batch.sequences > 0 ? loss_on(share) : LossSum{};
+        std::array<float, 2> sums{count > 0 ? float(own.sum) : 0.0f, count > 0 ? float(own.tokens) : 0.0f};
+        workers_->all_reduce_sum(sums);
+        return {double(sums[0]), static_cast<int64_t>(sums[1])};
+    }
+
     // This worker's sequences of a micro-batch (the whole of it without workers).
     TokenBatch share_of(const TokenBatch& batch) const {
         if (!workers_) return batch;
@@ -203,50 +382,6 @@ private:
                 count, batch.seq_len};
     }
 
-    // The gradients (and the loss) summed over the workers and averaged: each worker's are the
-    // mean over its share of the batch. One all-reduce over a flat copy on the model's device
-    // (Gloo's on the CPU, NCCL's on GPUs); every worker then holds the same bits.
-    void sum_over_workers(double* loss_sum) {
-        const auto params = model_.parameters();
-        int64_t count = 1;  // the loss rides at the end
-        for (const auto& p : params) count += p.numel();
-        if (flat_gradients_.numel() != count) flat_gradients_ = torch::empty({count}, model_.flat().options());
-        torch::NoGradGuard no_grad;
-        int64_t at = 0;
-        for (const auto& p : params) {
-            auto view = flat_gradients_.narrow(0, at, p.numel()).view(p.sizes());
-            if (p.grad().defined()) view.copy_(p.grad());
-            else view.zero_();
-            at += p.numel();
-        }
-        flat_gradients_.narrow(0, at, 1).fill_(*loss_sum);
-        workers_->all_reduce_sum({flat_gradients_.data_ptr<float>(), static_cast<size_t>(count)});
-        const double share = 1.0 / workers_->size();
-        at = 0;
-        for (auto& p : params) {
-            const auto view = flat_gradients_.narrow(0, at, p.numel()).view(p.sizes());
-            if (p.grad().defined()) p.mutable_grad().copy_(view).mul_(share);
-            else p.mutable_grad() = view.mul(share);
-            at += p.numel();
-        }
-        *loss_sum = flat_gradients_[at].item<double>() * share;
-    }
-
-    void load_archive(std::span<const uint8_t> bytes) {
-        std::istringstream in(std::string(bytes.begin(), bytes.end()));
-        torch::serialize::InputArchive archive;
-        archive.load_from(in);
-        optimizer_.load(archive);
-        const torch::Device device = model_.compute().device;
-        if (device.is_cpu()) return;
-        for (auto& [key, state] : optimizer_.state()) {  // loaded into host memory
-            auto& s = static_cast<torch::optim::AdamWParamState&>(*state);
-            s.exp_avg(s.exp_avg().to(device));
-            s.exp_avg_sq(s.exp_avg_sq().to(device));
-            if (s.max_exp_avg_sq().defined()) s.max_exp_avg_sq(s.max_exp_avg_sq().to(device));
-        }
-    }
-
     std::pair<torch::Tensor, torch::Tensor> split(const TokenBatch& batch) const {
         const auto windows = torch::from_blob(const_cast<int32_t*>(batch.tokens.data()),
                                               {batch.sequences, batch.seq_len + 1}, torch::kInt32)
@@ -254,30 +389,19 @@ private:
         return {windows.narrow(1, 0, batch.seq_len), windows.narrow(1, 1, batch.seq_len)};
     }
 
-    torch::optim::AdamW make_optimizer(const Manifest& m) {
-        const int64_t threads = m.get_int("train", "threads");
-        const unsigned share = std::thread::hardware_concurrency() / (workers_ ? workers_->size() : 1);
-        torch::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max(1u, share)));
-        auto options = [&](double weight_decay) {
-            return std::make_unique<torch::optim::AdamWOptions>(
-                torch::optim::AdamWOptions(m.get_float("train", "lr"))
-                    .betas({m.get_float("train", "beta1"), m.get_float("train", "beta2")})
-                    .eps(1e-8)
-                    .weight_decay(weight_decay));
-        };
-        std::vector<torch::optim::OptimizerParamGroup> groups;
-        groups.emplace_back(model_.matrices(), options(m.get_float("train", "weight_decay")));
-        groups.emplace_back(model_.vectors(), options(0.0));  // no decay on norm gains
-        return torch::optim::AdamW(groups, torch::optim::AdamWOptions(m.get_float("train", "lr")));
-    }
-
-    WorkerGroup* workers_;               // the node's workers, when it has several
-    torch::Tensor flat_gradients_ = torch::empty({0});  // their sum's buffer, on the model's device
+    WorkerGroup* workers_;  // the node's workers, when it has several: the model is sharded among them
+    int64_t count_;         // parameters in all
     BlasReport blas_ = check_blas();
-    LlamaModel model_;
+    LlamaModel model_;      // holds this worker's shard, or everything
+    torch::Tensor grad_, exp_avg_, exp_avg_sq_;  // of what model_ holds
+    std::optional<ShardedModel> sharded_;
+    std::vector<float> whole_;  // sharded, worker 0: all the parameters, for the outer loop
     std::unique_ptr<ModelParameters> parameters_;
-    torch::optim::AdamW optimizer_;
-    std::shared_ptr<torch::optim::AdamW> snapshot_;  // the last snapshot_optimizer_state() copy
+    std::function<void(WorkerRequest)> announce_;
+    std::shared_ptr<std::vector<uint8_t>> snapshot_;  // the last snapshot_optimizer_state()'s bytes
+    std::vector<FlatRange> decayed_;  // within what is held
+    int64_t step_ = 0;                // AdamW steps taken
+    double beta1_, beta2_, weight_decay_;
     double grad_clip_;
     double z_loss_;
     int64_t vocab_;

@@ -36,6 +36,10 @@ struct LossSum {
     int64_t tokens = 0;
 };
 
+// What worker 0 of a node of several asks of the others outside the inner steps, each a
+// collective they join (train/node_workers.cpp carries the request to them).
+enum class WorkerRequest : uint32_t { kLoadOptimizerState = 16, kSnapshotOptimizerState = 17, kEvaluate = 18 };
+
 class Learner {
 public:
     virtual ~Learner() = default;
@@ -66,15 +70,30 @@ public:
     // std::runtime_error saying what does not fit, and changes nothing then.
     virtual std::function<std::vector<uint8_t>()> snapshot_optimizer_state() = 0;
     virtual void load_optimizer_state(std::span<const uint8_t> bytes) = 0;
+
+    // A node of several workers shards the model among them (model/sharded.hpp): every worker
+    // holds 1/W of the parameters, gradients and moments. Worker 0 (the leader) alone talks to
+    // the run, so parameters() on it are the whole model in host memory, which these two move:
+    // after a round of inner steps, every worker calls gather_parameters() (worker 0's
+    // parameters() then hold the round's result); when worker 0's parameters() changed (the
+    // outer step, a state taken up), every worker calls scatter_parameters(). Without workers
+    // both do nothing.
+    virtual void gather_parameters() {}
+    virtual void scatter_parameters() {}
+    // Worker 0's load_optimizer_state(), snapshot_optimizer_state() and evaluate() are
+    // collectives the others do not expect: worker 0 calls `announce` first, and they serve() it.
+    virtual void set_announcer(std::function<void(WorkerRequest)> announce) { (void)announce; }
+    virtual void serve(WorkerRequest request) { (void)request; }
 };
 
 // Makes the Llama learner for [model] and [train] (defined in model/, which links LibTorch).
 // Parameters are initialized from [run] seed, identically on every node. Throws ManifestError
 // naming [train] device when that device is not there (CUDA asked of a LibTorch without it, a
-// GPU index past the last). With `workers` (a node of several: train/node_workers.hpp), each
-// step() computes this worker's share of every micro-batch and sums the gradients and the loss
-// over the workers: every worker then takes the same step, the one a single worker would take
-// on the whole batch (up to float summation order).
+// GPU index past the last). With `workers` (a node of several: train/node_workers.hpp), the
+// model is sharded among them and each step() computes this worker's share of every micro-batch:
+// the gradients are summed over the workers (reduce-scattered into each one's shard), so the
+// node takes the step a single worker would take on the whole batch (up to float summation
+// order).
 std::unique_ptr<Learner> make_llama_learner(const Manifest& manifest, const ModelShape& shape,
                                             WorkerGroup* workers = nullptr);
 

@@ -57,6 +57,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     std::optional<NodeWorkers> workers;  // (declared first: the learner sums gradients through them)
     if (check_workers(m, 0) > 1) workers.emplace(m, options);
     NodeSetup setup(m, registry, options.node_id, workers ? &workers->group() : nullptr);
+    if (workers) workers->lead(*setup.learner);
     const std::string& tag = setup.tag;
     const bool overlap = m.get_bool("diloco", "overlap");
     const int64_t outer_steps = m.get_int("diloco", "outer_steps");
@@ -95,7 +96,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         resumed.reset();  // the memory goes back
     }
     if (recovery) first_outer = recovery->start(first_outer);
-    if (workers) workers->hand_over(state, first_outer);
+    if (workers) workers->hand_over(first_outer);
 
     // Evaluates the synced parameters: in overlap mode the model holds local progress on top of
     // them, so it is swapped out for the evaluation.
@@ -113,6 +114,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     metrics.begin();
     for (int64_t outer = first_outer; outer < outer_steps; ++outer) {
         const auto round_start = Clock::now();
+        if (workers) workers->train(outer);
         const InnerSteps::Round round = inner.run(outer, &metrics);
         const int64_t tokens = inner.tokens_per_round();
         metrics.status("syncing", outer, inner.per_round(), double(tokens) / round.compute_seconds, true);
@@ -120,10 +122,10 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         if (report.dropped()) {
             log(PANGEA_LOG_WARN, "train", tag + ": " + mesh->rejoin().why + "; recovering from a peer");
             outer = recovery->recover(mesh->rejoin()) - 1;  // the loop's ++ makes it the next step
-            if (workers) workers->hand_over(state, outer + 1);
+            if (workers) workers->hand_over(outer + 1);
             continue;
         }
-        if (workers) workers->synced(params, outer + 1);
+        if (workers) workers->synced(outer + 1);
         if (recovery) recovery->offer_state();
         checkpoints.after_outer_step(state, outer + 1, outer_steps, mesh ? mesh->member_nodes() : std::vector{setup.node});
         const bool eval_now = eval_interval > 0 && (outer + 1) % eval_interval == 0 && outer + 1 < outer_steps;
@@ -144,11 +146,11 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         metrics.status("training", outer + 1, 0, double(tokens) / wall, true);
     }
     metrics.finish(loop.finish());
-    const std::vector<uint64_t> worker_peaks = workers ? workers->done() : std::vector<uint64_t>{};
     if (mesh) mesh->leave();
     const CheckpointStats saves = checkpoints.finish();  // the last checkpoint is on storage before the run reports done
     metrics.end();
     metrics.evaluated(inner.evaluate());
+    const std::vector<uint64_t> worker_peaks = workers ? workers->done() : std::vector<uint64_t>{};
     const std::string hash = hash_floats(loop.synced().data(), loop.synced().size());  // finish(): the model's too
     // The DiLoCo state: the learner's (parameters, gradients, moments) and the outer loop's (the
     // synced copy and the optimizer plugin's state), in host or device memory.

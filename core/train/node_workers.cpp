@@ -27,16 +27,16 @@ constexpr milliseconds kTimeout{120000};
 // nodes, a recovery). A dead leader ends the wait at once (its connections close).
 constexpr milliseconds kLeaderTimeout{7 * 24 * 3600 * 1000LL};
 
-// What the leader hands over: a header, then its sections, each one broadcast. The other workers
-// keep no outer state (the synced copy, the outer momentum: the leader's alone), so a state is
-// the parameters and the inner optimizer's.
-enum class Handover : uint32_t { kState = 1, kParams = 2, kDone = 3 };
-constexpr const char* kSections[] = {"params", "inner_optimizer"};
+// What the leader tells the others, each a header broadcast: a state to start from (the
+// parameters follow, scattered), the parameters after an outer step, a round of inner steps to
+// train, the end of the run; and between those, the learner's requests (WorkerRequest: the
+// header's kind). Each worker holds its shard of the parameters and of the inner optimizer's
+// state; the outer state is the leader's alone.
+enum class Handover : uint32_t { kState = 1, kParams = 2, kDone = 3, kTrain = 4 };
 struct Header {
     uint32_t kind = 0;
     uint32_t reserved = 0;
     int64_t step = 0;
-    uint64_t sizes[2] = {0, 0};
 };
 
 std::span<uint8_t> bytes_of(Header& header) { return {reinterpret_cast<uint8_t*>(&header), sizeof header}; }
@@ -55,8 +55,20 @@ public:
     void all_reduce_sum(std::span<float> data) override {
         watch([&] { group_->all_reduce_sum(data); });
     }
+    void all_gather(std::span<float> data, std::span<const size_t> counts) override {
+        watch([&] { group_->all_gather(data, counts); });
+    }
+    void reduce_scatter_sum(std::span<float> data, std::span<const size_t> counts) override {
+        watch([&] { group_->reduce_scatter_sum(data, counts); });
+    }
     void broadcast(std::span<uint8_t> data, int root, std::chrono::milliseconds timeout) override {
         watch([&] { group_->broadcast(data, root, timeout); });
+    }
+    void send(std::span<const uint8_t> data, int to) override {
+        watch([&] { group_->send(data, to); });
+    }
+    void receive(std::span<uint8_t> data, int from) override {
+        watch([&] { group_->receive(data, from); });
     }
 
 private:
@@ -129,28 +141,36 @@ NodeWorkers::~NodeWorkers() {
     children_.clear();  // kills and reaps any still running, before their directory goes
 }
 
-void NodeWorkers::hand_over(const TransferableState& state, int64_t step) {
-    const auto snapshot = state.snapshot(step);
+void NodeWorkers::lead(Learner& learner) {
+    learner_ = &learner;
+    learner.set_announcer([this](WorkerRequest request) {
+        Header header;
+        header.kind = static_cast<uint32_t>(request);
+        group_->broadcast(bytes_of(header), 0);
+    });
+}
+
+void NodeWorkers::hand_over(int64_t step) {
     Header header;
     header.kind = static_cast<uint32_t>(Handover::kState);
     header.step = step;
-    for (size_t i = 0; i < 2; ++i) header.sizes[i] = snapshot->at(kSections[i]).bytes.size();
     group_->broadcast(bytes_of(header), 0);
-    for (const char* name : kSections) {
-        auto bytes = snapshot->at(name).bytes;  // (broadcast's buffer is written to on receivers only)
-        group_->broadcast(bytes, 0);
-    }
+    learner_->scatter_parameters();
 }
 
-void NodeWorkers::synced(const ModelParameters& params, int64_t step) {
-    std::vector<float> values(params.size());
-    params.read(values);
+void NodeWorkers::train(int64_t outer) {
+    Header header;
+    header.kind = static_cast<uint32_t>(Handover::kTrain);
+    header.step = outer;
+    group_->broadcast(bytes_of(header), 0);
+}
+
+void NodeWorkers::synced(int64_t step) {
     Header header;
     header.kind = static_cast<uint32_t>(Handover::kParams);
     header.step = step;
-    header.sizes[0] = values.size() * sizeof(float);
     group_->broadcast(bytes_of(header), 0);
-    group_->broadcast({reinterpret_cast<uint8_t*>(values.data()), header.sizes[0]}, 0);
+    learner_->scatter_parameters();
 }
 
 namespace {
@@ -186,45 +206,32 @@ int run_node_worker(const Manifest& m, PluginRegistry& registry, const NodeOptio
                                          m.get_string("train", "device") != "cpu");
     NodeSetup setup(m, registry, options.node_id, group.get());
     Learner& learner = *setup.learner;
-    ModelParameters& params = learner.parameters();
     InnerSteps inner(m, learner, setup.sampler, setup.node);
-    // The parameters handed over, checked against this model.
-    auto take_parameters = [&](uint64_t bytes) {
-        std::vector<float> values(params.size());
-        if (bytes != values.size() * sizeof(float))
-            throw WorkerGroupError(tag + ": the leader handed over " + std::to_string(bytes) +
-                                   " bytes of parameters, this model has " + std::to_string(values.size() * 4));
-        group->broadcast({reinterpret_cast<uint8_t*>(values.data()), bytes}, 0);
-        params.assign(values);
-    };
-    const int64_t outer_steps = m.get_int("diloco", "outer_steps");
-    int64_t outer = 0;
-    bool started = false;  // the leader hands over a state first
     while (true) {
-        if (started && outer < outer_steps) inner.run(outer, nullptr);
         Header header;
         group->broadcast(bytes_of(header), 0, kLeaderTimeout);
-        switch (static_cast<Handover>(header.kind)) {
-        case Handover::kDone:
+        switch (header.kind) {
+        case static_cast<uint32_t>(Handover::kDone):
             if (m.get_string("train", "device") == "cpu") gather_peaks(*group);
             log(PANGEA_LOG_INFO, "train", tag + ": done");
             return 0;
-        case Handover::kParams:
-            take_parameters(header.sizes[0]);
-            break;
-        case Handover::kState: {
-            take_parameters(header.sizes[0]);
-            std::vector<uint8_t> optimizer(header.sizes[1]);
-            group->broadcast(optimizer, 0);
-            learner.load_optimizer_state(optimizer);
+        case static_cast<uint32_t>(Handover::kState):
             setup.sampler.skip_to(static_cast<uint64_t>(header.step) * inner.sequences_per_round());
-            started = true;
+            [[fallthrough]];
+        case static_cast<uint32_t>(Handover::kParams):
+            learner.scatter_parameters();
             break;
-        }
+        case static_cast<uint32_t>(Handover::kTrain):
+            inner.run(header.step, nullptr);  // (which gathers the parameters to the leader at its end)
+            break;
+        case static_cast<uint32_t>(WorkerRequest::kLoadOptimizerState):
+        case static_cast<uint32_t>(WorkerRequest::kSnapshotOptimizerState):
+        case static_cast<uint32_t>(WorkerRequest::kEvaluate):
+            learner.serve(static_cast<WorkerRequest>(header.kind));
+            break;
         default:
             throw WorkerGroupError(tag + ": the leader sent an unknown hand-over (" + std::to_string(header.kind) + ")");
         }
-        outer = header.step;
     }
 }
 

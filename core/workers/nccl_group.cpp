@@ -59,11 +59,40 @@ public:
         wait("ncclAllReduce");
     }
 
+    // Parts of uneven sizes: one broadcast (gather) or reduce (scatter) per part, rooted at its
+    // worker, in one NCCL group.
+    void all_gather(std::span<float> data, std::span<const size_t> counts) override {
+        per_part("ncclBroadcast", data, counts, [&](float* part, size_t count, int root) {
+            return ncclBroadcast(part, part, count, ncclFloat, root, comm_, nullptr);
+        });
+    }
+    void reduce_scatter_sum(std::span<float> data, std::span<const size_t> counts) override {
+        per_part("ncclReduce", data, counts, [&](float* part, size_t count, int root) {
+            return ncclReduce(part, part, count, ncclFloat, ncclSum, root, comm_, nullptr);
+        });
+    }
+
     // Host bytes: over Gloo.
     void broadcast(std::span<uint8_t> data, int root, milliseconds timeout) override { host_->broadcast(data, root, timeout); }
+    void send(std::span<const uint8_t> data, int to) override { host_->send(data, to); }
+    void receive(std::span<uint8_t> data, int from) override { host_->receive(data, from); }
 
 private:
     std::string where() const { return "worker " + std::to_string(rank()) + " of " + std::to_string(size()) + ": "; }
+
+    template <class Call>
+    void per_part(const char* name, std::span<float> data, std::span<const size_t> counts, Call call) {
+        if (data.empty()) return;
+        check("ncclGroupStart", ncclGroupStart());
+        size_t offset = 0;
+        for (int k = 0; k < size(); ++k) {
+            const size_t count = counts[static_cast<size_t>(k)];
+            if (count > 0) check(name, call(data.data() + offset, count, k));
+            offset += count;
+        }
+        check("ncclGroupEnd", ncclGroupEnd());
+        wait(name);
+    }
 
     void check(const char* call, ncclResult_t result) {
         if (result == ncclSuccess || result == ncclInProgress) return;

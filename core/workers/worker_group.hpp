@@ -32,14 +32,29 @@ public:
     // every worker (one reduction order for all). `data` is where the group works: host memory
     // for Gloo, this worker's GPU for NCCL.
     virtual void all_reduce_sum(std::span<float> data) = 0;
+
+    // Sharded data (ZeRO): `data` is split into parts back to back in worker order, worker k's
+    // `counts[k]` values long (counts sum to data.size(); a part may be empty); like the sum,
+    // where the group works.
+    // all_gather: every worker's part of `data` is its input; afterwards `data` holds all of them.
+    virtual void all_gather(std::span<float> data, std::span<const size_t> counts) = 0;
+    // reduce_scatter_sum: `data` is every worker's input; afterwards this worker's part holds the
+    // sum of that part over the workers (the rest of `data` is undefined).
+    virtual void reduce_scatter_sum(std::span<float> data, std::span<const size_t> counts) = 0;
+
     // Copies `root`'s `data` (host memory) into every other worker's (of the same size).
     // `timeout` bounds the wait for the root (a worker that died ends it at once, whatever the
     // timeout).
     virtual void broadcast(std::span<uint8_t> data, int root, std::chrono::milliseconds timeout) = 0;
     void broadcast(std::span<uint8_t> data, int root) { broadcast(data, root, timeout_); }
+    // Point to point, host memory: `data` to worker `to`, which receives it from this one (the
+    // same size) in the order sent.
+    virtual void send(std::span<const uint8_t> data, int to) = 0;
+    virtual void receive(std::span<uint8_t> data, int from) = 0;
 
 protected:
     WorkerGroup(int rank, int size, std::chrono::milliseconds timeout) : rank_(rank), size_(size), timeout_(timeout) {}
+    std::chrono::milliseconds timeout() const { return timeout_; }
 
 private:
     int rank_, size_;

@@ -57,6 +57,45 @@ TEST_F(WorkerGroups, TheSumIsTheSameBitsOnEveryWorkerAndBroadcastCopiesTheRoots)
     EXPECT_NEAR(sums[0][5], 0.1f + 0.2f + 0.3f + 3 * 5e-3f, 1e-5);
 }
 
+// What a sharded learner does: parts of uneven sizes, one of them empty.
+TEST_F(WorkerGroups, GatherAndReduceScatterWorkOnUnevenPartsAndSendsArriveInOrder) {
+    constexpr int kWorkers = 3;
+    const std::vector<size_t> counts{5000, 0, 7001};
+    const size_t total = 12001;
+    std::vector<std::vector<float>> gathered(kWorkers), reduced(kWorkers);
+    std::vector<std::vector<uint8_t>> received(kWorkers);
+    run_workers(kWorkers, [&](std::unique_ptr<WorkerGroup> group, int rank) {
+        std::vector<float> data(total, -1.0f);
+        const size_t begin = rank == 2 ? 5000 : 0;
+        for (size_t i = begin; i < begin + counts[static_cast<size_t>(rank)]; ++i) data[i] = float(i) + 0.5f;
+        group->all_gather(data, counts);
+        gathered[rank] = data;
+        for (size_t i = 0; i < total; ++i) data[i] = float(rank + 1) * float(i % 11);
+        group->reduce_scatter_sum(data, counts);
+        reduced[rank].assign(data.begin() + long(begin), data.begin() + long(begin + counts[static_cast<size_t>(rank)]));
+        // Two messages from worker 0 to each other, received in the order sent.
+        if (rank == 0) {
+            for (int to = 1; to < kWorkers; ++to)
+                for (uint8_t n = 1; n <= 2; ++n) group->send(std::vector<uint8_t>(100, uint8_t(to * 10 + n)), to);
+        } else {
+            for (int n = 0; n < 2; ++n) {
+                std::vector<uint8_t> bytes(100);
+                group->receive(bytes, 0);
+                received[rank].push_back(bytes[99]);
+            }
+        }
+    });
+    for (int rank = 0; rank < kWorkers; ++rank) {
+        for (size_t i = 0; i < total; ++i) ASSERT_EQ(gathered[rank][i], float(i) + 0.5f) << "worker " << rank << " value " << i;
+        const size_t begin = rank == 2 ? 5000 : 0;
+        ASSERT_EQ(reduced[rank].size(), counts[static_cast<size_t>(rank)]);
+        for (size_t i = 0; i < reduced[rank].size(); ++i)
+            ASSERT_EQ(reduced[rank][i], 6.0f * float((begin + i) % 11)) << "worker " << rank << " value " << begin + i;
+    }
+    EXPECT_EQ(received[1], (std::vector<uint8_t>{11, 12}));
+    EXPECT_EQ(received[2], (std::vector<uint8_t>{21, 22}));
+}
+
 TEST_F(WorkerGroups, AWorkerThatNeverComesIsAnErrorWithinTheTimeout) {
     const auto start = std::chrono::steady_clock::now();
     try {
