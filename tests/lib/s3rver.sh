@@ -86,3 +86,29 @@ s3rver_stop() {
     done
     SIGV4_PROXY_PID= S3RVER_PID=
 }
+
+# Objects of BUCKET on the running server, through the signing proxy (curl's own SigV4; curl
+# 7.88 signs the payload hash it is given and adds none):
+#   s3_get BUCKET KEY          prints the object (fails when there is none)
+#   s3_put BUCKET KEY          stores stdin as the object
+#   s3_rm BUCKET KEY           deletes it
+#   s3_keys BUCKET PREFIX      prints the keys under PREFIX, one a line (up to 1000)
+s3_curl() {  # payload file ("" for none), curl arguments
+    local payload=$1 hash
+    shift
+    hash=$(if [[ -n $payload ]]; then sha256sum <"$payload"; else sha256sum </dev/null; fi | cut -d' ' -f1)
+    curl -sSf --aws-sigv4 "aws:amz:$AWS_DEFAULT_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+        -H "x-amz-content-sha256: $hash" "$@"
+}
+s3_get() { s3_curl "" "$S3_ENDPOINT/$1/$2"; }
+s3_put() {
+    local body
+    body=$(mktemp) && cat >"$body" && s3_curl "$body" -X PUT --data-binary "@$body" "$S3_ENDPOINT/$1/$2" >/dev/null
+    local rc=$?
+    rm -f "$body"
+    return $rc
+}
+s3_rm() { s3_curl "" -X DELETE "$S3_ENDPOINT/$1/$2" >/dev/null; }
+s3_keys() {
+    s3_curl "" "$S3_ENDPOINT/$1?list-type=2&prefix=${2//\//%2F}" | grep -o '<Key>[^<]*</Key>' | sed 's/<Key>\(.*\)<\/Key>/\1/'
+}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Resuming after losing every node, as a user would (issue #20): three nodes, either membership
 # backend (builtin: a `pangea coordinator` that outlives the nodes; etcd: a real etcd, the
-# coordinator elected among the nodes), a checkpoint every 2 outer steps, all three SIGKILLed
-# mid-run. The kill leaves the nodes' parts uneven: node 1 finished its part of the newest step,
+# coordinator elected among the nodes), either storage (local; s3: a real S3-compatible server,
+# tests/lib/s3rver.sh), a checkpoint every 2 outer steps, all three SIGKILLed mid-run. The kill leaves the nodes' parts uneven: node 1 finished its part of the newest step,
 # nodes 0 and 2 did not (their headers go, as a kill before the header leaves it), and the
 # membership record is ahead of every complete checkpoint. Then:
 #   - a node started without --resume refuses, naming --resume latest and --fresh; the storage
@@ -13,18 +13,38 @@
 #   - the other way back, node 1 resumed and nodes 0 and 2 started with --join (min_members = 2):
 #     the member keeps its state for the joiners, who recover it live, and the run finishes
 #     (before, each waited on the other for good).
-#   kill_all_test.sh <pangea binary> [builtin|etcd]
+#   kill_all_test.sh <pangea binary> [builtin|etcd] [local|s3]
 set -uo pipefail
-pangea=$1 backend=${2:-builtin}
+pangea=$1 backend=${2:-builtin} storage=${3:-local}
 here=$(dirname "${BASH_SOURCE[0]}")
 source "$here/../../lib/expect.sh"
 source "$here/../../lib/tiny_run.sh"
+source "$here/../../lib/s3rver.sh"
 if [[ $backend == etcd ]] && ! command -v etcd >/dev/null; then
     echo "skipped: etcd is not installed (apt-get install etcd-server)"
     exit 77
 fi
+[[ $storage == s3 ]] && s3rver_install ""
 work=$(mktemp -d)
-trap 'pkill -9 -f -- "$work" 2>/dev/null; rm -rf "$work"' EXIT
+trap 's3rver_stop; pkill -9 -f -- "$work" 2>/dev/null; rm -rf "$work"' EXIT
+
+# The run's checkpoints, wherever they are: objects under $checkpoints (a directory, or a key
+# prefix in the bucket), read, written, removed and listed as the test needs.
+bucket=checkpoints
+storage_args=()
+if [[ $storage == s3 ]]; then
+    s3rver_start "$work/s3" "$bucket"
+fi
+object_get() { if [[ $storage == s3 ]]; then s3_get "$bucket" "$checkpoints/$1"; else cat "$checkpoints/$1"; fi; }
+object_put() { if [[ $storage == s3 ]]; then s3_put "$bucket" "$checkpoints/$1"; else cat >"$checkpoints/$1"; fi; }
+object_rm() { if [[ $storage == s3 ]]; then s3_rm "$bucket" "$checkpoints/$1"; else rm -f "$checkpoints/$1"; fi; }
+object_list() {  # every object under the checkpoints, relative (storage/local's .partial/ aside)
+    if [[ $storage == s3 ]]; then
+        s3_keys "$bucket" "$checkpoints/" | sed "s|^$checkpoints/||"
+    else
+        (cd "$checkpoints" 2>/dev/null && find . -path ./.partial -prune -o -type f -print | sed 's|^\./||')
+    fi | sort
+}
 
 tiny_run_manifest "$work/run.toml" killall 11 3 12 'ring_order = "rank"
 heartbeat_ms = 300
@@ -64,13 +84,19 @@ start_run() {
         "$pangea" coordinator "$work/run.toml" --run-id "$run_id" --listen "$address" >"$work/$run/coordinator.log" 2>&1 &
         membership=(--set mesh.coordinator="$address")
     fi
-    checkpoints=$work/$run/checkpoints/killall
+    if [[ $storage == s3 ]]; then
+        storage_args=(--set storage.plugin=s3 --set storage.endpoint="$S3_ENDPOINT" --set storage.bucket="$bucket"
+                      --set storage.prefix="$run/")
+        checkpoints=$run/killall
+    else
+        checkpoints=$work/$run/checkpoints/killall
+    fi
 }
 declare -A pids
 start_node() {  # node id, more arguments
     local i=$1; shift
-    "$pangea" run "$work/run.toml" --node-id "$i" --run-id "$run_id" --set run.dir="$work/$run" "${membership[@]}" "$@" \
-        >>"$work/$run/node-$i.log" 2>&1 &
+    "$pangea" run "$work/run.toml" --node-id "$i" --run-id "$run_id" --set run.dir="$work/$run" "${membership[@]}" \
+        "${storage_args[@]}" "$@" >>"$work/$run/node-$i.log" 2>&1 &
     pids[$i]=$!
 }
 # Waits (bounded) for the nodes; fails unless every one exits 0.
@@ -89,14 +115,18 @@ wait_nodes() {
 # names the step before (as it would have), and the run's record is ahead of it.
 train_and_kill_all() {
     for i in 0 1 2; do start_node "$i"; done
-    wait_for 180 bash -c "[[ \$(cat '$checkpoints/latest' 2>/dev/null) > step-00000003 ]]"
+    for _ in $(seq 1 1800); do
+        [[ $(object_get latest 2>/dev/null) > step-00000003 ]] && break
+        sleep 0.1
+    done
     kill -9 "${pids[@]}"
     for i in 0 1 2; do wait "${pids[$i]}" 2>/dev/null; done
-    newest=$(cat "$checkpoints/latest")
+    newest=$(object_get latest)
     newest=$((10#${newest#step-}))
     complete=$((newest - 2))
-    rm -f "$checkpoints/$(printf 'step-%08d' "$newest")"/node-{0,2}.json
-    printf 'step-%08d\n' "$complete" >"$checkpoints/latest"
+    object_rm "$(printf 'step-%08d' "$newest")/node-0.json"
+    object_rm "$(printf 'step-%08d' "$newest")/node-2.json"
+    printf 'step-%08d\n' "$complete" | object_put latest
     echo "$run: killed at checkpoint $newest; node 1 alone holds its part of it; the newest complete step is $complete"
 }
 
@@ -105,12 +135,12 @@ start_run resume 5
 train_and_kill_all
 # (storage/local's .partial/ holds the killed writers' temporary files: any opening removes them.)
 store_state() {
-    (cd "$work/$run/checkpoints" && find . -path ./.partial -prune -o -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum
+    object_list | while read -r key; do echo "$key $(object_get "$key" | sha256sum)"; done | sha256sum
 }
 before=$(store_state)
 expect "a node started without --resume refuses, naming the ways on" 1 \
     "starting afresh would overwrite them. Resume the run with --resume latest, or start over with --fresh" -- \
-    "$pangea" run "$work/run.toml" --node-id 0 --run-id "$run_id" --set run.dir="$work/$run" "${membership[@]}"
+    "$pangea" run "$work/run.toml" --node-id 0 --run-id "$run_id" --set run.dir="$work/$run" "${membership[@]}" "${storage_args[@]}"
 expect_equal "... and nothing in the storage changed" "$before" "$(store_state)"
 
 for i in 0 1 2; do start_node "$i" --resume latest; done
@@ -118,7 +148,7 @@ wait_nodes 0 1 2; rc=$?  # (not inside expect_rc: a subshell cannot wait for the
 expect_rc "--resume latest on every node finishes the run" 0 -- test "$rc" = 0
 for i in 0 1 2; do
     expect "node $i resumed from the run's newest complete step" 0 \
-        "resuming from storage/local killall/$(printf 'step-%08d' "$complete")/ (outer step $complete: the newest the whole run committed" \
+        "resuming from storage/$storage killall/$(printf 'step-%08d' "$complete")/ (outer step $complete: the newest the whole run committed" \
         -- cat "$work/$run/node-$i.log"
 done
 expect "node 1 withdrew its part of the step the run abandoned" 0 "withdrew its parts of the incomplete step(s) $newest" -- \
@@ -129,12 +159,12 @@ for i in 0 1 2; do
         "$(json_field "$work/$run/summary/node-$i.json" params_hash)"
 done
 
-final=$checkpoints/step-00000012/shared
-expect "the shared state is written once for the run: three pieces of each object" 0 "pieces: 3 3" -- \
-    bash -c "echo pieces: \$(ls '$final' | grep -c '^model.safetensors') \$(ls '$final' | grep -c '^outer_optimizer.bin')"
-"$pangea" checkpoint export "$work/run.toml" latest -o "$work/export" --set run.dir="$work/$run" >/dev/null
+final=$(object_list | grep '^step-00000012/shared/')
+expect_equal "the shared state is written once for the run: three pieces of each object (the store's listing)" \
+    "3 3" "$(grep -c '/model.safetensors\.' <<<"$final") $(grep -c '/outer_optimizer.bin\.' <<<"$final")"
+"$pangea" checkpoint export "$work/run.toml" latest -o "$work/export" --set run.dir="$work/$run" "${storage_args[@]}" >/dev/null
 expect_equal "... which add up to one model.safetensors" "$(stat -c %s "$work/export/model.safetensors")" \
-    "$(cat "$final"/model.safetensors.* | wc -c)"
+    "$(for key in $(grep '/model.safetensors\.' <<<"$final"); do object_get "$key"; done | wc -c)"
 
 # 2. Node 1 resumes, nodes 0 and 2 join (min_members = 2).
 start_run join 6
