@@ -180,10 +180,9 @@ public:
             // Each worker's gradient is the mean over its share: the sum over workers, over W.
             grad_.mul_(1.0 / workers_->size());
             const double own = grad_.norm().item<double>();
-            std::array<float, 2> sums{static_cast<float>(loss_sum), static_cast<float>(own * own)};
-            workers_->all_reduce_sum(sums);
-            loss_sum = double(sums[0]) / workers_->size();
-            norm = std::sqrt(double(sums[1]));
+            const auto [loss, squares] = sum_over_workers(loss_sum, own * own);
+            loss_sum = loss / workers_->size();
+            norm = std::sqrt(squares);
         } else {
             norm = grad_.norm().item<double>();
         }
@@ -367,9 +366,17 @@ private:
                                                     static_cast<size_t>(std::max<int64_t>(count, 1) * window)),
                                std::max<int64_t>(count, 1), batch.seq_len};
         const LossSum own = batch.sequences > 0 ? loss_on(share) : LossSum{};
-        std::array<float, 2> sums{count > 0 ? float(own.sum) : 0.0f, count > 0 ? float(own.tokens) : 0.0f};
-        workers_->all_reduce_sum(sums);
-        return {double(sums[0]), static_cast<int64_t>(sums[1])};
+        const auto [sum, tokens] = sum_over_workers(count > 0 ? own.sum : 0.0, count > 0 ? double(own.tokens) : 0.0);
+        return {sum, static_cast<int64_t>(std::llround(tokens))};
+    }
+
+    // Two numbers summed over the workers, where the group sums (the model's device: NCCL's are
+    // on the GPU).
+    std::pair<double, double> sum_over_workers(double a, double b) const {
+        const torch::Tensor sums = torch::tensor({static_cast<float>(a), static_cast<float>(b)}).to(model_.flat().device());
+        workers_->all_reduce_sum({sums.data_ptr<float>(), 2});
+        const torch::Tensor host = sums.cpu();
+        return {double(host[0].item<float>()), double(host[1].item<float>())};
     }
 
     // This worker's sequences of a micro-batch (the whole of it without workers).

@@ -25,7 +25,6 @@ static_assert(PANGEA_OPTIM_VTABLE_SIZE_1_0 == sizeof(pangea_optim_vtable_v1_0));
 static_assert(PANGEA_STORAGE_VTABLE_SIZE_1_0 == sizeof(pangea_storage_vtable_v1_0));
 // Kinds whose vtable has not grown since 1.0: when one does, add a branch for today's layout
 // below, like compress's.
-static_assert(sizeof(pangea_optim_vtable) == sizeof(pangea_optim_vtable_v1_0));
 static_assert(sizeof(pangea_storage_vtable) == sizeof(pangea_storage_vtable_v1_0));
 static_assert(sizeof(pangea_transport_vtable) == sizeof(pangea_transport_vtable_v1_1));
 static_assert(sizeof(pangea_plugin_info) == sizeof(pangea_plugin_info_v1_0));
@@ -85,6 +84,10 @@ pangea_status no_allreduce(void*, pangea_connection*, pangea_connection*, uint32
 
 double default_error_bound(void*) { return PANGEA_COMPRESS_DEFAULT_ERROR_BOUND; }
 
+size_t no_range_state_size(void*, size_t) { return 0; }
+pangea_status no_save_state_range(void*, size_t, size_t, uint8_t*, size_t, size_t*) { return PANGEA_ERR_UNSUPPORTED; }
+pangea_status no_load_state_range(void*, size_t, size_t, const uint8_t*, size_t) { return PANGEA_ERR_UNSUPPORTED; }
+
 // ------------------------------------------------------------------ one adapter per layout
 
 pangea_transport_vtable transport_from(const pangea_transport_vtable_v1_0& v) {
@@ -130,6 +133,9 @@ pangea_optim_vtable optim_from(const pangea_optim_vtable_v1_0& v) {
     out.state_size = v.state_size;
     out.save_state = v.save_state;
     out.load_state = v.load_state;
+    out.range_state_size = nullptr;  // 1.3
+    out.save_state_range = nullptr;
+    out.load_state_range = nullptr;
     return out;
 }
 
@@ -208,10 +214,20 @@ std::string adapt_vtable(pangea_plugin_kind kind, const void* vtable, AdaptedVta
             *out = v;
             return "";
         }
-        case PANGEA_KIND_OPTIM:
+        case PANGEA_KIND_OPTIM: {
             if (std::string bad = required("optim", PANGEA_OPTIM_VTABLE_SIZE_1_0); !bad.empty()) return bad;
-            *out = optim_from(*static_cast<const pangea_optim_vtable_v1_0*>(vtable));
+            pangea_optim_vtable v = size >= sizeof(pangea_optim_vtable)
+                                        ? current<pangea_optim_vtable>(vtable, size)
+                                        : optim_from(*static_cast<const pangea_optim_vtable_v1_0*>(vtable));
+            // The range slots go together: a plugin with some but not all of them has none.
+            if (v.range_state_size == nullptr || v.save_state_range == nullptr || v.load_state_range == nullptr) {
+                v.range_state_size = &no_range_state_size;
+                v.save_state_range = &no_save_state_range;
+                v.load_state_range = &no_load_state_range;
+            }
+            *out = v;
             return "";
+        }
         case PANGEA_KIND_STORAGE:
             if (std::string bad = required("storage", PANGEA_STORAGE_VTABLE_SIZE_1_0); !bad.empty()) return bad;
             *out = storage_from(*static_cast<const pangea_storage_vtable_v1_0*>(vtable));

@@ -1,5 +1,6 @@
 // optim/nesterov: DiLoCo's outer optimizer, SGD with (Nesterov) momentum on flat fp32 buffers.
 // With lr = 1 and momentum = 0 it is plain parameter averaging.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -48,44 +49,74 @@ public:
         }
     }
 
-    size_t state_size() override { return kStateHeader + velocity_.size() * sizeof(float); }
+    size_t state_size() override { return range_state_size(velocity_.size()); }
 
     void save_state(uint8_t* dst, size_t capacity, size_t* written) override {
-        const size_t size = state_size();
+        save_state_range(0, velocity_.size(), dst, capacity, written);
+    }
+
+    void load_state(const uint8_t* src, size_t bytes) override {
+        velocity_ = parse(src, bytes, "load_state");
+    }
+
+    // The momentum is per parameter: a range's state is its momentum values, with the header.
+    size_t range_state_size(size_t count) override { return kStateHeader + count * sizeof(float); }
+
+    void save_state_range(size_t begin, size_t count, uint8_t* dst, size_t capacity, size_t* written) override {
+        check_range(begin, count, "save_state_range");
+        const size_t size = range_state_size(count);
         if (capacity < size)
             throw Error(PANGEA_ERR_CAPACITY, "save_state: needs " + std::to_string(size) +
                                                  " bytes, capacity is " +
                                                  std::to_string(capacity));
-        const uint64_t count = velocity_.size();
+        const uint64_t stored = count;
         std::memcpy(dst, kStateMagic, sizeof(kStateMagic));
         std::memcpy(dst + 4, &kStateFormat, sizeof(kStateFormat));
-        std::memcpy(dst + 8, &count, sizeof(count));
-        if (count > 0) std::memcpy(dst + kStateHeader, velocity_.data(), count * sizeof(float));
+        std::memcpy(dst + 8, &stored, sizeof(stored));
+        if (count > 0) std::memcpy(dst + kStateHeader, velocity_.data() + begin, count * sizeof(float));
         *written = size;
     }
 
-    void load_state(const uint8_t* src, size_t bytes) override {
+    void load_state_range(size_t begin, size_t count, const uint8_t* src, size_t bytes) override {
+        check_range(begin, count, "load_state_range");
+        const std::vector<float> loaded = parse(src, bytes, "load_state_range");
+        if (loaded.size() != count)
+            throw Error(PANGEA_ERR_CORRUPT, "load_state_range: the bytes hold " + std::to_string(loaded.size()) +
+                                                " momentum values, the range " + std::to_string(count));
+        std::copy(loaded.begin(), loaded.end(), velocity_.begin() + static_cast<std::ptrdiff_t>(begin));
+    }
+
+private:
+    void check_range(size_t begin, size_t count, const char* what) const {
+        if (begin > velocity_.size() || count > velocity_.size() - begin)
+            throw Error(PANGEA_ERR_INVALID_ARGUMENT, std::string(what) + ": parameters [" + std::to_string(begin) + ", " +
+                                                         std::to_string(begin + count) + ") past init()'s " +
+                                                         std::to_string(velocity_.size()));
+    }
+
+    // The momentum values in state bytes; throws PANGEA_ERR_CORRUPT for bytes this plugin did
+    // not write.
+    static std::vector<float> parse(const uint8_t* src, size_t bytes, const char* what) {
         if (bytes < kStateHeader || std::memcmp(src, kStateMagic, sizeof(kStateMagic)) != 0)
-            throw Error(PANGEA_ERR_CORRUPT, "load_state: not a nesterov state (bad magic)");
+            throw Error(PANGEA_ERR_CORRUPT, std::string(what) + ": not a nesterov state (bad magic)");
         uint32_t format = 0;
         uint64_t count = 0;
         std::memcpy(&format, src + 4, sizeof(format));
         std::memcpy(&count, src + 8, sizeof(count));
         if (format != kStateFormat)
             throw Error(PANGEA_ERR_CORRUPT,
-                        "load_state: state format " + std::to_string(format) + ", expected " +
+                        std::string(what) + ": state format " + std::to_string(format) + ", expected " +
                             std::to_string(kStateFormat));
         if (count > (bytes - kStateHeader) / sizeof(float) ||
             bytes != kStateHeader + count * sizeof(float))
-            throw Error(PANGEA_ERR_CORRUPT, "load_state: " + std::to_string(bytes) +
+            throw Error(PANGEA_ERR_CORRUPT, std::string(what) + ": " + std::to_string(bytes) +
                                                 " bytes do not hold " + std::to_string(count) +
                                                 " momentum values");
-        std::vector<float> loaded(count);
-        if (count > 0) std::memcpy(loaded.data(), src + kStateHeader, count * sizeof(float));
-        velocity_ = std::move(loaded);
+        std::vector<float> values(count);
+        if (count > 0) std::memcpy(values.data(), src + kStateHeader, count * sizeof(float));
+        return values;
     }
 
-private:
     float lr_;
     float momentum_;
     bool nesterov_;

@@ -184,6 +184,20 @@ public:
     virtual size_t state_size() = 0;
     virtual void save_state(uint8_t* dst, size_t capacity, size_t* written) = 0;
     virtual void load_state(const uint8_t* src, size_t bytes) = 0;
+    // Optional (optim.h has the contract): the state of a range of the parameters, for an
+    // optimizer whose state is per parameter. The defaults say it cannot be split.
+    virtual size_t range_state_size(size_t count) {
+        (void)count;
+        return 0;
+    }
+    virtual void save_state_range(size_t begin, size_t count, uint8_t* dst, size_t capacity, size_t* written) {
+        (void)begin, (void)count, (void)dst, (void)capacity, (void)written;
+        throw Error(PANGEA_ERR_UNSUPPORTED, "save_state_range: this optimizer's state cannot be split by range");
+    }
+    virtual void load_state_range(size_t begin, size_t count, const uint8_t* src, size_t bytes) {
+        (void)begin, (void)count, (void)src, (void)bytes;
+        throw Error(PANGEA_ERR_UNSUPPORTED, "load_state_range: this optimizer's state cannot be split by range");
+    }
 };
 
 // Transports hand out opaque handles: the class decides what they point to. Functions return the
@@ -376,6 +390,20 @@ const void* vtable_for(std::integral_constant<pangea_plugin_kind, PANGEA_KIND_OP
         },
         [](void* self, const uint8_t* src, size_t bytes) noexcept {
             return guarded(self, [&] { as<OuterOptimizer>(self)->load_state(src, bytes); });
+        },
+        [](void* self, size_t count) noexcept -> size_t {
+            if (self == nullptr) return 0;
+            try {
+                return as<OuterOptimizer>(self)->range_state_size(count);
+            } catch (...) {
+                return 0;
+            }
+        },
+        [](void* self, size_t begin, size_t count, uint8_t* dst, size_t cap, size_t* written) noexcept {
+            return guarded(self, [&] { as<OuterOptimizer>(self)->save_state_range(begin, count, dst, cap, written); });
+        },
+        [](void* self, size_t begin, size_t count, const uint8_t* src, size_t bytes) noexcept {
+            return guarded(self, [&] { as<OuterOptimizer>(self)->load_state_range(begin, count, src, bytes); });
         },
     };
     return &vtable;
