@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -56,11 +58,52 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
     if (::fsync(dir.fd) != 0) fail("cannot sync the directory", directory, errno);
 }
 
+namespace {
+
+// A process as "pid start-time" (the start time in clock ticks since boot, /proc/PID/stat field
+// 22: a pid the system reuses has another); empty when there is no such process.
+std::string process_identity(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    if (!std::getline(stat, text)) return "";
+    const size_t name_end = text.rfind(')');  // (the command name may hold spaces)
+    if (name_end == std::string::npos) return "";
+    std::istringstream fields(text.substr(name_end + 2));
+    std::string field;
+    for (int i = 3; i <= 22 && fields >> field; ++i)
+        if (i == 22) return std::to_string(pid) + " " + field;
+    return "";
+}
+
+// Removes the directories of `prefix` in `parent` whose owner process is gone.
+void remove_abandoned(const std::filesystem::path& parent, const std::string& prefix) {
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator(parent, error)) {
+        const std::string name = entry.path().filename().string();
+        if (name.rfind(prefix, 0) != 0 || name.size() != prefix.size() + 6 || !entry.is_directory(error)) continue;
+        std::ifstream owner_file(entry.path() / ".owner");
+        std::string owner;
+        if (!std::getline(owner_file, owner)) continue;  // not one of ours, or still being made
+        pid_t pid = 0;
+        try {
+            pid = static_cast<pid_t>(std::stol(owner));
+        } catch (const std::exception&) {
+            continue;
+        }
+        if (pid > 0 && process_identity(pid) != owner) std::filesystem::remove_all(entry.path(), error);
+    }
+}
+
+}  // namespace
+
 TemporaryDirectory::TemporaryDirectory(const std::string& prefix) {
-    std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "XXXXXX")).string();
+    const std::filesystem::path parent = std::filesystem::temp_directory_path();
+    remove_abandoned(parent, prefix);
+    std::string pattern = (parent / (prefix + "XXXXXX")).string();
     if (::mkdtemp(pattern.data()) == nullptr)
         throw std::system_error(errno, std::generic_category(), "cannot make a directory like " + pattern);
     path_ = pattern;
+    std::ofstream(path_ / ".owner") << process_identity(::getpid()) << "\n";
 }
 
 TemporaryDirectory::~TemporaryDirectory() {

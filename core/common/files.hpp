@@ -14,7 +14,10 @@ namespace pangea {
 void write_file_atomically(const std::filesystem::path& path, const std::string& text);
 
 // A fresh directory of this process's own in the system's temporary directory (mkdtemp), removed
-// with all it holds when this goes. Throws std::system_error naming the path and why.
+// with all it holds when this goes. Throws std::system_error naming the path and why. It names
+// its owner (a file .owner: the process id and start time), so that one left behind by a process
+// killed outright (SIGKILL runs no destructor) is removed by the next one of the same prefix on
+// this machine; a directory whose owner still runs is left alone.
 class TemporaryDirectory {
 public:
     explicit TemporaryDirectory(const std::string& prefix);

@@ -104,5 +104,35 @@ TEST(TemporaryDirectories, AreFreshAndGoWithWhatTheyHold) {
     EXPECT_FALSE(fs::exists(kept));
 }
 
+// A process killed outright leaves its directory: the next one of the prefix removes it, and only
+// it (not one whose owner runs, not one that is not ours).
+TEST(TemporaryDirectories, OneLeftByAKilledOwnerGoesWithTheNextOfItsPrefix) {
+    const std::string prefix = "pangea-abandoned-" + std::to_string(::getpid()) + "-";
+    const TemporaryDirectory running(prefix);
+    fs::path abandoned;
+    const pid_t child = ::fork();
+    if (child == 0) {  // makes one and dies without its destructor, as SIGKILL would
+        const TemporaryDirectory left(prefix);
+        std::ofstream(fs::temp_directory_path() / (prefix + "path")) << left.path().string();
+        ::_exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    std::string left_path;
+    std::getline(std::ifstream(fs::temp_directory_path() / (prefix + "path")), left_path);
+    fs::remove(fs::temp_directory_path() / (prefix + "path"));
+    abandoned = left_path;
+    ASSERT_TRUE(fs::is_directory(abandoned));
+    const fs::path foreign = fs::temp_directory_path() / (prefix + "zzzzzz");
+    fs::create_directories(foreign);  // no .owner: not one of ours
+    {
+        const TemporaryDirectory next(prefix);
+        EXPECT_FALSE(fs::exists(abandoned)) << "the killed owner's directory is still there";
+        EXPECT_TRUE(fs::is_directory(running.path())) << "a running owner's directory went";
+        EXPECT_TRUE(fs::is_directory(foreign)) << "a directory without an owner went";
+    }
+    fs::remove_all(foreign);
+}
+
 }  // namespace
 }  // namespace pangea
