@@ -131,16 +131,13 @@ public:
         }
         if (workers_) {
             sharded_.emplace(model_, grad_, *workers_);
-            if (workers_->rank() == 0) whole_.resize(static_cast<size_t>(count_));
-            parameters_ = std::make_unique<HostParameters>(std::span<float>(whole_));
-            gather_parameters();  // (every worker makes its learner alike: the first collective)
         } else {
             // The parameters' gradients are views of grad_: backward accumulates into it in place.
             const float* base = model_.flat().data_ptr<float>();
             for (auto& p : model_.parameters())
                 p.mutable_grad() = grad_.narrow(0, p.data_ptr<float>() - base, p.numel()).view(p.sizes());
-            parameters_ = parameters_of(model_.flat());
         }
+        parameters_ = parameters_of(model_.flat());
     }
 
     ModelParameters& parameters() override { return *parameters_; }
@@ -265,31 +262,6 @@ public:
         }
     }
 
-    void gather_parameters() override {
-        if (!workers_) return;
-        if (workers_->rank() > 0) return workers_->send(bytes_of(host(model_.flat())), 0);
-        for (int k = 0; k < group_size(); ++k) {
-            const FlatRange part = shard(k);
-            if (k == 0) host_view(whole_.data() + part.begin, part.size()).copy_(model_.flat());
-            else workers_->receive(bytes_of(whole_.data() + part.begin, static_cast<size_t>(part.size()) * sizeof(float)), k);
-        }
-    }
-
-    void scatter_parameters() override {
-        if (!workers_) return;
-        torch::NoGradGuard no_grad;
-        if (workers_->rank() > 0) {
-            torch::Tensor values = host(model_.flat()).clone();
-            workers_->receive(bytes_of(values), 0);
-            return void(model_.flat().copy_(values));
-        }
-        for (int k = 0; k < group_size(); ++k) {
-            const FlatRange part = shard(k);
-            if (k == 0) model_.flat().copy_(host_view(whole_.data() + part.begin, part.size()));
-            else workers_->send(bytes_of(whole_.data() + part.begin, static_cast<size_t>(part.size()) * sizeof(float)), k);
-        }
-    }
-
     void set_announcer(std::function<void(WorkerRequest)> announce) override { announce_ = std::move(announce); }
 
     void serve(WorkerRequest request) override {
@@ -402,8 +374,7 @@ private:
     LlamaModel model_;      // holds this worker's shard, or everything
     torch::Tensor grad_, exp_avg_, exp_avg_sq_;  // of what model_ holds
     std::optional<ShardedModel> sharded_;
-    std::vector<float> whole_;  // sharded, worker 0: all the parameters, for the outer loop
-    std::unique_ptr<ModelParameters> parameters_;
+    std::unique_ptr<ModelParameters> parameters_;  // what model_ holds
     std::function<void(WorkerRequest)> announce_;
     std::shared_ptr<std::vector<uint8_t>> snapshot_;  // the last snapshot_optimizer_state()'s bytes
     std::vector<FlatRange> decayed_;  // within what is held

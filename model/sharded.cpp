@@ -51,7 +51,8 @@ struct GatheredUnit : public torch::autograd::Function<GatheredUnit> {
 }  // namespace
 
 FlatRange shard_of(int64_t count, int workers, int worker) {
-    return {count * worker / workers, count * (worker + 1) / workers};
+    const ShardRange range = shard_range(static_cast<size_t>(count), workers, worker);
+    return {static_cast<int64_t>(range.begin), static_cast<int64_t>(range.end)};
 }
 
 ShardedModel::ShardedModel(const LlamaModel& model, torch::Tensor grad, WorkerGroup& group)

@@ -17,8 +17,7 @@ namespace pangea {
 
 class WorkerGroup;
 
-// Worker k's shard of `count` parameters among `workers`: [count k / W, count (k + 1) / W), the
-// same split as [mesh] rings' (with rings a multiple of W, a ring's range is inside one shard).
+// Worker k's shard of `count` parameters among `workers` (shard_range in workers/worker_group.hpp).
 FlatRange shard_of(int64_t count, int workers, int worker);
 
 class ShardedModel {

@@ -1,5 +1,7 @@
 #include "diloco/outer_loop.hpp"
 
+#include "common/float_hash.hpp"
+
 #include <algorithm>
 #include <chrono>
 
@@ -128,6 +130,15 @@ std::vector<uint8_t> OuterLoop::optimizer_state(std::vector<uint8_t> bytes) cons
     bytes.resize(written);
     return bytes;
 }
+
+void OuterLoop::read_synced(std::span<float> out) const {
+    if (out.size() != synced_.size())
+        throw OuterLoopError("read_synced: " + std::to_string(out.size()) + " values asked, there are " +
+                             std::to_string(synced_.size()));
+    std::copy(synced_.begin(), synced_.end(), out.begin());
+}
+
+std::string OuterLoop::synced_hash() const { return hash_floats(synced_.data(), synced_.size()); }
 
 size_t OuterLoop::optimizer_state_size() const {
     return optimizer_.vtable<pangea_optim_vtable>().state_size(optimizer_.handle());

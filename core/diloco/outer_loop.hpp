@@ -32,6 +32,7 @@
 #include <future>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "collective/ring_allreduce.hpp"
@@ -89,7 +90,27 @@ struct OuterStepReport {
     bool dropped() const { return allreduce.dropped; }
 };
 
-class OuterLoop {
+// What carrying a node's state elsewhere (live recovery, checkpoints) needs of its outer loop:
+// the synced parameters and the outer optimizer's state, all of them. An OuterLoop is one; a node
+// of several workers, each with the outer loop of its shard, has another (train/node_workers.hpp).
+class OuterState {
+public:
+    virtual ~OuterState() = default;
+    virtual size_t parameter_count() const = 0;
+    // The synced parameters, into `out` (parameter_count() values).
+    virtual void read_synced(std::span<float> out) const = 0;
+    // Their hash (common/float_hash.hpp): what nodes compare.
+    virtual std::string synced_hash() const = 0;
+    // The optimizer plugin's state, written into `reuse`'s memory (a checkpoint buffer from the
+    // previous save: no fresh pages to fault in).
+    virtual std::vector<uint8_t> optimizer_state(std::vector<uint8_t> reuse = {}) const = 0;
+    // Takes up state from elsewhere (a peer, a checkpoint): synced and model parameters become
+    // `synced`, the optimizer loads `optimizer_state`. Throws OuterLoopError, leaving everything
+    // as it was, if either does not fit.
+    virtual void restore(std::span<const float> synced, std::span<const uint8_t> optimizer_state) = 0;
+};
+
+class OuterLoop final : public OuterState {
 public:
     // `params` are the model's; `optimizer` an optim plugin instance (init() is called here).
     // Both must outlive the loop; `average` is called from a background thread in overlap mode,
@@ -111,14 +132,14 @@ public:
 
     std::span<const float> synced() const { return synced_; }
 
-    // The optimizer plugin's state, for live recovery and checkpoints, written into `reuse`'s
-    // memory (a checkpoint buffer from the previous save: no fresh pages to fault in).
-    std::vector<uint8_t> optimizer_state(std::vector<uint8_t> reuse = {}) const;
+    // OuterState. restore(): blocking mode only (nothing in flight).
+    size_t parameter_count() const override { return synced_.size(); }
+    void read_synced(std::span<float> out) const override;
+    std::string synced_hash() const override;
+    std::vector<uint8_t> optimizer_state(std::vector<uint8_t> reuse = {}) const override;
+    void restore(std::span<const float> synced, std::span<const uint8_t> optimizer_state) override;
     size_t optimizer_state_size() const;  // its size in bytes (at most), without a copy
-    // Takes up state from elsewhere (a peer, a checkpoint): synced and model parameters become
-    // `synced`, the optimizer loads `optimizer_state`. Blocking mode only (nothing in flight).
-    // Throws OuterLoopError, leaving everything as it was, if either does not fit.
-    void restore(std::span<const float> synced, std::span<const uint8_t> optimizer_state);
+    const PluginInstance& optimizer() const { return optimizer_; }
     int64_t applied_steps() const { return applied_; }
 
 private:

@@ -53,7 +53,6 @@ InnerSteps::Round InnerSteps::run(int64_t outer, NodeMetrics* metrics) {
                         double((h + 1) * sequences_per_step_ * seq_len_) / round.compute_seconds, false);
     }
     round.mean_loss = loss_sum / double(inner_steps_);
-    learner_.gather_parameters();  // (a node of several workers: the outer loop reads them on worker 0)
     return round;
 }
 

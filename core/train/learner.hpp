@@ -72,14 +72,8 @@ public:
     virtual void load_optimizer_state(std::span<const uint8_t> bytes) = 0;
 
     // A node of several workers shards the model among them (model/sharded.hpp): every worker
-    // holds 1/W of the parameters, gradients and moments. Worker 0 (the leader) alone talks to
-    // the run, so parameters() on it are the whole model in host memory, which these two move:
-    // after a round of inner steps, every worker calls gather_parameters() (worker 0's
-    // parameters() then hold the round's result); when worker 0's parameters() changed (the
-    // outer step, a state taken up), every worker calls scatter_parameters(). Without workers
-    // both do nothing.
-    virtual void gather_parameters() {}
-    virtual void scatter_parameters() {}
+    // holds 1/W of the parameters, gradients and moments, and parameters() are its shard (the
+    // range shard_range() gives it), which the outer loop of that worker steps.
     // Worker 0's load_optimizer_state(), snapshot_optimizer_state() and evaluate() are
     // collectives the others do not expect: worker 0 calls `announce` first, and they serve() it.
     virtual void set_announcer(std::function<void(WorkerRequest)> announce) { (void)announce; }

@@ -81,10 +81,14 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         contribution(data);  // one node: the average is its own
         return AllReduceResult{};
     };
+    // The model's parameters, and the outer loop that steps them (with workers: the leader's
+    // shard of each; the node's whole outer state is then the workers' together).
     ModelParameters& params = setup.learner->parameters();
-    OuterLoop loop(params, setup.optimizer, average, overlap);
+    OuterLoop loop(params, setup.optimizer, workers ? workers->average(average) : average, overlap);
+    const std::unique_ptr<OuterState> sharded = workers ? workers->outer_state(loop, parameter_count(setup.shape)) : nullptr;
+    OuterState& outer_state = sharded ? *sharded : loop;
     InnerSteps inner(m, *setup.learner, setup.sampler, setup.node);
-    NodeState state(loop, *setup.learner, setup.sampler, inner.sequences_per_round());
+    NodeState state(outer_state, *setup.learner, setup.sampler, inner.sequences_per_round());
     std::optional<LiveRecovery> recovery;
     if (mesh) recovery.emplace(*mesh, state, overlap);
     NodeMetrics metrics(m.get_string("run", "dir"), setup.node, outer_steps, inner.per_round(), resumed.has_value());
@@ -125,7 +129,6 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             if (workers) workers->hand_over(outer + 1);
             continue;
         }
-        if (workers) workers->synced(outer + 1);
         if (recovery) recovery->offer_state();
         checkpoints.after_outer_step(state, outer + 1, outer_steps, mesh ? mesh->member_nodes() : std::vector{setup.node});
         const bool eval_now = eval_interval > 0 && (outer + 1) % eval_interval == 0 && outer + 1 < outer_steps;
@@ -141,7 +144,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                          {"tokens_per_s", double(tokens) / wall},
                          {"synced_outer_steps", loop.applied_steps()},
                          {"members", mesh ? int64_t{mesh->members()} : int64_t{1}},
-                         {"params_hash", hash_floats(loop.synced().data(), loop.synced().size())}});
+                         {"params_hash", outer_state.synced_hash()}});
         metrics.outer_step(std::move(line), report, round.compute_seconds, wall);
         metrics.status("training", outer + 1, 0, double(tokens) / wall, true);
     }
@@ -150,8 +153,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     const CheckpointStats saves = checkpoints.finish();  // the last checkpoint is on storage before the run reports done
     metrics.end();
     metrics.evaluated(inner.evaluate());
-    const std::vector<uint64_t> worker_peaks = workers ? workers->done() : std::vector<uint64_t>{};
-    const std::string hash = hash_floats(loop.synced().data(), loop.synced().size());  // finish(): the model's too
+    const std::string hash = outer_state.synced_hash();  // finish(): the model's too
+    const std::vector<uint64_t> worker_peaks = workers ? workers->done() : std::vector<uint64_t>{};  // (last: they exit)
     // The DiLoCo state: the learner's (parameters, gradients, moments) and the outer loop's (the
     // synced copy and the optimizer plugin's state), in host or device memory.
     const uint64_t state_bytes = setup.learner->state_bytes() + loop.synced().size_bytes() + loop.optimizer_state_size();
@@ -172,7 +175,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     const std::vector<Json> no_recoveries;
     const std::vector<Json>& recoveries = recovery ? recovery->recoveries() : no_recoveries;
     metrics.summary(Json{{"nodes", setup.nodes},
-                         {"parameters", static_cast<int64_t>(params.size())},
+                         {"parameters", static_cast<int64_t>(outer_state.parameter_count())},
                          {"outer_steps", outer_steps},
                          {"inner_steps", inner.per_round()},
                          {"overlap", overlap},

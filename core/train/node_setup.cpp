@@ -28,7 +28,7 @@ NodeSetup::NodeSetup(const Manifest& m, PluginRegistry& registry, int node_id, W
       codec(instantiate(m, registry, PANGEA_KIND_COMPRESS, "none")) {
     const auto info = [](const std::string& line) { log(PANGEA_LOG_INFO, "train", line); };
     info(tag + " of " + std::to_string(nodes) + ": model " + shape.preset + ", " +
-         format_count(double(learner->parameters().size())) + " parameters (" + std::to_string(shape.layers) +
+         format_count(double(parameter_count(shape))) + " parameters (" + std::to_string(shape.layers) +
          " layers, d_model " + std::to_string(shape.d_model) + ", vocab " + std::to_string(shape.vocab) +
          "); data: " + sampler.describe());
     info(tag + ": plugins " + transport.plugin().id() + ", " + codec.plugin().id() + ", " + optimizer.plugin().id());

@@ -9,42 +9,43 @@
 namespace pangea {
 
 uint64_t TransferableState::max_snapshot_bytes() const {
-    return 8 * loop_.synced().size_bytes() + (uint64_t{64} << 20);
+    return 8 * outer_.parameter_count() * sizeof(float) + (uint64_t{64} << 20);
 }
 
 std::shared_ptr<const StateSnapshot> TransferableState::snapshot(int64_t step) const {
     auto snapshot = std::make_shared<StateSnapshot>();
     snapshot->step = step;
-    const auto synced = loop_.synced();
-    const auto* bytes = reinterpret_cast<const uint8_t*>(synced.data());
-    snapshot->sections.push_back({"params", {bytes, bytes + synced.size_bytes()}, true});
-    snapshot->sections.push_back({"outer_optimizer", loop_.optimizer_state(), true});
+    std::vector<uint8_t> params(outer_.parameter_count() * sizeof(float));
+    outer_.read_synced({reinterpret_cast<float*>(params.data()), outer_.parameter_count()});
+    snapshot->sections.push_back({"params", std::move(params), true});
+    snapshot->sections.push_back({"outer_optimizer", outer_.optimizer_state(), true});
     snapshot->sections.push_back({"inner_optimizer", inner_state(), false});
     return snapshot;
 }
 
 void TransferableState::take_up(const StateSnapshot& snapshot) {
     const std::vector<uint8_t>& params = snapshot.at("params").bytes;
-    const size_t expected = loop_.synced().size_bytes();
+    const size_t expected = outer_.parameter_count() * sizeof(float);
     if (params.size() != expected)
         throw std::runtime_error("the recovered parameters are " + std::to_string(params.size()) + " bytes, this model has " +
                                  std::to_string(expected) + "; do the nodes' manifests and models agree?");
-    loop_.restore({reinterpret_cast<const float*>(params.data()), params.size() / sizeof(float)},
+    outer_.restore({reinterpret_cast<const float*>(params.data()), params.size() / sizeof(float)},
                   snapshot.at("outer_optimizer").bytes);
     take_up_inner(snapshot.at("inner_optimizer").bytes, snapshot.step);
 }
 
 TrainingState TransferableState::checkpoint(int64_t step, TrainingState state) const {
     state.step = step;
-    state.params.assign(loop_.synced().begin(), loop_.synced().end());
-    state.outer_optimizer = loop_.optimizer_state(std::move(state.outer_optimizer));
+    state.params.resize(outer_.parameter_count());
+    outer_.read_synced(state.params);
+    state.outer_optimizer = outer_.optimizer_state(std::move(state.outer_optimizer));
     state.inner_optimizer_later = inner_state_later();
     state.sampler_position = data_position(step);
     return state;
 }
 
 void TransferableState::take_up(const TrainingState& state) {
-    loop_.restore(state.params, state.outer_optimizer);
+    outer_.restore(state.params, state.outer_optimizer);
     take_up_inner(state.inner_optimizer, state.step);
 }
 

@@ -18,12 +18,12 @@ namespace pangea {
 class Learner;
 class Sampler;
 
-// What live recovery moves between nodes (train/live_recovery.hpp): the outer loop's part here,
+// What live recovery moves between nodes (train/live_recovery.hpp): the outer state's part here,
 // the inner part from a subclass: the C++ node's NodeState below, or a Python node's
 // (python/src/module.cpp), whose inner optimizer lives in PyTorch.
 class TransferableState {
 public:
-    explicit TransferableState(OuterLoop& loop) : loop_(loop) {}  // the loop must outlive this
+    explicit TransferableState(OuterState& outer) : outer_(outer) {}  // which must outlive this
     virtual ~TransferableState() = default;
 
     // Bytes a peer's snapshot may hold at most: the parameters, the outer optimizer's state (at
@@ -55,15 +55,15 @@ protected:
     // What a checkpoint records as the data position after `step` outer steps.
     virtual uint64_t data_position(int64_t step) const = 0;
 
-    OuterLoop& loop_;
+    OuterState& outer_;
 };
 
 class NodeState final : public TransferableState {
 public:
     // All three must outlive this object. A node draws `draws_per_outer_step` training sequences
     // per outer step.
-    NodeState(OuterLoop& loop, Learner& learner, Sampler& sampler, uint64_t draws_per_outer_step)
-        : TransferableState(loop), learner_(learner), sampler_(sampler), draws_per_outer_step_(draws_per_outer_step) {}
+    NodeState(OuterState& outer, Learner& learner, Sampler& sampler, uint64_t draws_per_outer_step)
+        : TransferableState(outer), learner_(learner), sampler_(sampler), draws_per_outer_step_(draws_per_outer_step) {}
 
 private:
     std::vector<uint8_t> inner_state() const override;

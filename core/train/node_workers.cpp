@@ -5,6 +5,7 @@
 #include <cstring>
 #include <thread>
 
+#include "common/float_hash.hpp"
 #include "common/log.hpp"
 #include "data/sampler.hpp"
 #include "diloco/outer_loop.hpp"
@@ -27,19 +28,39 @@ constexpr milliseconds kTimeout{120000};
 // nodes, a recovery). A dead leader ends the wait at once (its connections close).
 constexpr milliseconds kLeaderTimeout{7 * 24 * 3600 * 1000LL};
 
-// What the leader tells the others, each a header broadcast: a state to start from (the
-// parameters follow, scattered), the parameters after an outer step, a round of inner steps to
-// train, the end of the run; and between those, the learner's requests (WorkerRequest: the
-// header's kind). Each worker holds its shard of the parameters and of the inner optimizer's
-// state; the outer state is the leader's alone.
-enum class Handover : uint32_t { kState = 1, kParams = 2, kDone = 3, kTrain = 4 };
+// What the leader tells each of the others, in order, point to point: the data position to go on
+// from, a round of inner steps to train, the outer step to take, a part of the outer state to
+// hand out or take up, the end of the run; the learner's requests (WorkerRequest values); and
+// within an outer step: give your pseudo-gradient (again, for a retry), here is your part of the
+// average, the step failed (why follows), the node was dropped from the run. Requests may come
+// within an outer step too (the run asks this node for its state while it waits for joiners).
+enum class Command : uint32_t {
+    kState = 1,
+    kDone = 3,
+    kTrain = 4,
+    kSync = 5,
+    kReadSynced = 6,
+    kReadOuterOptimizer = 7,
+    kRestoreOuter = 8,
+    kContribute = 32,
+    kAverage = 33,
+    kFailed = 34,
+    kDropped = 35,
+};
 struct Header {
     uint32_t kind = 0;
     uint32_t reserved = 0;
-    int64_t step = 0;
+    int64_t value = 0;  // the step, or the bytes that follow
 };
 
-std::span<uint8_t> bytes_of(Header& header) { return {reinterpret_cast<uint8_t*>(&header), sizeof header}; }
+template <class T>
+std::span<uint8_t> raw(T& value) {
+    return {reinterpret_cast<uint8_t*>(&value), sizeof value};
+}
+template <class T>
+std::span<uint8_t> raw(std::span<T> values) {
+    return {reinterpret_cast<uint8_t*>(values.data()), values.size_bytes()};
+}
 
 std::string tag_of(int node, int worker) { return "node-" + std::to_string(node) + "/worker-" + std::to_string(worker); }
 
@@ -67,8 +88,8 @@ public:
     void send(std::span<const uint8_t> data, int to) override {
         watch([&] { group_->send(data, to); });
     }
-    void receive(std::span<uint8_t> data, int from) override {
-        watch([&] { group_->receive(data, from); });
+    void receive(std::span<uint8_t> data, int from, std::chrono::milliseconds timeout) override {
+        watch([&] { group_->receive(data, from, timeout); });
     }
 
 private:
@@ -141,36 +162,179 @@ NodeWorkers::~NodeWorkers() {
     children_.clear();  // kills and reaps any still running, before their directory goes
 }
 
+void NodeWorkers::announce(uint32_t kind, int64_t value) {
+    Header header;
+    header.kind = kind;
+    header.value = value;
+    for (int k = 1; k < group_->size(); ++k) group_->send(raw(header), k);
+}
+
+void NodeWorkers::tell(int worker, uint32_t kind, int64_t value) {
+    Header header;
+    header.kind = kind;
+    header.value = value;
+    group_->send(raw(header), worker);
+}
+
 void NodeWorkers::lead(Learner& learner) {
     learner_ = &learner;
-    learner.set_announcer([this](WorkerRequest request) {
-        Header header;
-        header.kind = static_cast<uint32_t>(request);
-        group_->broadcast(bytes_of(header), 0);
-    });
+    learner.set_announcer([this](WorkerRequest request) { announce(static_cast<uint32_t>(request)); });
 }
 
-void NodeWorkers::hand_over(int64_t step) {
-    Header header;
-    header.kind = static_cast<uint32_t>(Handover::kState);
-    header.step = step;
-    group_->broadcast(bytes_of(header), 0);
-    learner_->scatter_parameters();
+void NodeWorkers::hand_over(int64_t step) { announce(static_cast<uint32_t>(Command::kState), step); }
+
+void NodeWorkers::train(int64_t outer) { announce(static_cast<uint32_t>(Command::kTrain), outer); }
+
+AverageFn NodeWorkers::average(AverageFn run_average) {
+    return [this, run = std::move(run_average)](std::span<float> own, const ContributionFn& contribution) {
+        const int workers = group_->size();
+        announce(static_cast<uint32_t>(Command::kSync));
+        auto message = [&](int k, Command kind, size_t bytes) { tell(k, static_cast<uint32_t>(kind), static_cast<int64_t>(bytes)); };
+        const size_t total = pseudo_gradient_.size();
+        auto part = [&](int k) {
+            const ShardRange r = shard_range(total, workers, k);
+            return std::span<float>(pseudo_gradient_).subspan(r.begin, r.size());
+        };
+        // (The buffer the run averages in is pseudo_gradient_ itself.)
+        AllReduceResult result = run(pseudo_gradient_, [&](std::span<float>) {
+            for (int k = 1; k < workers; ++k) message(k, Command::kContribute, 0);
+            contribution(part(0));
+            for (int k = 1; k < workers; ++k) group_->receive(raw(part(k)), k);
+        });
+        if (result.status == PANGEA_OK) {
+            std::copy(part(0).begin(), part(0).end(), own.begin());
+            for (int k = 1; k < workers; ++k) {
+                message(k, Command::kAverage, part(k).size_bytes());
+                group_->send(raw(part(k)), k);
+            }
+        } else if (result.dropped) {
+            for (int k = 1; k < workers; ++k) message(k, Command::kDropped, 0);
+        } else {
+            std::string why = result.error;
+            for (int k = 1; k < workers; ++k) {
+                message(k, Command::kFailed, why.size());
+                group_->send({reinterpret_cast<const uint8_t*>(why.data()), why.size()}, k);
+            }
+        }
+        return result;
+    };
 }
 
-void NodeWorkers::train(int64_t outer) {
-    Header header;
-    header.kind = static_cast<uint32_t>(Handover::kTrain);
-    header.step = outer;
-    group_->broadcast(bytes_of(header), 0);
-}
+// The node's whole outer state, its shards gathered for reading and split for taking up. The
+// outer optimizer's state moves through a scratch instance of all the parameters, made for the
+// call (its memory goes with it): the leader holds all of it only while a state is carried.
+class NodeWorkers::ShardedOuterState final : public OuterState {
+public:
+    ShardedOuterState(NodeWorkers& workers, OuterLoop& own, size_t parameters)
+        : workers_(workers), own_(own), count_(parameters), optimizer_(own.optimizer()) {
+        if (optimizer_.vtable<pangea_optim_vtable>().range_state_size(optimizer_.handle(), 1) == 0)
+            throw std::runtime_error("[node] workers = " + std::to_string(group().size()) + " shards the outer step, which "
+                                     "needs an outer optimizer that splits its state by range (plugin ABI 1.3: "
+                                     "save_state_range); " + optimizer_.plugin().id() +
+                                     " cannot. Run one worker per node, or use optim/nesterov");
+        if (shard(0).size() != own.parameter_count())
+            throw std::logic_error("the leader's outer loop does not hold its shard");
+    }
 
-void NodeWorkers::synced(int64_t step) {
-    Header header;
-    header.kind = static_cast<uint32_t>(Handover::kParams);
-    header.step = step;
-    group_->broadcast(bytes_of(header), 0);
-    learner_->scatter_parameters();
+    size_t parameter_count() const override { return count_; }
+
+    void read_synced(std::span<float> out) const override {
+        if (out.size() != count_)
+            throw OuterLoopError("read_synced: " + std::to_string(out.size()) + " values asked, there are " +
+                                 std::to_string(count_));
+        workers_.announce(static_cast<uint32_t>(Command::kReadSynced));
+        own_.read_synced(out.subspan(0, shard(0).size()));
+        for (int k = 1; k < group().size(); ++k) group().receive(raw(out.subspan(shard(k).begin, shard(k).size())), k);
+    }
+
+    // Hashed shard by shard as they come: the leader holds one shard more, not all of them.
+    std::string synced_hash() const override {
+        workers_.announce(static_cast<uint32_t>(Command::kReadSynced));
+        FloatHash hash(count_);
+        hash.add(own_.synced());
+        std::vector<float> part;
+        for (int k = 1; k < group().size(); ++k) {
+            part.resize(shard(k).size());
+            group().receive(raw(std::span<float>(part)), k);
+            hash.add(part);
+        }
+        return hash.hex();
+    }
+
+    std::vector<uint8_t> optimizer_state(std::vector<uint8_t> reuse) const override {
+        workers_.announce(static_cast<uint32_t>(Command::kReadOuterOptimizer));
+        const PluginInstance whole = scratch();
+        for (int k = 0; k < group().size(); ++k) {
+            std::vector<uint8_t> part;
+            if (k == 0) {
+                part = own_.optimizer_state();
+            } else {
+                uint64_t bytes = 0;
+                group().receive(raw(bytes), k);
+                part.resize(bytes);
+                group().receive(part, k);
+            }
+            check(whole, "load_state_range", vt(whole).load_state_range(whole.handle(), shard(k).begin, shard(k).size(),
+                                                                        part.data(), part.size()));
+        }
+        reuse.resize(vt(whole).state_size(whole.handle()));
+        size_t written = 0;
+        check(whole, "save_state", vt(whole).save_state(whole.handle(), reuse.data(), reuse.size(), &written));
+        reuse.resize(written);
+        return reuse;
+    }
+
+    void restore(std::span<const float> synced, std::span<const uint8_t> optimizer_state) override {
+        if (synced.size() != count_)
+            throw OuterLoopError("the recovered parameters are " + std::to_string(synced.size()) + " values, the model has " +
+                                 std::to_string(count_));
+        // Everything is checked and split before anything changes.
+        const PluginInstance whole = scratch();
+        check(whole, "load_state of the recovered state",
+              vt(whole).load_state(whole.handle(), optimizer_state.data(), optimizer_state.size()));
+        std::vector<std::vector<uint8_t>> parts;
+        for (int k = 0; k < group().size(); ++k) {
+            std::vector<uint8_t> part(vt(whole).range_state_size(whole.handle(), shard(k).size()));
+            size_t written = 0;
+            check(whole, "save_state_range", vt(whole).save_state_range(whole.handle(), shard(k).begin, shard(k).size(),
+                                                                        part.data(), part.size(), &written));
+            part.resize(written);
+            parts.push_back(std::move(part));
+        }
+        workers_.announce(static_cast<uint32_t>(Command::kRestoreOuter));
+        for (int k = 1; k < group().size(); ++k) {
+            const auto values = synced.subspan(shard(k).begin, shard(k).size());
+            group().send({reinterpret_cast<const uint8_t*>(values.data()), values.size_bytes()}, k);
+            uint64_t bytes = parts[static_cast<size_t>(k)].size();
+            group().send(raw(bytes), k);
+            group().send(parts[static_cast<size_t>(k)], k);
+        }
+        own_.restore(synced.subspan(0, shard(0).size()), parts[0]);
+    }
+
+private:
+    WorkerGroup& group() const { return *workers_.group_; }
+    ShardRange shard(int k) const { return shard_range(count_, group().size(), k); }
+    static const pangea_optim_vtable& vt(const PluginInstance& p) { return p.vtable<pangea_optim_vtable>(); }
+    static void check(const PluginInstance& p, const char* call, pangea_status status) {
+        if (status != PANGEA_OK) throw OuterLoopError(p.describe_failure(call, status));
+    }
+    // An instance of the node's optimizer for all the parameters.
+    PluginInstance scratch() const {
+        PluginInstance whole = optimizer_.another();
+        check(whole, "init", vt(whole).init(whole.handle(), count_));
+        return whole;
+    }
+
+    NodeWorkers& workers_;
+    OuterLoop& own_;
+    size_t count_;
+    const PluginInstance& optimizer_;
+};
+
+std::unique_ptr<OuterState> NodeWorkers::outer_state(OuterLoop& own, size_t parameters) {
+    pseudo_gradient_.assign(parameters, 0.0f);
+    return std::make_unique<ShardedOuterState>(*this, own, parameters);
 }
 
 namespace {
@@ -184,15 +348,130 @@ std::vector<float> gather_peaks(WorkerGroup& group) {
 }  // namespace
 
 std::vector<uint64_t> NodeWorkers::done() {
-    Header header;
-    header.kind = static_cast<uint32_t>(Handover::kDone);
-    group_->broadcast(bytes_of(header), 0);
+    announce(static_cast<uint32_t>(Command::kDone));
     std::vector<uint64_t> peaks;
     if (!on_gpus_)  // (NCCL sums device memory)
         for (const float mib : gather_peaks(*group_)) peaks.push_back(static_cast<uint64_t>(double(mib) * 1048576.0));
     for (ChildProcess& child : children_) child.wait_for(std::chrono::seconds(30));
     return peaks;
 }
+
+namespace {
+
+// A worker: what the leader says, done.
+class Worker {
+public:
+    Worker(const Manifest& m, PluginRegistry& registry, const NodeOptions& options, WorkerGroup& group)
+        : tag_(tag_of(options.node_id, options.worker)), group_(group), setup_(m, registry, options.node_id, &group),
+          inner_(m, *setup_.learner, setup_.sampler, setup_.node),
+          loop_(setup_.learner->parameters(), setup_.optimizer,
+                [this](std::span<float> own, const ContributionFn& contribution) { return average(own, contribution); },
+                /*overlap=*/false) {}
+
+    // Until the run is over.
+    void run() {
+        while (true) {
+            const Header header = next();
+            if (header.kind == static_cast<uint32_t>(Command::kDone)) return;
+            do_command(header);
+        }
+    }
+
+private:
+    Header next() {
+        Header header;
+        group_.receive(raw(header), 0, kLeaderTimeout);  // (the leader may wait on the run for long)
+        return header;
+    }
+
+    void do_command(const Header& header) {
+        switch (header.kind) {
+        case static_cast<uint32_t>(Command::kState):
+            setup_.sampler.skip_to(static_cast<uint64_t>(header.value) * inner_.sequences_per_round());
+            return;
+        case static_cast<uint32_t>(Command::kTrain):
+            inner_.run(header.value, nullptr);
+            return;
+        case static_cast<uint32_t>(Command::kSync):
+            loop_.sync();  // (a dropped node's next commands take up the state it recovers)
+            return;
+        case static_cast<uint32_t>(Command::kReadSynced): {
+            const auto synced = loop_.synced();
+            group_.send({reinterpret_cast<const uint8_t*>(synced.data()), synced.size_bytes()}, 0);
+            return;
+        }
+        case static_cast<uint32_t>(Command::kReadOuterOptimizer): {
+            const std::vector<uint8_t> state = loop_.optimizer_state();
+            uint64_t bytes = state.size();
+            group_.send(raw(bytes), 0);
+            group_.send(state, 0);
+            return;
+        }
+        case static_cast<uint32_t>(Command::kRestoreOuter): {
+            std::vector<float> synced(loop_.parameter_count());
+            group_.receive(raw(std::span<float>(synced)), 0);
+            uint64_t bytes = 0;
+            group_.receive(raw(bytes), 0);
+            if (bytes > (uint64_t{1} << 40))
+                throw WorkerGroupError(tag_ + ": the leader sent an outer state of " + std::to_string(bytes) + " bytes");
+            std::vector<uint8_t> state(bytes);
+            group_.receive(state, 0);
+            loop_.restore(synced, state);
+            return;
+        }
+        case static_cast<uint32_t>(WorkerRequest::kLoadOptimizerState):
+        case static_cast<uint32_t>(WorkerRequest::kSnapshotOptimizerState):
+        case static_cast<uint32_t>(WorkerRequest::kEvaluate):
+            setup_.learner->serve(static_cast<WorkerRequest>(header.kind));
+            return;
+        }
+        throw WorkerGroupError(tag_ + ": the leader sent an unknown command (" + std::to_string(header.kind) + ")");
+    }
+
+    // The outer loop's all-reduce, through the leader: this worker's pseudo-gradient when asked
+    // (again for a retry), then its part of the average, or why there is none. Other commands
+    // may come between (the run asking for the node's state).
+    AllReduceResult average(std::span<float> own, const ContributionFn& contribution) {
+        while (true) {
+            const Header header = next();
+            AllReduceResult result;
+            switch (header.kind) {
+            case static_cast<uint32_t>(Command::kContribute):
+                contribution(own);
+                group_.send(raw(own), 0);
+                continue;
+            case static_cast<uint32_t>(Command::kAverage):
+                if (header.value != static_cast<int64_t>(own.size_bytes()))
+                    throw WorkerGroupError(tag_ + ": the leader sent " + std::to_string(header.value) +
+                                           " bytes of average for a shard of " + std::to_string(own.size_bytes()));
+                group_.receive(raw(own), 0);
+                return result;
+            case static_cast<uint32_t>(Command::kDropped):
+                result.status = PANGEA_ERR_ABORTED;
+                result.dropped = true;
+                result.error = "the node was dropped from the run";
+                return result;
+            case static_cast<uint32_t>(Command::kFailed): {
+                std::string why(static_cast<size_t>(std::clamp<int64_t>(header.value, 0, 1 << 20)), '\0');
+                group_.receive({reinterpret_cast<uint8_t*>(why.data()), why.size()}, 0);
+                result.status = PANGEA_ERR_IO;
+                result.error = why;
+                return result;
+            }
+            default:
+                do_command(header);
+            }
+        }
+    }
+
+    std::string tag_;
+    WorkerGroup& group_;
+    NodeSetup setup_;
+    InnerSteps inner_;
+    OuterLoop loop_;  // this worker's shard of the outer state: the synced copy and the optimizer's
+};
+
+}  // namespace
 
 int run_node_worker(const Manifest& m, PluginRegistry& registry, const NodeOptions& options) {
     // The leader logs the node's setup and progress; a worker, what goes wrong (or everything at
@@ -201,38 +480,12 @@ int run_node_worker(const Manifest& m, PluginRegistry& registry, const NodeOptio
     parse_log_level(m.get_string("run", "log_level"), &level);
     set_log_level(level == PANGEA_LOG_DEBUG ? level : std::max(level, PANGEA_LOG_WARN));
     const int workers = check_workers(m, options.worker);
-    const std::string tag = tag_of(options.node_id, options.worker);
     const auto group = join_worker_group(options.worker_dir, options.worker, workers, kTimeout,
                                          m.get_string("train", "device") != "cpu");
-    NodeSetup setup(m, registry, options.node_id, group.get());
-    Learner& learner = *setup.learner;
-    InnerSteps inner(m, learner, setup.sampler, setup.node);
-    while (true) {
-        Header header;
-        group->broadcast(bytes_of(header), 0, kLeaderTimeout);
-        switch (header.kind) {
-        case static_cast<uint32_t>(Handover::kDone):
-            if (m.get_string("train", "device") == "cpu") gather_peaks(*group);
-            log(PANGEA_LOG_INFO, "train", tag + ": done");
-            return 0;
-        case static_cast<uint32_t>(Handover::kState):
-            setup.sampler.skip_to(static_cast<uint64_t>(header.step) * inner.sequences_per_round());
-            [[fallthrough]];
-        case static_cast<uint32_t>(Handover::kParams):
-            learner.scatter_parameters();
-            break;
-        case static_cast<uint32_t>(Handover::kTrain):
-            inner.run(header.step, nullptr);  // (which gathers the parameters to the leader at its end)
-            break;
-        case static_cast<uint32_t>(WorkerRequest::kLoadOptimizerState):
-        case static_cast<uint32_t>(WorkerRequest::kSnapshotOptimizerState):
-        case static_cast<uint32_t>(WorkerRequest::kEvaluate):
-            learner.serve(static_cast<WorkerRequest>(header.kind));
-            break;
-        default:
-            throw WorkerGroupError(tag + ": the leader sent an unknown hand-over (" + std::to_string(header.kind) + ")");
-        }
-    }
+    Worker(m, registry, options, *group).run();
+    if (m.get_string("train", "device") == "cpu") gather_peaks(*group);
+    log(PANGEA_LOG_INFO, "train", tag_of(options.node_id, options.worker) + ": done");
+    return 0;
 }
 
 }  // namespace pangea

@@ -102,12 +102,12 @@ public:
         });
     }
 
-    void receive(std::span<uint8_t> data, int from) override {
+    void receive(std::span<uint8_t> data, int from, std::chrono::milliseconds timeout) override {
         if (data.empty()) return;
         run("receive", [&] {
             auto buffer = context_->createUnboundBuffer(data.data(), data.size());
             buffer->recv(from, point_to_point_slot(received_[static_cast<size_t>(from)]++));
-            buffer->waitRecv(timeout());
+            buffer->waitRecv(timeout);
         });
     }
 

@@ -49,8 +49,10 @@ public:
     void broadcast(std::span<uint8_t> data, int root) { broadcast(data, root, timeout_); }
     // Point to point, host memory: `data` to worker `to`, which receives it from this one (the
     // same size) in the order sent.
+    // `timeout` bounds the wait for the sender (a worker that died ends it at once).
     virtual void send(std::span<const uint8_t> data, int to) = 0;
-    virtual void receive(std::span<uint8_t> data, int from) = 0;
+    virtual void receive(std::span<uint8_t> data, int from, std::chrono::milliseconds timeout) = 0;
+    void receive(std::span<uint8_t> data, int from) { receive(data, from, timeout_); }
 
 protected:
     WorkerGroup(int rank, int size, std::chrono::milliseconds timeout) : rank_(rank), size_(size), timeout_(timeout) {}
@@ -60,6 +62,18 @@ private:
     int rank_, size_;
     std::chrono::milliseconds timeout_;
 };
+
+// Worker k's shard of `count` values among `workers`: [count k / W, count (k + 1) / W). The
+// model's (ZeRO: model/sharded.hpp) and the outer state's split, and [mesh] rings' (with rings a
+// multiple of W, a ring's range lies inside one shard).
+struct ShardRange {
+    size_t begin = 0, end = 0;
+    size_t size() const { return end - begin; }
+};
+inline ShardRange shard_range(size_t count, int workers, int worker) {
+    return {count * static_cast<size_t>(worker) / static_cast<size_t>(workers),
+            count * static_cast<size_t>(worker + 1) / static_cast<size_t>(workers)};
+}
 
 // Whether this build can run a node's workers on GPUs (it found NCCL).
 constexpr bool kWorkersOnGpus = PANGEA_WITH_NCCL;

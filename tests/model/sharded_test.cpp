@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -86,7 +87,8 @@ TEST_P(ShardedLearners, TakeTheWholeModelsStepsAndHoldItsOptimizerState) {
     const std::vector<uint8_t> expected_state = whole->snapshot_optimizer_state()();
 
     constexpr int kWorkers = 2;
-    std::vector<float> gathered;
+    std::vector<float> gathered(whole->parameters().size());
+    std::mutex gathering;
     std::vector<InnerStepResult> results;
     LossSum evaluated;
     std::vector<uint8_t> state;
@@ -99,10 +101,14 @@ TEST_P(ShardedLearners, TakeTheWholeModelsStepsAndHoldItsOptimizerState) {
                 const auto result = learner->step(std::span<const TokenBatch>(&batch, 1), 0.01);
                 if (rank == 0) results.push_back(result);
             }
-            learner->gather_parameters();
+            {
+                const auto shard = learner->parameters().host_memory();  // this worker's
+                const ShardRange range = shard_range(whole->parameters().size(), kWorkers, rank);
+                EXPECT_EQ(shard.size(), range.size());
+                std::lock_guard lock(gathering);
+                std::copy(shard.begin(), shard.end(), gathered.begin() + static_cast<std::ptrdiff_t>(range.begin));
+            }
             if (rank == 0) {
-                const auto params = learner->parameters().host_memory();
-                gathered.assign(params.begin(), params.end());
                 evaluated = learner->evaluate(eval);
                 state = learner->snapshot_optimizer_state()();
                 // Loading it back scatters it; the state is then the same again.

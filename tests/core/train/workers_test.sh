@@ -9,10 +9,11 @@
 #     mid-run: its node leaves the run naming the worker, the other retries the step without it
 #     and waits (min_members = 2); the node restarted with --join recovers live, and the run
 #     finishes with both nodes bit-identical;
+#   - checkpoints do not depend on W: a 2 x 2 run resumes bit-identically, and with 1 worker;
 #   - with 4 workers, each worker but the leader peaks at most 0.4x the memory of one worker.
-#   workers_test.sh <pangea binary> [python3: any, the standard library is enough]
+#   workers_test.sh <pangea binary> <test fixtures directory> [python3: any, the standard library is enough]
 set -uo pipefail
-pangea=$1 python=${2:-python3}
+pangea=$1 fixtures=$2 python=${3:-python3}
 here=$(dirname "${BASH_SOURCE[0]}")
 source "$here/../../lib/expect.sh"
 source "$here/../../lib/tiny_run.sh"
@@ -46,10 +47,29 @@ expect "2 x 2 is within 2e-5 of 2 x 1 after 2 outer steps, parameter by paramete
     "$python" "$here/../../lib/compare_safetensors.py" "$work/export-1/model.safetensors" \
     "$work/export-2/model.safetensors" 2e-5
 
+# Checkpoints do not depend on W (the outer optimizer's state goes whole through its range state,
+# the inner one's layout is the same for any W): the 2 x 2 run cut back to step 4 resumes with 2
+# workers bit-identically, and with 1 worker to the end.
+for w in 2 1; do
+    cp -r "$work/w2" "$work/resume-$w"
+    checkpoints=$work/resume-$w/checkpoints/workers
+    rm -rf "$checkpoints/step-00000006" "$checkpoints/step-00000008" "$work/resume-$w/summary"
+    echo step-00000004 >"$checkpoints/latest"
+    expect "the 2 x 2 run resumes from step 4 with $w worker(s) a node" 0 "all nodes hold bit-identical parameters" -- \
+        "$pangea" launch "$work/run.toml" --set run.dir="$work/resume-$w" --set node.workers=$w --resume latest
+    expect "... from its checkpoint" 0 "resuming from storage/local workers/step-00000004/" -- cat "$work/resume-$w/logs/node-0.log"
+done
+expect_equal "... and with 2 workers ends bit-identical to the run that never stopped" \
+    "$(json_field "$work/w2/summary/node-0.json" params_hash)" "$(json_field "$work/resume-2/summary/node-0.json" params_hash)"
+
 # Settings that cannot work are refused before anything starts, naming the manifest line.
 expect "a micro-batch that does not split evenly is refused" 1 \
     "[train] micro_batch = 4 does not split evenly among the workers" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set node.workers=3 --set run.dir="$work/refused"
+expect "an outer optimizer that cannot split its state by range (built for ABI 1.0) is refused" 1 \
+    "optim/old-sgd cannot. Run one worker per node, or use optim/nesterov" -- \
+    env PANGEA_PLUGIN_PATH="$fixtures/old" "$pangea" run "$work/run.toml" --node-id 0 --set mesh.nodes=1 \
+    --set node.workers=2 --set optim.plugin=old-sgd --set run.dir="$work/refused"
 expect "a GPU of its own for each worker, or none" 1 \
     "takes [train] device = \"cuda\" (worker k on GPU k), not \"cuda:1\"" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set node.workers=2 --set train.device=cuda:1 --set run.dir="$work/refused"
@@ -93,9 +113,10 @@ expect_equal "both nodes end bit-identical" "$(json_field "$work/mixed/summary/n
 expect_equal "... after the last outer step" 60 "$(outer_step_of 1)"
 
 # 3. Memory per worker: the small preset with 16 layers (50.6M parameters), one node, one inner
-# step, W = 1 against W = 4. Each other worker holds 1/4 of the state plus one unit: at most 0.4x
-# (measured 0.28x). The leader also holds the outer state and the gathered model (docs/workers.md):
-# measured 0.73x, guarded at 0.8x until the outer step is sharded too.
+# step, W = 1 against W = 4. Each other worker holds 1/4 of the state (the outer state's too) plus
+# one unit: at most 0.4x (measured 0.37x). The leader also holds the node's whole pseudo-gradient
+# for the run's all-reduce (docs/workers.md): measured 0.48x, guarded at 0.6x until the workers
+# run the rings themselves.
 tiny_run_manifest "$work/memory.toml" memory 3 1 1 ''
 sed -i 's/^preset = "tiny"$/preset = "small"/; s/^layers = 1$/layers = 16/; s/^inner_steps = 3$/inner_steps = 1/' "$work/memory.toml"
 for w in 1 4; do
@@ -107,7 +128,7 @@ echo "peak resident memory: 1 worker $((one >> 20)) MiB; 4 workers $(for p in $p
 expect_equal "4 workers report 4 peaks" 4 "$(wc -w <<<"$peaks")"
 k=0
 for p in $peaks; do
-    if [[ $k == 0 ]]; then limit=80; else limit=40; fi
+    if [[ $k == 0 ]]; then limit=60; else limit=40; fi
     expect "worker $k of 4 peaks at most 0.$limit x one worker's" 0 "within" -- \
         awk -v p="$p" -v one="$one" -v l="$limit" 'BEGIN { r = p / one; printf "%.2f ", r; if (r <= l / 100) print "within"; else exit 1 }'
     k=$((k + 1))
