@@ -177,7 +177,6 @@ void NodeWorkers::tell(int worker, uint32_t kind, int64_t value) {
 }
 
 void NodeWorkers::lead(Learner& learner) {
-    learner_ = &learner;
     learner.set_announcer([this](WorkerRequest request) { announce(static_cast<uint32_t>(request)); });
 }
 

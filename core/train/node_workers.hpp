@@ -45,7 +45,8 @@ public:
 
     // The leader's outer loop (of its shard) averages through this: it takes the others'
     // pseudo-gradients, averages all of them with `run_average` (the run's all-reduce) and hands
-    // each worker its part. The others take their outer step with it.
+    // each worker its part. The others take their outer step with it. (outer_state(), made
+    // before the first outer step, sizes the node's buffer.)
     AverageFn average(AverageFn run_average);
     // The node's whole outer state over the leader's `own` outer loop and the others': what live
     // recovery and checkpoints carry. Throws std::runtime_error when the outer optimizer cannot
@@ -70,7 +71,6 @@ private:
     void tell(int worker, uint32_t kind, int64_t value);  // ... to one of them
     class ShardedOuterState;
     std::unique_ptr<WorkerGroup> group_;
-    Learner* learner_ = nullptr;
     std::vector<float> pseudo_gradient_;  // the node's, all of it, for the run's all-reduce
 };
 
