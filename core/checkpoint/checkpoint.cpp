@@ -220,9 +220,13 @@ StepView read_step(const ObjectStore& store, const std::string& prefix, int64_t 
     for (const auto& [key, size] : keys) {
         if (!key.starts_with(dir + "node-") || !key.ends_with(".json") || key.find('/', dir.size()) != std::string::npos)
             continue;
-        const auto text = store.get(key);  // (a storage that fails is an error, not a damaged header)
+        // Listed but gone when read: its node withdrew it (an incomplete step it left behind) or a
+        // member pruned the step meanwhile. Either way it is not there. (A storage that fails is
+        // an error, not a damaged header.)
+        const auto text = store.get_if_present(key);
+        if (!text) continue;
         try {
-            NodeHeader h = parse_header(text, key, step);
+            NodeHeader h = parse_header(*text, key, step);
             if (key != dir + node_name(h.node) + ".json") throw CheckpointError(key + ": says node " + std::to_string(h.node));
             view.headers.emplace(h.node, std::move(h));
         } catch (const CheckpointError& e) {

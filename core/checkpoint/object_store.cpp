@@ -56,10 +56,19 @@ size_t ObjectStore::read(const std::string& key, uint64_t offset, std::span<uint
 }
 
 std::vector<uint8_t> ObjectStore::get(const std::string& key) const {
+    auto out = get_if_present(key);
+    if (!out) throw CheckpointError(name() + ": no object " + key);
+    return std::move(*out);
+}
+
+std::optional<std::vector<uint8_t>> ObjectStore::get_if_present(const std::string& key) const {
     const auto bytes = size(key);
-    if (!bytes) throw CheckpointError(name() + ": no object " + key);
+    if (!bytes) return std::nullopt;
     std::vector<uint8_t> out(*bytes);
-    const size_t got = read(key, 0, out);
+    size_t got = 0;
+    const pangea_status s = vt_->read(instance_.handle(), key.c_str(), 0, out.data(), out.size(), &got);
+    if (s == PANGEA_ERR_NOT_FOUND) return std::nullopt;  // removed since the stat
+    if (s != PANGEA_OK) fail("read", key, s);
     if (got != out.size())
         throw CheckpointError(name() + ": " + key + " is " + std::to_string(*bytes) + " bytes but only " +
                               std::to_string(got) + " could be read");

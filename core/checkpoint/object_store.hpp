@@ -50,6 +50,8 @@ public:
     // Reads up to dst.size() bytes at offset; returns the count (less only at the end).
     size_t read(const std::string& key, uint64_t offset, std::span<uint8_t> dst) const;
     std::vector<uint8_t> get(const std::string& key) const;  // the whole object
+    // The whole object, or nullopt when there is none (also when it goes while being read).
+    std::optional<std::vector<uint8_t>> get_if_present(const std::string& key) const;
     std::optional<uint64_t> size(const std::string& key) const;  // nullopt: no such object
     std::vector<std::pair<std::string, uint64_t>> list(const std::string& prefix) const;  // sorted
     void remove(const std::string& key) const;  // a missing key is not an error
