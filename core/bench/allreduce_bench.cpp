@@ -12,14 +12,17 @@
 #include <numeric>
 #include <optional>
 #include <sstream>
+#include <string_view>
 #include <functional>
 #include <random>
 #include <thread>
 
 #include "bench/plugin_config.hpp"
 #include "collective/ring_allreduce.hpp"
+#include "common/shard_range.hpp"
 #include "common/files.hpp"
 #include "common/process.hpp"
+#include "workers/worker_group.hpp"
 #include "topology/ring.hpp"
 
 namespace fs = std::filesystem;
@@ -81,10 +84,12 @@ int run_nodes(const AllReduceBenchOptions& options, const std::function<std::vec
 }
 
 // Rank 0's report line; sizes in bytes, times in seconds.
+// `hops`: the share of the buffer each rank moves, over n-1 of n: 2 for an all-reduce (reduce-scatter
+// then all-gather), 1 for either half.
 void print_row(const AllReduceBenchOptions& options, const std::string& config, int rings, size_t mib, double best,
-               double median, uint64_t sent) {
+               double median, uint64_t sent, double hops = 2) {
     const double bytes = double(mib) * 1048576.0;
-    const double bus = 2.0 * (options.nodes - 1) / options.nodes * bytes / best;
+    const double bus = hops * (options.nodes - 1) / options.nodes * bytes / best;
     std::printf("%-22s %5d %7zuMiB %9.3f %9.3f %11.1f %11.1f %10.1f %9s\n", config.c_str(), rings, mib, best, median,
                 bytes / best * 8 / 1e6, bus * 8 / 1e6, double(sent) / 1048576.0,
                 options.link_mbit > 0 ? (std::to_string(int(bus * 8 / 1e6 / options.link_mbit * 100 + 0.5)) + "%").c_str() : "-");
@@ -151,6 +156,45 @@ BenchRing form_bench_ring(const AllReduceBenchOptions& options, const PluginInst
     return lane;
 }
 
+// The collectives among a node's workers (core/workers: Gloo over loopback TCP), between the same
+// processes: what a node of W workers spends gathering weights and summing gradients.
+int run_worker_group(const AllReduceBenchOptions& options) {
+    const int rank = options.rank, world = options.nodes;
+    const fs::path meeting = fs::path(options.rendezvous) / "workers";
+    fs::create_directories(meeting);
+    const auto group = join_worker_group(meeting, rank, world, std::chrono::seconds(120));
+    if (rank == 0) std::printf("\nthe node's workers' collectives (WorkerGroup: Gloo over loopback TCP), fp32\n");
+    for (size_t mib : options.sizes_mib) {
+        const size_t n = mib * 1048576 / sizeof(float);
+        std::vector<float> work(n, 1.0f);
+        std::vector<size_t> counts;
+        for (int k = 0; k < world; ++k) counts.push_back(shard_range(n, world, k).size());
+        const std::pair<const char*, std::function<void()>> calls[] = {
+            {"workers all-reduce", [&] { group->all_reduce_sum(work); }},
+            {"workers reduce-scatter", [&] { group->reduce_scatter_sum(work, counts); }},
+            {"workers all-gather", [&] { group->all_gather(work, counts); }},
+        };
+        for (const auto& [name, call] : calls) {
+            std::vector<double> times;
+            for (int round = 0; round < options.repeat; ++round) {
+                float token = 0;
+                group->all_reduce_sum(std::span<float>(&token, 1));  // (a barrier)
+                const auto start = std::chrono::steady_clock::now();
+                call();
+                times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+            }
+            std::sort(times.begin(), times.end());
+            const bool all_reduce = std::string_view(name) == "workers all-reduce";
+            if (rank == 0) {
+                print_row(options, name, 1, mib, times.front(), times[times.size() / 2], 0, all_reduce ? 2 : 1);
+                std::ofstream(fs::path(options.rendezvous) / "results.tsv", std::ios::app)
+                    << name << '\t' << mib << '\t' << times.front() << '\n';
+            }
+        }
+    }
+    return 0;
+}
+
 int run_node(const AllReduceBenchOptions& options) {
     const int rank = options.rank, world = options.nodes;
     PluginRegistry registry(default_search_path());
@@ -199,7 +243,13 @@ int run_node(const AllReduceBenchOptions& options) {
                 float token = 0;
                 const AllReduceResult synced = barrier.run(std::span<float>(&token, 1), ReduceOp::kSum);
                 work = input;
-                const AllReduceResult result = synced.status == PANGEA_OK ? run_rings(allreduce, work, ReduceOp::kSum) : synced;
+                std::vector<std::span<float>> ranges;
+                for (int k = 0; k < rings; ++k) {
+                    const ShardRange range = shard_range(work.size(), rings, k);
+                    ranges.push_back(std::span<float>(work).subspan(range.begin, range.size()));
+                }
+                const AllReduceResult result =
+                    synced.status == PANGEA_OK ? run_rings(allreduce, ranges, ReduceOp::kSum) : synced;
                 if (result.status != PANGEA_OK) {
                     std::fprintf(stderr, "rank %d: all-reduce of %zu MiB with %s failed after %.2f s (%d ring(s)): %s: %s\n",
                                  rank, mib, config.c_str(), result.seconds, rings, status_name(result.status),
@@ -220,7 +270,7 @@ int run_node(const AllReduceBenchOptions& options) {
             }
         }
     }
-    return 0;
+    return options.worker_group ? run_worker_group(options) : 0;
 }
 
 }  // namespace
@@ -248,6 +298,7 @@ int run_allreduce_bench(const AllReduceBenchOptions& options) {
         for (const auto& size : sizes) argv.insert(argv.end(), {"--sizes", size});
         for (const auto& config : options.configs) argv.insert(argv.end(), {"--config", config});
         for (const int rings : options.rings) argv.insert(argv.end(), {"--rings", std::to_string(rings)});
+        if (options.worker_group) argv.push_back("--worker-group");
         return argv;
     }, "pangea");
 

@@ -9,6 +9,10 @@
 // workers, each all-reducing its shard with the same-rank workers of the other nodes. Ring k of
 // node r binds the host template with {k} = k, so that each ring can have a link of its own
 // (bench/wan.sh --lanes).
+//
+// With --worker-group the same processes then time the collectives of a node's workers
+// (core/workers/worker_group.hpp: Gloo over loopback TCP): all-reduce, reduce-scatter and
+// all-gather, beside Pangea's own ring over the transport on the same machine.
 #pragma once
 
 #include <string>
@@ -35,6 +39,7 @@ struct AllReduceBenchOptions {
     double link_mbit = 0;     // the emulated link rate, for the "of link" column (0: none)
     std::string baseline;     // path to the pangea-bench-c10d binary, or "" for no baseline
     std::string baseline_device;  // its Gloo device: "if:NAME" or "host:ADDR" ("" = node's host)
+    bool worker_group = false;    // also time the workers' collectives (WorkerGroup, Gloo)
 
     // Set for the node processes only.
     int rank = -1;

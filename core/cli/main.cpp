@@ -145,7 +145,7 @@ int coordinator(const CoordinatorCommand& command) {
     options.run = run_id_text(run_id_of(manifest, command.run_id));
     options.timeout = std::chrono::milliseconds(manifest.get_int("mesh", "timeout_ms"));
     options.min_members = static_cast<int>(manifest.get_int("mesh", "min_members"));
-    options.rings = static_cast<int>(manifest.get_int("mesh", "rings"));
+    options.rings = outer_rings(manifest);
     options.secret = load_run_secret(manifest);
     if (options.secret.empty())
         log(PANGEA_LOG_WARN, "coordinator", "the run has no secret ([mesh] secret_file or secret_env): any node that "
@@ -325,6 +325,8 @@ int main(int argc, char** argv) {
     bench_allreduce->add_option("--link-mbit", allreduce_options.link_mbit, "link rate, for the 'of link' column");
     bench_allreduce->add_option("--baseline", allreduce_options.baseline,
                                 "path to pangea-bench-c10d: also run LibTorch's Gloo all-reduce");
+    bench_allreduce->add_flag("--worker-group", allreduce_options.worker_group,
+                              "also time the collectives among a node's workers (Gloo over loopback) on the same processes");
     bench_allreduce->add_option("--baseline-device", allreduce_options.baseline_device,
                                 "Gloo device for the baseline: if:NAME or host:ADDR (default: host:<node address>)");
     bench_allreduce->add_option("--rank", allreduce_options.rank)->group("");  // node processes only

@@ -1,41 +1,63 @@
 // The all-reduce of an elastic run: at each outer step the members agree on an epoch, form the
-// ring of that epoch (kept while the members stay the same), average, and commit only if every
-// member succeeded. A member lost midway makes every survivor abort, agree on the members
-// without it, and average the same inputs again. Before averaging, the members compare the norms
-// of their contributions and leave out a NaN/Inf or outsized one (collective/contribution_check.hpp).
+// rings of that epoch (kept while the members stay the same: collective/ring_lanes.hpp), average,
+// and commit only if every member succeeded. A member lost midway makes every survivor abort,
+// agree on the members without it, and average the same inputs again. Before averaging, the
+// members compare the norms of their contributions and leave out a NaN/Inf or outsized one
+// (collective/contribution_check.hpp).
 #pragma once
 
-#include <chrono>
 #include <functional>
-#include <memory>
-#include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
-#include "collective/link.hpp"
-#include "collective/ring_allreduce.hpp"
+#include "collective/ring_lanes.hpp"
 #include "membership/membership.hpp"
-#include "topology/peers.hpp"
 
 namespace pangea {
 
-struct ElasticOptions {
-    RingOptions ring;
-    std::chrono::milliseconds connect_timeout{10000};  // to reach a ring neighbour
-    int max_attempts = 20;                             // of one outer step, before giving up
-    std::string secret;                                // the run's (topology/auth.hpp); empty: none
-    double outlier_factor = 10;                        // collective/contribution_check.hpp; 0: NaN/Inf only
-    int rings = 1;  // rings at once, each over its own range and connections (collective/ring_allreduce.hpp)
+// Who runs a node's rings in an epoch: this process (LocalRings), or the node's workers, each its
+// share (train/node_workers.cpp). One attempt, then how the epoch ended.
+class NodeRings {
+public:
+    virtual ~NodeRings() = default;
+
+    // One attempt at averaging `data` (this process's part of the node's buffer) in `epoch`:
+    // `contribution` fills it (again at every attempt: a failed ring leaves partial sums), then,
+    // with other members, the rings average it. Failures come back in the result.
+    virtual AllReduceResult attempt(const Epoch& epoch, std::span<float> data,
+                                    const std::function<void(std::span<float>)>& contribution) = 0;
+    enum class End { kCommitted, kRetried, kDropped, kFailed };
+    // How the epoch of the last attempt ended (kDropped may also come without an attempt, and
+    // kFailed: the step is given up, `why`). Connections are kept only after a commit.
+    virtual void ended(End end, const std::string& why) = 0;
+    // From the membership's thread: the epoch is given up, fail what runs on the rings.
+    virtual void abort() = 0;
+    virtual void disconnect() = 0;  // connections of an old epoch are of no use (after a recovery)
+};
+
+// All of a node's rings, in this process.
+class LocalRings final : public NodeRings {
+public:
+    explicit LocalRings(RingLanes& lanes) : lanes_(lanes) {}
+    AllReduceResult attempt(const Epoch& epoch, std::span<float> data,
+                            const std::function<void(std::span<float>)>& contribution) override;
+    void ended(End end, const std::string&) override {
+        if (end != End::kCommitted) lanes_.disconnect();
+    }
+    void abort() override { lanes_.abort(); }
+    void disconnect() override { lanes_.disconnect(); }
+
+private:
+    RingLanes& lanes_;
 };
 
 class ElasticAllReduce {
 public:
     // All references must outlive this object. `committed_step` is the number of outer steps
-    // the run had committed when this node got its state. Rings after the first compress with
-    // instances of their own (codec.another()).
-    ElasticAllReduce(Membership& membership, const PluginInstance& transport, PeerAcceptor& acceptor,
-                     const PluginInstance& codec, int node, uint64_t run_id, int64_t committed_step,
-                     ElasticOptions options);
+    // the run had committed when this node got its state; a step not completed in
+    // `max_attempts` epochs fails.
+    ElasticAllReduce(Membership& membership, NodeRings& rings, int node, int64_t committed_step, int max_attempts = 20);
 
     // Averages this node's contribution over the members of the next outer step into `data`,
     // in place: `contribution` fills `data` before each attempt (the ring leaves partial sums
@@ -50,39 +72,20 @@ public:
     // After live recovery: the run's step, and no ring kept from before (its peers moved on).
     void set_committed_step(int64_t step) {
         committed_step_ = step;
-        disconnect();
+        rings_.disconnect();
     }
     const Epoch& last_epoch() const { return last_; }
     // After an average() that found this node dropped: where the run is, to recover from.
     const Rejoin& rejoin() const { return rejoin_; }
 
 private:
-    void connect(const Epoch& epoch);  // throws MeshError
-    RingConnections connect_ring(const Epoch& epoch, uint32_t ring);
-    void disconnect();
-    void abort_links();
-    // Gathers the members' contribution norms; zeroes this node's contribution if it is left
-    // out; returns the ring positions left out. Throws ContributionCheckError.
-    std::vector<int> leave_out_outliers(const Epoch& epoch, int position, std::span<float> data);
-
     Membership& membership_;
-    const PluginInstance& transport_;
-    PeerAcceptor& acceptor_;
-    const PluginInstance& codec_;
-    std::vector<PluginInstance> more_codecs_;  // one per ring after the first
+    NodeRings& rings_;
     int node_;
-    uint64_t run_id_;
     int64_t committed_step_;
-    ElasticOptions options_;
+    int max_attempts_;
     Epoch last_;
     Rejoin rejoin_;
-    std::mutex links_mutex_;  // the membership's abort handler runs on another thread
-    struct Lane {  // one ring's connections
-        RingConnections connections;
-        std::unique_ptr<Link> next, previous;
-    };
-    std::vector<Lane> lanes_;   // empty when not connected
-    std::vector<Member> ring_;  // members the connections were made for
 };
 
 }  // namespace pangea

@@ -360,10 +360,14 @@ AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contr
     return result;
 }
 
-AllReduceResult run_rings(std::span<RingAllReduce> rings, std::span<float> data, ReduceOp op, int contributors) {
+AllReduceResult run_rings(std::span<RingAllReduce> rings, std::span<const std::span<float>> ranges, ReduceOp op,
+                          int contributors) {
+    if (ranges.size() != rings.size())
+        throw std::logic_error("run_rings: " + std::to_string(ranges.size()) + " ranges for " + std::to_string(rings.size()) +
+                               " rings");
     const auto start = std::chrono::steady_clock::now();
     const size_t count = rings.size();
-    auto range = [&](size_t k) { return data.subspan(data.size() * k / count, data.size() * (k + 1) / count - data.size() * k / count); };
+    auto range = [&](size_t k) { return ranges[k]; };
     std::vector<AllReduceResult> results(count);
     {
         std::vector<std::jthread> others;

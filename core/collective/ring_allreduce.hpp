@@ -93,12 +93,13 @@ private:
     bool native_unsupported_ = false;  // the transport answered PANGEA_ERR_UNSUPPORTED once
 };
 
-// Several rings at once ([mesh] rings; the W rings of nodes of W workers): ring k reduces the
-// k-th of rings.size() equal ranges of `data` (every rank cuts the same way), ring 0 on the
-// calling thread and each other on a thread of its own, so that each range travels over
-// connections of its own (a flow of its own on the network, and its own core to compress on).
-// The time is the wall time until the last ring is done; bytes add up; the first failure is
-// the result's (the failed ring aborted its links, so its neighbours fail too).
-AllReduceResult run_rings(std::span<RingAllReduce> rings, std::span<float> data, ReduceOp op, int contributors = 0);
+// Several rings at once ([mesh] rings): ring k reduces ranges[k] (every rank of a ring passes
+// the same range of its buffer), ring 0 on the calling thread and each other on a thread of its
+// own, so that each range travels over connections of its own (a flow of its own on the network,
+// and its own core to compress on). The time is the wall time until the last ring is done; bytes
+// add up; the first failure is the result's (the failed ring aborted its links, so its
+// neighbours fail too).
+AllReduceResult run_rings(std::span<RingAllReduce> rings, std::span<const std::span<float>> ranges, ReduceOp op,
+                          int contributors = 0);
 
 }  // namespace pangea

@@ -102,9 +102,10 @@ constexpr pangea_setting kMesh[] = {
     text("ring_order", "measured", "order of the all-reduce ring: by rank, or by bandwidth probes at setup",
          "rank|measured"),
     integer("probe_bytes", "4194304", "size of each bandwidth probe for ring_order = measured", 4096, 1073741824),
-    integer("rings", "1", "rings the outer all-reduce runs at once, each over its own share of the buffer and its own "
+    integer("rings", "0", "rings the outer all-reduce runs at once, each over its own share of the buffer and its own "
             "connections: on links where one flow gets less than the link, R rings move up to R times as much; "
-            "every node of the run must agree", 1, 64),
+            "every node of the run must agree; with [node] workers = W, a multiple of W (each worker runs R/W); "
+            "0: one per worker", 0, 64),
 };
 constexpr pangea_setting kCheckpoint[] = {
     integer("interval", "0", "outer steps between checkpoints (0: none)", 0, 1e9),

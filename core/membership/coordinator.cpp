@@ -26,6 +26,19 @@ int64_t integer(const Json& message, const char* key) { return json_int(message,
 std::string text(const Json& message, const char* key) { return json_string(message, key).value_or(""); }
 bool flag(const Json& message, const char* key) { return json_bool(message, key).value_or(false); }
 
+// A node's "ring_addresses": non-empty "host:port" strings, at most 64 (as [mesh] rings); nullopt
+// when it is something else.
+std::optional<std::vector<std::string>> ring_addresses_of(const Json& message) {
+    const auto found = message.find("ring_addresses");
+    if (found == message.end() || !found->is_array() || found->size() > 64) return std::nullopt;
+    std::vector<std::string> out;
+    for (const Json& item : *found) {
+        if (!item.is_string() || item.get<std::string>().empty() || item.get<std::string>().size() > 256) return std::nullopt;
+        out.push_back(item.get<std::string>());
+    }
+    return out;
+}
+
 // A field as it was sent, for a refusal's reason.
 std::string shown(const Json& message, const char* key) {
     return message.contains(key) ? to_json(message[key]).substr(0, 80) : "none";
@@ -35,7 +48,11 @@ std::string shown(const Json& message, const char* key) {
 
 Json encode_members(const std::vector<Member>& members) {
     Json list = Json::array();
-    for (const Member& m : members) list.push_back({{"node", m.node}, {"address", m.address}});
+    for (const Member& m : members) {
+        Json item{{"node", m.node}, {"address", m.address}};
+        if (!m.ring_addresses.empty()) item["ring_addresses"] = m.ring_addresses;
+        list.push_back(std::move(item));
+    }
     return list;
 }
 
@@ -49,7 +66,15 @@ std::vector<Member> decode_members(const Json& list) {
         if (!node || *node < 0 || *node > std::numeric_limits<int>::max() || !address)
             throw MeshError("bad member list from the membership store: " + to_json(item).substr(0, 200) +
                             " is not {\"node\": id, \"address\": \"host:port\"}");
-        out.push_back({static_cast<int>(*node), *address});
+        Member member{static_cast<int>(*node), *address, {}};
+        if (item.contains("ring_addresses")) {
+            const auto rings = ring_addresses_of(item);
+            if (!rings)
+                throw MeshError("bad member list from the membership store: " + to_json(item).substr(0, 200) +
+                                ": ring_addresses is not a list of \"host:port\"");
+            member.ring_addresses = *rings;
+        }
+        out.push_back(std::move(member));
     }
     return out;
 }
@@ -141,6 +166,7 @@ void CoordinatorState::welcome(int connection, const Json& hello, Time now) {
     Node& node = nodes_[id];
     node.connection = connection;
     node.address = text(hello, "address");
+    node.ring_addresses = ring_addresses_of(hello).value_or(std::vector<std::string>{});
     node.incarnation = text(hello, "incarnation");
     node.last_seen = now;
     const bool has_state = flag(hello, "has_state");
@@ -219,7 +245,7 @@ void CoordinatorState::maybe_decide() {
         if (node.catching_up) return;  // a joiner is fetching the last committed state
         if (node.status != Status::kMember) continue;
         if (node.ready_step != step) return;  // a member is still training
-        members.push_back({id, node.address});
+        members.push_back({id, node.address, node.ring_addresses});
     }
     if (members.empty()) return;
     if (static_cast<int>(members.size()) < options_.min_members) {
@@ -366,6 +392,10 @@ void CoordinatorState::handle(int connection, const std::string& message) {
         else if (const int64_t rings = json_int(fields, "rings").value_or(1); rings != options_.rings)
             refusal = "it all-reduces over [mesh] rings = " + std::to_string(rings) + ", the run over " +
                       std::to_string(options_.rings) + ": every node of a run needs the same";
+        else if (fields.contains("ring_addresses") &&
+                 (!ring_addresses_of(fields) || ring_addresses_of(fields)->size() != static_cast<size_t>(options_.rings)))
+            refusal = "its ring_addresses " + shown(fields, "ring_addresses") + " are not one \"host:port\" per ring (" +
+                      std::to_string(options_.rings) + ")";
         if (!refusal.empty()) {
             note(PANGEA_LOG_WARN, "refused a node: " + refusal);
             out_.push_back({connection, to_json(Json{{"op", "refused"}, {"reason", refusal}}), true});

@@ -48,7 +48,8 @@ struct CoordinatorOptions {
     uint64_t committed_epoch = 0;
 };
 
-// A member list on the wire: [{"node": 0, "address": "host:port"}, ...].
+// A member list on the wire: [{"node": 0, "address": "host:port"}, ...], with "ring_addresses":
+// ["host:port", ...] for a node whose workers run the rings.
 Json encode_members(const std::vector<Member>& members);
 
 // The longest failure text a node's "done" carries (the coordinator passes it on to the others
@@ -91,6 +92,7 @@ private:
     struct Node {
         int connection = -1;
         std::string address;
+        std::vector<std::string> ring_addresses;  // its workers' (Member::ring_addresses)
         std::string incarnation;  // per process: tells a reconnect from a second process with this id
         Status status = Status::kMember;
         Time last_seen;

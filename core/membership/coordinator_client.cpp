@@ -42,22 +42,25 @@ CoordinatorClient::~CoordinatorClient() {
 }
 
 std::string CoordinatorClient::hello(const std::string& challenge) const {
-    return to_json(Json{{"op", "hello"},
-                        {"protocol", 1},
-                        {"run", options_.run},
-                        {"node", options_.node},
-                        {"address", options_.address},
-                        {"has_state", has_state_},
-                        {"step", step_},
-                        {"epoch", epoch_},
-                        {"waiting", waiting_},
-                        {"pending_epoch", pending_epoch_},
-                        {"ok", pending_ok_},
-                        {"join", options_.join},
-                        {"rings", options_.rings},
-                        {"incarnation", incarnation_},
-                        {"nonce", nonce_},
-                        {"proof", options_.secret.empty() ? std::string() : coordinator_proof(options_.secret, challenge, options_.run, options_.node)}});
+    Json hello{{"op", "hello"},
+               {"protocol", 1},
+               {"run", options_.run},
+               {"node", options_.node},
+               {"address", options_.address},
+               {"has_state", has_state_},
+               {"step", step_},
+               {"epoch", epoch_},
+               {"waiting", waiting_},
+               {"pending_epoch", pending_epoch_},
+               {"ok", pending_ok_},
+               {"join", options_.join},
+               {"rings", options_.rings},
+               {"incarnation", incarnation_},
+               {"nonce", nonce_},
+               {"proof", options_.secret.empty() ? std::string()
+                                                 : coordinator_proof(options_.secret, challenge, options_.run, options_.node)}};
+    if (!options_.ring_addresses.empty()) hello["ring_addresses"] = options_.ring_addresses;
+    return to_json(hello);
 }
 
 bool CoordinatorClient::send(const std::string& message) {

@@ -28,6 +28,7 @@ struct CoordinatorClientOptions {
     std::string run;          // run id (hex)
     int node = 0;
     std::string address;  // this node's transport address
+    std::vector<std::string> ring_addresses;  // its workers', one per ring (Member::ring_addresses); empty: none
     std::chrono::milliseconds heartbeat{1000};
     // Beats to the coordinator at `heartbeat`. Off with etcd, where the node's lease is its
     // heartbeat; there the heartbeat thread instead checks where the coordinator is (locate),

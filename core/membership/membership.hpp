@@ -22,6 +22,14 @@ namespace pangea {
 struct Member {
     int node = 0;
     std::string address;  // where its transport listens
+    // Where each of the run's rings reaches it, when its workers run them ([node] workers:
+    // train/node_workers.hpp); empty: every ring at `address`.
+    std::vector<std::string> ring_addresses;
+
+    const std::string& ring_address(size_t ring) const {
+        return ring < ring_addresses.size() ? ring_addresses[ring] : address;
+    }
+    bool operator==(const Member&) const = default;
 };
 
 // A node that is not a member (it joins a run in progress, or was dropped: it stalled past the

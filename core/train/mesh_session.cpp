@@ -10,8 +10,34 @@
 
 namespace pangea {
 
+LaneOptions lane_options(const Manifest& m, int worker, int workers) {
+    const auto timeout = std::chrono::milliseconds(m.get_int("mesh", "timeout_ms"));
+    LaneOptions lanes;
+    lanes.secret = load_run_secret(m);
+    lanes.outlier_factor = m.get_float("diloco", "outlier_factor");
+    lanes.rings = outer_rings(m);
+    lanes.count = lanes.rings / workers;  // (check_workers: a multiple)
+    lanes.first = worker * lanes.count;
+    lanes.ring.stall_timeout_ms = static_cast<int>(std::max<int64_t>(30000, timeout.count()));
+    lanes.connect_timeout = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(10000), timeout);
+    return lanes;
+}
+
+std::string worker_address(const Manifest& m, int worker) {
+    const std::string address = m.get_string("mesh", "address");
+    const size_t colon = address.rfind(':');
+    if (worker == 0 || colon == std::string::npos) return address;
+    unsigned long port = 0;
+    try {
+        port = std::stoul(address.substr(colon + 1));
+    } catch (const std::exception&) {
+        return address;  // not host:port: as it is (the transport says what it makes of it)
+    }
+    return port > 0 ? address.substr(0, colon + 1) + std::to_string(port + static_cast<unsigned long>(worker)) : address;
+}
+
 MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, const PluginInstance& codec,
-                         const NodeOptions& options, std::optional<int64_t> resumed_step)
+                         const NodeOptions& options, std::optional<int64_t> resumed_step, RingWorkers* workers)
     : transport_(transport),
       node_(options.node_id),
       run_id_(run_id_of(m, options.run_id)),
@@ -43,7 +69,7 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
         hosted.run = run_id_text(run_id_);
         hosted.timeout = timeout;
         hosted.min_members = static_cast<int>(m.get_int("mesh", "min_members"));
-        hosted.rings = static_cast<int>(m.get_int("mesh", "rings"));
+        hosted.rings = outer_rings(m);
         hosted.secret = secret_;
         const std::string address = listener_->address();
         etcd_ = std::make_unique<EtcdBackend>(m.get_string("mesh", "etcd"), node_, address,
@@ -57,20 +83,23 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
     client.heartbeat = heartbeat;
     client.reconnect_for = std::chrono::milliseconds(m.get_int("mesh", "coordinator_wait_ms"));
     client.join = options.join;
-    client.rings = static_cast<int>(m.get_int("mesh", "rings"));
+    client.rings = outer_rings(m);
+    if (workers) client.ring_addresses = workers->ring_addresses(listener_->address());
     if (resumed_step) client.resumed_step = *resumed_step;
     client.secret = secret_;
     membership_ = std::make_unique<CoordinatorClient>(client);
     joined_ = membership_->join();
 
-    ElasticOptions elastic;
-    elastic.secret = secret_;
-    elastic.outlier_factor = m.get_float("diloco", "outlier_factor");
-    elastic.rings = static_cast<int>(m.get_int("mesh", "rings"));
-    elastic.ring.stall_timeout_ms = static_cast<int>(std::max<int64_t>(30000, timeout.count()));
-    elastic.connect_timeout = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(10000), timeout);
-    elastic_ = std::make_unique<ElasticAllReduce>(*membership_, transport, *acceptor_, codec, node_, run_id_,
-                                                  joined_.step, elastic);
+    const int worker_count = workers ? workers->count() : 1;
+    lanes_ = std::make_unique<RingLanes>(transport, *acceptor_, codec, node_, run_id_, lane_options(m, 0, worker_count));
+    rings_ = workers ? workers->rings(*lanes_) : std::make_unique<LocalRings>(*lanes_);
+    if (outer_rings(m) > 1)
+        log(PANGEA_LOG_INFO, "mesh", tag + ": the outer all-reduce runs " + std::to_string(outer_rings(m)) +
+                                         " rings at once, each over its share of the buffer" +
+                                         (worker_count > 1 ? ", " + std::to_string(outer_rings(m) / worker_count) +
+                                                                 " in each worker's process"
+                                                           : std::string()));
+    elastic_ = std::make_unique<ElasticAllReduce>(*membership_, *rings_, node_, joined_.step);
 }
 
 MeshSession::~MeshSession() { state_server_.stop(); }

@@ -22,14 +22,32 @@ namespace pangea {
 struct Manifest;
 struct NodeOptions;
 
+// What a node of several workers ([node] workers) gives its mesh session: the workers run the
+// node's rings (train/node_workers.hpp implements it).
+class RingWorkers {
+public:
+    virtual ~RingWorkers() = default;
+    virtual int count() const = 0;  // W, the leader included
+    // Where each of the run's rings reaches the node, the leader's at `own` (called once).
+    virtual std::vector<std::string> ring_addresses(const std::string& own) = 0;
+    // The node's rings in an epoch: the leader's `own` share, and the others' through them.
+    virtual std::unique_ptr<NodeRings> rings(RingLanes& own) = 0;
+};
+
+// How worker `worker` of a node of `workers` runs its share of the rings (ring_lanes.hpp).
+LaneOptions lane_options(const Manifest& manifest, int worker, int workers);
+// Where worker `worker` listens for its rings: [mesh] address, its port + worker (port 0: any).
+std::string worker_address(const Manifest& manifest, int worker);
+
 class MeshSession {
 public:
     // Listens, registers with the membership backend ([mesh] backend) and waits for the answer.
-    // `resumed_step` tells the run which outer step a node resumed from a checkpoint holds. All
-    // references must outlive this object. Throws std::runtime_error / MeshError saying what in
+    // `resumed_step` tells the run which outer step a node resumed from a checkpoint holds. With
+    // `workers`, they run the rings (the leader, this process, its share). All references must
+    // outlive this object. Throws std::runtime_error / MeshError saying what in
     // [mesh] is missing or who could not be reached.
     MeshSession(const Manifest& manifest, const PluginInstance& transport, const PluginInstance& codec,
-                const NodeOptions& options, std::optional<int64_t> resumed_step);
+                const NodeOptions& options, std::optional<int64_t> resumed_step, RingWorkers* workers = nullptr);
     ~MeshSession();
     MeshSession(const MeshSession&) = delete;
     MeshSession& operator=(const MeshSession&) = delete;
@@ -86,6 +104,8 @@ private:
     std::unique_ptr<EtcdBackend> etcd_;  // backend = etcd: registers this node, may host the coordinator
     std::unique_ptr<CoordinatorClient> membership_;
     JoinResult joined_;
+    std::unique_ptr<RingLanes> lanes_;  // this process's rings
+    std::unique_ptr<NodeRings> rings_;  // the node's
     std::unique_ptr<ElasticAllReduce> elastic_;
 };
 

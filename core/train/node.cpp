@@ -57,7 +57,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     std::optional<NodeWorkers> workers;  // (declared first: the learner sums gradients through them)
     if (check_workers(m, 0) > 1) workers.emplace(m, options);
     NodeSetup setup(m, registry, options.node_id, workers ? &workers->group() : nullptr);
-    if (workers) workers->lead(*setup.learner);
+    if (workers) workers->lead(*setup.learner, parameter_count(setup.shape));
     const std::string& tag = setup.tag;
     const bool overlap = m.get_bool("diloco", "overlap");
     const int64_t outer_steps = m.get_int("diloco", "outer_steps");
@@ -72,7 +72,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
 
     std::optional<MeshSession> mesh;
     if (setup.nodes > 1) {
-        mesh.emplace(m, setup.transport, setup.codec, options, resumed ? std::optional(resumed->step) : std::nullopt);
+        mesh.emplace(m, setup.transport, setup.codec, options, resumed ? std::optional(resumed->step) : std::nullopt,
+                     workers ? &*workers : nullptr);
         info(tag + ": " + (mesh->joined().role == Role::kMember ? "member" : "joining a run in progress") + " at step " +
              std::to_string(mesh->joined().step) + "; listening on " + mesh->address());
     }
@@ -84,8 +85,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     // The model's parameters, and the outer loop that steps them (with workers: the leader's
     // shard of each; the node's whole outer state is then the workers' together).
     ModelParameters& params = setup.learner->parameters();
-    OuterLoop loop(params, setup.optimizer, workers ? workers->average(average) : average, overlap);
-    const std::unique_ptr<OuterState> sharded = workers ? workers->outer_state(loop, parameter_count(setup.shape)) : nullptr;
+    OuterLoop loop(params, setup.optimizer, average, overlap);
+    const std::unique_ptr<OuterState> sharded = workers ? workers->outer_state(loop) : nullptr;
     OuterState& outer_state = sharded ? *sharded : loop;
     InnerSteps inner(m, *setup.learner, setup.sampler, setup.node);
     NodeState state(outer_state, *setup.learner, setup.sampler, inner.sequences_per_round());
@@ -122,6 +123,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         const InnerSteps::Round round = inner.run(outer, &metrics);
         const int64_t tokens = inner.tokens_per_round();
         metrics.status("syncing", outer, inner.per_round(), double(tokens) / round.compute_seconds, true);
+        if (workers) workers->sync();  // (each averages its shard over its own rings)
         const OuterStepReport report = loop.sync();
         if (report.dropped()) {
             log(PANGEA_LOG_WARN, "train", tag + ": " + mesh->rejoin().why + "; recovering from a peer");

@@ -1,20 +1,27 @@
 #include "train/node_workers.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
 
+#include "collective/contribution_check.hpp"
 #include "common/float_hash.hpp"
+#include "common/json.hpp"
 #include "common/log.hpp"
 #include "data/sampler.hpp"
 #include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
+#include "membership/coordinator.hpp"
+#include "topology/auth.hpp"
 #include "train/inner_steps.hpp"
+#include "train/mesh_session.hpp"
 #include "train/learner.hpp"
 #include "train/node.hpp"
 #include "train/node_setup.hpp"
 #include "train/node_state.hpp"
+#include "train/run_setup.hpp"
 
 namespace pangea {
 namespace {
@@ -31,8 +38,9 @@ constexpr milliseconds kLeaderTimeout{7 * 24 * 3600 * 1000LL};
 // What the leader tells each of the others, in order, point to point: the data position to go on
 // from, a round of inner steps to train, the outer step to take, a part of the outer state to
 // hand out or take up, the end of the run; the learner's requests (WorkerRequest values); and
-// within an outer step: give your pseudo-gradient (again, for a retry), here is your part of the
-// average, the step failed (why follows), the node was dropped from the run. Requests may come
+// within an outer step: the epoch to average in (an attempt: the others report whether their
+// rings connected and their contribution's norm, hear whether to run them and whose
+// contributions to leave out, and report how it went), and how the epoch ended. Requests may come
 // within an outer step too (the run asks this node for its state while it waits for joiners).
 enum class Command : uint32_t {
     kState = 1,
@@ -42,10 +50,8 @@ enum class Command : uint32_t {
     kReadSynced = 6,
     kReadOuterOptimizer = 7,
     kRestoreOuter = 8,
-    kContribute = 32,
-    kAverage = 33,
-    kFailed = 34,
-    kDropped = 35,
+    kEpoch = 32,
+    kEnded = 33,  // value: NodeRings::End; kFailed: why follows
 };
 struct Header {
     uint32_t kind = 0;
@@ -63,6 +69,56 @@ std::span<uint8_t> raw(std::span<T> values) {
 }
 
 std::string tag_of(int node, int worker) { return "node-" + std::to_string(node) + "/worker-" + std::to_string(worker); }
+
+// The messages of an attempt, as JSON text (a few per outer step). A worker's peer is its
+// leader, and the other way round: neither is a stranger, but sizes are still bounded.
+void send_json(WorkerGroup& group, int to, const Json& value) {
+    const std::string text = to_json(value);
+    uint64_t bytes = text.size();
+    group.send(raw(bytes), to);
+    group.send({reinterpret_cast<const uint8_t*>(text.data()), text.size()}, to);
+}
+
+Json receive_json(WorkerGroup& group, int from, milliseconds timeout) {
+    uint64_t bytes = 0;
+    group.receive(raw(bytes), from, timeout);
+    if (bytes > (uint64_t{1} << 24))
+        throw WorkerGroupError("worker " + std::to_string(from) + " sent a message of " + std::to_string(bytes) + " bytes");
+    std::string text(bytes, '\0');
+    group.receive({reinterpret_cast<uint8_t*>(text.data()), text.size()}, from, timeout);
+    return parse_json(text);
+}
+
+Json encode_epoch(const Epoch& epoch) {
+    return Json{{"id", epoch.id}, {"step", epoch.step}, {"members", encode_members(epoch.members)}};
+}
+
+Epoch decode_epoch(const Json& message) {
+    Epoch epoch;
+    epoch.id = static_cast<uint64_t>(json_int(message, "id").value_or(0));
+    epoch.step = json_int(message, "step").value_or(0);
+    epoch.members = decode_members(message.is_object() && message.contains("members") ? message["members"] : Json());
+    return epoch;
+}
+
+// A process's result, from a worker to the leader.
+Json encode_result(const AllReduceResult& result) {
+    return Json{{"status", static_cast<int64_t>(result.status)},
+                {"error", result.error},
+                {"seconds", result.seconds},
+                {"sent", static_cast<int64_t>(result.bytes_sent)},
+                {"received", static_cast<int64_t>(result.bytes_received)}};
+}
+
+AllReduceResult decode_result(const Json& message) {
+    AllReduceResult result;
+    result.status = static_cast<pangea_status>(json_int(message, "status").value_or(PANGEA_ERR_INTERNAL));
+    result.error = json_string(message, "error").value_or("");
+    result.seconds = json_number(message, "seconds").value_or(0);
+    result.bytes_sent = static_cast<uint64_t>(json_int(message, "sent").value_or(0));
+    result.bytes_received = static_cast<uint64_t>(json_int(message, "received").value_or(0));
+    return result;
+}
 
 }  // namespace
 
@@ -135,6 +191,11 @@ int check_workers(const Manifest& m, int worker) {
         errors.push_back(where + " with [train] device = \"" + device + "\" needs NCCL, which this build lacks (build "
                                  "where the CUDA toolkit and NCCL are, PANGEA_WITH_NCCL), or run one worker per node");
     if (m.get_bool("diloco", "overlap")) errors.push_back(where + " needs diloco.overlap = false (not available yet)");
+    if (const int rings = outer_rings(m); m.get_int("mesh", "nodes") > 1 && rings % workers != 0)
+        errors.push_back(m.core.at("mesh").at("rings").origin + ": [mesh] rings = " + std::to_string(rings) +
+                         " is not a multiple of [node] workers = " + std::to_string(workers) +
+                         " (each worker runs its share of the rings, over its shard): set rings = " +
+                         std::to_string(workers) + ", or a common multiple of the workers of every node of the run");
     if (!errors.empty()) throw ManifestError(errors);
     return static_cast<int>(workers);
 }
@@ -147,6 +208,7 @@ NodeWorkers::NodeWorkers(const Manifest& m, const NodeOptions& options)
     for (int k = 1; k < workers; ++k) {
         std::vector<std::string> argv{exe, "run", options.manifest_path, "--node-id", std::to_string(options.node_id),
                                       "--worker", std::to_string(k), "--worker-dir", rendezvous_.path().string()};
+        if (options.run_id != 0) argv.insert(argv.end(), {"--run-id", std::to_string(options.run_id)});  // (their rings')
         for (const std::string& setting : options.set_arguments) argv.insert(argv.end(), {"--set", setting});
         if (on_gpus_) argv.insert(argv.end(), {"--set", "train.device=cuda:" + std::to_string(k)});
         children_.emplace_back(argv);
@@ -155,6 +217,7 @@ NodeWorkers::NodeWorkers(const Manifest& m, const NodeOptions& options)
                                       "; they meet in " + rendezvous_.path().string());
     group_ = std::make_unique<WatchedGroup>(join_worker_group(rendezvous_.path(), 0, workers, kTimeout, on_gpus_), children_,
                                             options.node_id);
+    ring_count_ = outer_rings(m);
 }
 
 NodeWorkers::~NodeWorkers() {
@@ -176,48 +239,94 @@ void NodeWorkers::tell(int worker, uint32_t kind, int64_t value) {
     group_->send(raw(header), worker);
 }
 
-void NodeWorkers::lead(Learner& learner) {
+void NodeWorkers::lead(Learner& learner, size_t parameters) {
+    parameters_ = parameters;
     learner.set_announcer([this](WorkerRequest request) { announce(static_cast<uint32_t>(request)); });
 }
+
+std::vector<std::string> NodeWorkers::ring_addresses(const std::string& own) {
+    std::vector<std::string> listening{own};
+    for (int k = 1; k < group_->size(); ++k)
+        listening.push_back(json_string(receive_json(*group_, k, kTimeout), "address").value_or(""));
+    const int rings = static_cast<int>(ring_count_);
+    std::vector<std::string> addresses;
+    for (int r = 0; r < rings; ++r) addresses.push_back(listening[static_cast<size_t>(r / (rings / group_->size()))]);
+    return addresses;
+}
+
+void NodeWorkers::sync() { announce(static_cast<uint32_t>(Command::kSync)); }
 
 void NodeWorkers::hand_over(int64_t step) { announce(static_cast<uint32_t>(Command::kState), step); }
 
 void NodeWorkers::train(int64_t outer) { announce(static_cast<uint32_t>(Command::kTrain), outer); }
 
-AverageFn NodeWorkers::average(AverageFn run_average) {
-    return [this, run = std::move(run_average)](std::span<float> own, const ContributionFn& contribution) {
-        const int workers = group_->size();
-        announce(static_cast<uint32_t>(Command::kSync));
-        auto message = [&](int k, Command kind, size_t bytes) { tell(k, static_cast<uint32_t>(kind), static_cast<int64_t>(bytes)); };
-        const size_t total = pseudo_gradient_.size();
-        auto part = [&](int k) {
-            const ShardRange r = shard_range(total, workers, k);
-            return std::span<float>(pseudo_gradient_).subspan(r.begin, r.size());
-        };
-        // (The buffer the run averages in is pseudo_gradient_ itself.)
-        AllReduceResult result = run(pseudo_gradient_, [&](std::span<float>) {
-            for (int k = 1; k < workers; ++k) message(k, Command::kContribute, 0);
-            contribution(part(0));
-            for (int k = 1; k < workers; ++k) group_->receive(raw(part(k)), k);
-        });
-        if (result.status == PANGEA_OK) {
-            std::copy(part(0).begin(), part(0).end(), own.begin());
-            for (int k = 1; k < workers; ++k) {
-                message(k, Command::kAverage, part(k).size_bytes());
-                group_->send(raw(part(k)), k);
-            }
-        } else if (result.dropped) {
-            for (int k = 1; k < workers; ++k) message(k, Command::kDropped, 0);
-        } else {
-            std::string why = result.error;
-            for (int k = 1; k < workers; ++k) {
-                message(k, Command::kFailed, why.size());
-                group_->send({reinterpret_cast<const uint8_t*>(why.data()), why.size()}, k);
+// The node's rings: the leader's share here, the others' through them. Each attempt, everybody
+// connects; the leader gathers whether the others could and their contributions' norms (the
+// node's norm is the root of the sum of their squares), decides with the other nodes over ring 0
+// (the leader's), tells the others, runs its own rings and collects their results. The others'
+// results can take as long as their rings (a slow link): the wait is the leader's, bounded by
+// the rings' own stall timeouts.
+class NodeWorkers::LeaderRings final : public NodeRings {
+public:
+    LeaderRings(NodeWorkers& workers, RingLanes& own) : workers_(workers), own_(own) {}
+
+    AllReduceResult attempt(const Epoch& epoch, std::span<float> data,
+                            const std::function<void(std::span<float>)>& contribution) override {
+        const int workers = group().size();
+        const Json told = encode_epoch(epoch);
+        for (int k = 1; k < workers; ++k) {
+            workers_.tell(k, static_cast<uint32_t>(Command::kEpoch), 0);
+            send_json(group(), k, told);
+        }
+        contribution(data);
+        if (epoch.members.size() < 2) return {};  // the average is the node's own
+        std::string error = own_.connect(epoch);
+        const double norm = contribution_norm(data);
+        double norm_squared = norm * norm;
+        for (int k = 1; k < workers; ++k) {
+            const Json report = receive_json(group(), k, kLeaderTimeout);
+            const std::string failed = json_string(report, "error").value_or("");
+            if (error.empty() && !failed.empty()) error = failed;
+            norm_squared += json_number(report, "norm_squared").value_or(std::nan(""));
+        }
+        const LaneDecision decision =
+            error.empty() ? own_.decide(epoch, std::sqrt(norm_squared)) : LaneDecision{PANGEA_ERR_IO, error, {}};
+        const Json decided{{"status", static_cast<int64_t>(decision.status)},
+                           {"error", decision.error},
+                           {"left_out", decision.left_out}};
+        for (int k = 1; k < workers; ++k) send_json(group(), k, decided);
+        AllReduceResult result = own_.run(epoch, decision, data, 0, workers_.parameters_);
+        for (int k = 1; k < workers; ++k) {
+            const AllReduceResult theirs = decode_result(receive_json(group(), k, kLeaderTimeout));
+            result.seconds = std::max(result.seconds, theirs.seconds);
+            result.bytes_sent += theirs.bytes_sent;
+            result.bytes_received += theirs.bytes_received;
+            if (result.status == PANGEA_OK && theirs.status != PANGEA_OK) {
+                result.status = theirs.status;
+                result.error = "worker " + std::to_string(k) + ": " + theirs.error;
             }
         }
         return result;
-    };
-}
+    }
+
+    void ended(End end, const std::string& why) override {
+        if (end != End::kCommitted) own_.disconnect();
+        for (int k = 1; k < group().size(); ++k) {
+            workers_.tell(k, static_cast<uint32_t>(Command::kEnded), static_cast<int64_t>(end));
+            if (end == End::kFailed) send_json(group(), k, Json{{"why", why}});
+        }
+    }
+    void abort() override { own_.abort(); }  // (the others' rings fail through their neighbours)
+    void disconnect() override { own_.disconnect(); }
+
+private:
+    WorkerGroup& group() { return *workers_.group_; }
+
+    NodeWorkers& workers_;
+    RingLanes& own_;
+};
+
+std::unique_ptr<NodeRings> NodeWorkers::rings(RingLanes& own) { return std::make_unique<LeaderRings>(*this, own); }
 
 // The node's whole outer state, its shards gathered for reading and split for taking up. The
 // outer optimizer's state moves through a scratch instance of all the parameters, made for the
@@ -331,9 +440,8 @@ private:
     const PluginInstance& optimizer_;
 };
 
-std::unique_ptr<OuterState> NodeWorkers::outer_state(OuterLoop& own, size_t parameters) {
-    pseudo_gradient_.assign(parameters, 0.0f);
-    return std::make_unique<ShardedOuterState>(*this, own, parameters);
+std::unique_ptr<OuterState> NodeWorkers::outer_state(OuterLoop& own) {
+    return std::make_unique<ShardedOuterState>(*this, own, parameters_);
 }
 
 namespace {
@@ -365,7 +473,19 @@ public:
           inner_(m, *setup_.learner, setup_.sampler, setup_.node),
           loop_(setup_.learner->parameters(), setup_.optimizer,
                 [this](std::span<float> own, const ContributionFn& contribution) { return average(own, contribution); },
-                /*overlap=*/false) {}
+                /*overlap=*/false),
+          parameters_(parameter_count(setup_.shape)),
+          shard_(shard_range(parameters_, group.size(), group.rank())) {
+        if (setup_.nodes < 2) return;
+        // Its rings: it listens, and tells the leader where (for the run's member list).
+        const uint64_t run_id = run_id_of(m, options.run_id);
+        listener_ = std::make_unique<OwnedListener>(setup_.transport, worker_address(m, group.rank()));
+        acceptor_ = std::make_unique<PeerAcceptor>(setup_.transport, *listener_, setup_.node, run_id, load_run_secret(m),
+                                                   [](OwnedConnection, const pangea_hello&) {});  // (the leader serves joiners)
+        lanes_ = std::make_unique<RingLanes>(setup_.transport, *acceptor_, setup_.codec, setup_.node, run_id,
+                                             lane_options(m, group.rank(), group.size()));
+        send_json(group_, 0, Json{{"address", listener_->address()}});
+    }
 
     // Until the run is over.
     void run() {
@@ -427,39 +547,57 @@ private:
         throw WorkerGroupError(tag_ + ": the leader sent an unknown command (" + std::to_string(header.kind) + ")");
     }
 
-    // The outer loop's all-reduce, through the leader: this worker's pseudo-gradient when asked
-    // (again for a retry), then its part of the average, or why there is none. Other commands
-    // may come between (the run asking for the node's state).
+    // The outer loop's all-reduce: in each epoch the leader names, this worker's shard over its
+    // rings, as the leader decides, until the leader says how the step ended. Other commands may
+    // come between (the run asking for the node's state).
     AllReduceResult average(std::span<float> own, const ContributionFn& contribution) {
+        AllReduceResult result;
+        if (!lanes_) {  // one node: the average is its own
+            contribution(own);
+            return result;
+        }
         while (true) {
             const Header header = next();
-            AllReduceResult result;
-            switch (header.kind) {
-            case static_cast<uint32_t>(Command::kContribute):
+            if (header.kind == static_cast<uint32_t>(Command::kEpoch)) {
+                const Epoch epoch = decode_epoch(receive_json(group_, 0, kLeaderTimeout));
                 contribution(own);
-                group_.send(raw(own), 0);
+                if (epoch.members.size() < 2) continue;
+                const std::string error = lanes_->connect(epoch);
+                const double norm = contribution_norm(own);
+                send_json(group_, 0, Json{{"error", error}, {"norm_squared", norm * norm}});
+                const Json decided = receive_json(group_, 0, kLeaderTimeout);
+                LaneDecision decision;
+                decision.status = static_cast<pangea_status>(json_int(decided, "status").value_or(PANGEA_ERR_INTERNAL));
+                decision.error = json_string(decided, "error").value_or("");
+                if (decided.is_object() && decided.contains("left_out") && decided["left_out"].is_array())
+                    for (const Json& position : decided["left_out"])
+                        if (position.is_number_integer()) decision.left_out.push_back(position.get<int>());
+                send_json(group_, 0, encode_result(lanes_->run(epoch, decision, own, shard_.begin, parameters_)));
                 continue;
-            case static_cast<uint32_t>(Command::kAverage):
-                if (header.value != static_cast<int64_t>(own.size_bytes()))
-                    throw WorkerGroupError(tag_ + ": the leader sent " + std::to_string(header.value) +
-                                           " bytes of average for a shard of " + std::to_string(own.size_bytes()));
-                group_.receive(raw(own), 0);
+            }
+            if (header.kind != static_cast<uint32_t>(Command::kEnded)) {
+                do_command(header);
+                continue;
+            }
+            switch (static_cast<NodeRings::End>(header.value)) {
+            case NodeRings::End::kCommitted:
                 return result;
-            case static_cast<uint32_t>(Command::kDropped):
+            case NodeRings::End::kRetried:
+                lanes_->disconnect();
+                continue;
+            case NodeRings::End::kDropped:
+                lanes_->disconnect();
                 result.status = PANGEA_ERR_ABORTED;
                 result.dropped = true;
                 result.error = "the node was dropped from the run";
                 return result;
-            case static_cast<uint32_t>(Command::kFailed): {
-                std::string why(static_cast<size_t>(std::clamp<int64_t>(header.value, 0, 1 << 20)), '\0');
-                group_.receive({reinterpret_cast<uint8_t*>(why.data()), why.size()}, 0);
+            case NodeRings::End::kFailed:
+                lanes_->disconnect();
                 result.status = PANGEA_ERR_IO;
-                result.error = why;
+                result.error = json_string(receive_json(group_, 0, kLeaderTimeout), "why").value_or("");
                 return result;
             }
-            default:
-                do_command(header);
-            }
+            throw WorkerGroupError(tag_ + ": the leader ended an epoch as " + std::to_string(header.value));
         }
     }
 
@@ -468,6 +606,12 @@ private:
     NodeSetup setup_;
     InnerSteps inner_;
     OuterLoop loop_;  // this worker's shard of the outer state: the synced copy and the optimizer's
+    size_t parameters_;  // the model's
+    ShardRange shard_;   // this worker's of them
+    // Its rings, in a run of several nodes.
+    std::unique_ptr<OwnedListener> listener_;
+    std::unique_ptr<PeerAcceptor> acceptor_;
+    std::unique_ptr<RingLanes> lanes_;
 };
 
 }  // namespace

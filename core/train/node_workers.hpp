@@ -4,22 +4,27 @@
 // their gradients (the learner, over the WorkerGroup), so the node computes the inner step a
 // single worker would, on W times the cores and with 1/W of the state each. The outer state is
 // sharded the same way: each worker keeps the synced copy and the outer optimizer's state of its
-// shard and takes the outer step on it. The leader alone talks to the run (the all-reduce,
-// recovery, checkpoints, metrics): it gathers the workers' pseudo-gradients for the all-reduce
-// and hands each its part of the average; a state to take up or hand out is split or gathered by
-// shard (the outer optimizer's through the plugin's range state, ABI 1.3), so what the run sees
-// does not depend on W. A worker that dies fails the others' next collective, and the node leaves
-// the run as one (it comes back by live recovery).
+// shard and takes the outer step on it, and averages its shard over rings of its own with the
+// workers of the other nodes that hold the same ranges ([mesh] rings = R, a multiple of W: worker
+// k runs rings [k R/W, (k + 1) R/W), which lie in its shard, at its own address). The leader alone
+// talks to the run's membership (and does recovery, checkpoints, metrics): it tells the others
+// each epoch, sums their contributions' norms for the run's check, and reports their outcome; a
+// state to take up or hand out is split or gathered by shard (the outer optimizer's through the
+// plugin's range state, ABI 1.3), so what the run sees does not depend on W. A worker that dies
+// fails the others' next collective (and its rings' neighbours), and the node leaves the run as
+// one (it comes back by live recovery).
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/files.hpp"
 #include "common/process.hpp"
 #include "diloco/outer_loop.hpp"
+#include "train/mesh_session.hpp"
 #include "workers/worker_group.hpp"
 
 namespace pangea {
@@ -30,28 +35,31 @@ class PluginRegistry;
 class Learner;
 
 // The leader's side.
-class NodeWorkers {
+class NodeWorkers final : public RingWorkers {
 public:
     // Starts workers 1..W-1 (this executable, `run` with the resolved manifest and --worker) and
     // meets them. Throws WorkerGroupError when they do not all come.
     NodeWorkers(const Manifest& manifest, const NodeOptions& options);
-    ~NodeWorkers();  // stops the workers still running
+    ~NodeWorkers() override;  // stops the workers still running
     NodeWorkers(const NodeWorkers&) = delete;
     NodeWorkers& operator=(const NodeWorkers&) = delete;
 
     WorkerGroup& group() { return *group_; }
-    // The leader's learner (made with group()), whose requests go to the others from now on.
-    void lead(Learner& learner);
+    // The leader's learner (made with group()) of the model's `parameters`, whose requests go to
+    // the others from now on.
+    void lead(Learner& learner, size_t parameters);
 
-    // The leader's outer loop (of its shard) averages through this: it takes the others'
-    // pseudo-gradients, averages all of them with `run_average` (the run's all-reduce) and hands
-    // each worker its part. The others take their outer step with it. (outer_state(), made
-    // before the first outer step, sizes the node's buffer.)
-    AverageFn average(AverageFn run_average);
+    // In a run of several nodes (RingWorkers): the others' listeners are where they reported
+    // as they started; the leader's rings at `own`.
+    int count() const override { return group_->size(); }
+    std::vector<std::string> ring_addresses(const std::string& own) override;
+    std::unique_ptr<NodeRings> rings(RingLanes& own) override;
+    // The outer step begins: the others take theirs (each averages its shard beside the leader).
+    void sync();
     // The node's whole outer state over the leader's `own` outer loop and the others': what live
     // recovery and checkpoints carry. Throws std::runtime_error when the outer optimizer cannot
     // split its state by range (plugin ABI 1.3), which W > 1 needs.
-    std::unique_ptr<OuterState> outer_state(OuterLoop& own, size_t parameters);
+    std::unique_ptr<OuterState> outer_state(OuterLoop& own);
 
     // The node goes on from after `step` outer steps (at the start, a resume or a recovery; the
     // state went to the others as the leader took it up): their data position.
@@ -70,8 +78,10 @@ private:
     void announce(uint32_t kind, int64_t value = 0);  // a command to all the others (node_workers.cpp)
     void tell(int worker, uint32_t kind, int64_t value);  // ... to one of them
     class ShardedOuterState;
+    class LeaderRings;
     std::unique_ptr<WorkerGroup> group_;
-    std::vector<float> pseudo_gradient_;  // the node's, all of it, for the run's all-reduce
+    size_t parameters_ = 0;  // the model's
+    int ring_count_ = 1;     // the run's [mesh] rings
 };
 
 // A worker's side (`pangea run ... --worker K`): does what the leader says (train a round, take
@@ -80,8 +90,9 @@ private:
 int run_node_worker(const Manifest& manifest, PluginRegistry& registry, const NodeOptions& options);
 
 // The [node] workers setting checked against the rest, for worker `worker` of the node: the
-// micro-batch splits evenly; on GPUs, a build with NCCL and worker k on GPU k (the leader's
-// device "cuda", the others' "cuda:k"); no overlap. Returns the workers; throws ManifestError.
+// micro-batch splits evenly; with several nodes, [mesh] rings is a multiple of W; on GPUs, a
+// build with NCCL and worker k on GPU k (the leader's device "cuda", the others' "cuda:k"); no
+// overlap. Returns the workers; throws ManifestError.
 int check_workers(const Manifest& manifest, int worker);
 
 }  // namespace pangea

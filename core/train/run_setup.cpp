@@ -47,4 +47,9 @@ std::string run_id_text(uint64_t id) {
     return text;
 }
 
+int outer_rings(const Manifest& m) {
+    const int64_t rings = m.get_int("mesh", "rings");
+    return static_cast<int>(rings > 0 ? rings : m.get_int("node", "workers"));
+}
+
 }  // namespace pangea

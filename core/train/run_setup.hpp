@@ -22,6 +22,9 @@ PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry);
 // Where the run's checkpoints go in the storage: "<checkpoint.prefix or run name>/".
 std::string checkpoint_prefix(const Manifest& manifest);
 
+// [mesh] rings, resolved: 0 (the default) is one per worker of the node ([node] workers).
+int outer_rings(const Manifest& manifest);
+
 // The run id nodes and coordinator agree on: `explicit_id`, or one derived from [run] name.
 uint64_t run_id_of(const Manifest& manifest, uint64_t explicit_id);
 std::string run_id_text(uint64_t id);  // 16 hex digits, as the coordinator's messages carry it

@@ -15,6 +15,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/shard_range.hpp"
+
 namespace pangea {
 
 class WorkerGroupError : public std::runtime_error {
@@ -62,18 +64,6 @@ private:
     int rank_, size_;
     std::chrono::milliseconds timeout_;
 };
-
-// Worker k's shard of `count` values among `workers`: [count k / W, count (k + 1) / W). The
-// model's (ZeRO: model/sharded.hpp) and the outer state's split, and [mesh] rings' (with rings a
-// multiple of W, a ring's range lies inside one shard).
-struct ShardRange {
-    size_t begin = 0, end = 0;
-    size_t size() const { return end - begin; }
-};
-inline ShardRange shard_range(size_t count, int workers, int worker) {
-    return {count * static_cast<size_t>(worker) / static_cast<size_t>(workers),
-            count * static_cast<size_t>(worker + 1) / static_cast<size_t>(workers)};
-}
 
 // Whether this build can run a node's workers on GPUs (it found NCCL).
 constexpr bool kWorkersOnGpus = PANGEA_WITH_NCCL;

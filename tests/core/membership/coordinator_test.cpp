@@ -339,6 +339,36 @@ TEST_F(Coordinator, ANodeOfAnotherNumberOfRingsIsRefusedSayingSo) {
         << "a hello without rings is of a node of one ring";
 }
 
+TEST_F(Coordinator, ANodeWhoseWorkersRunTheRingsIsReachedAtTheirAddressesInEveryEpoch) {
+    state.emplace(CoordinatorOptions{"00000000000000ab", std::chrono::milliseconds(3000), 1, "", 2}, now);
+    const Json workers = Json::array({"10.0.0.1:1", "10.0.0.1:2"});
+    auto hello_with = [&](int node, const Json& ring_addresses) {
+        Json hello{{"op", "hello"}, {"protocol", 1}, {"run", "00000000000000ab"}, {"node", node},
+                   {"address", "10.0.0." + std::to_string(node) + ":1"}, {"rings", 2}};
+        if (!ring_addresses.is_null()) hello["ring_addresses"] = ring_addresses;
+        message(node + 1, hello);
+    };
+    hello_with(7, Json::array({"10.0.0.7:1"}));
+    EXPECT_EQ(inbox[8].back()["op"], "refused");
+    EXPECT_EQ(inbox[8].back()["reason"], "its ring_addresses [\"10.0.0.7:1\"] are not one \"host:port\" per ring (2)");
+    hello_with(6, Json::array({"10.0.0.6:1", 5}));
+    EXPECT_EQ(inbox[7].back()["op"], "refused") << "not a list of strings";
+
+    hello_with(1, workers);
+    hello_with(0, Json());  // one process: both rings at its address
+    tick(std::chrono::milliseconds(3001));
+    ready(0, 1), ready(1, 1);
+    ASSERT_EQ(last_op(0), "epoch");
+    const Json expected = Json::array({Json{{"node", 0}, {"address", "10.0.0.0:1"}},
+                                       Json{{"node", 1}, {"address", "10.0.0.1:1"}, {"ring_addresses", workers}}});
+    EXPECT_EQ(last(0)["members"], expected);
+    const std::vector<Member> decoded = decode_members(last(0)["members"]);
+    EXPECT_EQ(decoded[0].ring_address(1), "10.0.0.0:1");
+    EXPECT_EQ(decoded[1].ring_address(0), "10.0.0.1:1");
+    EXPECT_EQ(decoded[1].ring_address(1), "10.0.0.1:2");
+    EXPECT_THROW(decode_members(Json::array({Json{{"node", 1}, {"address", "a:1"}, {"ring_addresses", "a:2"}}})), MeshError);
+}
+
 TEST_F(Coordinator, ASecondProcessWithALiveNodesIdIsRefusedButAReconnectIsNot) {
     run_first_step(2);
     hello(1, false, 0, 0, "", 0, false, false, /*connection=*/9, "another process");
