@@ -264,8 +264,8 @@ void NodeWorkers::train(int64_t outer) { announce(static_cast<uint32_t>(Command:
 // connects; the leader gathers whether the others could and their contributions' norms (the
 // node's norm is the root of the sum of their squares), decides with the other nodes over ring 0
 // (the leader's), tells the others, runs its own rings and collects their results. The others'
-// results can take as long as their rings (a slow link): the wait is the leader's, bounded by
-// the rings' own stall timeouts.
+// results can take as long as their rings (a slow link), so that wait is not bounded here: their
+// rings' stall timeouts bound it, unless the worker process itself stops (SIGSTOP).
 class NodeWorkers::LeaderRings final : public NodeRings {
 public:
     LeaderRings(NodeWorkers& workers, RingLanes& own) : workers_(workers), own_(own) {}
@@ -283,8 +283,11 @@ public:
         std::string error = own_.connect(epoch);
         const double norm = contribution_norm(data);
         double norm_squared = norm * norm;
+        // (Connecting is bounded by each ring's connect and accept timeouts: a worker silent past
+        // them is stalled, and the node leaves the run.)
+        const auto connecting = 2 * own_.options().connect_timeout * own_.options().count + kTimeout;
         for (int k = 1; k < workers; ++k) {
-            const Json report = receive_json(group(), k, kLeaderTimeout);
+            const Json report = receive_json(group(), k, connecting);
             const std::string failed = json_string(report, "error").value_or("");
             if (error.empty() && !failed.empty()) error = failed;
             norm_squared += json_number(report, "norm_squared").value_or(std::nan(""));

@@ -61,7 +61,7 @@ json_field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2 | tr -d '"';
 # Waits up to $1 seconds for process $2 (a child of this shell) to end, killing it then; returns
 # its exit code. (Not inside expect_rc: a subshell cannot wait for this shell's children.)
 wait_exit() {
-    local limit=$1 pid=$2
+    local limit=$1 pid=$2 i
     for ((i = 0; i < limit * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
         echo "process $pid still running after $limit s; killing it"
@@ -72,7 +72,7 @@ wait_exit() {
 
 # Waits up to $1 seconds for a command to succeed; says what it waited for when it gives up.
 wait_for() {
-    local limit=$1; shift
+    local limit=$1 i; shift
     for ((i = 0; i < limit * 10; i++)); do "$@" && return 0; sleep 0.1; done
     echo "FAIL: waited $limit s for: $*"
     return 1

@@ -43,7 +43,7 @@ s3rver_install() {
 # Waits (up to 30 s, while process PID lives) for LOG to say "... listening on ADDRESS:PORT";
 # prints PORT.
 listening_port() {
-    local pid=$1 log=$2 what=$3 port=
+    local pid=$1 log=$2 what=$3 port= i
     for ((i = 0; i < 300; i++)); do
         port=$(sed -n "s/.*$what listening on [0-9.]*:\([0-9]*\).*/\1/p" "$log" 2>/dev/null)
         [[ -n $port ]] && break

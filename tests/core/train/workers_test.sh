@@ -75,12 +75,21 @@ expect "a GPU of its own for each worker, or none" 1 \
     "$pangea" run "$work/run.toml" --node-id 0 --set node.workers=2 --set train.device=cuda:1 --set run.dir="$work/refused"
 
 # 2. A node of 2 and a node of 3 (6 sequences a micro-batch split either way, 6 rings: worker k
-# of the node of 2 meets workers of the node of 3 on rings 3k..3k+2); a worker killed.
+# of the node of 2 meets workers of the node of 3 on rings 3k..3k+2); a worker killed mid
+# all-reduce: node 1's compressors stall 20 s in an early outer step (compress/faulty: a slow
+# injected failure of encode), and its worker 2 is killed while they do.
 tiny_run_manifest "$work/mixed.toml" mixed 9 2 60 'ring_order = "rank"
 rings = 6
 heartbeat_ms = 300
 timeout_ms = 3000
-min_members = 2'
+min_members = 2
+[compress]
+plugin = "faulty"
+inner = "int8"
+fail = "encode"
+node = 1
+after = 6
+delay_ms = 20000'
 sed -i 's/^micro_batch = 4$/micro_batch = 6/' "$work/mixed.toml"
 address=127.0.0.1:$((20000 + RANDOM % 12000))
 "$pangea" coordinator "$work/mixed.toml" --run-id 7 --listen "$address" >"$work/coordinator.log" 2>&1 &
@@ -94,17 +103,19 @@ start_node() {  # node id, workers, more arguments
 outer_step_of() { grep -o '"outer_step":[0-9]*' "$work/mixed/metrics/node-$1.jsonl" 2>/dev/null | tail -1 | cut -d: -f2; }
 start_node 0 2
 start_node 1 3
-wait_for 120 bash -c "(( \$(grep -o '\"outer_step\":[0-9]*' '$work/mixed/metrics/node-1.jsonl' 2>/dev/null | wc -l) >= 3 ))"
+expect_rc "node 1's rings stall mid all-reduce" 0 -- wait_for 120 grep -q "faulty: injected failure of encode" "$work/node-1.log"
+stalled_at=$(outer_step_of 1)
 worker=$(pgrep -f -- "$work/mixed.toml --node-id 1 --worker 2 ")  # (this test's only)
 expect_rc "node 1 runs its third worker as a process of its own" 0 -- test -n "$worker"
 kill -9 $worker
-wait_exit 30 "${pids[1]}"; rc=$?
+wait_exit 60 "${pids[1]}"; rc=$?  # (its other workers wake from the stall first)
 expect_rc "node 1 stops when its worker dies" 1 -- test "$rc" = 0
 expect "... saying which worker" 0 "node-1: worker 2 is gone" -- cat "$work/node-1.log"
 expect "node 0 goes on without node 1" 0 "dropped node 1" -- bash -c "cat '$work/node-0.log' '$work/coordinator.log'"
 kill -0 "${pids[0]}" 2>/dev/null
 expect_rc "... and waits for it (min_members = 2)" 0 -- test $? = 0
-start_node 1 3 --join
+expect_equal "... having committed nothing since node 1 stalled" "$stalled_at" "$(outer_step_of 0)"
+start_node 1 3 --join --set compress.fail=  # (no fault this time)
 for i in 0 1; do
     wait_exit 180 "${pids[$i]}"; rc=$?
     expect_rc "node $i finishes the run" 0 -- test "$rc" = 0
