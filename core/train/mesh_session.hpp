@@ -44,8 +44,8 @@ public:
     // Listens, registers with the membership backend ([mesh] backend) and waits for the answer.
     // `resumed_step` tells the run which outer step a node resumed from a checkpoint holds. With
     // `workers`, they run the rings (the leader, this process, its share). All references must
-    // outlive this object. Throws std::runtime_error / MeshError saying what in
-    // [mesh] is missing or who could not be reached.
+    // outlive this object. Throws std::runtime_error / MeshError saying what in [mesh] is missing
+    // or who could not be reached.
     MeshSession(const Manifest& manifest, const PluginInstance& transport, const PluginInstance& codec,
                 const NodeOptions& options, std::optional<int64_t> resumed_step, RingWorkers* workers = nullptr);
     ~MeshSession();

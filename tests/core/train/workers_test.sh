@@ -10,7 +10,8 @@
 #     and waits (min_members = 2); the node restarted with --join recovers live, and the run
 #     finishes with both nodes bit-identical;
 #   - checkpoints do not depend on W: a 2 x 2 run resumes bit-identically, and with 1 worker;
-#   - with 4 workers, each worker peaks at most 0.4x the memory of one worker.
+#   - with 4 workers, each worker peaks at most 0.4x the memory of one worker (2 nodes, so that
+#     the workers' rings run too).
 #   workers_test.sh <pangea binary> <test fixtures directory> [python3: any, the standard library is enough]
 set -uo pipefail
 pangea=$1 fixtures=$2 python=${3:-python3}
@@ -125,23 +126,26 @@ expect_equal "both nodes end bit-identical" "$(json_field "$work/mixed/summary/n
     "$(json_field "$work/mixed/summary/node-1.json" params_hash)"
 expect_equal "... after the last outer step" 60 "$(outer_step_of 1)"
 
-# 3. Memory per worker: the small preset with 16 layers (50.6M parameters), one node, one inner
-# step, W = 1 against W = 4. Each worker holds 1/4 of the state (the outer state's too) plus one
-# unit: at most 0.4x.
-tiny_run_manifest "$work/memory.toml" memory 3 1 1 ''
+# 3. Memory per worker: the small preset with 16 layers (50.6M parameters), 2 nodes (so that the
+# rings run: 4 a node with 4 workers, one in each), one inner step a round, 2 rounds, W = 1
+# against W = 4. Each worker holds 1/4 of the state (the outer state's too) plus one unit and its
+# ring's buffers: at most 0.4x.
+tiny_run_manifest "$work/memory.toml" memory 3 2 2 ''
 sed -i 's/^preset = "tiny"$/preset = "small"/; s/^layers = 1$/layers = 16/; s/^inner_steps = 3$/inner_steps = 1/' "$work/memory.toml"
 for w in 1 4; do
     "$pangea" launch "$work/memory.toml" --set run.dir="$work/memory-$w" --set node.workers=$w >"$work/memory-$w.log" 2>&1
 done
-one=$(json_field "$work/memory-1/summary/node-0.json" peak_rss_bytes)
-peaks=$(grep -o '"worker_peak_rss_bytes":\[[0-9,]*\]' "$work/memory-4/summary/node-0.json" | grep -o '[0-9][0-9,]*' | tr , ' ')
-echo "peak resident memory: 1 worker $((one >> 20)) MiB; 4 workers $(for p in $peaks; do printf '%s ' $((p >> 20)); done)MiB"
-expect_equal "4 workers report 4 peaks" 4 "$(wc -w <<<"$peaks")"
-k=0
-for p in $peaks; do
-    expect "worker $k of 4 peaks at most 0.4x one worker's" 0 "within" -- \
-        awk -v p="$p" -v one="$one" 'BEGIN { r = p / one; printf "%.2f ", r; if (r <= 0.4) print "within"; else exit 1 }'
-    k=$((k + 1))
+for i in 0 1; do
+    one=$(json_field "$work/memory-1/summary/node-$i.json" peak_rss_bytes)
+    peaks=$(grep -o '"worker_peak_rss_bytes":\[[0-9,]*\]' "$work/memory-4/summary/node-$i.json" | grep -o '[0-9][0-9,]*' | tr , ' ')
+    echo "node $i: peak resident memory: 1 worker $((one >> 20)) MiB; 4 workers $(for p in $peaks; do printf '%s ' $((p >> 20)); done)MiB"
+    expect_equal "node $i's 4 workers report 4 peaks" 4 "$(wc -w <<<"$peaks")"
+    k=0
+    for p in $peaks; do
+        expect "node $i's worker $k of 4 peaks at most 0.4x one worker's" 0 "within" -- \
+            awk -v p="$p" -v one="$one" 'BEGIN { r = p / one; printf "%.2f ", r; if (r <= 0.4) print "within"; else exit 1 }'
+        k=$((k + 1))
+    done
 done
 
 [[ $expect_failures == 0 ]] || tail -n 8 "$work"/*.log
