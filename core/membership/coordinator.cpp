@@ -391,7 +391,9 @@ void CoordinatorState::handle(int connection, const std::string& message) {
             refusal = "it claims outer step " + shown(fields, "step");
         else if (const int64_t rings = json_int(fields, "rings").value_or(1); rings != options_.rings)
             refusal = "it all-reduces over [mesh] rings = " + std::to_string(rings) + ", the run over " +
-                      std::to_string(options_.rings) + ": every node of a run needs the same";
+                      std::to_string(options_.rings) +
+                      ": every node of a run needs the same (the default, 0, is one per worker of the node: with "
+                      "nodes of different [node] workers, set it)";
         else if (fields.contains("ring_addresses") &&
                  (!ring_addresses_of(fields) || ring_addresses_of(fields)->size() != static_cast<size_t>(options_.rings)))
             refusal = "its ring_addresses " + shown(fields, "ring_addresses") + " are not one \"host:port\" per ring (" +

@@ -332,10 +332,10 @@ TEST_F(Coordinator, ANodeOfAnotherNumberOfRingsIsRefusedSayingSo) {
     message(9, Json{{"op", "hello"}, {"protocol", 1}, {"run", "00000000000000ab"}, {"node", 0}, {"address", "x:1"}, {"rings", 3}});
     EXPECT_EQ(inbox[9].back()["op"], "refused");
     EXPECT_EQ(inbox[9].back()["reason"],
-              "it all-reduces over [mesh] rings = 3, the run over 2: every node of a run needs the same");
+              "it all-reduces over [mesh] rings = 3, the run over 2: every node of a run needs the same (the default, 0, is one per worker of the node: with nodes of different [node] workers, set it)");
     message(8, Json{{"op", "hello"}, {"protocol", 1}, {"run", "00000000000000ab"}, {"node", 0}, {"address", "x:1"}});
     EXPECT_EQ(inbox[8].back()["reason"],
-              "it all-reduces over [mesh] rings = 1, the run over 2: every node of a run needs the same")
+              "it all-reduces over [mesh] rings = 1, the run over 2: every node of a run needs the same (the default, 0, is one per worker of the node: with nodes of different [node] workers, set it)")
         << "a hello without rings is of a node of one ring";
 }
 

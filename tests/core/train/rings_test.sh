@@ -53,7 +53,7 @@ expect_equal "nodes 0 and 1 end bit-identical" "$(json_field "$work/kill/summary
     "$(json_field "$work/kill/summary/node-1.json" params_hash)"
 
 expect "a node of another [mesh] rings is refused, saying why" 1 \
-    "it all-reduces over [mesh] rings = 1, the run over 2: every node of a run needs the same" -- \
+    "it all-reduces over [mesh] rings = 1, the run over 2: every node of a run needs the same (the default, 0, is one per worker of the node: with nodes of different [node] workers, set it)" -- \
     "$pangea" run "$work/three.toml" --node-id 0 --run-id 3 --set run.dir="$work/odd" \
     --set mesh.coordinator="$address" --set mesh.rings=1 --set mesh.coordinator_wait_ms=1000
 [[ $expect_failures == 0 ]] || tail -n 8 "$work"/*.log
