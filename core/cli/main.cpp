@@ -145,7 +145,7 @@ int coordinator(const CoordinatorCommand& command) {
     options.run = run_id_text(run_id_of(manifest, command.run_id));
     options.timeout = std::chrono::milliseconds(manifest.get_int("mesh", "timeout_ms"));
     options.min_members = static_cast<int>(manifest.get_int("mesh", "min_members"));
-    options.rings = outer_rings(manifest);
+    options.rings = static_cast<int>(manifest.get_int("mesh", "rings"));  // (0: as the first node's, one per its workers)
     options.secret = load_run_secret(manifest);
     if (options.secret.empty())
         log(PANGEA_LOG_WARN, "coordinator", "the run has no secret ([mesh] secret_file or secret_env): any node that "

@@ -105,7 +105,7 @@ constexpr pangea_setting kMesh[] = {
     integer("rings", "0", "rings the outer all-reduce runs at once, each over its own share of the buffer and its own "
             "connections: on links where one flow gets less than the link, R rings move up to R times as much; "
             "every node of the run must agree; with [node] workers = W, a multiple of W (each worker runs R/W); "
-            "0: one per worker", 0, 64),
+            "0: one per worker (for a coordinator: the first node's)", 0, 64),
 };
 constexpr pangea_setting kCheckpoint[] = {
     integer("interval", "0", "outer steps between checkpoints (0: none)", 0, 1e9),

@@ -380,6 +380,7 @@ void CoordinatorState::handle(int connection, const std::string& message) {
             out_.push_back({connection, to_json(Json{{"op", "refused"}, {"reason", "authentication failed"}}), true});
             return;
         }
+        const int64_t rings = json_int(fields, "rings").value_or(1);  // (a hello without it: one ring)
         if (integer(fields, "protocol") != kProtocol)
             refusal = "protocol " + shown(fields, "protocol") + " is not " + std::to_string(kProtocol);
         else if (text(fields, "run") != options_.run)
@@ -389,15 +390,22 @@ void CoordinatorState::handle(int connection, const std::string& message) {
             refusal = "the hello names no node id or address";
         else if (integer(fields, "step") < 0 || integer(fields, "step") > kMaxStep)
             refusal = "it claims outer step " + shown(fields, "step");
-        else if (const int64_t rings = json_int(fields, "rings").value_or(1); rings != options_.rings)
+        else if (rings < 1 || rings > 64)
+            refusal = "it claims [mesh] rings = " + shown(fields, "rings");
+        else if (options_.rings > 0 && rings != options_.rings)
             refusal = "it all-reduces over [mesh] rings = " + std::to_string(rings) + ", the run over " +
                       std::to_string(options_.rings) +
                       ": every node of a run needs the same (the default, 0, is one per worker of the node: with "
                       "nodes of different [node] workers, set it)";
         else if (fields.contains("ring_addresses") &&
-                 (!ring_addresses_of(fields) || ring_addresses_of(fields)->size() != static_cast<size_t>(options_.rings)))
+                 (!ring_addresses_of(fields) || ring_addresses_of(fields)->size() != static_cast<size_t>(rings)))
             refusal = "its ring_addresses " + shown(fields, "ring_addresses") + " are not one \"host:port\" per ring (" +
-                      std::to_string(options_.rings) + ")";
+                      std::to_string(rings) + ")";
+        if (refusal.empty() && options_.rings == 0) {  // the run's rings are its first node's
+            options_.rings = static_cast<int>(rings);
+            note(PANGEA_LOG_INFO, "the run all-reduces over " + std::to_string(rings) + " ring(s), as node " +
+                                      shown(fields, "node") + " does");
+        }
         if (!refusal.empty()) {
             note(PANGEA_LOG_WARN, "refused a node: " + refusal);
             out_.push_back({connection, to_json(Json{{"op", "refused"}, {"reason", refusal}}), true});

@@ -29,7 +29,8 @@ struct CoordinatorOptions {
     std::chrono::milliseconds timeout{3000};    // silence after which a node is dropped
     int min_members = 1;                        // fewest members an outer step may have
     std::string secret;                         // empty: nodes are not asked to prove anything
-    int rings = 1;                              // [mesh] rings: a node of another number is refused
+    // [mesh] rings: a node of another number is refused; 0: the first node's number is the run's
+    int rings = 1;
     // Limits on what strangers can hold: open connections (beyond it new ones are closed at
     // once), and how long a new connection may stay silent before its first message.
     size_t max_connections = 1024;

@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <condition_variable>
+#include <mutex>
+#include <stop_token>
 #include <thread>
 
 #include "collective/contribution_check.hpp"
@@ -99,6 +102,37 @@ Epoch decode_epoch(const Json& message) {
     epoch.step = json_int(message, "step").value_or(0);
     epoch.members = decode_members(message.is_object() && message.contains("members") ? message["members"] : Json());
     return epoch;
+}
+
+// While a worker's rings run (as long as their links take: minutes over a slow one), it tells the
+// leader every second that it is alive, so that the leader tells a slow all-reduce from a stopped
+// or hung worker: silent past the rings' stall timeout (receive_result).
+class Alive {
+public:
+    explicit Alive(WorkerGroup& group)
+        : thread_([&group](std::stop_token stop) {
+              std::mutex mutex;
+              std::condition_variable_any wake;
+              std::unique_lock lock(mutex);
+              try {
+                  while (!wake.wait_for(lock, stop, std::chrono::seconds(1), [&stop] { return stop.stop_requested(); }))
+                      send_json(group, 0, Json{{"alive", true}});
+              } catch (const WorkerGroupError&) {
+                  // the leader is gone: the worker finds out on its next message
+              }
+          }) {}
+
+private:
+    std::jthread thread_;  // stopped and joined first thing in the destructor
+};
+
+// A worker's result after its rings ran, with the alive messages before it; `silence` is the most
+// the leader waits for the next one.
+Json receive_result(WorkerGroup& group, int worker, milliseconds silence) {
+    while (true) {
+        Json message = receive_json(group, worker, silence);
+        if (!json_bool(message, "alive").value_or(false)) return message;
+    }
 }
 
 // A process's result, from a worker to the leader.
@@ -263,9 +297,9 @@ void NodeWorkers::train(int64_t outer) { announce(static_cast<uint32_t>(Command:
 // The node's rings: the leader's share here, the others' through them. Each attempt, everybody
 // connects; the leader gathers whether the others could and their contributions' norms (the
 // node's norm is the root of the sum of their squares), decides with the other nodes over ring 0
-// (the leader's), tells the others, runs its own rings and collects their results. The others'
-// results can take as long as their rings (a slow link), so that wait is not bounded here: their
-// rings' stall timeouts bound it, unless the worker process itself stops (SIGSTOP).
+// (the leader's), tells the others, runs its own rings and collects their results. Their rings
+// can take long (a slow link): a worker says it is alive every second meanwhile, and one silent
+// past the rings' stall timeout is taken for stalled (the node leaves the run).
 class NodeWorkers::LeaderRings final : public NodeRings {
 public:
     LeaderRings(NodeWorkers& workers, RingLanes& own) : workers_(workers), own_(own) {}
@@ -299,8 +333,9 @@ public:
                            {"left_out", decision.left_out}};
         for (int k = 1; k < workers; ++k) send_json(group(), k, decided);
         AllReduceResult result = own_.run(epoch, decision, data, 0, workers_.parameters_);
+        const milliseconds silence{own_.options().ring.stall_timeout_ms};  // (a live worker speaks every second)
         for (int k = 1; k < workers; ++k) {
-            const AllReduceResult theirs = decode_result(receive_json(group(), k, kLeaderTimeout));
+            const AllReduceResult theirs = decode_result(receive_result(group(), k, silence));
             result.seconds = std::max(result.seconds, theirs.seconds);
             result.bytes_sent += theirs.bytes_sent;
             result.bytes_received += theirs.bytes_received;
@@ -575,7 +610,12 @@ private:
                 if (decided.is_object() && decided.contains("left_out") && decided["left_out"].is_array())
                     for (const Json& position : decided["left_out"])
                         if (position.is_number_integer()) decision.left_out.push_back(position.get<int>());
-                send_json(group_, 0, encode_result(lanes_->run(epoch, decision, own, shard_.begin, parameters_)));
+                AllReduceResult ran;
+                {
+                    const Alive alive(group_);
+                    ran = lanes_->run(epoch, decision, own, shard_.begin, parameters_);
+                }
+                send_json(group_, 0, encode_result(ran));
                 continue;
             }
             if (header.kind != static_cast<uint32_t>(Command::kEnded)) {

@@ -337,6 +337,18 @@ TEST_F(Coordinator, ANodeOfAnotherNumberOfRingsIsRefusedSayingSo) {
     EXPECT_EQ(inbox[8].back()["reason"],
               "it all-reduces over [mesh] rings = 1, the run over 2: every node of a run needs the same (the default, 0, is one per worker of the node: with nodes of different [node] workers, set it)")
         << "a hello without rings is of a node of one ring";
+
+    // [mesh] rings = 0 (its default: one per worker of a node) for the coordinator: the first
+    // node's number is the run's.
+    state.emplace(CoordinatorOptions{"00000000000000ab", std::chrono::milliseconds(3000), 1, "", 0}, now);
+    message(7, Json{{"op", "hello"}, {"protocol", 1}, {"run", "00000000000000ab"}, {"node", 0}, {"address", "x:1"}, {"rings", 0}});
+    EXPECT_EQ(inbox[7].back()["reason"], "it claims [mesh] rings = 0");
+    message(6, Json{{"op", "hello"}, {"protocol", 1}, {"run", "00000000000000ab"}, {"node", 0}, {"address", "x:1"}, {"rings", 4}});
+    EXPECT_TRUE(inbox[6].empty()) << "held until the registrations are collected, not refused";
+    message(5, Json{{"op", "hello"}, {"protocol", 1}, {"run", "00000000000000ab"}, {"node", 1}, {"address", "y:1"}, {"rings", 2}});
+    EXPECT_EQ(inbox[5].back()["reason"],
+              "it all-reduces over [mesh] rings = 2, the run over 4: every node of a run needs the same (the default, 0, is "
+              "one per worker of the node: with nodes of different [node] workers, set it)");
 }
 
 TEST_F(Coordinator, ANodeWhoseWorkersRunTheRingsIsReachedAtTheirAddressesInEveryEpoch) {

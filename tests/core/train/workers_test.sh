@@ -8,7 +8,8 @@
 #   - a node of 2 workers and a node of 3 train together; SIGKILL one worker of the node of 3
 #     mid-run: its node leaves the run naming the worker, the other retries the step without it
 #     and waits (min_members = 2); the node restarted with --join recovers live, and the run
-#     finishes with both nodes bit-identical;
+#     finishes with both nodes bit-identical; a worker stopped (SIGSTOP) mid all-reduce takes its
+#     node out of the run after the rings' stall timeout, and the other node finishes;
 #   - checkpoints do not depend on W: a 2 x 2 run resumes bit-identically, and with 1 worker;
 #   - with 4 workers, each worker peaks at most 0.4x the memory of one worker (2 nodes, so that
 #     the workers' rings run too).
@@ -125,6 +126,37 @@ expect "node 1 (3 workers) came back by live recovery" 0 "recovered the state of
 expect_equal "both nodes end bit-identical" "$(json_field "$work/mixed/summary/node-0.json" params_hash)" \
     "$(json_field "$work/mixed/summary/node-1.json" params_hash)"
 expect_equal "... after the last outer step" 60 "$(outer_step_of 1)"
+
+# 2b. A worker stopped (SIGSTOP) mid all-reduce, not dead: it stops saying it is alive, and past
+# the rings' stall timeout (30 s) its leader gives it up and the node leaves the run, instead of
+# the run waiting for it forever; the other node goes on alone.
+tiny_run_manifest "$work/stop.toml" stop 9 2 30 'ring_order = "rank"
+heartbeat_ms = 300
+timeout_ms = 3000
+[compress]
+plugin = "faulty"
+inner = "int8"
+fail = "encode"
+node = 1
+after = 6
+delay_ms = 3000'
+address=127.0.0.1:$((20000 + RANDOM % 12000))
+"$pangea" coordinator "$work/stop.toml" --run-id 8 --listen "$address" >"$work/stop-coordinator.log" 2>&1 &
+for i in 0 1; do
+    "$pangea" run "$work/stop.toml" --node-id "$i" --run-id 8 --set run.dir="$work/stop" \
+        --set mesh.coordinator="$address" --set node.workers=2 >"$work/stop-node-$i.log" 2>&1 &
+    pids[$i]=$!
+done
+expect_rc "node 1's rings stall mid all-reduce" 0 -- wait_for 120 grep -q "faulty: injected failure of encode" "$work/stop-node-1.log"
+stopped=$(pgrep -f -- "$work/stop.toml --node-id 1 --worker 1 ")
+kill -STOP $stopped
+wait_exit 90 "${pids[1]}"; rc=$?
+expect_rc "node 1 leaves the run when its worker goes silent" 1 -- test "$rc" = 0
+expect "... saying so" 0 "the node leaves the run" -- cat "$work/stop-node-1.log"
+wait_exit 120 "${pids[0]}"; rc=$?
+expect_rc "node 0 finishes the run alone" 0 -- test "$rc" = 0
+expect_equal "... all 30 outer steps" 30 "$(grep -o '"outer_step":[0-9]*' "$work/stop/metrics/node-0.jsonl" | tail -1 | cut -d: -f2)"
+kill -9 $stopped
 
 # 3. Memory per worker: the small preset with 16 layers (50.6M parameters), 2 nodes (so that the
 # rings run: 4 a node with 4 workers, one in each), one inner step a round, 2 rounds, W = 1
