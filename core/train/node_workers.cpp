@@ -75,11 +75,11 @@ std::string tag_of(int node, int worker) { return "node-" + std::to_string(node)
 
 // The messages of an attempt, as JSON text (a few per outer step). A worker's peer is its
 // leader, and the other way round: neither is a stranger, but sizes are still bounded.
-void send_json(WorkerGroup& group, int to, const Json& value) {
+void send_json(WorkerGroup& group, int to, const Json& value, milliseconds timeout = kTimeout) {
     const std::string text = to_json(value);
     uint64_t bytes = text.size();
-    group.send(raw(bytes), to);
-    group.send({reinterpret_cast<const uint8_t*>(text.data()), text.size()}, to);
+    group.send(raw(bytes), to, timeout);
+    group.send({reinterpret_cast<const uint8_t*>(text.data()), text.size()}, to, timeout);
 }
 
 Json receive_json(WorkerGroup& group, int from, milliseconds timeout) {
@@ -106,7 +106,9 @@ Epoch decode_epoch(const Json& message) {
 
 // While a worker's rings run (as long as their links take: minutes over a slow one), it tells the
 // leader every second that it is alive, so that the leader tells a slow all-reduce from a stopped
-// or hung worker: silent past the rings' stall timeout (receive_result).
+// or hung worker: silent past the rings' stall timeout (receive_result). The leader takes these
+// (and the result) only once its own rings are done, which may be long after: they wait for it
+// as long as it lives.
 class Alive {
 public:
     explicit Alive(WorkerGroup& group)
@@ -116,7 +118,7 @@ public:
               std::unique_lock lock(mutex);
               try {
                   while (!wake.wait_for(lock, stop, std::chrono::seconds(1), [&stop] { return stop.stop_requested(); }))
-                      send_json(group, 0, Json{{"alive", true}});
+                      send_json(group, 0, Json{{"alive", true}}, kLeaderTimeout);
               } catch (const WorkerGroupError&) {
                   // the leader is gone: the worker finds out on its next message
               }
@@ -175,8 +177,8 @@ public:
     void broadcast(std::span<uint8_t> data, int root, std::chrono::milliseconds timeout) override {
         watch([&] { group_->broadcast(data, root, timeout); });
     }
-    void send(std::span<const uint8_t> data, int to) override {
-        watch([&] { group_->send(data, to); });
+    void send(std::span<const uint8_t> data, int to, std::chrono::milliseconds timeout) override {
+        watch([&] { group_->send(data, to, timeout); });
     }
     void receive(std::span<uint8_t> data, int from, std::chrono::milliseconds timeout) override {
         watch([&] { group_->receive(data, from, timeout); });
@@ -615,7 +617,7 @@ private:
                     const Alive alive(group_);
                     ran = lanes_->run(epoch, decision, own, shard_.begin, parameters_);
                 }
-                send_json(group_, 0, encode_result(ran));
+                send_json(group_, 0, encode_result(ran), kLeaderTimeout);
                 continue;
             }
             if (header.kind != static_cast<uint32_t>(Command::kEnded)) {

@@ -93,12 +93,12 @@ public:
         });
     }
 
-    void send(std::span<const uint8_t> data, int to) override {
+    void send(std::span<const uint8_t> data, int to, std::chrono::milliseconds timeout) override {
         if (data.empty()) return;
         run("send", [&] {
             auto buffer = context_->createUnboundBuffer(const_cast<uint8_t*>(data.data()), data.size());
             buffer->send(to, point_to_point_slot(sent_[static_cast<size_t>(to)]++));
-            buffer->waitSend(timeout());
+            buffer->waitSend(timeout);
         });
     }
 

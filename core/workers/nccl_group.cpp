@@ -74,7 +74,7 @@ public:
 
     // Host bytes: over Gloo.
     void broadcast(std::span<uint8_t> data, int root, milliseconds timeout) override { host_->broadcast(data, root, timeout); }
-    void send(std::span<const uint8_t> data, int to) override { host_->send(data, to); }
+    void send(std::span<const uint8_t> data, int to, milliseconds timeout) override { host_->send(data, to, timeout); }
     void receive(std::span<uint8_t> data, int from, milliseconds timeout) override { host_->receive(data, from, timeout); }
 
 private:

@@ -50,9 +50,11 @@ public:
     virtual void broadcast(std::span<uint8_t> data, int root, std::chrono::milliseconds timeout) = 0;
     void broadcast(std::span<uint8_t> data, int root) { broadcast(data, root, timeout_); }
     // Point to point, host memory: `data` to worker `to`, which receives it from this one (the
-    // same size) in the order sent.
-    // `timeout` bounds the wait for the sender (a worker that died ends it at once).
-    virtual void send(std::span<const uint8_t> data, int to) = 0;
+    // same size) in the order sent. A send completes once the receiver takes it: `timeout`
+    // bounds the wait for the receiver on a send and for the sender on a receive (a worker that
+    // died ends either at once).
+    virtual void send(std::span<const uint8_t> data, int to, std::chrono::milliseconds timeout) = 0;
+    void send(std::span<const uint8_t> data, int to) { send(data, to, timeout_); }
     virtual void receive(std::span<uint8_t> data, int from, std::chrono::milliseconds timeout) = 0;
     void receive(std::span<uint8_t> data, int from) { receive(data, from, timeout_); }
 

@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <random>
+#include <span>
+#include <string>
 #include <thread>
 
 #include "workers/worker_group.hpp"
@@ -94,6 +96,52 @@ TEST_F(WorkerGroups, GatherAndReduceScatterWorkOnUnevenPartsAndSendsArriveInOrde
     }
     EXPECT_EQ(received[1], (std::vector<uint8_t>{11, 12}));
     EXPECT_EQ(received[2], (std::vector<uint8_t>{21, 22}));
+}
+
+// A send completes only once the receiver takes it: a send given a longer timeout than the
+// group's waits for a receiver that comes late (a leader still running its own rings), one with
+// the group's fails past it.
+TEST_F(WorkerGroups, ASendWaitsForTheReceiverAsLongAsItsTimeoutSays) {
+    std::vector<std::thread> threads;
+    std::string late_error;
+    uint32_t received = 0;
+    for (int rank = 0; rank < 2; ++rank)
+        threads.emplace_back([&, rank] {
+            const auto group = join_gloo_group(dir, rank, 2, milliseconds(1000));
+            uint32_t value = 7;
+            std::span<uint8_t> bytes(reinterpret_cast<uint8_t*>(&value), sizeof value);
+            if (rank == 1) {
+                group->send(bytes, 0, milliseconds(20000));
+                return;
+            }
+            std::this_thread::sleep_for(milliseconds(2500));  // past the group's timeout
+            value = 0;
+            group->receive(bytes, 1, milliseconds(20000));
+            received = value;
+        });
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(received, 7u);
+
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    threads.clear();
+    for (int rank = 0; rank < 2; ++rank)
+        threads.emplace_back([&, rank] {
+            const auto group = join_gloo_group(dir, rank, 2, milliseconds(1000));
+            uint32_t value = 7;
+            std::span<uint8_t> bytes(reinterpret_cast<uint8_t*>(&value), sizeof value);
+            if (rank == 1) {
+                try {
+                    group->send(bytes, 0);  // the group's timeout
+                } catch (const WorkerGroupError& e) {
+                    late_error = e.what();
+                }
+                return;
+            }
+            std::this_thread::sleep_for(milliseconds(2500));
+        });
+    for (auto& t : threads) t.join();
+    EXPECT_NE(late_error.find("the send among the node's workers failed"), std::string::npos) << late_error;
 }
 
 TEST_F(WorkerGroups, AWorkerThatNeverComesIsAnErrorWithinTheTimeout) {
