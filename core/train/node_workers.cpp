@@ -326,7 +326,7 @@ public:
             const Json report = receive_json(group(), k, connecting);
             const std::string failed = json_string(report, "error").value_or("");
             if (error.empty() && !failed.empty()) error = failed;
-            norm_squared += json_number(report, "norm_squared").value_or(std::nan(""));
+            norm_squared += json_number(report, "norm_squared").value_or(std::nan(""));  // (JSON's NaN is null)
         }
         const LaneDecision decision =
             error.empty() ? own_.decide(epoch, std::sqrt(norm_squared)) : LaneDecision{PANGEA_ERR_IO, error, {}};
@@ -524,7 +524,9 @@ public:
                                                    [](OwnedConnection, const pangea_hello&) {});  // (the leader serves joiners)
         lanes_ = std::make_unique<RingLanes>(setup_.transport, *acceptor_, setup_.codec, setup_.node, run_id,
                                              lane_options(m, group.rank(), group.size()));
-        send_json(group_, 0, Json{{"address", listener_->address()}});
+        // (The leader takes it once it meets the run: after reading the checkpoint it resumes
+        // from, which may take long.)
+        send_json(group_, 0, Json{{"address", listener_->address()}}, kLeaderTimeout);
     }
 
     // Until the run is over.
