@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # DiLoCo benchmarks on the embedded default (examples/local.toml: tiny model, built-in corpus),
 # figures in docs/training.md:
-#   loss         final held-out loss for 1 node, 4-node DiLoCo fp32 and 4-node DiLoCo int8, the
-#                same inner steps per node (loopback)
+#   loss         final held-out loss and bytes sent per node of 1 node and of 4-node DiLoCo with
+#                each codec (fp32, int8, fp4, topk) and in overlap mode, the same inner steps per
+#                node (loopback), for each seed of --seeds and their mean
 #   utilization  compute utilization (inner compute time / wall time) of blocking and overlap
 #                mode, 4 nodes over emulated WAN links of --rate Mbit/s each way (bench/wan.sh;
 #                root only)
 #
 #   bench/diloco.sh [loss] [utilization] [--rate 20] [--outer 20] [--inner 10] [--codec int8]
+#                   [--seeds "1234 99"]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-parts=() rate=20 outer=20 inner=10 codec=int8
+parts=() rate=20 outer=20 inner=10 codec=int8 seeds="1234 99"
 while [[ $# -gt 0 ]]; do
     case $1 in
         loss|utilization) parts+=("$1"); shift ;;
@@ -18,7 +20,8 @@ while [[ $# -gt 0 ]]; do
         --outer) outer=$2; shift 2 ;;
         --inner) inner=$2; shift 2 ;;
         --codec) codec=$2; shift 2 ;;
-        *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        --seeds) seeds=$2; shift 2 ;;
+        *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 [[ ${#parts[@]} -gt 0 ]] || parts=(loss utilization)
@@ -38,17 +41,38 @@ mean() {  # mean of a summary field over node files
 for part in "${parts[@]}"; do
 case $part in
 loss)
-    say "loss: $outer outer x $inner inner steps per node"
-    common=(--set diloco.outer_steps="$outer" --set diloco.inner_steps="$inner" --set train.eval_interval=0)
-    "$pangea" launch -n 1 "$root/examples/local.toml" "${common[@]}" --set run.dir="$work/one" >/dev/null
-    "$pangea" launch -n 4 "$root/examples/local.toml" "${common[@]}" --set compress.plugin=none --set run.dir="$work/fp32" >/dev/null
-    "$pangea" launch -n 4 "$root/examples/local.toml" "${common[@]}" --set compress.plugin=int8 --set run.dir="$work/int8" >/dev/null
-    printf '\n%-28s %12s %14s %12s\n' "run" "eval loss" "train loss" "sent MiB"
-    for run in one fp32 int8; do
-        label=$([[ $run == one ]] && echo "1 node" || echo "4-node DiLoCo $run")
-        printf '%-28s %12s %14s %12.1f\n' "$label" "$(field "$work/$run/summary/node-0.json" final_eval_loss)" \
-            "$(mean final_loss "$work/$run"/summary/node-*.json)" \
-            "$(awk -v b="$(field "$work/$run/summary/node-0.json" bytes_sent)" 'BEGIN { print b / 1048576 }')"
+    say "loss: $outer outer x $inner inner steps per node, seeds $seeds"
+    # name | nodes | settings
+    runs=("1 node|1|"
+          "DiLoCo fp32|4|--set compress.plugin=none"
+          "DiLoCo int8|4|--set compress.plugin=int8"
+          "DiLoCo fp4|4|--set compress.plugin=fp4"
+          "DiLoCo topk|4|--set compress.plugin=topk"
+          "DiLoCo fp32, overlap|4|--set compress.plugin=none --set diloco.overlap=true")
+    printf '\n%-24s' "run"
+    for seed in $seeds; do printf ' %12s' "seed $seed"; done
+    printf ' %10s %9s %14s %10s\n' "mean" "vs fp32" "sent MiB/node" "fp32/sent"
+    fp32_loss="" fp32_bytes=""
+    for k in "${!runs[@]}"; do
+        IFS='|' read -r name nodes settings <<<"${runs[$k]}"
+        losses=() bytes=0
+        for seed in $seeds; do
+            dir="$work/run$k-seed$seed"
+            # shellcheck disable=SC2086  # (settings: words)
+            "$pangea" launch -n "$nodes" "$root/examples/local.toml" --set diloco.outer_steps="$outer" \
+                --set diloco.inner_steps="$inner" --set train.eval_interval=0 --set run.seed="$seed" $settings \
+                --set run.dir="$dir" >"$dir.log" 2>&1 || { echo "error: $name, seed $seed failed: see $dir.log" >&2; exit 1; }
+            losses+=("$(field "$dir/summary/node-0.json" final_eval_loss)")
+            bytes=$(field "$dir/summary/node-0.json" bytes_sent)
+        done
+        mean=$(printf '%s\n' "${losses[@]}" | awk '{ s += $1; n++ } END { printf "%.4f", s / n }')
+        [[ $name == "DiLoCo fp32" ]] && fp32_loss=$mean fp32_bytes=$bytes
+        printf '%-24s' "$name"
+        for loss in "${losses[@]}"; do printf ' %12.4f' "$loss"; done
+        printf ' %10s %9s %14.2f %10s\n' "$mean" \
+            "$([[ -n $fp32_loss ]] && awk -v a="$mean" -v b="$fp32_loss" 'BEGIN { printf "%+.1f%%", 100 * (a / b - 1) }')" \
+            "$(awk -v b="$bytes" 'BEGIN { print b / 1048576 }')" \
+            "$([[ -n $fp32_bytes && $bytes -gt 0 ]] && awk -v a="$fp32_bytes" -v b="$bytes" 'BEGIN { printf "%.1fx", a / b }')"
     done
     ;;
 utilization)

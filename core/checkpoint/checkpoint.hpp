@@ -7,6 +7,8 @@
 //                                          PyTorch module's own for a Python node's)
 //   shared/outer_optimizer.bin.<k>-of-<n>  piece k of the outer optimizer plugin's state
 //   node-<i>/inner_optimizer.bin           node i's inner optimizer state
+//   node-<i>/error_feedback.bin            node i's error-feedback residual (fp32, host byte
+//                                          order), when its codec keeps one
 //   node-<i>/manifest.toml                 the manifest node i ran with
 //   node-<i>/config.json                   the built-in model as Hugging Face's LlamaConfig
 //   node-<i>.json                          written last by node i: the step, the members, its data
@@ -40,6 +42,9 @@ struct TrainingState {
     // copied the tensors.
     std::function<std::vector<uint8_t>()> inner_optimizer_later;
     uint64_t sampler_position = 0;          // training sequences this node has drawn
+    // This node's error-feedback residual (diloco/outer_loop.hpp), params.size() values; empty
+    // when its codec keeps none.
+    std::vector<float> residual;
     std::string manifest;                   // the manifest text
     // The nodes that committed this step together, ascending: the shared state is split among
     // them. Empty when writing: this node alone. Read back: the members of the checkpoint.

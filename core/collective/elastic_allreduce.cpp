@@ -5,14 +5,17 @@
 
 namespace pangea {
 
-AllReduceResult LocalRings::attempt(const Epoch& epoch, std::span<float> data,
+AllReduceResult LocalRings::attempt(const Epoch& epoch, std::span<float> data, std::span<float> residual,
                                     const std::function<void(std::span<float>)>& contribution) {
     contribution(data);
-    if (epoch.members.size() < 2) return {};  // the average is its own
+    if (epoch.members.size() < 2) {  // the average is its own, nothing lost
+        std::fill(residual.begin(), residual.end(), 0.0f);
+        return {};
+    }
     const std::string error = lanes_.connect(epoch);
     const LaneDecision decision =
         error.empty() ? lanes_.decide(epoch, contribution_norm(data)) : LaneDecision{PANGEA_ERR_IO, error, {}};
-    return lanes_.run(epoch, decision, data, 0, data.size());
+    return lanes_.run(epoch, decision, data, residual, 0, data.size());
 }
 
 ElasticAllReduce::ElasticAllReduce(Membership& membership, NodeRings& rings, int node, int64_t committed_step,
@@ -21,7 +24,8 @@ ElasticAllReduce::ElasticAllReduce(Membership& membership, NodeRings& rings, int
     membership_.on_abort([this](uint64_t) { rings_.abort(); });
 }
 
-AllReduceResult ElasticAllReduce::average(std::span<float> data, const std::function<void(std::span<float>)>& contribution) {
+AllReduceResult ElasticAllReduce::average(std::span<float> data, std::span<float> residual,
+                                          const std::function<void(std::span<float>)>& contribution) {
     const int64_t step = committed_step_ + 1;
     AllReduceResult total;
     auto dropped = [&](Rejoin rejoin) {
@@ -37,7 +41,7 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data, const std::func
         if (auto* rejoin = std::get_if<Rejoin>(&ready)) return dropped(std::move(*rejoin));
         const Epoch epoch = std::get<Epoch>(std::move(ready));
         last_ = epoch;
-        const AllReduceResult result = rings_.attempt(epoch, data, contribution);
+        const AllReduceResult result = rings_.attempt(epoch, data, residual, contribution);
         total.seconds += result.seconds;
         total.bytes_sent += result.bytes_sent;
         total.bytes_received += result.bytes_received;

@@ -24,8 +24,9 @@ public:
 
     // One attempt at averaging `data` (this process's part of the node's buffer) in `epoch`:
     // `contribution` fills it (again at every attempt: a failed ring leaves partial sums), then,
-    // with other members, the rings average it. Failures come back in the result.
-    virtual AllReduceResult attempt(const Epoch& epoch, std::span<float> data,
+    // with other members, the rings average it, writing what compression lost of it to
+    // `residual` when that is not empty (RingAllReduce::run()). Failures come back in the result.
+    virtual AllReduceResult attempt(const Epoch& epoch, std::span<float> data, std::span<float> residual,
                                     const std::function<void(std::span<float>)>& contribution) = 0;
     enum class End { kCommitted, kRetried, kDropped, kFailed };
     // How the epoch of the last attempt ended (kDropped may also come without an attempt, and
@@ -40,7 +41,7 @@ public:
 class LocalRings final : public NodeRings {
 public:
     explicit LocalRings(RingLanes& lanes) : lanes_(lanes) {}
-    AllReduceResult attempt(const Epoch& epoch, std::span<float> data,
+    AllReduceResult attempt(const Epoch& epoch, std::span<float> data, std::span<float> residual,
                             const std::function<void(std::span<float>)>& contribution) override;
     void ended(End end, const std::string&) override {
         if (end != End::kCommitted) lanes_.disconnect();
@@ -65,8 +66,10 @@ public:
     // The average is in `data` once the epoch committed; members whose contribution was left out
     // count in result.excluded_nodes. A node dropped from the run gets result.dropped, and
     // rejoin() says where the run is; a step not completed in max_attempts epochs fails with
-    // PANGEA_ERR_IO. Failed attempts' time and bytes are counted.
-    AllReduceResult average(std::span<float> data, const std::function<void(std::span<float>)>& contribution);
+    // PANGEA_ERR_IO. Failed attempts' time and bytes are counted. `residual`: as for
+    // NodeRings::attempt(), valid once the epoch committed.
+    AllReduceResult average(std::span<float> data, std::span<float> residual,
+                            const std::function<void(std::span<float>)>& contribution);
 
     int64_t committed_step() const { return committed_step_; }
     // After live recovery: the run's step, and no ring kept from before (its peers moved on).

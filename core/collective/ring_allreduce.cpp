@@ -1,15 +1,14 @@
 #include "collective/ring_allreduce.hpp"
 
+#include "collective/pass_control.hpp"
+
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
-#include <exception>
-#include <mutex>
-#include <optional>
-#include <thread>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "common/log.hpp"
@@ -21,12 +20,6 @@ namespace {
 // A piece on the wire: its encoded length, the encoded bytes, then zero padding up to the
 // compressor's max_encoded_size, so that the receiver knows every message's exact size.
 constexpr size_t kLengthPrefix = sizeof(uint64_t);
-
-// Thrown inside a pass; run() turns it into the result.
-struct Failure {
-    pangea_status status;
-    std::string error;
-};
 
 size_t mod(long long value, int world) { return static_cast<size_t>(((value % world) + world) % world); }
 
@@ -41,8 +34,9 @@ size_t mod(long long value, int world) { return static_cast<size_t>(((value % wo
 // `depth` messages per direction are in flight. The compressor is used by one thread at a time.
 class RingAllReduce::Pass {
 public:
-    Pass(RingAllReduce& ring, std::span<float> work, float scale)
-        : ring_(ring), work_(work), scale_(scale), raw_(ring.identity_codec()) {
+    Pass(RingAllReduce& ring, std::span<float> work, float scale, std::span<float> residual)
+        : ring_(ring), control_(ring.next_, ring.previous_, ring.options_.stall_timeout_ms), work_(work), scale_(scale),
+          residual_(residual), raw_(ring.identity_codec()) {
         const int steps = ring.world_ - 1;
         std::vector<size_t> first_receive;  // index of (phase, step)'s first receive
         for (int phase = 0; phase < 2; ++phase)
@@ -68,13 +62,9 @@ public:
         ring.buffers_.receive_slots.resize(std::max<size_t>(1, ring.options_.depth));
     }
 
-    // Runs both directions; returns once both are done, or throws the first failure (the
-    // other direction then fails too, with PANGEA_ERR_ABORTED, which would hide the cause).
+    // Runs both directions; returns once both are done, or throws the first failure.
     void run() {
-        std::thread receiver([&] { guard([&] { receive_all(); }); });
-        guard([&] { send_all(); });
-        receiver.join();
-        if (first_failure_) throw *first_failure_;
+        control_.run([&] { send_all(); }, [&] { receive_all(); });
     }
 
     std::atomic<uint64_t> bytes_sent{0};
@@ -128,6 +118,9 @@ private:
                                                     message.data() + kLengthPrefix, message.size() - kLengthPrefix,
                                                     &written);
         if (status != PANGEA_OK) raise(status, ring_.compressor_.describe_failure("encode", status));
+        if (written > message.size() - kLengthPrefix)
+            raise(PANGEA_ERR_INTERNAL, ring_.compressor_.plugin().id() + "'s encode claims " + std::to_string(written) +
+                                           " bytes written into " + std::to_string(message.size() - kLengthPrefix));
         const uint64_t length = written;
         std::memcpy(message.data(), &length, sizeof length);
         std::fill(message.begin() + kLengthPrefix + written, message.end(), 0);  // the padding, if any
@@ -147,58 +140,19 @@ private:
             raise(status, ring_.compressor_.describe_failure(accumulate ? "decode_accumulate" : "decode", status));
     }
 
-    // ---- failure
+    [[noreturn]] void raise(pangea_status status, std::string error) { control_.raise(status, std::move(error)); }
+    void complete(Request& request, const char* what) { control_.complete(request, what); }
 
-    // Aborts both links first, so that requests in flight on either thread end at once (their
-    // destructors wait for them while the stack unwinds), and the neighbours learn of it.
-    [[noreturn]] void raise(pangea_status status, std::string error) {
-        {
-            std::lock_guard<std::mutex> lock(progress_mutex_);
-            if (!first_failure_) first_failure_ = Failure{status, error};
-        }
-        stop();
-        throw Failure{status, std::move(error)};
-    }
+    // ---- error feedback
 
-    // Runs one direction; its failure has been recorded by raise(), anything else is recorded here.
-    template <class F>
-    void guard(F&& direction) {
-        try {
-            direction();
-        } catch (const Failure&) {
-        } catch (const std::exception& e) {
-            std::lock_guard<std::mutex> lock(progress_mutex_);
-            if (!first_failure_) first_failure_ = Failure{PANGEA_ERR_INTERNAL, std::string("all-reduce: ") + e.what()};
-        }
-        stop_if_failed();
-    }
-
-    void stop_if_failed() {
-        bool failed;
-        {
-            std::lock_guard<std::mutex> lock(progress_mutex_);
-            failed = first_failure_.has_value();
-        }
-        if (failed) stop();
-    }
-
-    void stop() {
-        {
-            std::lock_guard<std::mutex> lock(progress_mutex_);
-            stopped_ = true;
-        }
-        progress_.notify_all();
-        ring_.next_.abort();
-        ring_.previous_.abort();
-    }
-
-    void complete(Request& request, const char* what) {
-        const pangea_status status = request.wait(ring_.options_.stall_timeout_ms);
-        if (status == PANGEA_OK) return;
-        if (status == PANGEA_ERR_TIMEOUT)
-            raise(PANGEA_ERR_PEER_LOST, std::string("all-reduce: no progress on a ") + what + " for " +
-                                            std::to_string(ring_.options_.stall_timeout_ms) + " ms: the peer is stalled");
-        raise(status, std::string("all-reduce: ") + what + " failed with " + status_name(status) + ": " + request.error());
+    // What this rank's encoding of `sent` (as `message`) lost, times `unit`, into the residual at
+    // the same positions. Each position is encoded by this rank exactly once per pass (its share of
+    // a partial sum in reduce-scatter, or the reduced value it owns), so the ranks' residuals add
+    // up to all that the sum lost.
+    void keep_loss(std::span<const float> sent, const Bytes& message, float unit) {
+        const std::span<float> lost = residual_.subspan(static_cast<size_t>(sent.data() - work_.data()), sent.size());
+        decode(message, lost, /*accumulate=*/false);
+        for (size_t i = 0; i < lost.size(); ++i) lost[i] = (sent[i] - lost[i]) * unit;
     }
 
     // ---- the two directions
@@ -226,15 +180,13 @@ private:
             const Item& item = sends_[i];
             Slot& slot = slots[i % depth];
             if (slot.request.pending()) complete_send(slot);
-            if (item.partner != kNone) {  // wait until the piece it carries is here
-                std::unique_lock<std::mutex> lock(progress_mutex_);
-                progress_.wait(lock, [&] { return stopped_ || consumed_ > item.partner; });
-                if (stopped_) return;
-            }
+            // Wait until the piece it carries is here.
+            if (item.partner != kNone && !control_.wait_consumed(item.partner)) return;
             if (raw_ && item.phase == 1) {
                 slot.message = bytes_of(values(item));  // the values themselves: nothing to encode
             } else if (item.phase == 0) {
                 encode(values(item), *slot.buffer);
+                if (!residual_.empty()) keep_loss(values(item), *slot.buffer, 1.0f);
                 slot.message = *slot.buffer;
             } else {
                 slot.message = ring_.buffers_.messages[i];  // owner-encoded or received: sent verbatim
@@ -286,11 +238,7 @@ private:
             } else if (!raw_) {
                 decode(message, values(item), /*accumulate=*/false);
             }
-            {
-                std::lock_guard<std::mutex> lock(progress_mutex_);
-                consumed_ = i + 1;
-            }
-            progress_.notify_all();
+            control_.consumed(i + 1);
             if (posted < receives_.size()) post();
         }
     }
@@ -304,12 +252,16 @@ private:
         if (raw_) return;  // sent as it is: every rank receives these very bits
         Bytes& message = ring_.buffers_.messages[item.partner];
         encode(piece_values, message);
+        // (Lost of the average: as much again of a contribution, times the divisor.)
+        if (!residual_.empty()) keep_loss(piece_values, message, 1.0f / scale_);
         decode(message, piece_values, /*accumulate=*/false);
     }
 
     RingAllReduce& ring_;
+    PassControl control_;
     std::span<float> work_;
     float scale_;  // applied once to each fully reduced piece: 1 for a sum, 1/n for an average
+    std::span<float> residual_;  // error feedback: what this rank's encodings lost (empty: none)
     // Uncompressed (compress/none, whose encoding is the fp32 values themselves), the all-gather
     // copies nothing: its pieces travel as the values themselves, sent from the buffer and
     // received into it, and the owner's piece needs no encode/decode round trip. Reduce-scatter
@@ -319,12 +271,19 @@ private:
     std::vector<Item> sends_, receives_;
 
     std::mutex codec_mutex_;
-    std::mutex progress_mutex_;
-    std::condition_variable progress_;
-    size_t consumed_ = 0;  // receives fully used, in order
-    bool stopped_ = false;
-    std::optional<Failure> first_failure_;
 };
+
+bool wants_error_feedback(const PluginInstance& codec) {
+    const auto& vt = codec.vtable<pangea_compress_vtable>();
+    return (vt.capabilities(codec.handle()) & PANGEA_COMPRESS_CAP_ERROR_FEEDBACK) != 0;
+}
+
+std::string compression_of(const PluginInstance& codec, std::optional<Aggregation> aggregation) {
+    const auto& vt = codec.vtable<pangea_compress_vtable>();
+    const bool gather = aggregation ? *aggregation == Aggregation::kGather
+                                    : (vt.capabilities(codec.handle()) & PANGEA_COMPRESS_CAP_GATHER) != 0;
+    return codec.plugin().id() + ", " + (gather ? "gather" : "ring") + " aggregation";
+}
 
 RingAllReduce::RingAllReduce(int rank, int world, Link next, Link previous, const PluginInstance& compressor,
                              RingOptions options)
@@ -334,53 +293,66 @@ RingAllReduce::RingAllReduce(int rank, int world, Link next, Link previous, cons
     if (compressor.plugin().kind != PANGEA_KIND_COMPRESS)
         throw std::invalid_argument("RingAllReduce: " + compressor.plugin().id() + " is not a compressor");
     const auto& codec = compressor.vtable<pangea_compress_vtable>();
-    identity_codec_ = (codec.capabilities(compressor.handle()) & PANGEA_COMPRESS_CAP_IDENTITY) != 0;
+    const uint64_t capabilities = codec.capabilities(compressor.handle());
+    identity_codec_ = (capabilities & PANGEA_COMPRESS_CAP_IDENTITY) != 0;
+    aggregation_ = options.aggregation.value_or((capabilities & PANGEA_COMPRESS_CAP_GATHER) != 0 ? Aggregation::kGather
+                                                                                                 : Aggregation::kRing);
 }
 
-AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contributors) {
+AllReduceResult RingAllReduce::run(std::span<float> data, ReduceOp op, int contributors, std::span<float> residual) {
     const auto start = std::chrono::steady_clock::now();
+    if (!residual.empty() && residual.size() != data.size())
+        throw std::logic_error("RingAllReduce::run: a residual of " + std::to_string(residual.size()) + " values for " +
+                               std::to_string(data.size()));
     AllReduceResult result;
-    if (world_ == 1) return result;  // the sum and the average of one buffer is itself
-    const int divisor = contributors > 0 ? contributors : world_;
-    const float scale = op == ReduceOp::kAverage ? 1.0f / static_cast<float>(divisor) : 1.0f;
-    if (run_native(data, scale, &result)) {
-        result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (world_ == 1) {  // the sum and the average of one buffer is itself, nothing lost
+        std::fill(residual.begin(), residual.end(), 0.0f);
         return result;
     }
-    Pass pass(*this, data, scale);
-    try {
-        pass.run();
-    } catch (const Failure& failure) {  // the links were aborted before it was thrown
-        result.status = failure.status;
-        result.error = failure.error;
+    const int divisor = contributors > 0 ? contributors : world_;
+    const float scale = op == ReduceOp::kAverage ? 1.0f / static_cast<float>(divisor) : 1.0f;
+    if (aggregation_ == Aggregation::kGather) {
+        run_gather(data, scale, residual, &result);
+    } else {
+        if (identity_codec()) std::fill(residual.begin(), residual.end(), 0.0f);  // (nothing is lost)
+        if (!run_native(data, scale, &result)) {
+            Pass pass(*this, data, scale, residual);
+            try {
+                pass.run();
+            } catch (const PassFailure& failure) {  // the links were aborted before it was thrown
+                result.status = failure.status;
+                result.error = failure.error;
+            }
+            result.bytes_sent = pass.bytes_sent;
+            result.bytes_received = pass.bytes_received;
+        }
     }
-    result.bytes_sent = pass.bytes_sent;
-    result.bytes_received = pass.bytes_received;
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;
 }
 
 AllReduceResult run_rings(std::span<RingAllReduce> rings, std::span<const std::span<float>> ranges, ReduceOp op,
-                          int contributors) {
-    if (ranges.size() != rings.size())
-        throw std::logic_error("run_rings: " + std::to_string(ranges.size()) + " ranges for " + std::to_string(rings.size()) +
+                          int contributors, std::span<const std::span<float>> residuals) {
+    if (ranges.size() != rings.size() || (!residuals.empty() && residuals.size() != rings.size()))
+        throw std::logic_error("run_rings: " + std::to_string(ranges.size()) + " ranges and " +
+                               std::to_string(residuals.size()) + " residuals for " + std::to_string(rings.size()) +
                                " rings");
     const auto start = std::chrono::steady_clock::now();
     const size_t count = rings.size();
-    auto range = [&](size_t k) { return ranges[k]; };
+    auto residual = [&](size_t k) { return residuals.empty() ? std::span<float>() : residuals[k]; };
     std::vector<AllReduceResult> results(count);
     {
         std::vector<std::jthread> others;
         for (size_t k = 1; k < count; ++k)
             others.emplace_back([&, k] {
                 try {
-                    results[k] = rings[k].run(range(k), op, contributors);
+                    results[k] = rings[k].run(ranges[k], op, contributors, residual(k));
                 } catch (const std::exception& e) {  // (not out of a thread: that would end the process)
                     results[k].status = PANGEA_ERR_INTERNAL;
                     results[k].error = e.what();
                 }
             });
-        results[0] = rings[0].run(range(0), op, contributors);
+        results[0] = rings[0].run(ranges[0], op, contributors, residual(0));
     }
     AllReduceResult total = std::move(results[0]);
     for (size_t k = 1; k < count; ++k) {

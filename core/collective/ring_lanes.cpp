@@ -122,8 +122,8 @@ LaneDecision RingLanes::decide(const Epoch& epoch, double own) {
     return decision;
 }
 
-AllReduceResult RingLanes::run(const Epoch& epoch, const LaneDecision& decision, std::span<float> part, size_t offset,
-                               size_t total) {
+AllReduceResult RingLanes::run(const Epoch& epoch, const LaneDecision& decision, std::span<float> part,
+                               std::span<float> residual, size_t offset, size_t total) {
     AllReduceResult result;
     if (decision.status != PANGEA_OK || lanes_.empty()) {
         disconnect();
@@ -136,7 +136,7 @@ AllReduceResult RingLanes::run(const Epoch& epoch, const LaneDecision& decision,
     if (std::find(decision.left_out.begin(), decision.left_out.end(), position) != decision.left_out.end())
         std::fill(part.begin(), part.end(), 0.0f);  // it still relays the others'
     std::vector<RingAllReduce> rings;
-    std::vector<std::span<float>> ranges;
+    std::vector<std::span<float>> ranges, residuals;
     rings.reserve(lanes_.size());
     for (size_t k = 0; k < lanes_.size(); ++k) {
         const ShardRange range = shard_range(total, options_.rings, options_.first + static_cast<int>(k));
@@ -145,10 +145,11 @@ AllReduceResult RingLanes::run(const Epoch& epoch, const LaneDecision& decision,
                                    std::to_string(range.begin) + ", " + std::to_string(range.end) +
                                    ") is not in this process's part");
         ranges.push_back(part.subspan(range.begin - offset, range.size()));
+        if (!residual.empty()) residuals.push_back(residual.subspan(range.begin - offset, range.size()));
         rings.emplace_back(position, n, *lanes_[k].next, *lanes_[k].previous, k ? more_codecs_[k - 1] : codec_,
                            options_.ring);
     }
-    result = run_rings(rings, ranges, ReduceOp::kAverage, n - static_cast<int>(decision.left_out.size()));
+    result = run_rings(rings, ranges, ReduceOp::kAverage, n - static_cast<int>(decision.left_out.size()), residuals);
     for (const int p : decision.left_out) result.excluded_nodes.push_back(epoch.members[static_cast<size_t>(p)].node);
     if (result.status != PANGEA_OK) disconnect();
     return result;

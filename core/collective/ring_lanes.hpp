@@ -60,10 +60,11 @@ public:
     LaneDecision decide(const Epoch& epoch, double own);
     // Averages `part`, values [offset, offset + part.size()) of the node's buffer of `total`, over
     // this process's rings as `decision` says (each ring its range of the run's cut, which must
-    // lie in `part`). A failed or given-up attempt leaves no connections (the neighbours' rings
-    // fail at once instead of waiting on them).
-    AllReduceResult run(const Epoch& epoch, const LaneDecision& decision, std::span<float> part, size_t offset,
-                        size_t total);
+    // lie in `part`); `residual`, empty or as long as `part`, gets what compression lost of it
+    // (RingAllReduce::run()). A failed or given-up attempt leaves no connections (the neighbours'
+    // rings fail at once instead of waiting on them).
+    AllReduceResult run(const Epoch& epoch, const LaneDecision& decision, std::span<float> part,
+                        std::span<float> residual, size_t offset, size_t total);
 
     void disconnect();
     // From any thread (the membership's, when the epoch is given up): fails what runs on the

@@ -26,14 +26,18 @@ void HostParameters::assign(std::span<const float> values) {
 
 void HostParameters::read(std::span<float> out) const { std::copy(values_.begin(), values_.end(), out.begin()); }
 
-OuterLoop::OuterLoop(ModelParameters& params, const PluginInstance& optimizer, AverageFn average, bool overlap)
+OuterLoop::OuterLoop(ModelParameters& params, const PluginInstance& optimizer, AverageFn average, OuterLoopOptions options)
     : params_(params),
       optimizer_(optimizer),
       average_(std::move(average)),
-      overlap_(overlap),
+      overlap_(options.overlap),
       synced_(params.size()),
       delta_(params.size()) {
     params_.read(synced_);
+    if (options.error_feedback) {
+        residual_.assign(params.size(), 0.0f);
+        next_residual_.assign(params.size(), 0.0f);
+    }
     if (overlap_) start_ = synced_;
     const auto& vt = optimizer_.vtable<pangea_optim_vtable>();
     if (const pangea_status status = vt.init(optimizer_.handle(), params.size()); status != PANGEA_OK)
@@ -85,6 +89,7 @@ void OuterLoop::apply_average(AllReduceResult result, OuterStepReport* report, s
     if (report->allreduce.status != PANGEA_OK)
         throw OuterLoopError("all-reduce of the pseudo-gradient failed: " + report->allreduce.error);
     apply(delta_, scratch);
+    residual_.swap(next_residual_);  // what this contribution lost goes into the next one
     report->applied = true;
 }
 
@@ -96,10 +101,13 @@ OuterStepReport OuterLoop::sync() {
     const auto start = std::chrono::steady_clock::now();
     OuterStepReport report;
     if (!overlap_) {
-        const ContributionFn pseudo_gradient = [this](std::span<float> out) { params_.subtract_from(synced_, out); };
+        const ContributionFn pseudo_gradient = [this](std::span<float> out) {
+            params_.subtract_from(synced_, out);
+            add_residual(out);
+        };
         // The model's own memory, when it is host memory, holds the step: it becomes synced anyway.
         const std::span<float> host = params_.host_memory();
-        apply_average(average_(delta_, pseudo_gradient), &report, host.empty() ? scratch() : host);
+        apply_average(average_(delta_, next_residual_, pseudo_gradient), &report, host.empty() ? scratch() : host);
         if (host.empty()) params_.assign(synced_);
         report.blocked_seconds = seconds_since(start);
         return report;
@@ -110,12 +118,14 @@ OuterStepReport OuterLoop::sync() {
     // This round's local progress; start averaging it, and continue from where the outer step
     // would take synced if the average equalled it.
     params_.subtract_from(start_, delta_);
+    add_residual(delta_);
     contribution_.assign(delta_.begin(), delta_.end());
     preview(delta_);
     params_.assign(scratch_);
     std::copy(scratch_.begin(), scratch_.end(), start_.begin());
     in_flight_ = std::async(std::launch::async, [this] {
-        return average_(delta_, [this](std::span<float> out) { std::copy(contribution_.begin(), contribution_.end(), out.begin()); });
+        return average_(delta_, next_residual_,
+                        [this](std::span<float> out) { std::copy(contribution_.begin(), contribution_.end(), out.begin()); });
     });
     report.blocked_seconds = seconds_since(start);
     return report;
@@ -129,6 +139,26 @@ std::vector<uint8_t> OuterLoop::optimizer_state(std::vector<uint8_t> bytes) cons
         throw OuterLoopError(optimizer_.describe_failure("save_state", s));
     bytes.resize(written);
     return bytes;
+}
+
+void OuterLoop::add_residual(std::span<float> contribution) const {
+    for (size_t i = 0; i < residual_.size(); ++i) contribution[i] += residual_[i];
+}
+
+void OuterLoop::read_residual(std::span<float> out) const {
+    if (out.size() != residual_.size())
+        throw OuterLoopError("read_residual: " + std::to_string(out.size()) + " values asked, there are " +
+                             std::to_string(residual_.size()));
+    std::copy(residual_.begin(), residual_.end(), out.begin());
+}
+
+void OuterLoop::restore_residual(std::span<const float> residual) {
+    if (residual.size() != residual_.size())
+        throw OuterLoopError("the error feedback residual to take up is " + std::to_string(residual.size()) +
+                             " values, this node keeps " + std::to_string(residual_.size()) +
+                             (residual_.empty() ? " (its codec asks for no error feedback)" : ""));
+    if (in_flight_.valid()) throw OuterLoopError("cannot take up a residual while an all-reduce is in flight");
+    std::copy(residual.begin(), residual.end(), residual_.begin());
 }
 
 void OuterLoop::read_synced(std::span<float> out) const {

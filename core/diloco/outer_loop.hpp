@@ -24,7 +24,8 @@
 // optimizer steps the model's memory when it is host memory (it becomes the synced parameters
 // anyway), so a failed step leaves `synced` whole without a copy of it; model memory elsewhere
 // costs one host scratch copy. Overlap mode adds the round's start, the contribution in flight
-// and the scratch (12 bytes).
+// and the scratch (12 bytes). Error feedback adds the residual and the next one (8 bytes): a
+// retried attempt needs the old one while the all-reduce writes the new.
 #pragma once
 
 #include <cstdint>
@@ -44,8 +45,11 @@ namespace pangea {
 using ContributionFn = std::function<void(std::span<float>)>;
 // Averages this node's contribution over the nodes into `buffer`. The all-reduce works in the
 // buffer in place, so before each attempt (a retry with fewer members, say) it calls
-// `contribution` to fill the buffer again. The average is in `buffer` only on success.
-using AverageFn = std::function<AllReduceResult(std::span<float> buffer, const ContributionFn& contribution)>;
+// `contribution` to fill the buffer again. The average is in `buffer` only on success; so is, in
+// `residual` (empty without error feedback, else as long as `buffer`), what compression lost of
+// the contribution (RingAllReduce::run()).
+using AverageFn = std::function<AllReduceResult(std::span<float> buffer, std::span<float> residual,
+                                                const ContributionFn& contribution)>;
 
 // The model's parameters, wherever they live. The loop reads them once per outer step (as a
 // pseudo-gradient) and writes them once.
@@ -108,6 +112,21 @@ public:
     // `synced`, the optimizer loads `optimizer_state`. Throws OuterLoopError, leaving everything
     // as it was, if either does not fit.
     virtual void restore(std::span<const float> synced, std::span<const uint8_t> optimizer_state) = 0;
+
+    // Error feedback's residual: what compression lost of this node's contributions and the next
+    // one will carry. Each node's own (checkpoints keep it per node; live recovery brings none:
+    // a recovered node keeps its own). Without error feedback there is none (residual_count() 0).
+    virtual size_t residual_count() const = 0;
+    virtual void read_residual(std::span<float> out) const = 0;   // residual_count() values
+    // Throws OuterLoopError, leaving the residual as it was, when the count does not fit.
+    virtual void restore_residual(std::span<const float> residual) = 0;
+};
+
+struct OuterLoopOptions {
+    bool overlap = false;  // [diloco] overlap
+    // The codec asks for error feedback (PANGEA_COMPRESS_CAP_ERROR_FEEDBACK): the loop keeps what
+    // compression lost of each contribution and adds it to the next one.
+    bool error_feedback = false;
 };
 
 class OuterLoop final : public OuterState {
@@ -115,7 +134,7 @@ public:
     // `params` are the model's; `optimizer` an optim plugin instance (init() is called here).
     // Both must outlive the loop; `average` is called from a background thread in overlap mode,
     // never from two threads at once.
-    OuterLoop(ModelParameters& params, const PluginInstance& optimizer, AverageFn average, bool overlap);
+    OuterLoop(ModelParameters& params, const PluginInstance& optimizer, AverageFn average, OuterLoopOptions options);
     ~OuterLoop();  // waits for an all-reduce still in flight
     OuterLoop(const OuterLoop&) = delete;
     OuterLoop& operator=(const OuterLoop&) = delete;
@@ -138,6 +157,10 @@ public:
     std::string synced_hash() const override;
     std::vector<uint8_t> optimizer_state(std::vector<uint8_t> reuse = {}) const override;
     void restore(std::span<const float> synced, std::span<const uint8_t> optimizer_state) override;
+    size_t residual_count() const override { return residual_.size(); }
+    void read_residual(std::span<float> out) const override;
+    void restore_residual(std::span<const float> residual) override;
+    std::span<const float> residual() const { return residual_; }
     size_t optimizer_state_size() const;  // its size in bytes (at most), without a copy
     const PluginInstance& optimizer() const { return optimizer_; }
     int64_t applied_steps() const { return applied_; }
@@ -152,12 +175,16 @@ private:
     // scratch_ = synced_ after an outer step with `estimate`; the optimizer's state is unchanged.
     void preview(std::span<const float> estimate);
     std::span<float> scratch();  // scratch_, allocated on first use
+    void add_residual(std::span<float> contribution) const;  // error feedback (nothing without it)
 
     ModelParameters& params_;
     const PluginInstance& optimizer_;
     AverageFn average_;
     bool overlap_;
     std::vector<float> synced_;   // last synced parameters
+    // Error feedback: the residual carried into the next contribution, and the one the all-reduce
+    // in progress writes (taken up once its average is applied).
+    std::vector<float> residual_, next_residual_;
     std::vector<float> start_;         // overlap: where the current round started
     std::vector<float> delta_;         // pseudo-gradient; in overlap mode owned by the in-flight all-reduce
     std::vector<float> contribution_;  // overlap: the pseudo-gradient in flight, for its retries

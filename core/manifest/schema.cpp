@@ -106,6 +106,10 @@ constexpr pangea_setting kMesh[] = {
             "connections: on links where one flow gets less than the link, R rings move up to R times as much; "
             "every node of the run must agree; with [node] workers = W, a multiple of W (each worker runs R/W); "
             "0: one per worker (for a coordinator: the first node's)", 0, 64),
+    text("aggregation", "codec", "how the nodes' compressed contributions combine: ring (every hop decodes, adds and "
+         "re-encodes partial sums), gather (each node's contribution encoded once, all-gathered, and decoded and "
+         "added in node order by every node), or codec: as the compress plugin asks (docs/plugins/compress.md); "
+         "every node of the run must agree", "codec|ring|gather"),
 };
 constexpr pangea_setting kCheckpoint[] = {
     integer("interval", "0", "outer steps between checkpoints (0: none)", 0, 1e9),

@@ -397,10 +397,20 @@ void CoordinatorState::handle(int connection, const std::string& message) {
                       std::to_string(options_.rings) +
                       ": every node of a run needs the same (the default, 0, is one per worker of the node: with "
                       "nodes of different [node] workers, set it)";
+        else if (!text(fields, "compression").empty() && !options_.compression.empty() &&
+                 text(fields, "compression") != options_.compression)
+            refusal = "it compresses its contributions with " + text(fields, "compression") + ", the run with " +
+                      options_.compression + ": every node of a run needs the same [compress] plugin and [mesh] "
+                      "aggregation";
         else if (fields.contains("ring_addresses") &&
                  (!ring_addresses_of(fields) || ring_addresses_of(fields)->size() != static_cast<size_t>(rings)))
             refusal = "its ring_addresses " + shown(fields, "ring_addresses") + " are not one \"host:port\" per ring (" +
                       std::to_string(rings) + ")";
+        if (refusal.empty() && options_.compression.empty() && !text(fields, "compression").empty()) {
+            options_.compression = text(fields, "compression");  // the run's is its first node's
+            note(PANGEA_LOG_INFO, "the run's contributions travel as " + options_.compression + ", as node " +
+                                      shown(fields, "node") + "'s do");
+        }
         if (refusal.empty() && options_.rings == 0) {  // the run's rings are its first node's
             options_.rings = static_cast<int>(rings);
             note(PANGEA_LOG_INFO, "the run all-reduces over " + std::to_string(rings) + " ring(s), as node " +

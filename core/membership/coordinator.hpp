@@ -31,6 +31,9 @@ struct CoordinatorOptions {
     std::string secret;                         // empty: nodes are not asked to prove anything
     // [mesh] rings: a node of another number is refused; 0: the first node's number is the run's
     int rings = 1;
+    // How nodes compress their contributions (compression_of() in collective/ring_allreduce.hpp):
+    // a node that says otherwise is refused; "": the first node's is the run's.
+    std::string compression;
     // Limits on what strangers can hold: open connections (beyond it new ones are closed at
     // once), and how long a new connection may stay silent before its first message.
     size_t max_connections = 1024;

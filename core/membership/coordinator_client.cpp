@@ -55,6 +55,7 @@ std::string CoordinatorClient::hello(const std::string& challenge) const {
                {"ok", pending_ok_},
                {"join", options_.join},
                {"rings", options_.rings},
+               {"compression", options_.compression},
                {"incarnation", incarnation_},
                {"nonce", nonce_},
                {"proof", options_.secret.empty() ? std::string()

@@ -36,6 +36,7 @@ struct CoordinatorClientOptions {
     bool send_beats = true;
     std::chrono::milliseconds reconnect_for{60000};  // give up when the coordinator stays away this long
     int rings = 1;      // [mesh] rings, which every node of the run must share
+    std::string compression;  // [compress] and [mesh] aggregation, likewise (compression_of())
     bool join = false;  // a late joiner: recover from the members even if the run has not started
     int64_t resumed_step = -1;  // >= 0: this node holds the state after this many outer steps (a checkpoint)
     std::string secret;  // the run's shared secret (empty: none)

@@ -19,6 +19,8 @@ LaneOptions lane_options(const Manifest& m, int worker, int workers) {
     lanes.count = lanes.rings / workers;  // (check_workers: a multiple)
     lanes.first = worker * lanes.count;
     lanes.ring.stall_timeout_ms = static_cast<int>(std::max<int64_t>(30000, timeout.count()));
+    if (const std::string aggregation = m.get_string("mesh", "aggregation"); aggregation != "codec")
+        lanes.ring.aggregation = aggregation == "gather" ? Aggregation::kGather : Aggregation::kRing;
     lanes.connect_timeout = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(10000), timeout);
     return lanes;
 }
@@ -62,6 +64,7 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
         [this](OwnedConnection connection, const pangea_hello& peer) {
             state_server_.serve(transport_, std::move(connection), peer);
         });
+    const std::string compression = compression_of(codec, lane_options(m, 0, 1).ring.aggregation);
     CoordinatorClientOptions client;
     client.coordinator = coordinator;
     if (use_etcd) {
@@ -70,6 +73,7 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
         hosted.timeout = timeout;
         hosted.min_members = static_cast<int>(m.get_int("mesh", "min_members"));
         hosted.rings = outer_rings(m);
+        hosted.compression = compression;
         hosted.secret = secret_;
         const std::string address = listener_->address();
         etcd_ = std::make_unique<EtcdBackend>(m.get_string("mesh", "etcd"), node_, address,
@@ -84,6 +88,7 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
     client.reconnect_for = std::chrono::milliseconds(m.get_int("mesh", "coordinator_wait_ms"));
     client.join = options.join;
     client.rings = outer_rings(m);
+    client.compression = compression;
     if (workers) client.ring_addresses = workers->ring_addresses(listener_->address());
     if (resumed_step) client.resumed_step = *resumed_step;
     client.secret = secret_;

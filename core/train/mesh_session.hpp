@@ -62,8 +62,8 @@ public:
 
     // One outer step's average over the members (an AverageFn for the outer loop). A node found
     // dropped from the run gets result.dropped; rejoin() then says where the run is.
-    AllReduceResult average(std::span<float> data, const ContributionFn& contribution) {
-        return elastic_->average(data, contribution);
+    AllReduceResult average(std::span<float> data, std::span<float> residual, const ContributionFn& contribution) {
+        return elastic_->average(data, residual, contribution);
     }
     const Rejoin& rejoin() const { return elastic_->rejoin(); }
     int64_t committed_step() const { return elastic_->committed_step(); }

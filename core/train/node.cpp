@@ -77,15 +77,17 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         info(tag + ": " + (mesh->joined().role == Role::kMember ? "member" : "joining a run in progress") + " at step " +
              std::to_string(mesh->joined().step) + "; listening on " + mesh->address());
     }
-    const AverageFn average = [&](std::span<float> data, const ContributionFn& contribution) {
-        if (mesh) return mesh->average(data, contribution);
-        contribution(data);  // one node: the average is its own
+    const AverageFn average = [&](std::span<float> data, std::span<float> residual, const ContributionFn& contribution) {
+        if (mesh) return mesh->average(data, residual, contribution);
+        contribution(data);  // one node: the average is its own, nothing lost
+        std::fill(residual.begin(), residual.end(), 0.0f);
         return AllReduceResult{};
     };
     // The model's parameters, and the outer loop that steps them (with workers: the leader's
     // shard of each; the node's whole outer state is then the workers' together).
     ModelParameters& params = setup.learner->parameters();
-    OuterLoop loop(params, setup.optimizer, average, overlap);
+    OuterLoop loop(params, setup.optimizer, average,
+                   OuterLoopOptions{.overlap = overlap, .error_feedback = wants_error_feedback(setup.codec)});
     const std::unique_ptr<OuterState> sharded = workers ? workers->outer_state(loop) : nullptr;
     OuterState& outer_state = sharded ? *sharded : loop;
     InnerSteps inner(m, *setup.learner, setup.sampler, setup.node);

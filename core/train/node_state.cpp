@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/log.hpp"
 #include "data/sampler.hpp"
 #include "train/learner.hpp"
 
@@ -39,6 +40,8 @@ TrainingState TransferableState::checkpoint(int64_t step, TrainingState state) c
     state.params.resize(outer_.parameter_count());
     outer_.read_synced(state.params);
     state.outer_optimizer = outer_.optimizer_state(std::move(state.outer_optimizer));
+    state.residual.resize(outer_.residual_count());
+    if (!state.residual.empty()) outer_.read_residual(state.residual);
     state.inner_optimizer_later = inner_state_later();
     state.sampler_position = data_position(step);
     return state;
@@ -46,6 +49,13 @@ TrainingState TransferableState::checkpoint(int64_t step, TrainingState state) c
 
 void TransferableState::take_up(const TrainingState& state) {
     outer_.restore(state.params, state.outer_optimizer);
+    // The residual is this node's own: a node whose codec keeps none has no use for one, and one
+    // from a checkpoint without it (another codec then) starts from zero.
+    if (!state.residual.empty() && outer_.residual_count() > 0)
+        outer_.restore_residual(state.residual);
+    else if (!state.residual.empty())
+        log(PANGEA_LOG_WARN, "checkpoint",
+            "the checkpoint's error-feedback residual is left unused: this node's codec keeps none");
     take_up_inner(state.inner_optimizer, state.step);
 }
 

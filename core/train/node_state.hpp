@@ -1,6 +1,8 @@
 // What a node hands over and takes up, in one place: the synced parameters and the outer
 // optimizer's state (the outer loop's), the inner optimizer's and the data position. Live
-// recovery moves it between nodes as a StateSnapshot; checkpoints keep it as a TrainingState.
+// recovery moves it between nodes as a StateSnapshot; checkpoints keep it as a TrainingState,
+// with the node's own error-feedback residual (live recovery brings none: it is another node's;
+// a recovered node keeps its own).
 #pragma once
 
 #include <cstdint>

@@ -53,6 +53,8 @@ enum class Command : uint32_t {
     kReadSynced = 6,
     kReadOuterOptimizer = 7,
     kRestoreOuter = 8,
+    kReadResidual = 9,
+    kRestoreResidual = 10,
     kEpoch = 32,
     kEnded = 33,  // value: NodeRings::End; kFailed: why follows
 };
@@ -306,7 +308,7 @@ class NodeWorkers::LeaderRings final : public NodeRings {
 public:
     LeaderRings(NodeWorkers& workers, RingLanes& own) : workers_(workers), own_(own) {}
 
-    AllReduceResult attempt(const Epoch& epoch, std::span<float> data,
+    AllReduceResult attempt(const Epoch& epoch, std::span<float> data, std::span<float> residual,
                             const std::function<void(std::span<float>)>& contribution) override {
         const int workers = group().size();
         const Json told = encode_epoch(epoch);
@@ -315,7 +317,10 @@ public:
             send_json(group(), k, told);
         }
         contribution(data);
-        if (epoch.members.size() < 2) return {};  // the average is the node's own
+        if (epoch.members.size() < 2) {  // the average is the node's own, nothing lost
+            std::fill(residual.begin(), residual.end(), 0.0f);
+            return {};
+        }
         std::string error = own_.connect(epoch);
         const double norm = contribution_norm(data);
         double norm_squared = norm * norm;
@@ -334,7 +339,7 @@ public:
                            {"error", decision.error},
                            {"left_out", decision.left_out}};
         for (int k = 1; k < workers; ++k) send_json(group(), k, decided);
-        AllReduceResult result = own_.run(epoch, decision, data, 0, workers_.parameters_);
+        AllReduceResult result = own_.run(epoch, decision, data, residual, 0, workers_.parameters_);
         const milliseconds silence{own_.options().ring.stall_timeout_ms};  // (a live worker speaks every second)
         for (int k = 1; k < workers; ++k) {
             const AllReduceResult theirs = decode_result(receive_result(group(), k, silence));
@@ -460,6 +465,30 @@ public:
         own_.restore(synced.subspan(0, shard(0).size()), parts[0]);
     }
 
+    // Every worker compresses with the same codec: all keep a residual of their shard, or none does.
+    size_t residual_count() const override { return own_.residual_count() > 0 ? count_ : 0; }
+
+    void read_residual(std::span<float> out) const override {
+        if (out.size() != residual_count())
+            throw OuterLoopError("read_residual: " + std::to_string(out.size()) + " values asked, there are " +
+                                 std::to_string(residual_count()));
+        workers_.announce(static_cast<uint32_t>(Command::kReadResidual));
+        own_.read_residual(out.subspan(0, shard(0).size()));
+        for (int k = 1; k < group().size(); ++k) group().receive(raw(out.subspan(shard(k).begin, shard(k).size())), k);
+    }
+
+    void restore_residual(std::span<const float> residual) override {
+        if (residual.size() != residual_count())
+            throw OuterLoopError("the error feedback residual to take up is " + std::to_string(residual.size()) +
+                                 " values, this node keeps " + std::to_string(residual_count()));
+        workers_.announce(static_cast<uint32_t>(Command::kRestoreResidual));
+        for (int k = 1; k < group().size(); ++k) {
+            const auto values = residual.subspan(shard(k).begin, shard(k).size());
+            group().send({reinterpret_cast<const uint8_t*>(values.data()), values.size_bytes()}, k);
+        }
+        own_.restore_residual(residual.subspan(0, shard(0).size()));
+    }
+
 private:
     WorkerGroup& group() const { return *workers_.group_; }
     ShardRange shard(int k) const { return shard_range(count_, group().size(), k); }
@@ -512,8 +541,10 @@ public:
         : tag_(tag_of(options.node_id, options.worker)), group_(group), setup_(m, registry, options.node_id, &group),
           inner_(m, *setup_.learner, setup_.sampler, setup_.node),
           loop_(setup_.learner->parameters(), setup_.optimizer,
-                [this](std::span<float> own, const ContributionFn& contribution) { return average(own, contribution); },
-                /*overlap=*/false),
+                [this](std::span<float> own, std::span<float> residual, const ContributionFn& contribution) {
+                    return average(own, residual, contribution);
+                },
+                OuterLoopOptions{.overlap = false, .error_feedback = wants_error_feedback(setup_.codec)}),
           parameters_(parameter_count(setup_.shape)),
           shard_(shard_range(parameters_, group.size(), group.rank())) {
         if (setup_.nodes < 2) return;
@@ -580,6 +611,17 @@ private:
             loop_.restore(synced, state);
             return;
         }
+        case static_cast<uint32_t>(Command::kReadResidual): {
+            const auto residual = loop_.residual();
+            group_.send({reinterpret_cast<const uint8_t*>(residual.data()), residual.size_bytes()}, 0);
+            return;
+        }
+        case static_cast<uint32_t>(Command::kRestoreResidual): {
+            std::vector<float> residual(loop_.residual_count());
+            group_.receive(raw(std::span<float>(residual)), 0);
+            loop_.restore_residual(residual);
+            return;
+        }
         case static_cast<uint32_t>(WorkerRequest::kLoadOptimizerState):
         case static_cast<uint32_t>(WorkerRequest::kSnapshotOptimizerState):
         case static_cast<uint32_t>(WorkerRequest::kEvaluate):
@@ -592,10 +634,11 @@ private:
     // The outer loop's all-reduce: in each epoch the leader names, this worker's shard over its
     // rings, as the leader decides, until the leader says how the step ended. Other commands may
     // come between (the run asking for the node's state).
-    AllReduceResult average(std::span<float> own, const ContributionFn& contribution) {
+    AllReduceResult average(std::span<float> own, std::span<float> residual, const ContributionFn& contribution) {
         AllReduceResult result;
-        if (!lanes_) {  // one node: the average is its own
+        if (!lanes_) {  // one node: the average is its own, nothing lost
             contribution(own);
+            std::fill(residual.begin(), residual.end(), 0.0f);
             return result;
         }
         while (true) {
@@ -603,7 +646,10 @@ private:
             if (header.kind == static_cast<uint32_t>(Command::kEpoch)) {
                 const Epoch epoch = decode_epoch(receive_json(group_, 0, kLeaderTimeout));
                 contribution(own);
-                if (epoch.members.size() < 2) continue;
+                if (epoch.members.size() < 2) {
+                    std::fill(residual.begin(), residual.end(), 0.0f);
+                    continue;
+                }
                 const std::string error = lanes_->connect(epoch);
                 const double norm = contribution_norm(own);
                 send_json(group_, 0, Json{{"error", error}, {"norm_squared", norm * norm}});
@@ -617,7 +663,7 @@ private:
                 AllReduceResult ran;
                 {
                     const Alive alive(group_);
-                    ran = lanes_->run(epoch, decision, own, shard_.begin, parameters_);
+                    ran = lanes_->run(epoch, decision, own, residual, shard_.begin, parameters_);
                 }
                 send_json(group_, 0, encode_result(ran), kLeaderTimeout);
                 continue;

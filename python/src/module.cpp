@@ -146,12 +146,15 @@ public:
                                         info.format + "', " + std::to_string(info.ndim) + " dimensions)");
         buffer_ = buffer;
         params_ = std::make_unique<HostParameters>(std::span<float>(static_cast<float*>(info.ptr), static_cast<size_t>(info.size)));
-        AverageFn average = [this](std::span<float> data, const ContributionFn& contribution) {
-            if (mesh_) return mesh_->average(data, contribution);
-            contribution(data);  // one node: the average is its own
+        AverageFn average = [this](std::span<float> data, std::span<float> residual, const ContributionFn& contribution) {
+            if (mesh_) return mesh_->average(data, residual, contribution);
+            contribution(data);  // one node: the average is its own, nothing lost
+            std::fill(residual.begin(), residual.end(), 0.0f);
             return AllReduceResult{};
         };
-        loop_ = std::make_unique<OuterLoop>(*params_, optimizer_, std::move(average), manifest_.get_bool("diloco", "overlap"));
+        loop_ = std::make_unique<OuterLoop>(
+            *params_, optimizer_, std::move(average),
+            OuterLoopOptions{.overlap = manifest_.get_bool("diloco", "overlap"), .error_feedback = wants_error_feedback(codec_)});
         state_ = std::make_unique<PythonState>(*loop_, inner_steps(), std::move(save_inner), std::move(take_up_inner));
         if (mesh_) recovery_.emplace(*mesh_, *state_, manifest_.get_bool("diloco", "overlap"));
         checkpoints_.emplace(manifest_, registry_, options_,

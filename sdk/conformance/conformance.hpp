@@ -32,8 +32,9 @@ std::vector<float> random_normal(size_t n, uint32_t seed);
 // Runs named checks, prints one line each, and counts them.
 class Report {
 public:
-    // checks to skip, by name, with the reason (from a --skip file)
-    explicit Report(std::map<std::string, std::string> skips) : skips_(std::move(skips)) {}
+    // checks to skip, by name, with the reason (from a --skip file). A check that crashes the
+    // runner (a signal) is still reported, as a [FAIL] line, before the process dies.
+    explicit Report(std::map<std::string, std::string> skips);
 
     void run(const std::string& name, const std::function<void()>& check);
     void skip(const std::string& name, const std::string& reason);

@@ -8,12 +8,12 @@ trap 'rm -rf "$work"' EXIT
 
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/expect.sh"
 
-expect "version names the plugin ABI" 0 "(plugin ABI 1.3)" -- "$pangea" version
-expect "plugins list shows the built-ins" 0 "compress  none            1.0.0     1.3" -- "$pangea" plugins list
+expect "version names the plugin ABI" 0 "(plugin ABI 1.4)" -- "$pangea" version
+expect "plugins list shows the built-ins" 0 "compress  none            1.0.0     1.4" -- "$pangea" plugins list
 expect "plugins list shows the optimizer" 0 "optim     nesterov" -- "$pangea" plugins list
 expect "plugins show prints settings with defaults and ranges" 0 "momentum          float    default 0.9  [0, 0.999999]" -- \
     "$pangea" plugins show optim nesterov
-expect "plugins show says which ABI version the handshake settled on" 0 "speaks plugin ABI 1.3 with this host (ABI 1.3)" -- \
+expect "plugins show says which ABI version the handshake settled on" 0 "speaks plugin ABI 1.4 with this host (ABI 1.4)" -- \
     "$pangea" plugins show optim nesterov
 expect "plugins show of an unknown plugin lists what exists" 1 "no optim plugin named 'adamw'. Available: faulty, nesterov." -- \
     "$pangea" plugins show optim adamw

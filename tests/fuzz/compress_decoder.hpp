@@ -8,9 +8,10 @@
 // the frame.
 // Properties (pangea/compress.h): decode and decode_accumulate agree on the status, which is
 // PANGEA_OK, PANGEA_ERR_CORRUPT or PANGEA_ERR_INVALID_ARGUMENT; neither writes more values than
-// the frame can hold; a refused frame leaves the accumulator untouched; a decoded frame adds up
-// to what decode() writes; every configuration (scalar and AVX2 kernels) decodes a frame to the
-// same bits; and a plugin's own checks (finite values, lossless re-encoding) hold.
+// the frame can hold (a sparse codec's frame: its n); a refused frame leaves the accumulator
+// untouched; a decoded frame adds up to what decode() writes; every configuration (scalar and
+// AVX2 kernels, other settings: a frame decodes whatever the instance's settings) decodes a frame
+// to the same bits; and a plugin's own checks (finite values, lossless re-encoding) hold.
 #pragma once
 
 #include <cmath>
@@ -35,6 +36,13 @@ public:
         for (const auto& settings : configurations) instances_.push_back(std::make_unique<PluginInstance>(instance_of(plugin, settings)));
     }
 
+    // Where the frame header keeps n (the 24-byte header's; compress/topk's 32-byte one: 24).
+    size_t count_offset = 16;
+    // A sparse codec (compress/topk) decodes more values than its frame has bytes: decode gets
+    // room for all n values when n is at most this; a larger n only goes to a NULL destination,
+    // which must be refused (only the frame's validation runs). 0: a dense codec.
+    size_t sparse_room = 0;
+
     // A plugin's own check of a decoded frame.
     std::function<void(const DecoderHarness&, const std::string& frame, const std::vector<float>& values)> check_decoded;
 
@@ -50,7 +58,8 @@ public:
             n = chosen;
         } else {
             uint64_t count = frame.size() / sizeof(float);  // no header (compress/none): what the bytes hold
-            if (frame.size() >= 24 && frame.compare(0, 2, "PG") == 0) std::memcpy(&count, frame.data() + 16, 8);
+            if (frame.size() >= count_offset + 8 && frame.compare(0, 2, "PG") == 0)
+                std::memcpy(&count, frame.data() + count_offset, 8);
             n = static_cast<size_t>(count + static_cast<uint64_t>(static_cast<int64_t>(off_by)));
         }
         const auto& reference = *instances_[0];
@@ -84,13 +93,23 @@ private:
         return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
     }
 
-    static DecodeResult decode(const PluginInstance& plugin, const std::string& frame, size_t n) {
+    DecodeResult decode(const PluginInstance& plugin, const std::string& frame, size_t n) const {
         const auto& vt = plugin.vtable<pangea_compress_vtable>();
         const auto* src = reinterpret_cast<const uint8_t*>(frame.data());
-        // Room for as many values as the bytes could ever hold: a decoder that writes more has
-        // accepted a frame too short for n.
-        const size_t room = std::min(n, frame.size());
         DecodeResult out;
+        if (sparse_room > 0 && n > sparse_room) {
+            // Too many values to hold: validation only, into NULL, which nothing may accept.
+            out.status = vt.decode(plugin.handle(), src, frame.size(), nullptr, n);
+            const pangea_status accumulated = vt.decode_accumulate(plugin.handle(), src, frame.size(), nullptr, n);
+            FUZZ_CHECK(out.status == PANGEA_ERR_CORRUPT || out.status == PANGEA_ERR_INVALID_ARGUMENT,
+                       std::string("decode into NULL returned ") + status_name(out.status) + ": " + plugin.last_error());
+            FUZZ_CHECK(accumulated == out.status, std::string("decode into NULL returned ") + status_name(out.status) +
+                                                      " but decode_accumulate " + status_name(accumulated));
+            return out;
+        }
+        // Room for as many values as the bytes could ever hold (a sparse codec: n): a decoder that
+        // writes more has accepted a frame too short for n.
+        const size_t room = sparse_room > 0 ? n : std::min(n, frame.size());
         out.values.assign(room, 0.0f);
         out.status = vt.decode(plugin.handle(), src, frame.size(), out.values.data(), n);
         std::vector<float> acc(room);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 
 #include "../../plugins/transport/tcp/frames.hpp"
 #include "checkpoint/checkpoint.hpp"
@@ -211,14 +212,28 @@ void compress() {
         {"int8", "sigma", {{"scheme", std::string("sigma")}, {"block_size", int64_t{16}}}},
         {"fp16", "fp16", {{"format", std::string("fp16")}}},
         {"fp16", "bf16", {{"format", std::string("bf16")}}},
+        {"fp4", "e2m1-64", {{"format", std::string("e2m1")}, {"block_size", int64_t{64}}}},
+        {"fp4", "e2m1-8", {{"format", std::string("e2m1")}, {"block_size", int64_t{8}}}},
+        {"fp4", "e3m0-64", {{"format", std::string("e3m0")}, {"block_size", int64_t{64}}}},
+        {"fp4", "e3m0-8", {{"format", std::string("e3m0")}, {"block_size", int64_t{8}}}},
+        {"topk", "bits2-chunk16", {{"value_bits", int64_t{2}}, {"chunk", int64_t{16}}, {"density", 0.25}}},
+        {"topk", "bits2-chunk100", {{"value_bits", int64_t{2}}, {"chunk", int64_t{100}}, {"density", 0.05}}},
+        {"topk", "bits2-chunk8-all", {{"value_bits", int64_t{2}}, {"chunk", int64_t{8}}, {"density", 1.0}}},
+        {"topk", "bits8-chunk16", {{"value_bits", int64_t{8}}, {"chunk", int64_t{16}}, {"density", 0.25}}},
+        {"topk", "bits8-chunk100", {{"value_bits", int64_t{8}}, {"chunk", int64_t{100}}, {"density", 0.05}}},
+        {"topk", "bits8-chunk1", {{"value_bits", int64_t{8}}, {"chunk", int64_t{1}}}},
     };
+    std::map<std::string, std::string> frames;  // "<case>-<n>": the frame, for the damaged seeds below
     for (const Case& c : cases) {
         const PluginDescriptor& plugin = registry.get(PANGEA_KIND_COMPRESS, c.plugin);
         SettingMap settings = plugin.default_settings();
         for (const auto& [key, value] : c.settings) settings[key] = {value, "corpus"};
         const PluginInstance instance(plugin, settings);
         const auto& vt = instance.vtable<pangea_compress_vtable>();
-        for (const size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{40}}) {
+        // fp4 and topk: also several blocks of 64, chunks of 100.
+        const bool blocks = std::string(c.plugin) == "fp4" || std::string(c.plugin) == "topk";
+        for (const size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{40}, size_t{150}}) {
+            if (n == 150 && !blocks) continue;
             std::vector<float> values(n);
             for (size_t i = 0; i < n; ++i) values[i] = std::sin(static_cast<float>(i)) * 100.0f - 1.0f / (1.0f + i);
             std::string frame(vt.max_encoded_size(instance.handle(), n), '\0');
@@ -227,7 +242,51 @@ void compress() {
                 throw std::runtime_error(std::string("encoding failed: ") + instance.last_error());
             frame.resize(written);
             seed(std::string("compress_") + c.plugin, std::string(c.name) + "-" + std::to_string(n), std::string(1, '\0') + frame);
+            frames[std::string(c.name) + "-" + std::to_string(n)] = frame;
         }
+    }
+    // Damaged frames, each refused for one reason (but the signed zero, which decodes to 0).
+    const auto damaged = [&](const std::string& target, const std::string& name, const std::string& of,
+                             size_t at, uint8_t xor_with) {
+        std::string frame = frames.at(of);
+        frame.at(at) = static_cast<char>(static_cast<uint8_t>(frame.at(at)) ^ xor_with);
+        seed(target, name, std::string(1, '\0') + frame);
+    };
+    const auto truncated = [&](const std::string& target, const std::string& of) {
+        const std::string& frame = frames.at(of);
+        seed(target, "truncated-" + of, std::string(1, '\0') + frame.substr(0, frame.size() - 1));
+    };
+    // fp4, 7 values in one block of 64: absmax at 24, codes at 28..31.
+    truncated("compress_fp4", "e2m1-64-40");
+    truncated("compress_fp4", "e3m0-8-150");
+    damaged("compress_fp4", "bad-format", "e2m1-64-7", 5, 0x07);                 // format 6
+    damaged("compress_fp4", "bad-block-size", "e2m1-8-40", 8, 0x0c);             // block 4
+    damaged("compress_fp4", "negative-absmax", "e2m1-64-7", 27, 0x80);           // sign bit
+    damaged("compress_fp4", "odd-nibble", "e2m1-64-7", 31, 0x10);                // the unused nibble
+    damaged("compress_fp4", "count-off", "e3m0-8-40", 16, 0x01);                 // n 41
+    {
+        std::string frame = frames.at("e2m1-64-7");
+        frame[28] = static_cast<char>((frame[28] & 0xf0) | 0x08);  // value 0 as the nibble 8 (-0)
+        seed("compress_fp4", "signed-zero-nibble", std::string(1, '\0') + frame);
+        frame = frames.at("e3m0-64-7");
+        frame[26] = static_cast<char>(0xc0), frame[27] = static_cast<char>(0x7f);  // absmax: a quiet NaN
+        seed("compress_fp4", "nan-absmax", std::string(1, '\0') + frame);
+    }
+    // topk, 40 values in chunks of 16 (k 4; 8 bits: A at 32, then 2 index bytes, 4 code bytes),
+    // or of 100 (2 bits, k 2: lo and hi at 32 and 36, then 18 bits).
+    truncated("compress_topk", "bits2-chunk16-40");
+    truncated("compress_topk", "bits8-chunk100-150");
+    damaged("compress_topk", "bad-value-bits", "bits2-chunk16-40", 5, 0x0c);      // 14 bits
+    damaged("compress_topk", "kept-last-off", "bits8-chunk16-40", 16, 0x07);      // k_last 5 (a chunk of 8)
+    damaged("compress_topk", "kept-above-chunk", "bits2-chunk16-40", 12, 0x10);   // k 20
+    damaged("compress_topk", "negative-scale", "bits8-chunk16-40", 35, 0x80);     // A's sign bit
+    damaged("compress_topk", "lo-above-hi", "bits2-chunk100-40", 39, 0x7f);       // hi's exponent lowered
+    damaged("compress_topk", "index-decreasing", "bits8-chunk16-40", 36, 0xff);   // the first two indices
+    damaged("compress_topk", "padding", "bits2-chunk100-40", 42, 0x80);           // bit 23 of 18
+    {
+        std::string frame = frames.at("bits8-chunk16-40");
+        frame[38] = static_cast<char>(0x80);  // the first code: -128
+        seed("compress_topk", "code-minus-128", std::string(1, '\0') + frame);
     }
 }
 

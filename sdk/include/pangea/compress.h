@@ -1,10 +1,13 @@
 /*
  * pangea/compress.h: compression plugins (PANGEA_KIND_COMPRESS).
  *
- * A compressor turns a run of fp32 values into bytes for the wire and back. It is shaped for a
- * ring all-reduce that compresses chunk by chunk: every call works on one caller-owned chunk,
- * and the hot path of reduce-scatter is decode_accumulate(), which adds decoded values into an
- * fp32 accumulator without a temporary buffer.
+ * A compressor turns a run of fp32 values into bytes for the wire and back. Every call works on
+ * one caller-owned piece of a pseudo-gradient (up to 2^18 values; any length must work). The codec
+ * chooses how nodes' contributions are combined: along a ring (the default: every hop decodes,
+ * adds and re-encodes partial sums) or by all-gather (PANGEA_COMPRESS_CAP_GATHER: each node's
+ * contribution is encoded once and every node decodes them all). The hot path of both is
+ * decode_accumulate(), which adds decoded values into an fp32 accumulator without a temporary
+ * buffer.
  *
  * Determinism: encode() is a pure function of its input and the instance's settings. The same
  * floats give the same bytes on every machine, every run and every thread count; the
@@ -23,14 +26,26 @@ extern "C" {
 #endif
 
 /* Capability flags returned by capabilities(). */
-/* The scheme loses information and benefits from error feedback: the residual of each round
- * (input minus decode(encode(input))) added to the next round's input. Declared today, not yet
- * acted on: the core keeps no residual (docs/plugins/compress.md, "Error feedback"). */
+/* The scheme loses information and wants error feedback. The host keeps, per node and in host
+ * memory, the residual of the node's own contribution (input minus decode(encode(input)), which
+ * is exact in gather aggregation and, in ring aggregation, what encoding the node's contribution
+ * alone would lose) and adds it to the next outer step's contribution. Hosts of ABI 1.4 and later
+ * act on it; the residual is part of checkpoints (docs/plugins/compress.md, "Error feedback"). */
 #define PANGEA_COMPRESS_CAP_ERROR_FEEDBACK ((uint64_t)1 << 0)
 /* (1.2) The scheme is the identity: encode() writes the n floats' own bytes (4n, host byte
  * order) and decode() reads them back unchanged. The host may then skip the codec and move the
  * caller's buffer as it is (the ring all-reduce does: no copy, no encoded buffer). */
 #define PANGEA_COMPRESS_CAP_IDENTITY ((uint64_t)1 << 1)
+/* (1.4) Gather aggregation: the encoding is not meant to be summed along a ring (a sparse top-k,
+ * a 4-bit code). Each node encodes only its own contribution, once, piece by piece; the encoded
+ * messages are all-gathered (forwarded verbatim) and every node decodes and adds all of them with
+ * decode_accumulate(), in the same order (node 0 first), so every node ends with the same bits.
+ * Messages take the bytes encode() wrote, not max_encoded_size(). Without the flag the host
+ * reduces along a ring: every hop decodes, adds and re-encodes partial sums ("ring"
+ * aggregation). A host older than 1.4 does not know the flag and would use the ring, so a library
+ * with a plugin that sets it refuses older hosts in the handshake (the SDK does this for a class
+ * whose min_host_abi_minor is 4). */
+#define PANGEA_COMPRESS_CAP_GATHER ((uint64_t)1 << 2)
 
 typedef struct pangea_compress_vtable {
     pangea_vtable_header header;

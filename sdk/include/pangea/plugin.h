@@ -36,9 +36,11 @@ extern "C" {
  *   1.1  transport: the optional allreduce_sum_f32 slot
  *   1.2  PANGEA_ERR_NO_SPACE; compress: the error_bound slot and PANGEA_COMPRESS_CAP_IDENTITY;
  *        the handshake is a negotiation (pangea_library.abi_version answers the host's offer)
- *   1.3  optim: the optional range_state_size, save_state_range and load_state_range slots */
+ *   1.3  optim: the optional range_state_size, save_state_range and load_state_range slots
+ *   1.4  compress: PANGEA_COMPRESS_CAP_GATHER (all-gather aggregation); the host acts on
+ *        PANGEA_COMPRESS_CAP_ERROR_FEEDBACK */
 #define PANGEA_ABI_MAJOR 1
-#define PANGEA_ABI_MINOR 3
+#define PANGEA_ABI_MINOR 4
 #define PANGEA_ABI_VERSION ((uint32_t)((PANGEA_ABI_MAJOR << 16) | PANGEA_ABI_MINOR))
 #define PANGEA_ABI_VERSION_MAJOR(v) ((uint32_t)(v) >> 16)
 #define PANGEA_ABI_VERSION_MINOR(v) ((uint32_t)(v)&0xffffu)

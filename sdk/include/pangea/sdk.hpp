@@ -18,6 +18,7 @@
 #ifndef PANGEA_SDK_HPP
 #define PANGEA_SDK_HPP
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <map>
@@ -128,6 +129,11 @@ private:
 class PluginBase {
 public:
     virtual ~PluginBase() = default;
+
+    // The oldest host ABI minor the class works with. A class whose behaviour an older host would
+    // misread (a compressor with PANGEA_COMPRESS_CAP_GATHER needs 4) declares its own
+    // `static constexpr uint32_t min_host_abi_minor`; the handshake then refuses older hosts.
+    static constexpr uint32_t min_host_abi_minor = 0;
 
     // The calling thread's most recent failure on this instance, or "". Valid until that
     // thread's next call on the instance.
@@ -581,12 +587,14 @@ const pangea_plugin_info* describe() {
 }
 
 // The handshake: answers the host's offer with the older of it and the version built here.
-// Any 1.x host will do: its vtables are prefixes of ours, and for_host() keeps statuses to what
-// it knows.
+// Any 1.x host at or past every class's min_host_abi_minor will do: its vtables are prefixes of
+// ours, and for_host() keeps statuses to what it knows.
 template <class... Ts>
 pangea_status export_library(uint32_t host_abi_version, const pangea_library** out) noexcept {
     if (out == nullptr) return PANGEA_ERR_INVALID_ARGUMENT;
     if (PANGEA_ABI_VERSION_MAJOR(host_abi_version) != PANGEA_ABI_MAJOR) return PANGEA_ERR_VERSION;
+    constexpr uint32_t needed = std::max({uint32_t{0}, Ts::min_host_abi_minor...});
+    if (PANGEA_ABI_VERSION_MINOR(host_abi_version) < needed) return PANGEA_ERR_VERSION;
     try {
         static const pangea_plugin_info* const plugins[] = {describe<Ts>()...};
         static const auto answers = [] {

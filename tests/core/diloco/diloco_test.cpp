@@ -61,6 +61,7 @@ struct RunOptions {
     int inner_steps = 1;
     bool overlap = false;
     std::string codec = "none";
+    std::optional<Aggregation> aggregation;  // unset: the codec's
     std::map<std::string, SettingValue> optimizer;
 };
 
@@ -68,6 +69,7 @@ struct NodeResult {
     std::vector<float> params;
     std::vector<std::string> synced_hashes;  // after every sync()
     int64_t applied = 0;
+    std::vector<float> residual;  // error feedback's, at the end
 };
 
 // Each rank's final parameters and the hash of its synced parameters after every outer step.
@@ -89,14 +91,16 @@ std::vector<NodeResult> run_diloco(const Manifest& m, const RunOptions& o) {
                 connect_ring(transports[r], *listeners[r], r, addresses, 99, std::chrono::seconds(30));
             const Link next(transports[r], ring.next.handle()), previous(transports[r], ring.previous.handle());
             const PluginInstance codec = make(PANGEA_KIND_COMPRESS, o.codec);
-            RingAllReduce allreduce(r, o.world, next, previous, codec);
+            RingOptions options;
+            options.aggregation = o.aggregation;
+            RingAllReduce allreduce(r, o.world, next, previous, codec, options);
             const PluginInstance optimizer = make(PANGEA_KIND_OPTIM, "nesterov", o.optimizer);
             OuterLoop loop(node.learner->parameters(), optimizer,
-                           [&](std::span<float> data, const ContributionFn& contribution) {
+                           [&](std::span<float> data, std::span<float> residual, const ContributionFn& contribution) {
                                contribution(data);
-                               return allreduce.run(data, ReduceOp::kAverage);
+                               return allreduce.run(data, ReduceOp::kAverage, 0, residual);
                            },
-                           o.overlap);
+                           OuterLoopOptions{.overlap = o.overlap, .error_feedback = wants_error_feedback(codec)});
             NodeResult result;
             for (int outer = 0; outer < o.outer_steps; ++outer) {
                 for (int h = 0; h < o.inner_steps; ++h) node.inner_step(0.01);
@@ -107,6 +111,7 @@ std::vector<NodeResult> run_diloco(const Manifest& m, const RunOptions& o) {
             const auto params = node.learner->parameters().host_memory();
             result.params.assign(params.begin(), params.end());
             result.applied = loop.applied_steps();
+            result.residual.assign(loop.residual().begin(), loop.residual().end());
             return result;
         }));
     std::vector<NodeResult> results;
@@ -184,6 +189,42 @@ TEST(Diloco, OverlapKeepsEveryNodeBitIdenticalAndAppliesEveryStep) {
     // The first sync only starts the first all-reduce, so the synced parameters change from the
     // second on.
     EXPECT_NE(results[0].synced_hashes[1], results[0].synced_hashes[0]);
+}
+
+TEST(Diloco, ErrorFeedbackKeepsEveryNodeBitIdenticalInEitherAggregationAndMode) {
+    const Manifest m = small_manifest();
+    for (const Aggregation aggregation : {Aggregation::kRing, Aggregation::kGather})
+        for (const bool overlap : {false, true}) {
+            RunOptions o;
+            o.world = 3;
+            o.outer_steps = 3;
+            o.inner_steps = 2;
+            o.overlap = overlap;
+            o.codec = "int8";  // lossy: it asks for error feedback
+            o.aggregation = aggregation;
+            const auto results = run_diloco(m, o);
+            const std::string what = std::string(aggregation == Aggregation::kGather ? "gather" : "ring") +
+                                     (overlap ? ", overlap" : ", blocking");
+            for (const auto& r : results) {
+                EXPECT_EQ(r.synced_hashes, results[0].synced_hashes) << what;
+                EXPECT_TRUE(r.params == results[0].params) << what;
+                EXPECT_EQ(r.applied, 3) << what;
+            }
+            // Each node keeps its own residual: what int8 lost of its last contribution.
+            ASSERT_EQ(results[0].residual.size(), results[0].params.size()) << what;
+            double norm = 0;
+            for (const float v : results[0].residual) norm += double(v) * v;
+            EXPECT_GT(norm, 0.0) << what;
+            EXPECT_FALSE(results[0].residual == results[1].residual) << what;
+        }
+}
+
+TEST(Diloco, ALosslessCodecKeepsNoResidual) {
+    const Manifest m = small_manifest();
+    RunOptions o;
+    o.world = 2;
+    const auto results = run_diloco(m, o);
+    EXPECT_TRUE(results[0].residual.empty());
 }
 
 TEST(Diloco, NesterovBlockingRunsAreReproducible) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <utility>
 
 #include "diloco/outer_loop.hpp"
 #include "pangea/optim.h"
@@ -35,12 +36,12 @@ TEST(OuterLoop, OverlapPreviewLeavesOnlyRealAveragesInTheOptimizer) {
     std::atomic<int> calls = 0;
     HostParameters model(params);
     OuterLoop loop(model, optimizer,
-                   [&](std::span<float> data, const ContributionFn& contribution) {
+                   [&](std::span<float> data, std::span<float>, const ContributionFn& contribution) {
                        contribution(data);
                        averaged.at(calls++).assign(data.begin(), data.end());
                        return AllReduceResult{};
                    },
-                   /*overlap=*/true);
+                   OuterLoopOptions{.overlap = true});
     const auto& vt = reference.vtable<pangea_optim_vtable>();
     ASSERT_EQ(vt.init(reference.handle(), expected.size()), PANGEA_OK);
     for (int round = 0; round < 4; ++round) {
@@ -66,6 +67,84 @@ TEST(OuterLoop, OverlapPreviewLeavesOnlyRealAveragesInTheOptimizer) {
     ASSERT_EQ(vt.step(reference.handle(), expected.data(), averaged.back().data(), 4), PANGEA_OK);
     EXPECT_EQ(params, expected);
     EXPECT_EQ(loop.applied_steps(), 4);
+}
+
+// Error feedback: an all-reduce that "loses" half of each contribution (says so in the residual)
+// and records what it was given.
+struct LossyAverage {
+    std::vector<std::vector<float>> contributions;
+    bool fail_next = false;
+    AllReduceResult operator()(std::span<float> data, std::span<float> residual, const ContributionFn& contribution) {
+        contribution(data);
+        contributions.emplace_back(data.begin(), data.end());
+        EXPECT_EQ(residual.size(), data.size());
+        for (size_t i = 0; i < data.size(); ++i) residual[i] = 0.5f * data[i];
+        AllReduceResult result;
+        if (std::exchange(fail_next, false)) {
+            result.status = PANGEA_ERR_IO;
+            result.error = "a test failure";
+        }
+        return result;
+    }
+};
+
+TEST(OuterLoop, ErrorFeedbackAddsWhatTheLastContributionLostToTheNextAndKeepsItThroughAFailure) {
+    const PluginInstance optimizer = test::make_plugin(PANGEA_KIND_OPTIM, "nesterov", {{"lr", 1.0}, {"momentum", 0.0}});
+    std::vector<float> params = {1.0f, 2.0f};
+    HostParameters model(params);
+    LossyAverage average;
+    OuterLoop loop(model, optimizer, [&](auto data, auto residual, const auto& c) { return average(data, residual, c); },
+                   OuterLoopOptions{.error_feedback = true});
+    ASSERT_EQ(loop.residual_count(), 2u);
+    params = {0.5f, 1.0f};  // round 1: pseudo-gradient (0.5, 1)
+    loop.sync();
+    EXPECT_EQ(average.contributions.back(), (std::vector<float>{0.5f, 1.0f}));
+    EXPECT_EQ(std::vector<float>(loop.residual().begin(), loop.residual().end()), (std::vector<float>{0.25f, 0.5f}));
+    // synced = (1, 2) - (0.5, 1) = (0.5, 1); round 2 moves by (0.25, 0.25) and carries the residual.
+    params = {0.25f, 0.75f};
+    average.fail_next = true;
+    EXPECT_THROW(loop.sync(), OuterLoopError);
+    EXPECT_EQ(average.contributions.back(), (std::vector<float>{0.5f, 0.75f}));
+    // The failed step kept the old residual: the retry sends the same contribution.
+    EXPECT_EQ(std::vector<float>(loop.residual().begin(), loop.residual().end()), (std::vector<float>{0.25f, 0.5f}));
+    params = {0.25f, 0.75f};
+    loop.sync();
+    EXPECT_EQ(average.contributions.back(), (std::vector<float>{0.5f, 0.75f}));
+    EXPECT_EQ(std::vector<float>(loop.residual().begin(), loop.residual().end()), (std::vector<float>{0.25f, 0.375f}));
+}
+
+TEST(OuterLoop, TakingUpAnotherNodesStateKeepsThisNodesResidual) {
+    const PluginInstance optimizer = test::make_plugin(PANGEA_KIND_OPTIM, "nesterov");
+    std::vector<float> params = {1.0f, 2.0f, 3.0f};
+    HostParameters model(params);
+    LossyAverage average;
+    OuterLoop loop(model, optimizer, [&](auto data, auto residual, const auto& c) { return average(data, residual, c); },
+                   OuterLoopOptions{.error_feedback = true});
+    const std::vector<float> own = {0.125f, -1.0f, 4.0f};
+    loop.restore_residual(own);
+    const std::vector<float> synced = {7.0f, 8.0f, 9.0f};
+    loop.restore(synced, loop.optimizer_state());  // live recovery: a peer's synced state
+    EXPECT_EQ(std::vector<float>(loop.residual().begin(), loop.residual().end()), own);
+    EXPECT_EQ(params, synced);
+    const std::vector<float> short_one = {1.0f};
+    EXPECT_THROW(loop.restore_residual(short_one), OuterLoopError);
+    EXPECT_EQ(std::vector<float>(loop.residual().begin(), loop.residual().end()), own);
+}
+
+TEST(OuterLoop, WithoutErrorFeedbackThereIsNoResidual) {
+    const PluginInstance optimizer = test::make_plugin(PANGEA_KIND_OPTIM, "nesterov");
+    std::vector<float> params = {1.0f};
+    HostParameters model(params);
+    OuterLoop loop(model, optimizer,
+                   [&](std::span<float> data, std::span<float> residual, const ContributionFn& contribution) {
+                       EXPECT_TRUE(residual.empty());
+                       contribution(data);
+                       return AllReduceResult{};
+                   },
+                   OuterLoopOptions{});
+    EXPECT_EQ(loop.residual_count(), 0u);
+    loop.sync();
+    EXPECT_THROW(loop.restore_residual(std::vector<float>{1.0f}), OuterLoopError);
 }
 
 }  // namespace

@@ -351,6 +351,22 @@ TEST_F(Coordinator, ANodeOfAnotherNumberOfRingsIsRefusedSayingSo) {
               "one per worker of the node: with nodes of different [node] workers, set it)");
 }
 
+TEST_F(Coordinator, ANodeThatCompressesOtherwiseIsRefusedSayingSo) {
+    start();  // (no compression given: the first node's is the run's)
+    const auto hello = [&](int connection, int node, const std::string& compression) {
+        message(connection, Json{{"op", "hello"}, {"protocol", 1}, {"run", "00000000000000ab"}, {"node", node},
+                                 {"address", "x:" + std::to_string(node)}, {"compression", compression}});
+    };
+    hello(9, 0, "compress/topk, gather aggregation");
+    hello(8, 1, "compress/topk, ring aggregation");
+    EXPECT_EQ(inbox[8].back()["op"], "refused");
+    EXPECT_EQ(inbox[8].back()["reason"],
+              "it compresses its contributions with compress/topk, ring aggregation, the run with compress/topk, gather "
+              "aggregation: every node of a run needs the same [compress] plugin and [mesh] aggregation");
+    hello(7, 2, "compress/topk, gather aggregation");
+    EXPECT_TRUE(inbox[7].empty() || inbox[7].back()["op"] != "refused");
+}
+
 TEST_F(Coordinator, ANodeWhoseWorkersRunTheRingsIsReachedAtTheirAddressesInEveryEpoch) {
     state.emplace(CoordinatorOptions{"00000000000000ab", std::chrono::milliseconds(3000), 1, "", 2}, now);
     const Json workers = Json::array({"10.0.0.1:1", "10.0.0.1:2"});

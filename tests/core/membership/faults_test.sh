@@ -12,10 +12,13 @@
 #   6. a stranger without the run's secret tries to join as node 3: refused, the run unaffected
 # and after every outer step all members hold bit-identical parameters. Every wait is bounded
 # and prints who was waiting on what. Needs root (network namespaces); skipped otherwise.
-# The nodes use transport/TRANSPORT (default tcp): the scenarios hold for every transport.
-#   faults_test.sh <pangea binary> <source root> [builtin|etcd] [TRANSPORT]
+# The nodes use transport/TRANSPORT (default tcp): the scenarios hold for every transport; and
+# compress/COMPRESS (default none) with [mesh] aggregation = AGGREGATION (default codec): with a
+# lossy codec each node keeps its error-feedback residual through all of it (a node dropped and
+# recovered keeps its own).
+#   faults_test.sh <pangea binary> <source root> [builtin|etcd] [TRANSPORT] [COMPRESS] [AGGREGATION]
 set -uo pipefail
-pangea=$1 root=$2 backend=${3:-builtin} transport=${4:-tcp}
+pangea=$1 root=$2 backend=${3:-builtin} transport=${4:-tcp} compress=${5:-none} aggregation=${6:-codec}
 if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
     echo "skipped: needs root and iproute2 (ip, tc) for network namespaces"
     exit 77
@@ -39,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 "$root/bench/wan.sh" up 6 --rate 16mbit >/dev/null || { echo "FAIL: bench/wan.sh up 6"; exit 1; }
 
-cat >"$work/run.toml" <<'TOML'
+cat >"$work/run.toml" <<TOML
 [run]
 seed = 5
 [model]
@@ -63,8 +66,9 @@ heartbeat_ms = 500
 timeout_ms = 2000
 min_members = 2
 secret_env = "PANGEA_TEST_SECRET"
+aggregation = "$aggregation"
 [compress]
-plugin = "none"
+plugin = "$compress"
 TOML
 
 export PANGEA_TEST_SECRET=faults-test-secret

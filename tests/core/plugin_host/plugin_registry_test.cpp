@@ -42,12 +42,12 @@ TEST(PluginRegistryRejects, LibraryWithoutEntrySymbol) {
 TEST(PluginRegistryRejects, LibraryForANewerAbiMajorAndNamesIt) {
     EXPECT_THAT(rejection_of(broken("entry_v2")),
                 HasSubstr("exports pangea_plugin_entry_v2: built for plugin ABI major 2, this "
-                          "host speaks ABI 1.3"));
+                          "host speaks ABI 1.4"));
 }
 
 TEST(PluginRegistryRejects, LibraryThatRefusesTheHandshake) {
     EXPECT_THAT(rejection_of(broken("refuses_handshake")),
-                HasSubstr("refused the handshake: it cannot work with host ABI 1.3"));
+                HasSubstr("refused the handshake: it cannot work with host ABI 1.4"));
 }
 
 TEST(PluginRegistryRejects, EntryPointThatFails) {
@@ -56,7 +56,7 @@ TEST(PluginRegistryRejects, EntryPointThatFails) {
 
 TEST(PluginRegistryRejects, DescriptorOfAnotherAbiMajor) {
     EXPECT_THAT(rejection_of(broken("abi_major2")),
-                HasSubstr("built for plugin ABI 2.0, this host speaks ABI 1.3"));
+                HasSubstr("built for plugin ABI 2.0, this host speaks ABI 1.4"));
 }
 
 TEST(PluginRegistryRejects, VtableTooSmall) {
