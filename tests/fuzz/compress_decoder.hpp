@@ -8,7 +8,8 @@
 // the frame.
 // Properties (pangea/compress.h): decode and decode_accumulate agree on the status, which is
 // PANGEA_OK, PANGEA_ERR_CORRUPT or PANGEA_ERR_INVALID_ARGUMENT; neither writes more values than
-// the frame can hold (a sparse codec's frame: its n); a refused frame leaves the accumulator
+// the frame's bytes can hold (values_per_byte each; a sparse codec's frame: its n); a refused
+// frame leaves the accumulator
 // untouched; a decoded frame adds up to what decode() writes; every configuration (scalar and
 // AVX2 kernels, other settings: a frame decodes whatever the instance's settings) decodes a frame
 // to the same bits; and a plugin's own checks (finite values, lossless re-encoding) hold.
@@ -38,10 +39,12 @@ public:
 
     // Where the frame header keeps n (the 24-byte header's; compress/topk's 32-byte one: 24).
     size_t count_offset = 16;
-    // A sparse codec (compress/topk) decodes more values than its frame has bytes: decode gets
-    // room for all n values when n is at most this; a larger n only goes to a NULL destination,
-    // which must be refused (only the frame's validation runs). 0: a dense codec.
-    size_t sparse_room = 0;
+    // The most values one byte of a frame can hold (compress/fp4: 2). 0: a sparse codec
+    // (compress/topk), whose frame holds any number: decode gets room for all n values when n is
+    // at most sparse_room; a larger n only goes to a NULL destination, which must be refused (only
+    // the frame's validation runs).
+    size_t values_per_byte = 1;
+    size_t sparse_room = size_t{1} << 16;
 
     // A plugin's own check of a decoded frame.
     std::function<void(const DecoderHarness&, const std::string& frame, const std::vector<float>& values)> check_decoded;
@@ -97,7 +100,7 @@ private:
         const auto& vt = plugin.vtable<pangea_compress_vtable>();
         const auto* src = reinterpret_cast<const uint8_t*>(frame.data());
         DecodeResult out;
-        if (sparse_room > 0 && n > sparse_room) {
+        if (values_per_byte == 0 && n > sparse_room) {
             // Too many values to hold: validation only, into NULL, which nothing may accept.
             out.status = vt.decode(plugin.handle(), src, frame.size(), nullptr, n);
             const pangea_status accumulated = vt.decode_accumulate(plugin.handle(), src, frame.size(), nullptr, n);
@@ -109,7 +112,7 @@ private:
         }
         // Room for as many values as the bytes could ever hold (a sparse codec: n): a decoder that
         // writes more has accepted a frame too short for n.
-        const size_t room = sparse_room > 0 ? n : std::min(n, frame.size());
+        const size_t room = values_per_byte == 0 ? n : std::min(n, values_per_byte * frame.size());
         out.values.assign(room, 0.0f);
         out.status = vt.decode(plugin.handle(), src, frame.size(), out.values.data(), n);
         std::vector<float> acc(room);

@@ -1,9 +1,9 @@
 // compress/fp4's decoder, e2m1 and e3m0 frames (plugins/compress/fp4/fp4.cpp, compiled in): see
-// compress_decoder.hpp. Configurations: each format with blocks of 64 and of 8 values (a frame
-// decodes by its own header, whatever the instance's settings). A decoded frame holds finite
-// values, none larger than its block's absmax. Every value a block can represent round-trips
-// exactly: decoded values encoded again (the frame's format and block size) give a frame that
-// decodes and re-encodes to the same bytes.
+// compress_decoder.hpp. A frame holds two values a byte at most. Configurations: each format with
+// blocks of 64 and of 8 values (a frame decodes by its own header, whatever the instance's
+// settings). A decoded frame holds finite values, none larger than its block's absmax. Every
+// value a block can represent round-trips exactly: decoded values encoded again (the frame's
+// format and block size) give a frame that decodes and re-encodes to the same bytes.
 #include <cmath>
 #include <iterator>
 
@@ -29,6 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         for (const Setting& s : kSettings)
             configurations.push_back({{"format", std::string(s.format)}, {"block_size", int64_t{s.block}}});
         fuzz::DecoderHarness h(fuzz::compiled_in_plugin(pangea_plugin_entry_v1), configurations);
+        h.values_per_byte = 2;  // a nibble each
         h.check_decoded = [](const fuzz::DecoderHarness& self, const std::string& frame, const std::vector<float>& values) {
             // A decoded frame has passed the header checks: scheme at 5, block size at 8, then
             // one f32 absmax per block.

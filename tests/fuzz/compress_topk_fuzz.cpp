@@ -29,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                {{},
                                 {{"value_bits", int64_t{8}}, {"chunk", int64_t{16}}, {"density", 0.25}}});
         h.count_offset = 24;
-        h.sparse_room = size_t{1} << 16;
+        h.values_per_byte = 0;  // sparse: up to h.sparse_room = 2^16 values decoded
         h.check_decoded = [](const fuzz::DecoderHarness&, const std::string& frame, const std::vector<float>& values) {
             // A decoded frame has passed the header checks: value bits at 5, chunk at 8, k of a
             // full chunk at 12 and of the last at 16; each chunk's parameters, then its bits.
