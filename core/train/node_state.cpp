@@ -1,5 +1,6 @@
 #include "train/node_state.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -42,6 +43,9 @@ TrainingState TransferableState::checkpoint(int64_t step, TrainingState state) c
     state.outer_optimizer = outer_.optimizer_state(std::move(state.outer_optimizer));
     state.residual.resize(outer_.residual_count());
     if (!state.residual.empty()) outer_.read_residual(state.residual);
+    // All zeros (a node that has only run alone) is what no residual means: nothing to write.
+    if (std::all_of(state.residual.begin(), state.residual.end(), [](float v) { return v == 0.0f; }))
+        state.residual.clear();
     state.inner_optimizer_later = inner_state_later();
     state.sampler_position = data_position(step);
     return state;

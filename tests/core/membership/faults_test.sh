@@ -151,7 +151,15 @@ wait_until 60 "the survivors commit the next outer step with three members" -- \
     bash -c "tail -1 '$work/run/metrics/node-0.jsonl' | grep -q '\"members\":3' && [[ \$(tail -1 '$work/run/metrics/node-0.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $step ]]"
 
 # 6. A stranger with the wrong secret claims the id of node 3, which died (a live node's id is
-#    refused earlier with etcd, where registrations keep ids unique).
+#    refused earlier with etcd, where registrations keep ids unique: there it waits for node 3's
+#    registration to expire with its lease, which on a loaded machine can take longer than the
+#    few seconds a node waits for an id to come free).
+if [[ $backend == etcd ]]; then
+    node_3_unregistered() {
+        ! ip netns exec pangea-n6 etcdctl --endpoints "$etcd_endpoint" get --prefix /pangea/ --keys-only | grep -q '/nodes/3$'
+    }
+    wait_until 60 "node 3's registration in etcd expires" -- node_3_unregistered
+fi
 step=$(last_step 0)
 expect "a node without the secret is refused" 1 "refused node 3: authentication failed" -- \
     env PANGEA_TEST_SECRET=a-guess timeout 60 ip netns exec pangea-n5 "$pangea" run "$work/run.toml" --node-id 3 \
