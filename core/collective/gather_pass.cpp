@@ -89,11 +89,10 @@ private:
         }
     }
 
-    // Outside the two directions' threads: aborts the links (the neighbours fail at once) and throws.
-    [[noreturn]] void fail(pangea_status status, std::string error) {
-        ring_.next_.abort();
-        ring_.previous_.abort();
-        throw PassFailure{status, "all-reduce: " + std::move(error)};
+    // Before or after the two directions run: as a failure inside them, the links go too (the
+    // neighbours fail at once).
+    [[noreturn]] void fail(pangea_status status, const std::string& error) {
+        control_.raise(status, "all-reduce: " + error);
     }
 
     void send_all() {
