@@ -2,23 +2,25 @@
 # DiLoCo benchmarks on the embedded default (examples/local.toml: tiny model, built-in corpus),
 # figures in docs/training.md:
 #   loss         final held-out loss and bytes sent per node of 1 node and of 4-node DiLoCo with
-#                each codec (fp32, int8, fp4, topk) and in overlap mode, the same inner steps per
-#                node (loopback), for each seed of --seeds and their mean
-#   utilization  compute utilization (inner compute time / wall time) of blocking and overlap
-#                mode, 4 nodes over emulated WAN links of --rate Mbit/s each way (bench/wan.sh;
-#                root only)
+#                each codec (fp32, int8, fp4, topk), and with --fragments fragments synced in
+#                turn, blocking and overlapped, the same inner steps per node (loopback), for
+#                each seed of --seeds and their mean
+#   utilization  compute utilization (inner compute time / wall time) of blocking mode and of
+#                --fragments fragments with overlap, 4 nodes over emulated WAN links of --rate
+#                Mbit/s each way (bench/wan.sh; root only)
 #
-#   bench/diloco.sh [loss] [utilization] [--rate 20] [--outer 20] [--inner 10] [--codec int8]
-#                   [--seeds "1234 99"]
+#   bench/diloco.sh [loss] [utilization] [--rate 20] [--outer 20] [--inner 10] [--fragments 5]
+#                   [--codec int8] [--seeds "1234 99"]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-parts=() rate=20 outer=20 inner=10 codec=int8 seeds="1234 99"
+parts=() rate=20 outer=20 inner=10 fragments=5 codec=int8 seeds="1234 99"
 while [[ $# -gt 0 ]]; do
     case $1 in
         loss|utilization) parts+=("$1"); shift ;;
         --rate) rate=$2; shift 2 ;;
         --outer) outer=$2; shift 2 ;;
         --inner) inner=$2; shift 2 ;;
+        --fragments) fragments=$2; shift 2 ;;
         --codec) codec=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
         *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
@@ -48,8 +50,9 @@ loss)
           "DiLoCo int8|4|--set compress.plugin=int8"
           "DiLoCo fp4|4|--set compress.plugin=fp4"
           "DiLoCo topk|4|--set compress.plugin=topk"
-          "DiLoCo fp32, overlap|4|--set compress.plugin=none --set diloco.overlap=true")
-    printf '\n%-24s' "run"
+          "DiLoCo fp32, $fragments fragments|4|--set compress.plugin=none --set diloco.fragments=$fragments"
+          "... and overlap|4|--set compress.plugin=none --set diloco.fragments=$fragments --set diloco.overlap=true")
+    printf '\n%-26s' "run"
     for seed in $seeds; do printf ' %12s' "seed $seed"; done
     printf ' %10s %9s %14s %10s\n' "mean" "vs fp32" "sent MiB/node" "fp32/sent"
     fp32_loss="" fp32_bytes=""
@@ -67,7 +70,7 @@ loss)
         done
         mean=$(printf '%s\n' "${losses[@]}" | awk '{ s += $1; n++ } END { printf "%.4f", s / n }')
         [[ $name == "DiLoCo fp32" ]] && fp32_loss=$mean fp32_bytes=$bytes
-        printf '%-24s' "$name"
+        printf '%-26s' "$name"
         for loss in "${losses[@]}"; do printf ' %12.4f' "$loss"; done
         printf ' %10s %9s %14.2f %10s\n' "$mean" \
             "$([[ -n $fp32_loss ]] && awk -v a="$mean" -v b="$fp32_loss" 'BEGIN { printf "%+.1f%%", 100 * (a / b - 1) }')" \
@@ -77,13 +80,14 @@ loss)
     ;;
 utilization)
     [[ $(id -u) -eq 0 ]] || { echo "error: the utilization part needs root (network namespaces)" >&2; exit 1; }
-    say "utilization: 4 nodes, $rate Mbit/s links, $codec, $outer outer x $inner inner steps"
+    say "utilization: 4 nodes, $rate Mbit/s links, $codec, $outer outer x $inner inner steps, overlap with $fragments fragments"
     trap '"$root/bench/wan.sh" down 4 >/dev/null' EXIT
     "$root/bench/wan.sh" up 4 --rate "${rate}mbit" >/dev/null
     for mode in false true; do
         "$pangea" launch -n 4 "$root/examples/local.toml" --netns pangea-n --host '10.77.0.{r}' \
             --set diloco.outer_steps="$outer" --set diloco.inner_steps="$inner" --set train.eval_interval=0 \
-            --set compress.plugin="$codec" --set diloco.overlap=$mode --set run.dir="$work/overlap-$mode" >/dev/null
+            --set compress.plugin="$codec" --set diloco.overlap=$mode \
+            --set diloco.fragments="$([[ $mode == true ]] && echo "$fragments" || echo 1)" --set run.dir="$work/overlap-$mode" >/dev/null
     done
     # utilization: over the whole run (the last overlapped all-reduce is waited for at the end);
     # per step: the mean of the outer steps' own utilization (the steady state).

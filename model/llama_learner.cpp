@@ -66,20 +66,23 @@ class DeviceParameters final : public ModelParameters {
 public:
     explicit DeviceParameters(torch::Tensor flat) : flat_(std::move(flat)) {}
     size_t size() const override { return static_cast<size_t>(flat_.numel()); }
-    void subtract_from(std::span<const float> base, std::span<float> out) const override {
-        read(out);
+    void subtract_from(size_t begin, std::span<const float> base, std::span<float> out) const override {
+        read(begin, out);
         for (size_t i = 0; i < out.size(); ++i) out[i] = base[i] - out[i];
     }
-    void assign(std::span<const float> values) override {
+    void assign(size_t begin, std::span<const float> values) override {
         torch::NoGradGuard no_grad;
-        flat_.copy_(host_view(values));
+        part(begin, values.size()).copy_(host_view(values));
     }
-    void read(std::span<float> out) const override {
+    void read(size_t begin, std::span<float> out) const override {
         torch::NoGradGuard no_grad;
-        host_view(out).copy_(flat_);
+        host_view(out).copy_(part(begin, out.size()));
     }
 
 private:
+    torch::Tensor part(size_t begin, size_t size) const {
+        return flat_.narrow(0, static_cast<int64_t>(begin), static_cast<int64_t>(size));
+    }
     static torch::Tensor host_view(std::span<const float> values) {
         return torch::from_blob(const_cast<float*>(values.data()), {static_cast<int64_t>(values.size())}, torch::kFloat32);
     }

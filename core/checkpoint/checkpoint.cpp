@@ -19,6 +19,7 @@ namespace {
 constexpr const char* kFormat = "pangea-checkpoint";
 constexpr int64_t kVersion = 2;
 constexpr const char* kResidual = "error_feedback.bin";  // a node's own part, when its codec keeps one
+constexpr const char* kLocal = "local_parameters.bin";   // a node's own part, with fragments
 constexpr size_t kChunk = 8u << 20;
 
 class Sha256 {
@@ -458,13 +459,16 @@ bool write_checkpoint(const ObjectStore& store, const std::string& prefix, const
     }
     const std::vector<uint8_t> inner = state.inner_optimizer_later ? state.inner_optimizer_later() : state.inner_optimizer;
     parts.push_back(write_part(store, dir, own + "inner_optimizer.bin", {inner}, &written, progress));
-    if (!state.residual.empty()) {
-        if (state.residual.size() != count)
-            throw CheckpointError("checkpoint of step " + std::to_string(state.step) + ": an error-feedback residual of " +
-                                  std::to_string(state.residual.size()) + " values, the model has " + std::to_string(count));
-        parts.push_back(write_part(store, dir, own + kResidual,
-                                   {{reinterpret_cast<const uint8_t*>(state.residual.data()), state.residual.size() * 4}},
-                                   &written, progress));
+    // The node's own vectors of parameter length, when it has them.
+    for (const auto& [name, values, what] : {std::tuple{kResidual, &state.residual, "an error-feedback residual"},
+                                             std::tuple{kLocal, &state.local, "local parameters"}}) {
+        if (values->empty()) continue;
+        if (values->size() != count)
+            throw CheckpointError("checkpoint of step " + std::to_string(state.step) + ": " + what + " of " +
+                                  std::to_string(values->size()) + " values, the model has " + std::to_string(count));
+        parts.push_back(write_part(store, dir, own + name,
+                                   {{reinterpret_cast<const uint8_t*>(values->data()), values->size() * 4}}, &written,
+                                   progress));
     }
     parts.push_back(write_part(store, dir, own + "manifest.toml", {bytes_of(state.manifest)}, &written, progress));
     if (!context.config.empty())
@@ -574,15 +578,17 @@ TrainingState read_checkpoint(const ObjectStore& store, const std::string& prefi
                                            dir + "shared/model.safetensors");
     state.outer_optimizer = read_shared(store, view, dir, "outer_optimizer.bin");
     state.inner_optimizer = read_part(store, dir, h, node_name(node) + "/inner_optimizer.bin");
-    const std::string residual = node_name(node) + "/" + kResidual;
-    if (std::any_of(h.parts.begin(), h.parts.end(), [&](const CheckpointPart& p) { return p.name == residual; })) {
-        const std::vector<uint8_t> bytes = read_part(store, dir, h, residual);
+    for (const auto& [name, values] : {std::pair{kResidual, &state.residual}, std::pair{kLocal, &state.local}}) {
+        const std::string part = node_name(node) + "/" + name;
+        if (std::none_of(h.parts.begin(), h.parts.end(), [&](const CheckpointPart& p) { return p.name == part; }))
+            continue;
+        const std::vector<uint8_t> bytes = read_part(store, dir, h, part);
         if (bytes.size() != state.params.size() * 4)
-            throw CheckpointError(store.name() + ": " + dir + residual + " is " + std::to_string(bytes.size()) +
+            throw CheckpointError(store.name() + ": " + dir + part + " is " + std::to_string(bytes.size()) +
                                   " bytes; the model's " + std::to_string(state.params.size()) +
                                   " parameters make " + std::to_string(state.params.size() * 4));
-        state.residual.resize(state.params.size());
-        std::memcpy(state.residual.data(), bytes.data(), bytes.size());
+        values->resize(state.params.size());
+        std::memcpy(values->data(), bytes.data(), bytes.size());
     }
     const auto manifest = read_part(store, dir, h, node_name(node) + "/manifest.toml");
     state.manifest.assign(manifest.begin(), manifest.end());

@@ -9,6 +9,8 @@
 //   node-<i>/inner_optimizer.bin           node i's inner optimizer state
 //   node-<i>/error_feedback.bin            node i's error-feedback residual (fp32, host byte
 //                                          order), when its codec keeps one
+//   node-<i>/local_parameters.bin          node i's model parameters (fp32, host byte order), when
+//                                          they are not the synced ones ([diloco] fragments)
 //   node-<i>/manifest.toml                 the manifest node i ran with
 //   node-<i>/config.json                   the built-in model as Hugging Face's LlamaConfig
 //   node-<i>.json                          written last by node i: the step, the members, its data
@@ -45,6 +47,9 @@ struct TrainingState {
     // This node's error-feedback residual (diloco/outer_loop.hpp), params.size() values; empty
     // when its codec keeps none.
     std::vector<float> residual;
+    // This node's model parameters, params.size() values, when they are not the synced ones
+    // (with [diloco] fragments the others keep local progress between their syncs); else empty.
+    std::vector<float> local;
     std::string manifest;                   // the manifest text
     // The nodes that committed this step together, ascending: the shared state is split among
     // them. Empty when writing: this node alone. Read back: the members of the checkpoint.

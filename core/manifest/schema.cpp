@@ -77,7 +77,12 @@ constexpr pangea_setting kTrain[] = {
 constexpr pangea_setting kDiloco[] = {
     integer("inner_steps", "100", "inner steps (H) between outer steps", 1, 1e9),
     integer("outer_steps", "10", "outer steps to run", 1, 1e9),
-    flag("overlap", "false", "all-reduce outer step t while the inner steps of t+1 run"),
+    integer("fragments", "1", "Streaming DiLoCo: the parameters are cut into this many fragments, synced in turn, "
+            "one every inner_steps / fragments inner steps (each every inner_steps)", 1, 4096),
+    flag("overlap", "false", "each sync's all-reduce runs while the next round's inner steps do; its average lands "
+         "at the end of that round"),
+    number("overlap_alpha", "0", "overlap: when a fragment's average lands, its local values become alpha x local + "
+           "(1 - alpha) x synced", 0.0, 1.0),
     number("outlier_factor", "10",
            "a member's pseudo-gradient with a norm over this many times the members' median is left out of the "
            "outer step, as is one with NaN/Inf (0: check NaN/Inf only)",

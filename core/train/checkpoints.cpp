@@ -52,12 +52,11 @@ NodeCheckpoints::NodeCheckpoints(const Manifest& m, PluginRegistry& registry, co
       node_(options.node_id),
       resume_(options.resume),
       prefix_(checkpoint_prefix(m)),
-      interval_(m.get_int("checkpoint", "interval")),
+      // (in rounds: with fragments, every interval outer steps is every interval x fragments rounds)
+      interval_(m.get_int("checkpoint", "interval") * m.get_int("diloco", "fragments")),
       context_(std::move(context)),
       manifest_text_(m.to_toml()) {
     if (interval_ <= 0 && resume_.empty()) return;
-    if (m.get_bool("diloco", "overlap"))
-        throw std::runtime_error(tag_ + ": checkpoints need diloco.overlap = false (not available with overlap yet)");
     store_ = std::make_unique<ObjectStore>(open_storage(m, registry));
     if (interval_ <= 0) return;
     CheckpointerOptions saving;
@@ -86,9 +85,13 @@ std::optional<TrainingState> NodeCheckpoints::read_resume_point() {
     return state;
 }
 
+bool NodeCheckpoints::due(int64_t steps, int64_t total) const {
+    return checkpointer_ && (steps % interval_ == 0 || steps == total);
+}
+
 void NodeCheckpoints::after_outer_step(const TransferableState& state, int64_t steps, int64_t total,
                                        std::vector<int> members) {
-    if (!checkpointer_ || (steps % interval_ != 0 && steps != total)) return;
+    if (!due(steps, total)) return;
     const auto start = std::chrono::steady_clock::now();
     TrainingState saved = state.checkpoint(steps, checkpointer_->spare());
     saved.manifest = manifest_text_;

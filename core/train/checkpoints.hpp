@@ -42,8 +42,11 @@ public:
     // SHA-256, the tensors' names and shapes); empty without --resume.
     std::optional<TrainingState> read_resume_point();
 
-    // After `steps` outer steps of `total`, committed by `members` (ascending node ids): saves
-    // this node's part when one is due.
+    // Whether a checkpoint is due after `steps` rounds of `total` (with fragments, rounds; see
+    // rounds_of()): every [checkpoint] interval outer steps and at the end.
+    bool due(int64_t steps, int64_t total) const;
+    // After `steps` rounds of `total`, committed by `members` (ascending node ids): saves this
+    // node's part when one is due. With nothing in flight (OuterLoop::drain()).
     void after_outer_step(const TransferableState& state, int64_t steps, int64_t total, std::vector<int> members);
 
     // Waits until the last checkpoint is on storage; returns the totals.

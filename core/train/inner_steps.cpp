@@ -6,6 +6,7 @@
 
 #include "data/sampler.hpp"
 #include "manifest/manifest.hpp"
+#include "train/run_setup.hpp"
 
 namespace pangea {
 
@@ -13,14 +14,14 @@ InnerSteps::InnerSteps(const Manifest& m, Learner& learner, Sampler& sampler, in
     : learner_(learner),
       sampler_(sampler),
       tag_("node-" + std::to_string(node)),
-      inner_steps_(m.get_int("diloco", "inner_steps")),
+      inner_steps_(rounds_of(m).inner_steps),
       micro_batch_(m.get_int("train", "micro_batch")),
       seq_len_(sampler.seq_len()),
       sequences_per_step_(micro_batch_ * m.get_int("train", "grad_accum")),
       eval_sequences_(m.get_int("data", "eval_sequences")) {
     schedule_.peak = m.get_float("train", "lr");
     schedule_.warmup_steps = m.get_int("train", "warmup_steps");
-    schedule_.total_steps = inner_steps_ * m.get_int("diloco", "outer_steps");
+    schedule_.total_steps = inner_steps_ * rounds_of(m).count;
     schedule_.decay_fraction = m.get_float("train", "decay_fraction");
     schedule_.sqrt_decay = m.get_string("train", "decay") == "sqrt";
     schedule_.min_ratio = m.get_float("train", "min_lr_ratio");

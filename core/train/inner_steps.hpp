@@ -1,4 +1,4 @@
-// The inner steps of a node: each round of H of them draws the node's next batches, cut into
+// The inner steps of a node: each round of them (H, or H / F with fragments: rounds_of()) draws the node's next batches, cut into
 // micro-batches, and steps the learner at the schedule's learning rate; and the evaluation on the
 // held-out windows.
 #pragma once
@@ -18,7 +18,7 @@ class Sampler;
 
 class InnerSteps {
 public:
-    // [diloco] inner_steps, [train] and [data] of the manifest. Both references must outlive this.
+    // [diloco] inner_steps and fragments, [train] and [data] of the manifest. Both references must outlive this.
     InnerSteps(const Manifest& manifest, Learner& learner, Sampler& sampler, int node);
     InnerSteps(const InnerSteps&) = delete;  // micro_ points into tokens_
     InnerSteps& operator=(const InnerSteps&) = delete;

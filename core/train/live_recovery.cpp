@@ -11,7 +11,12 @@ namespace pangea {
 LiveRecovery::LiveRecovery(MeshSession& mesh, TransferableState& state, bool overlap)
     : mesh_(mesh), state_(state), overlap_(overlap) {
     // (The outer step waiting leaves the committed state untouched: the snapshot is of it.)
-    if (!overlap_) mesh_.on_joiners_blocked([this] { mesh_.offer(state_.snapshot(mesh_.committed_step())); });
+    mesh_.on_joiners_blocked([this] {
+        if (overlap_)
+            blocked_ = true;  // (the training thread may be changing the inner state now)
+        else
+            mesh_.offer(state_.snapshot(mesh_.committed_step()));
+    });
 }
 
 int64_t LiveRecovery::start(int64_t held) {
@@ -23,9 +28,6 @@ int64_t LiveRecovery::start(int64_t held) {
 
 int64_t LiveRecovery::recover(Rejoin from) {
     const std::string tag = "node-" + std::to_string(mesh_.node()) + ": ";
-    if (overlap_)
-        throw std::runtime_error(tag + from.why + "; this node must recover its state from a peer, which needs "
-                                            "diloco.overlap = false (not available with overlap yet)");
     while (true) {
         FetchReport report;
         const StateSnapshot snapshot = mesh_.fetch(from, state_.max_snapshot_bytes(), &report);
@@ -50,8 +52,11 @@ int64_t LiveRecovery::recover(Rejoin from) {
     }
 }
 
+void LiveRecovery::offer_when_blocked() {
+    if (blocked_.exchange(false)) mesh_.offer(state_.snapshot(mesh_.committed_step()));
+}
+
 void LiveRecovery::offer_state() {
-    if (overlap_) return;
     mesh_.offer(mesh_.joiners_waiting() ? state_.snapshot(mesh_.committed_step()) : nullptr);
 }
 

@@ -3,6 +3,7 @@
 // meanwhile; a member keeps a snapshot for whoever waits to recover.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,10 +16,11 @@ namespace pangea {
 
 class LiveRecovery {
 public:
-    // Both must outlive this object. `overlap`: diloco.overlap, where recovery is not available.
-    // Below [mesh] min_members the run cannot commit until joiners take part, so a member that
-    // waits for them hands them its committed state then (they would wait on it while it waits
-    // on them), at the start as in mid-run.
+    // Both must outlive this object. Below [mesh] min_members the run cannot commit until
+    // joiners take part, so a member that waits for them hands them its committed state then
+    // (they would wait on it while it waits on them), at the start as in mid-run. With `overlap`
+    // (diloco.overlap) that wait is on the all-reduce's thread while the training thread trains:
+    // the training thread hands the state over when it waits too, in offer_when_blocked().
     LiveRecovery(MeshSession& mesh, TransferableState& state, bool overlap);
     ~LiveRecovery() { mesh_.on_joiners_blocked(nullptr); }
     LiveRecovery(const LiveRecovery&) = delete;
@@ -33,8 +35,13 @@ public:
     // give a state that fits, within [mesh] recovery_timeout_ms.
     int64_t recover(Rejoin from);
 
-    // After each commit: keeps this node's state for joiners while anyone waits.
+    // After each commit, with nothing in flight (OuterLoop::drain()): keeps this node's state for
+    // joiners while anyone waits.
     void offer_state();
+    bool joiners_waiting() const { return mesh_.joiners_waiting(); }
+    // Overlap: called on the training thread while it waits for the average in flight
+    // (OuterLoop::while_waiting()): hands joiners the committed state if the run waits for them.
+    void offer_when_blocked();
 
     // One JSON object per recovery: {"step", "from", "bytes", "seconds"}.
     const std::vector<Json>& recoveries() const { return recoveries_; }
@@ -43,6 +50,7 @@ private:
     MeshSession& mesh_;
     TransferableState& state_;
     bool overlap_;
+    std::atomic<bool> blocked_ = false;  // overlap: the all-reduce waits for joiners
     std::vector<Json> recoveries_;
 };
 

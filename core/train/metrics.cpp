@@ -61,7 +61,7 @@ void NodeMetrics::outer_step(Json line, const OuterStepReport& report, double co
     lines_ << to_json(line) << "\n" << std::flush;
 }
 
-void NodeMetrics::finish(const OuterStepReport& report) {
+void NodeMetrics::landed(const OuterStepReport& report) {
     if (report.applied) {
         allreduce_total_ += report.allreduce.seconds;
         bytes_total_ += report.allreduce.bytes_sent;

@@ -41,8 +41,8 @@ public:
     // caller's fields; this adds the all-reduce's, the utilization, and the totals' state.
     void outer_step(Json line, const OuterStepReport& report, double compute, double wall);
 
-    // The last outer step (overlap mode applies it after the loop).
-    void finish(const OuterStepReport& report);
+    // An average that landed outside sync() (OuterLoop::drain(), finish()): into the totals.
+    void landed(const OuterStepReport& report);
 
     // summary/node-<i>.json: the totals and `extra` (what only the caller knows).
     void summary(const Json& extra) const;

@@ -15,6 +15,8 @@
 #include "train/node_setup.hpp"
 #include "train/node_state.hpp"
 #include "train/node_workers.hpp"
+#include "train/round_end.hpp"
+#include "train/run_setup.hpp"
 
 namespace pangea {
 namespace {
@@ -60,7 +62,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     if (workers) workers->lead(*setup.learner, parameter_count(setup.shape));
     const std::string& tag = setup.tag;
     const bool overlap = m.get_bool("diloco", "overlap");
-    const int64_t outer_steps = m.get_int("diloco", "outer_steps");
+    const Rounds rounds = rounds_of(m);  // (with fragments, F per outer step)
     const int64_t eval_interval = m.get_int("train", "eval_interval");
 
     // The checkpoint to resume from is read now, so that the mesh hears which step this node holds.
@@ -87,14 +89,18 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     // shard of each; the node's whole outer state is then the workers' together).
     ModelParameters& params = setup.learner->parameters();
     OuterLoop loop(params, setup.optimizer, average,
-                   OuterLoopOptions{.overlap = overlap, .error_feedback = wants_error_feedback(setup.codec)});
+                   OuterLoopOptions{.overlap = overlap,
+                                    .fragments = rounds.fragments,
+                                    .overlap_alpha = static_cast<float>(m.get_float("diloco", "overlap_alpha")),
+                                    .error_feedback = wants_error_feedback(setup.codec)});
     const std::unique_ptr<OuterState> sharded = workers ? workers->outer_state(loop) : nullptr;
     OuterState& outer_state = sharded ? *sharded : loop;
     InnerSteps inner(m, *setup.learner, setup.sampler, setup.node);
     NodeState state(outer_state, *setup.learner, setup.sampler, inner.sequences_per_round());
     std::optional<LiveRecovery> recovery;
     if (mesh) recovery.emplace(*mesh, state, overlap);
-    NodeMetrics metrics(m.get_string("run", "dir"), setup.node, outer_steps, inner.per_round(), resumed.has_value());
+    if (recovery && overlap) loop.while_waiting([&] { recovery->offer_when_blocked(); });
+    NodeMetrics metrics(m.get_string("run", "dir"), setup.node, rounds.count, inner.per_round(), resumed.has_value());
 
     int64_t first_outer = 0;
     if (resumed) {
@@ -105,37 +111,45 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     if (recovery) first_outer = recovery->start(first_outer);
     if (workers) workers->hand_over(first_outer);
 
-    // Evaluates the synced parameters: in overlap mode the model holds local progress on top of
-    // them, so it is swapped out for the evaluation.
+    // Evaluates the synced parameters: with overlap or fragments the model holds local progress
+    // on top of them, so it is swapped out for the evaluation.
     std::vector<float> local;
     auto evaluate_synced = [&] {
-        if (!overlap) return inner.evaluate();
+        if (!overlap && rounds.fragments == 1) return inner.evaluate();
         local.resize(params.size());
-        params.read(local);
-        params.assign(loop.synced());
+        params.read(0, local);
+        params.assign(0, loop.synced());
         const double loss = inner.evaluate();
-        params.assign(local);
+        params.assign(0, local);
         return loss;
     };
 
     metrics.begin();
-    for (int64_t outer = first_outer; outer < outer_steps; ++outer) {
+    for (int64_t outer = first_outer; outer < rounds.count; ++outer) {
         const auto round_start = Clock::now();
         if (workers) workers->train(outer);
         const InnerSteps::Round round = inner.run(outer, &metrics);
         const int64_t tokens = inner.tokens_per_round();
         metrics.status("syncing", outer, inner.per_round(), double(tokens) / round.compute_seconds, true);
         if (workers) workers->sync();  // (each averages its shard over its own rings)
-        const OuterStepReport report = loop.sync();
+        OuterStepReport report = loop.sync(outer);
+        // (Overlap: the averages landed so far, taken before any drain: what every node's line of
+        // this step shows alike.)
+        const std::string params_hash = report.dropped() ? std::string() : outer_state.synced_hash();
+        if (!report.dropped())
+            if (OuterStepReport drained = land_before_handing_over(loop, outer, rounds.count, checkpoints,
+                                                                   recovery ? &*recovery : nullptr, metrics);
+                drained.dropped())
+                report = std::move(drained);
         if (report.dropped()) {
             log(PANGEA_LOG_WARN, "train", tag + ": " + mesh->rejoin().why + "; recovering from a peer");
             outer = recovery->recover(mesh->rejoin()) - 1;  // the loop's ++ makes it the next step
             if (workers) workers->hand_over(outer + 1);
             continue;
         }
-        if (recovery) recovery->offer_state();
-        checkpoints.after_outer_step(state, outer + 1, outer_steps, mesh ? mesh->member_nodes() : std::vector{setup.node});
-        const bool eval_now = eval_interval > 0 && (outer + 1) % eval_interval == 0 && outer + 1 < outer_steps;
+        if (recovery && !loop.in_flight()) recovery->offer_state();
+        checkpoints.after_outer_step(state, outer + 1, rounds.count, mesh ? mesh->member_nodes() : std::vector{setup.node});
+        const bool eval_now = eval_interval > 0 && (outer + 1) % eval_interval == 0 && outer + 1 < rounds.count;
         if (eval_now) metrics.evaluated(evaluate_synced());
         const double wall = seconds_since(round_start);
         Json line{{"outer_step", outer + 1},
@@ -148,11 +162,11 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                          {"tokens_per_s", double(tokens) / wall},
                          {"synced_outer_steps", loop.applied_steps()},
                          {"members", mesh ? int64_t{mesh->members()} : int64_t{1}},
-                         {"params_hash", outer_state.synced_hash()}});
+                         {"params_hash", params_hash}});
         metrics.outer_step(std::move(line), report, round.compute_seconds, wall);
         metrics.status("training", outer + 1, 0, double(tokens) / wall, true);
     }
-    metrics.finish(loop.finish());
+    metrics.landed(loop.finish());
     if (mesh) mesh->leave();
     const CheckpointStats saves = checkpoints.finish();  // the last checkpoint is on storage before the run reports done
     metrics.end();
@@ -180,10 +194,11 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     const std::vector<Json>& recoveries = recovery ? recovery->recoveries() : no_recoveries;
     metrics.summary(Json{{"nodes", setup.nodes},
                          {"parameters", static_cast<int64_t>(outer_state.parameter_count())},
-                         {"outer_steps", outer_steps},
+                         {"outer_steps", rounds.count},
                          {"inner_steps", inner.per_round()},
+                         {"fragments", rounds.fragments},
                          {"overlap", overlap},
-                         {"tokens", outer_steps * inner.tokens_per_round()},
+                         {"tokens", rounds.count * inner.tokens_per_round()},
                          {"params_hash", hash},
                          {"recoveries", static_cast<int64_t>(recoveries.size())},
                          {"last_recovery", recoveries.empty() ? Json() : recoveries.back()},
@@ -199,7 +214,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                          {"checkpoint_write_seconds", saves.write_seconds},
                          {"checkpoint_bytes", saves.bytes},
                          {"last_checkpoint", saves.last_step}});
-    metrics.status("done", outer_steps, 0, 0, true);
+    metrics.status("done", rounds.count, 0, 0, true);
     return 0;
 }
 

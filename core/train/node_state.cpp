@@ -46,6 +46,8 @@ TrainingState TransferableState::checkpoint(int64_t step, TrainingState state) c
     // All zeros (a node that has only run alone) is what no residual means: nothing to write.
     if (std::all_of(state.residual.begin(), state.residual.end(), [](float v) { return v == 0.0f; }))
         state.residual.clear();
+    state.local.resize(outer_.local_count());
+    if (!state.local.empty()) outer_.read_local(state.local);
     state.inner_optimizer_later = inner_state_later();
     state.sampler_position = data_position(step);
     return state;
@@ -60,6 +62,13 @@ void TransferableState::take_up(const TrainingState& state) {
     else if (!state.residual.empty())
         log(PANGEA_LOG_WARN, "checkpoint",
             "the checkpoint's error-feedback residual is left unused: this node's codec keeps none");
+    // So are the local parameters: a node without fragments starts from the synced ones.
+    if (!state.local.empty() && outer_.local_count() > 0)
+        outer_.restore_local(state.local);
+    else if (!state.local.empty())
+        log(PANGEA_LOG_WARN, "checkpoint",
+            "the checkpoint's local parameters are left unused: this node syncs all of them at once ([diloco] "
+            "fragments = 1) and starts from the synced ones");
     take_up_inner(state.inner_optimizer, state.step);
 }
 

@@ -229,6 +229,8 @@ int check_workers(const Manifest& m, int worker) {
         errors.push_back(where + " with [train] device = \"" + device + "\" needs NCCL, which this build lacks (build "
                                  "where the CUDA toolkit and NCCL are, PANGEA_WITH_NCCL), or run one worker per node");
     if (m.get_bool("diloco", "overlap")) errors.push_back(where + " needs diloco.overlap = false (not available yet)");
+    if (m.get_int("diloco", "fragments") > 1)
+        errors.push_back(where + " needs diloco.fragments = 1 (each worker's shard syncs whole; not available yet)");
     if (const int rings = outer_rings(m); m.get_int("mesh", "nodes") > 1 && rings % workers != 0)
         errors.push_back(m.core.at("mesh").at("rings").origin + ": [mesh] rings = " + std::to_string(rings) +
                          " is not a multiple of [node] workers = " + std::to_string(workers) +
@@ -489,6 +491,13 @@ public:
         own_.restore_residual(residual.subspan(0, shard(0).size()));
     }
 
+    // (Workers sync their shards whole: check_workers() refuses fragments.)
+    size_t local_count() const override { return 0; }
+    void read_local(std::span<float>) const override { throw OuterLoopError("a node of workers keeps no local parameters"); }
+    void restore_local(std::span<const float>) override {
+        throw OuterLoopError("a node of workers keeps no local parameters ([diloco] fragments = 1)");
+    }
+
 private:
     WorkerGroup& group() const { return *workers_.group_; }
     ShardRange shard(int k) const { return shard_range(count_, group().size(), k); }
@@ -585,7 +594,7 @@ private:
             inner_.run(header.value, nullptr);
             return;
         case static_cast<uint32_t>(Command::kSync):
-            loop_.sync();  // (a dropped node's next commands take up the state it recovers)
+            loop_.sync(0);  // (fragments = 1: any round. A dropped node's next commands take up the state it recovers)
             return;
         case static_cast<uint32_t>(Command::kReadSynced): {
             const auto synced = loop_.synced();

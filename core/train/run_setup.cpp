@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
 
 namespace fs = std::filesystem;
@@ -45,6 +46,19 @@ std::string run_id_text(uint64_t id) {
     char text[17];
     std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(id));
     return text;
+}
+
+Rounds rounds_of(const Manifest& m) {
+    const int64_t inner = m.get_int("diloco", "inner_steps");
+    const int64_t fragments = m.get_int("diloco", "fragments");
+    if (inner % fragments != 0)
+        throw ManifestError({m.core.at("diloco").at("fragments").origin + ": [diloco] fragments = " +
+                             std::to_string(fragments) + " must divide inner_steps = " + std::to_string(inner) +
+                             " (each fragment syncs every inner_steps, one every inner_steps / fragments)"});
+    if (fragments < 2 && m.get_bool("diloco", "overlap"))
+        throw ManifestError({m.core.at("diloco").at("overlap").origin + ": " + kOverlapNeedsFragments +
+                             " (set [diloco] fragments, e.g. 5)"});
+    return {m.get_int("diloco", "outer_steps") * fragments, inner / fragments, static_cast<int>(fragments)};
 }
 
 int outer_rings(const Manifest& m) {

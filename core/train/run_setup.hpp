@@ -22,6 +22,18 @@ PluginInstance open_storage(const Manifest& manifest, PluginRegistry& registry);
 // Where the run's checkpoints go in the storage: "<checkpoint.prefix or run name>/".
 std::string checkpoint_prefix(const Manifest& manifest);
 
+// How the run's inner steps fall into rounds, each ending in one sync of one fragment of the
+// parameters ([diloco] fragments, Streaming DiLoCo): a round is inner_steps / fragments inner
+// steps, and the run outer_steps x fragments rounds. Steps counted anywhere else (metrics,
+// checkpoints, the mesh) count rounds. Throws ManifestError naming [diloco] fragments when
+// inner_steps is not a multiple of it, or overlap when there is one fragment.
+struct Rounds {
+    int64_t count = 0;        // rounds (syncs) in the run
+    int64_t inner_steps = 0;  // inner steps in each
+    int fragments = 1;
+};
+Rounds rounds_of(const Manifest& manifest);
+
 // [mesh] rings, resolved: 0 (the default) is one per worker of the node ([node] workers).
 int outer_rings(const Manifest& manifest);
 

@@ -152,11 +152,17 @@ public:
             std::fill(residual.begin(), residual.end(), 0.0f);
             return AllReduceResult{};
         };
+        // (Overlap needs fragments: rounds_of() refuses it without.)
+        if (rounds_of(manifest_).fragments > 1)
+            throw std::invalid_argument(manifest_.core.at("diloco").at("fragments").origin +
+                                        ": [diloco] fragments (and overlap, which needs them) run in the C++ node "
+                                        "(pangea launch) only for now: the Python node syncs all parameters after "
+                                        "each outer step");
         loop_ = std::make_unique<OuterLoop>(
             *params_, optimizer_, std::move(average),
-            OuterLoopOptions{.overlap = manifest_.get_bool("diloco", "overlap"), .error_feedback = wants_error_feedback(codec_)});
+            OuterLoopOptions{.error_feedback = wants_error_feedback(codec_)});
         state_ = std::make_unique<PythonState>(*loop_, inner_steps(), std::move(save_inner), std::move(take_up_inner));
-        if (mesh_) recovery_.emplace(*mesh_, *state_, manifest_.get_bool("diloco", "overlap"));
+        if (mesh_) recovery_.emplace(*mesh_, *state_, /*overlap=*/false);
         checkpoints_.emplace(manifest_, registry_, options_,
                              checkpoint_context(names, shapes, static_cast<size_t>(info.size)));
         std::optional<TrainingState> resumed = checkpoints_->read_resume_point();
@@ -184,7 +190,7 @@ public:
     py::dict sync(double compute_seconds, double loss) {
         const OuterLoop& loop = attached();
         const auto start = std::chrono::steady_clock::now();
-        const OuterStepReport report = interruptible([&] { return loop_->sync(); });
+        const OuterStepReport report = interruptible([&] { return loop_->sync(outer_step_); });
         if (report.dropped()) {
             log(PANGEA_LOG_WARN, "python", tag() + ": " + mesh_->rejoin().why + "; recovering from a peer");
             outer_step_ = interruptible([&] { return recovery_->recover(mesh_->rejoin()); });
@@ -231,7 +237,7 @@ public:
             py::gil_scoped_release release;
             report = loop_->finish();
         }
-        metrics_->finish(report);
+        metrics_->landed(report);
         CheckpointStats saves;
         {
             py::gil_scoped_release release;

@@ -60,6 +60,8 @@ struct RunOptions {
     int outer_steps = 3;
     int inner_steps = 1;
     bool overlap = false;
+    int fragments = 1;
+    float overlap_alpha = 0;
     std::string codec = "none";
     std::optional<Aggregation> aggregation;  // unset: the codec's
     std::map<std::string, SettingValue> optimizer;
@@ -100,11 +102,14 @@ std::vector<NodeResult> run_diloco(const Manifest& m, const RunOptions& o) {
                                contribution(data);
                                return allreduce.run(data, ReduceOp::kAverage, 0, residual);
                            },
-                           OuterLoopOptions{.overlap = o.overlap, .error_feedback = wants_error_feedback(codec)});
+                           OuterLoopOptions{.overlap = o.overlap,
+                                            .fragments = o.fragments,
+                                            .overlap_alpha = o.overlap_alpha,
+                                            .error_feedback = wants_error_feedback(codec)});
             NodeResult result;
             for (int outer = 0; outer < o.outer_steps; ++outer) {
                 for (int h = 0; h < o.inner_steps; ++h) node.inner_step(0.01);
-                loop.sync();
+                loop.sync(outer);
                 result.synced_hashes.push_back(hash_floats(loop.synced().data(), loop.synced().size()));
             }
             loop.finish();
@@ -179,6 +184,7 @@ TEST(Diloco, OverlapKeepsEveryNodeBitIdenticalAndAppliesEveryStep) {
     o.outer_steps = 4;
     o.inner_steps = 2;
     o.overlap = true;
+    o.fragments = 2;
     o.codec = "int8";
     const auto results = run_diloco(m, o);
     for (const auto& r : results) {
@@ -191,6 +197,30 @@ TEST(Diloco, OverlapKeepsEveryNodeBitIdenticalAndAppliesEveryStep) {
     EXPECT_NE(results[0].synced_hashes[1], results[0].synced_hashes[0]);
 }
 
+TEST(Diloco, FragmentsKeepEveryNodeBitIdenticalInEitherModeAndSyncInTurn) {
+    const Manifest m = small_manifest();
+    for (const bool overlap : {false, true}) {
+        RunOptions o;
+        o.world = 3;
+        o.outer_steps = 6;  // each of the 3 fragments syncs twice
+        o.inner_steps = 1;
+        o.overlap = overlap;
+        o.fragments = 3;
+        o.overlap_alpha = 0.5f;
+        o.codec = "int8";
+        const auto results = run_diloco(m, o);
+        for (const auto& r : results) {
+            EXPECT_EQ(r.synced_hashes, results[0].synced_hashes) << "overlap " << overlap;
+            EXPECT_TRUE(r.params == results[0].params) << "overlap " << overlap;
+            EXPECT_EQ(r.applied, 6) << "overlap " << overlap;
+        }
+        // Every sync changes the synced parameters (blocking: its own fragment; overlap: the one
+        // that landed, from the second on).
+        for (size_t k = overlap ? 2 : 1; k < results[0].synced_hashes.size(); ++k)
+            EXPECT_NE(results[0].synced_hashes[k], results[0].synced_hashes[k - 1]) << "overlap " << overlap << ", sync " << k;
+    }
+}
+
 TEST(Diloco, ErrorFeedbackKeepsEveryNodeBitIdenticalInEitherAggregationAndMode) {
     const Manifest m = small_manifest();
     for (const Aggregation aggregation : {Aggregation::kRing, Aggregation::kGather})
@@ -200,6 +230,7 @@ TEST(Diloco, ErrorFeedbackKeepsEveryNodeBitIdenticalInEitherAggregationAndMode) 
             o.outer_steps = 3;
             o.inner_steps = 2;
             o.overlap = overlap;
+            o.fragments = overlap ? 3 : 1;
             o.codec = "int8";  // lossy: it asks for error feedback
             o.aggregation = aggregation;
             const auto results = run_diloco(m, o);

@@ -15,10 +15,14 @@
 # The nodes use transport/TRANSPORT (default tcp): the scenarios hold for every transport; and
 # compress/COMPRESS (default none) with [mesh] aggregation = AGGREGATION (default codec): with a
 # lossy codec each node keeps its error-feedback residual through all of it (a node dropped and
-# recovered keeps its own).
+# recovered keeps its own). With `overlap` the nodes sync 2 fragments in turn, each all-reduce
+# running while the next round trains ([diloco] fragments, overlap): joiners and dropped nodes
+# recover all the same.
 #   faults_test.sh <pangea binary> <source root> [builtin|etcd] [TRANSPORT] [COMPRESS] [AGGREGATION]
+#                  [blocking|overlap]
 set -uo pipefail
 pangea=$1 root=$2 backend=${3:-builtin} transport=${4:-tcp} compress=${5:-none} aggregation=${6:-codec}
+schedule=${7:-blocking}
 if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
     echo "skipped: needs root and iproute2 (ip, tc) for network namespaces"
     exit 77
@@ -60,6 +64,7 @@ eval_interval = 0
 [diloco]
 inner_steps = 2
 outer_steps = 40
+$([[ $schedule == overlap ]] && printf 'fragments = 2\noverlap = true')
 [mesh]
 nodes = 5
 heartbeat_ms = 500
