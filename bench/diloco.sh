@@ -51,7 +51,8 @@ loss)
           "DiLoCo fp4|4|--set compress.plugin=fp4"
           "DiLoCo topk|4|--set compress.plugin=topk"
           "DiLoCo fp32, $fragments fragments|4|--set compress.plugin=none --set diloco.fragments=$fragments"
-          "... and overlap|4|--set compress.plugin=none --set diloco.fragments=$fragments --set diloco.overlap=true")
+          "... and overlap|4|--set compress.plugin=none --set diloco.fragments=$fragments --set diloco.overlap=true"
+          "... overlap, alpha 0|4|--set compress.plugin=none --set diloco.fragments=$fragments --set diloco.overlap=true --set diloco.overlap_alpha=0")
     printf '\n%-26s' "run"
     for seed in $seeds; do printf ' %12s' "seed $seed"; done
     printf ' %10s %9s %14s %10s\n' "mean" "vs fp32" "sent MiB/node" "fp32/sent"

@@ -145,7 +145,7 @@ public:
 struct OuterLoopOptions {
     bool overlap = false;  // [diloco] overlap
     int fragments = 1;     // [diloco] fragments
-    float overlap_alpha = 0;  // [diloco] overlap_alpha: the local values' share when an average lands
+    float overlap_alpha = 0;  // [diloco] overlap_alpha: the local values' share when an average lands (0: none)
     // The codec asks for error feedback (PANGEA_COMPRESS_CAP_ERROR_FEEDBACK): the loop keeps what
     // compression lost of each contribution and adds it to the next one.
     bool error_feedback = false;

@@ -81,7 +81,7 @@ constexpr pangea_setting kDiloco[] = {
             "one every inner_steps / fragments inner steps (each every inner_steps)", 1, 4096),
     flag("overlap", "false", "each sync's all-reduce runs while the next round's inner steps do; its average lands "
          "at the end of that round"),
-    number("overlap_alpha", "0", "overlap: when a fragment's average lands, its local values become alpha x local + "
+    number("overlap_alpha", "0.5", "overlap: when a fragment's average lands, its local values become alpha x local + "
            "(1 - alpha) x synced", 0.0, 1.0),
     number("outlier_factor", "10",
            "a member's pseudo-gradient with a norm over this many times the members' median is left out of the "

@@ -46,13 +46,14 @@ typedef struct pangea_optim_vtable {
      * parameter (element i's update reads element i's state alone, as momentum's does) can step
      * any range of the parameters in an instance init()ed for that range, as an instance of all
      * of them would. A node of several workers then splits the outer step among them, each worker
-     * an instance for its range, and these three move a range's state between an instance of all
-     * n parameters and one of the range, so that what is saved for the run (save_state() of all
-     * n) does not depend on who held which range. Both the range and the bytes are in the
+     * an instance for its range, and a node with [diloco] fragments steps one fragment at a time;
+     * these three move a range's state between an instance of all n parameters and one of the
+     * range, so that what is saved for the run (save_state() of all n) does not depend on who
+     * held which range. Both the range and the bytes are in the
      * instance's own format: the bytes of a range are what save_state() of an instance
      * init(count)ed holding that range writes. An optimizer that cannot split its state answers
      * PANGEA_ERR_UNSUPPORTED (and range_state_size 0); so does the host for plugins of an older
-     * ABI, and the node then keeps the outer step whole. */
+     * ABI, and the node then keeps the outer step whole (and refuses [diloco] fragments). */
 
     /* The bytes save_state_range() writes for `count` parameters (0: unsupported). */
     size_t (*range_state_size)(void* instance, size_t count);

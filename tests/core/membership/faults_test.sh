@@ -63,8 +63,7 @@ threads = 1
 eval_interval = 0
 [diloco]
 inner_steps = 2
-outer_steps = 40
-$([[ $schedule == overlap ]] && printf 'fragments = 2\noverlap = true')
+$([[ $schedule == overlap ]] && printf 'outer_steps = 120\nfragments = 2\noverlap = true' || echo 'outer_steps = 40')
 [mesh]
 nodes = 5
 heartbeat_ms = 500

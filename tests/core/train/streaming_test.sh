@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Checkpoints of Streaming DiLoCo with overlap, with real processes and real signals: two nodes
-# sync 3 fragments in turn ([diloco] fragments), each all-reduce running while the next round
-# trains (overlap). A checkpoint lands the average in flight first, and keeps each node's model
-# parameters beside the synced ones (the fragments not synced last hold local progress). All
-# SIGKILLed after a checkpoint and resumed with `--resume latest`, they end bit-identical to a
-# launch that never stopped. Overlap without fragments is refused by name.
+# Streaming DiLoCo with overlap, with real processes and real signals: nodes sync 3 fragments in
+# turn ([diloco] fragments), each all-reduce running while the next round trains (overlap).
+# - Checkpoints: a checkpoint lands the average in flight first, and keeps each node's model
+#   parameters beside the synced ones (the fragments not synced last hold local progress). Two
+#   nodes SIGKILLed after a checkpoint and resumed with `--resume latest` end bit-identical to a
+#   launch that never stopped.
+# - Below [mesh] min_members: two nodes of three wait for the third, which joins with --join and
+#   takes up the state a member offers while its training thread waits for the run; all three
+#   end bit-identical. (Kills, stops and joins mid-run: mesh.faults.overlap.)
+# - Overlap without fragments, and fragments that do not divide inner_steps, are refused by name.
 #   streaming_test.sh <pangea binary>
 set -uo pipefail
 pangea=$1
@@ -52,6 +56,30 @@ expect "launch --resume latest takes up the synced and each node's local paramet
     "$pangea" launch "$work/run.toml" "${streaming[@]}" --set run.dir="$work/killed" --resume latest
 expect_equal "... and ends bit-identical to the uninterrupted launch" "$want" \
     "$(json_field "$work/killed/summary/node-1.json" params_hash)"
+
+# Below min_members: nodes 0 and 1 start, the run cannot commit until node 2 joins.
+tiny_run_manifest "$work/three.toml" joiner 3 3 4 'min_members = 3
+address = "127.0.0.1:0"'
+"$pangea" coordinator "$work/three.toml" --run-id 7 --listen 127.0.0.1:0 --address-file "$work/coordinator.addr" \
+    >"$work/coordinator.log" 2>&1 &
+wait_for 30 test -s "$work/coordinator.addr"
+node() {  # id, extra arguments
+    local i=$1; shift
+    "$pangea" run "$work/three.toml" --node-id "$i" --run-id 7 --set run.dir="$work/three" "${streaming[@]}" \
+        --set mesh.coordinator="$(cat "$work/coordinator.addr")" "$@" >"$work/node-$i.log" 2>&1
+}
+node 0 & first=$!
+node 1 & second=$!
+wait_for 60 grep -q "is a member; step 0; members \[0, 1\]" "$work/coordinator.log"
+node 2 --join; joiner_rc=$?
+expect_rc "node 2 joins below min_members and finishes" 0 -- test "$joiner_rc" -eq 0
+expect "... having taken up the state a waiting member offered" 0 "recovered the state of outer step 0" -- \
+    cat "$work/node-2.log"
+wait "$first"; first_rc=$?
+wait "$second"; second_rc=$?
+expect_rc "nodes 0 and 1 finish" 0 -- test "$first_rc$second_rc" = 00
+expect_rc "all three end bit-identical" 0 -- \
+    test "$(grep -ho '"params_hash":"[0-9a-f]*"' "$work"/three/summary/node-{0,1,2}.json | sort -u | wc -l)" -eq 1
 
 expect "overlap without fragments is refused by name" 1 "overlap needs fragments >= 2" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/one" --set mesh.nodes=1 --set diloco.overlap=true
