@@ -6,14 +6,15 @@
 #                turn, blocking and overlapped, the same inner steps per node (loopback), for
 #                each seed of --seeds and their mean
 #   utilization  compute utilization (inner compute time / wall time) of blocking mode and of
-#                --fragments fragments with overlap, 4 nodes over emulated WAN links of --rate
-#                Mbit/s each way (bench/wan.sh; root only)
+#                --fragments fragments with overlap, --nodes nodes (one per core: on a shared
+#                core a node's rounds vary, and the ring waits for its slowest) over emulated WAN
+#                links of --rate Mbit/s each way (bench/wan.sh; root only)
 #
 #   bench/diloco.sh [loss] [utilization] [--rate 20] [--outer 20] [--inner 10] [--fragments 5]
-#                   [--codec int8] [--seeds "1234 99"]
+#                   [--codec int8] [--seeds "1234 99"] [--nodes 4]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-parts=() rate=20 outer=20 inner=10 fragments=5 codec=int8 seeds="1234 99"
+parts=() rate=20 outer=20 inner=10 fragments=5 codec=int8 seeds="1234 99" nodes=4
 while [[ $# -gt 0 ]]; do
     case $1 in
         loss|utilization) parts+=("$1"); shift ;;
@@ -21,9 +22,10 @@ while [[ $# -gt 0 ]]; do
         --outer) outer=$2; shift 2 ;;
         --inner) inner=$2; shift 2 ;;
         --fragments) fragments=$2; shift 2 ;;
+        --nodes) nodes=$2; shift 2 ;;
         --codec) codec=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
-        *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 [[ ${#parts[@]} -gt 0 ]] || parts=(loss utilization)
@@ -81,11 +83,11 @@ loss)
     ;;
 utilization)
     [[ $(id -u) -eq 0 ]] || { echo "error: the utilization part needs root (network namespaces)" >&2; exit 1; }
-    say "utilization: 4 nodes, $rate Mbit/s links, $codec, $outer outer x $inner inner steps, overlap with $fragments fragments"
-    trap '"$root/bench/wan.sh" down 4 >/dev/null' EXIT
-    "$root/bench/wan.sh" up 4 --rate "${rate}mbit" >/dev/null
+    say "utilization: $nodes nodes, $rate Mbit/s links, $codec, $outer outer x $inner inner steps, overlap with $fragments fragments"
+    trap '"$root/bench/wan.sh" down "$nodes" >/dev/null' EXIT
+    "$root/bench/wan.sh" up "$nodes" --rate "${rate}mbit" >/dev/null
     for mode in false true; do
-        "$pangea" launch -n 4 "$root/examples/local.toml" --netns pangea-n --host '10.77.0.{r}' \
+        "$pangea" launch -n "$nodes" "$root/examples/local.toml" --netns pangea-n --host '10.77.0.{r}' \
             --set diloco.outer_steps="$outer" --set diloco.inner_steps="$inner" --set train.eval_interval=0 \
             --set compress.plugin="$codec" --set diloco.overlap=$mode \
             --set diloco.fragments="$([[ $mode == true ]] && echo "$fragments" || echo 1)" --set run.dir="$work/overlap-$mode" >/dev/null
