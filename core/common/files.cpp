@@ -28,7 +28,7 @@ struct FdCloser {
 
 }  // namespace
 
-void write_file_atomically(const std::filesystem::path& path, const std::string& text) {
+void write_file_atomically(const std::filesystem::path& path, const std::string& text, Durability durability) {
     static std::atomic<unsigned> counter{0};
     // Unique per process and call: concurrent writers never share a temporary file.
     const std::filesystem::path temporary =
@@ -44,7 +44,7 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
             if (n < 0) fail("cannot write", temporary, errno);
             done += static_cast<size_t>(n);
         }
-        if (::fsync(file.fd) != 0) fail("cannot sync", temporary, errno);
+        if (durability == Durability::kDurable && ::fsync(file.fd) != 0) fail("cannot sync", temporary, errno);
         const int fd = std::exchange(file.fd, -1);
         if (::close(fd) != 0) fail("cannot close", temporary, errno);
         if (::rename(temporary.c_str(), path.c_str()) != 0) fail("cannot rename " + temporary.string() + " to", path, errno);
@@ -52,6 +52,7 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
         ::unlink(temporary.c_str());
         throw;
     }
+    if (durability != Durability::kDurable) return;
     // The rename is durable once the directory is.
     FdCloser dir{::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
     if (dir.fd < 0) fail("cannot open the directory", directory, errno);

@@ -7,11 +7,17 @@
 
 namespace pangea {
 
-// Writes text and a newline to path: into a temporary file in the same directory, synced, then
-// renamed over path and the directory synced, so that readers (and a crash) see all or nothing.
-// Throws std::system_error naming the path and the system's reason for any failure, and leaves
-// no temporary file behind.
-void write_file_atomically(const std::filesystem::path& path, const std::string& text);
+// Whether write_file_atomically() waits for the disk: kDurable survives a crash of the machine;
+// kReadersOnly is for a file rewritten all the time (a status), where readers must see all or
+// nothing but the next rewrite replaces what a crash would lose anyway.
+enum class Durability { kDurable, kReadersOnly };
+
+// Writes text and a newline to path: into a temporary file in the same directory, synced (with
+// kDurable), then renamed over path and the directory synced (kDurable), so that readers (and
+// with kDurable a crash) see all or nothing. Throws std::system_error naming the path and the
+// system's reason for any failure, and leaves no temporary file behind.
+void write_file_atomically(const std::filesystem::path& path, const std::string& text,
+                           Durability durability = Durability::kDurable);
 
 // A fresh directory of this process's own in the system's temporary directory (mkdtemp), removed
 // with all it holds when this goes. Throws std::system_error naming the path and why. It names

@@ -56,8 +56,8 @@ void LiveRecovery::offer_when_blocked() {
     if (blocked_.exchange(false)) mesh_.offer(state_.snapshot(mesh_.committed_step()));
 }
 
-void LiveRecovery::offer_state() {
-    mesh_.offer(mesh_.joiners_waiting() ? state_.snapshot(mesh_.committed_step()) : nullptr);
+void LiveRecovery::offer_state(bool settled) {
+    mesh_.offer(settled && mesh_.joiners_waiting() ? state_.snapshot(mesh_.committed_step()) : nullptr);
 }
 
 }  // namespace pangea

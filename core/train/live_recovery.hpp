@@ -35,9 +35,9 @@ public:
     // give a state that fits, within [mesh] recovery_timeout_ms.
     int64_t recover(Rejoin from);
 
-    // After each commit, with nothing in flight (OuterLoop::drain()): keeps this node's state for
-    // joiners while anyone waits.
-    void offer_state();
+    // After each commit: keeps this node's state for joiners while anyone waits, when it is
+    // `settled` (no average in flight: OuterLoop::drain()); drops the one kept before otherwise.
+    void offer_state(bool settled = true);
     bool joiners_waiting() const { return mesh_.joiners_waiting(); }
     // Overlap: called on the training thread while it waits for the average in flight
     // (OuterLoop::while_waiting()): hands joiners the committed state if the run waits for them.

@@ -31,7 +31,8 @@ void NodeMetrics::status(const char* state, int64_t outer, int64_t inner, double
                                                          {"tokens_per_s", tokens_per_s},
                                                          {"allreduce_seconds", last_allreduce_.seconds},
                                                          {"allreduce_bytes", last_allreduce_.bytes_sent},
-                                                         {"compute_utilization", compute_utilization()}}));
+                                                         {"compute_utilization", compute_utilization()}}),
+                             Durability::kReadersOnly);  // (4 times a second, on the training thread)
     } catch (const std::exception& e) {
         // A full disk must not stop training: the status is for watching the run.
         if (!status_failed_)

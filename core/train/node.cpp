@@ -147,7 +147,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
             if (workers) workers->hand_over(outer + 1);
             continue;
         }
-        if (recovery && !loop.in_flight()) recovery->offer_state();
+        if (recovery) recovery->offer_state(/*settled=*/!loop.in_flight());
         checkpoints.after_outer_step(state, outer + 1, rounds.count, mesh ? mesh->member_nodes() : std::vector{setup.node});
         const bool eval_now = eval_interval > 0 && (outer + 1) % eval_interval == 0 && outer + 1 < rounds.count;
         if (eval_now) metrics.evaluated(evaluate_synced());

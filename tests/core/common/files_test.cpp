@@ -61,10 +61,12 @@ protected:
 };
 
 TEST_F(Files, ReplacesTheFileWholeAndLeavesNothingElse) {
-    write_file_atomically(dir / "status.json", "first");
-    write_file_atomically(dir / "status.json", "second");
-    EXPECT_EQ(read(dir / "status.json"), "second\n");
-    EXPECT_EQ(entries(), 1u) << "no temporary file left";
+    for (const Durability durability : {Durability::kDurable, Durability::kReadersOnly}) {
+        write_file_atomically(dir / "status.json", "first", durability);
+        write_file_atomically(dir / "status.json", "second", durability);
+        EXPECT_EQ(read(dir / "status.json"), "second\n");
+        EXPECT_EQ(entries(), 1u) << "no temporary file left";
+    }
 }
 
 TEST_F(Files, AnUnwritableDirectoryIsReportedWithThePathAndLeavesNoTemporaryFile) {
