@@ -149,7 +149,10 @@ epochs=$(coordinator_log | grep -c "\[coordinator\] epoch")
 new_epoch() { [[ $(coordinator_log | grep -c "\[coordinator\] epoch") -gt $epochs ]]; }
 wait_until 60 "a new epoch with all four nodes starts" -- new_epoch
 kill -9 "${pids[3]}"
-wait_until 30 "the epoch node 3 died in is retried without it" -- coordinator_says "is retried: node 3 dropped"
+# (Whichever notices first says why: the coordinator, node 3's connection closing; or a survivor,
+# its transport's receive from node 3 failing, as UCX's endpoint timeout can, on a loaded machine.)
+retried_without_3() { coordinator_log | grep -qE "is retried: (node 3 dropped|node [0-2] reported a failed all-reduce)"; }
+wait_until 30 "the epoch node 3 died in is retried without it" -- retried_without_3
 step=$(last_step 0)
 wait_until 60 "the survivors commit the next outer step with three members" -- \
     bash -c "tail -1 '$work/run/metrics/node-0.jsonl' | grep -q '\"members\":3' && [[ \$(tail -1 '$work/run/metrics/node-0.jsonl' | grep -o '\"outer_step\":[0-9]*' | cut -d: -f2) -gt $step ]]"
