@@ -182,7 +182,6 @@ public:
     // average in flight (live recovery offers joiners a snapshot from there).
     void while_waiting(std::function<void()> poll) { while_waiting_ = std::move(poll); }
     bool in_flight() const { return in_flight_.valid(); }
-    int fragments() const { return fragments_; }
 
     std::span<const float> synced() const { return synced_; }
 
