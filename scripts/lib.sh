@@ -11,7 +11,7 @@ PANGEA_PACKAGES=(
     libtomlplusplus-dev libcli11-dev
     libgtest-dev libgmock-dev libssl-dev procps libtorch-dev iproute2
     libcurl4-openssl-dev etcd-server libgloo-dev libucx-dev
-    nlohmann-json3-dev libpugixml-dev
+    nlohmann-json3-dev libpugixml-dev libpcre2-dev zlib1g-dev
     # The Python package (python/): pybind11 and Debian's Python with its PyTorch (the same
     # LibTorch version as libtorch-dev).
     pybind11-dev python3-dev python3-torch

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <iomanip>
 #include <iostream>
 #include <map>
 
@@ -217,11 +218,18 @@ int checkpoint_command(const std::string& action, const CheckpointCommand& comma
 }
 
 int data_prepare(const PrepareOptions& options) {
-    const auto written = prepare_shards(options);
-    uint64_t tokens = 0;
-    for (const auto& path : written) tokens += TokenShard(path).size();
-    std::cout << "wrote " << written.size() << " shard" << (written.size() == 1 ? "" : "s") << " ("
-              << tokens << " tokens, byte tokenizer, vocabulary 257) to " << options.output.string() << "\n";
+    const auto progress = [](const PrepareProgress& p) {
+        std::cerr << "  " << std::fixed << std::setprecision(1) << p.text_bytes / 1e6 << " MB of text, " << p.tokens
+                  << " tokens, " << p.seconds << " s\n";
+    };
+    const PrepareReport report = prepare_shards(options, progress);
+    std::cout << "wrote " << report.shards.size() << " shard" << (report.shards.size() == 1 ? "" : "s") << " ("
+              << report.tokens << " tokens, " << report.tokenizer << ") to " << options.output.string() << "\n";
+    if (report.text_bytes > 0 && report.encode_seconds > 0)
+        std::cout << std::fixed << std::setprecision(1) << report.text_bytes / 1e6 << " MB of text in " << report.seconds
+                  << " s: " << report.text_bytes / 1e6 / report.seconds << " MB/s on " << report.threads << " thread"
+                  << (report.threads == 1 ? "" : "s") << ", " << report.text_bytes / 1e6 / report.encode_seconds
+                  << " MB/s per core\n";
     return 0;
 }
 
@@ -409,11 +417,25 @@ int main(int argc, char** argv) {
     auto* data = app.add_subcommand("data", "training data");
     data->require_subcommand(1);
     auto* prepare = data->add_subcommand(
-        "prepare", "turn text files (one document each) into token shards with the byte tokenizer");
+        "prepare", "tokenize text files, JSONL (plain or .gz) and token arrays (.npy, .bin) into token shards");
     PrepareOptions prepare_options;
     std::string prepare_output;
-    prepare->add_option("files", prepare_options.inputs, "text files");
-    prepare->add_option("-o,--output", prepare_output, "directory for the shards")->required();
+    prepare->add_option("files", prepare_options.inputs,
+                        "*.jsonl[.gz] (one JSON object per line), *.npy (1-D uint16/uint32), *.bin (uint16, nanoGPT), "
+                        "anything else: a text file, one document");
+    prepare->add_option("-o,--output", prepare_output, "directory for the shards (holding none yet)")->required();
+    prepare->add_option("--tokenizer", prepare_options.tokenizer.file,
+                        "byte, a tiktoken ranks file, or a Hugging Face tokenizer.json")->capture_default_str();
+    prepare->add_option("--pattern", prepare_options.tokenizer.pattern,
+                        "tiktoken files: the pre-tokenizer, cl100k, o200k, llama3, gpt2 (each with its special "
+                        "tokens) or a regex")->capture_default_str();
+    prepare->add_option("--document-end", prepare_options.tokenizer.document_end,
+                        "the special token ending each document: a name, or NAME=ID (default: <|endoftext|>, "
+                        "<|end_of_text|> or </s>)");
+    prepare->add_option("--field", prepare_options.field, "JSONL: the field holding each document")->capture_default_str();
+    prepare->add_option("--vocab", prepare_options.vocab, ".npy/.bin: the vocabulary their ids come from")
+        ->check(CLI::Range(uint32_t{1}, uint32_t{1} << 31));
+    prepare->add_option("--threads", prepare_options.threads, "tokenizing threads (0: one per core)")->capture_default_str();
     prepare->add_option("--builtin", prepare_options.builtin, "a built-in corpus source instead: prose, code, arithmetic, lists");
     prepare->add_option("--builtin-bytes", prepare_options.builtin_bytes, "bytes of built-in text to generate")
         ->capture_default_str();
@@ -453,7 +475,7 @@ int main(int argc, char** argv) {
         if (*launch_command) return launch(launch_options);
         if (*prepare) {
             if (prepare_options.inputs.empty() == prepare_options.builtin.empty()) {
-                std::cerr << "error: data prepare takes text files or --builtin NAME (one of the two)\n";
+                std::cerr << "error: data prepare takes input files or --builtin NAME (one of the two)\n";
                 return 1;
             }
             prepare_options.output = prepare_output;

@@ -69,7 +69,7 @@ expect "a file that is not a shard is rejected" 1 "bad.tok: 11 bytes is too shor
 # Data preparation: text in, shards out, and a manifest that trains on them checks clean.
 printf 'hello world\n' >"$work/a.txt"
 printf 'second document\n' >"$work/b.txt"
-expect "data prepare writes shards" 0 "wrote 1 shard (30 tokens, byte tokenizer, vocabulary 257)" -- \
+expect "data prepare writes shards" 0 "wrote 1 shard (30 tokens, byte tokenizer, vocabulary 257, documents end with 256)" -- \
     "$pangea" data prepare -o "$work/shards" "$work/a.txt" "$work/b.txt"
 expect "data prepare of a built-in source" 0 "wrote 3 shards" -- \
     "$pangea" data prepare -o "$work/builtin" --builtin arithmetic --builtin-bytes 30000 --shard-tokens 12000
