@@ -10,11 +10,11 @@
 #                core a node's rounds vary, and the ring waits for its slowest) over emulated WAN
 #                links of --rate Mbit/s each way (bench/wan.sh; root only)
 #
-#   bench/diloco.sh [loss] [utilization] [--rate 20] [--outer 20] [--inner 10] [--fragments 5]
+#   bench/diloco.sh [loss] [utilization] [--rate 20] [--outer 40] [--inner 10] [--fragments 5]
 #                   [--codec int8] [--seeds "1234 99"] [--nodes 4]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-parts=() rate=20 outer=20 inner=10 fragments=5 codec=int8 seeds="1234 99" nodes=4
+parts=() rate=20 outer=40 inner=10 fragments=5 codec=int8 seeds="1234 99" nodes=4
 while [[ $# -gt 0 ]]; do
     case $1 in
         loss|utilization) parts+=("$1"); shift ;;

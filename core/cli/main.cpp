@@ -14,6 +14,7 @@
 #include "common/log.hpp"
 #include "data/prepare.hpp"
 #include "data/token_shard.hpp"
+#include "report/run_report.hpp"
 #include "manifest/manifest.hpp"
 #include "topology/auth.hpp"
 #include "membership/coordinator.hpp"
@@ -414,6 +415,12 @@ int main(int argc, char** argv) {
     launch_command->add_option("--host", launch_options.host,
                                "address node i listens on; {r} becomes i + 1 (e.g. 10.77.0.{r})");
 
+    auto* report_command = app.add_subcommand(
+        "report", "write a run's HTML report (loss, throughput, utilization, traffic, members, checkpoints)");
+    std::string report_dir, report_output;
+    report_command->add_option("run_dir", report_dir, "the run's directory ([run] dir)")->required();
+    report_command->add_option("-o,--output", report_output, "the HTML file (default: RUN_DIR/report.html)");
+
     auto* data = app.add_subcommand("data", "training data");
     data->require_subcommand(1);
     auto* prepare = data->add_subcommand(
@@ -473,6 +480,10 @@ int main(int argc, char** argv) {
         for (const auto& [name, action] : checkpoint_actions)
             if (*action) return checkpoint_command(name, checkpoint_options);
         if (*launch_command) return launch(launch_options);
+        if (*report_command) {
+            std::cout << "wrote " << write_run_report(report_dir, report_output).string() << "\n";
+            return 0;
+        }
         if (*prepare) {
             if (prepare_options.inputs.empty() == prepare_options.builtin.empty()) {
                 std::cerr << "error: data prepare takes input files or --builtin NAME (one of the two)\n";

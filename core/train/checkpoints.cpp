@@ -101,6 +101,11 @@ void NodeCheckpoints::after_outer_step(const TransferableState& state, int64_t s
     stall_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+std::optional<CheckpointStats> NodeCheckpoints::so_far() const {
+    if (!checkpointer_) return std::nullopt;
+    return checkpointer_->stats();
+}
+
 CheckpointStats NodeCheckpoints::finish() {
     if (!checkpointer_) return {};
     checkpointer_->wait();

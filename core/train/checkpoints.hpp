@@ -51,6 +51,8 @@ public:
 
     // Waits until the last checkpoint is on storage; returns the totals.
     CheckpointStats finish();
+    // The saves so far (one in flight not yet counted); empty when this node saves none.
+    std::optional<CheckpointStats> so_far() const;
     // Training time lost to saving: the copy into host memory, and any wait for the writer.
     double stall_seconds() const { return stall_seconds_; }
 

@@ -16,6 +16,7 @@
 
 #include "common/process.hpp"
 #include "manifest/manifest.hpp"
+#include "report/run_report.hpp"
 #include "topology/auth.hpp"
 #include "train/metrics.hpp"
 
@@ -257,32 +258,73 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
     sigaction(SIGTERM, &previous_term, nullptr);
     if (tty) std::printf("\r\033[K");
 
+    // The run's HTML report (`pangea report` writes it again at any time).
+    const auto report = [&run_dir] {
+        try {
+            std::printf("report: %s\n", write_run_report(run_dir).c_str());
+        } catch (const std::exception& e) {
+            std::printf("no report: %s\n", e.what());
+        }
+    };
     if (forwarded > 0) {
         std::printf("interrupted; partial metrics are in %s\n", (run_dir / "metrics").c_str());
+        report();
         return 130;
     }
     bool all_ok = true;
     for (size_t i = 0; i < codes.size(); ++i)
         if (codes[i].value_or(1) != 0) all_ok = false;
 
-    std::printf("\n%-6s %11s %11s %9s %12s %13s  %s\n", "node", "final loss", "eval loss", "util", "all-reduce s",
-                "sent MiB", "parameters");
+    std::vector<std::optional<Json>> summaries(static_cast<size_t>(nodes));
+    bool checkpointing = false;  // a column for checkpoints when any node saved, skipped or failed one
+    for (int i = 0; i < nodes; ++i) {
+        if (codes[i].value_or(1) != 0) continue;
+        summaries[i] = read_json(run_dir / "summary" / ("node-" + std::to_string(i) + ".json"));
+        if (summaries[i])
+            checkpointing = checkpointing || number(*summaries[i], "checkpoints_saved") + number(*summaries[i], "checkpoints_failed") +
+                                                     number(*summaries[i], "checkpoints_skipped") > 0;
+    }
+    std::printf("\n%-6s %11s %11s %9s %12s %13s  %s%s\n", "node", "final loss", "eval loss", "util", "all-reduce s",
+                "sent MiB", checkpointing ? "checkpoints (saved/failed/skipped, last)  " : "", "parameters");
     std::string first_hash;
     bool identical = true;
     int finished = 0;
+    std::vector<std::string> checkpoint_warnings;
     for (int i = 0; i < nodes; ++i) {
-        const auto fields = read_json(run_dir / "summary" / ("node-" + std::to_string(i) + ".json"));
-        if (!fields || codes[i].value_or(1) != 0) continue;
-        const std::string hash = json_string(*fields, "params_hash").value_or("?");
+        if (!summaries[i]) continue;
+        const Json& fields = *summaries[i];
+        const std::string hash = json_string(fields, "params_hash").value_or("?");
         if (finished++ == 0) first_hash = hash;
         identical = identical && hash == first_hash;
         char eval[32] = "-";  // a node that does not evaluate (a Python node) reports none
-        if (const double loss = number(*fields, "final_eval_loss"); loss >= 0) std::snprintf(eval, sizeof eval, "%.4f", loss);
-        std::printf("%-6d %11.4f %11s %8.1f%% %12.2f %13.1f  %s\n", i, number(*fields, "final_loss"), eval,
-                    100 * number(*fields, "compute_utilization"), number(*fields, "allreduce_seconds"),
-                    number(*fields, "bytes_sent") / 1048576.0, hash.c_str());
+        if (const double loss = number(fields, "final_eval_loss"); loss >= 0) std::snprintf(eval, sizeof eval, "%.4f", loss);
+        std::string saves;
+        if (checkpointing) {
+            const auto saved = static_cast<long long>(number(fields, "checkpoints_saved"));
+            const auto failed = static_cast<long long>(number(fields, "checkpoints_failed"));
+            const auto skipped = static_cast<long long>(number(fields, "checkpoints_skipped"));
+            const auto last = json_number(fields, "last_checkpoint");
+            const std::string last_text = last && *last >= 0 ? "step " + std::to_string(static_cast<long long>(*last)) : "none";
+            char cell[96];
+            std::snprintf(cell, sizeof cell, "%lld/%lld/%lld, %s", saved, failed, skipped, last_text.c_str());
+            char padded[128];
+            std::snprintf(padded, sizeof padded, "%-41s  ", cell);
+            saves = padded;
+            if (failed > 0)
+                checkpoint_warnings.push_back(
+                    "WARNING: node " + std::to_string(i) + " failed " + std::to_string(failed) + " of " +
+                    std::to_string(saved + failed + skipped) + " checkpoint saves; its last good checkpoint is " +
+                    (last && *last >= 0 ? "step " + std::to_string(static_cast<long long>(*last)) : "none") + ": see " +
+                    (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).string());
+        }
+        std::printf("%-6d %11.4f %11s %8.1f%% %12.2f %13.1f  %s%s\n", i, number(fields, "final_loss"), eval,
+                    100 * number(fields, "compute_utilization"), number(fields, "allreduce_seconds"),
+                    number(fields, "bytes_sent") / 1048576.0, saves.c_str(), hash.c_str());
     }
-    if (finished == 0) return 1;
+    if (finished == 0) {
+        report();
+        return 1;
+    }
     std::printf("%s\n", !identical ? "WARNING: the nodes' final parameters differ"
                          : all_ok   ? "all nodes hold bit-identical parameters"
                                     : "the nodes that finished hold bit-identical parameters");
@@ -291,6 +333,11 @@ int launch_local(const Manifest& manifest, const LaunchOptions& options) {
             if (codes[i].value_or(1) != 0)
                 std::printf("node %zu exited with status %d; see %s\n", i, codes[i].value_or(1),
                             (run_dir / "logs" / ("node-" + std::to_string(i) + ".log")).c_str());
+    for (const std::string& warning : checkpoint_warnings) std::printf("%s\n", warning.c_str());
+    report();
+    // A run that trained but could not save every checkpoint asked of it is not as recoverable as
+    // its manifest says: a status of its own, 3, so that scripts notice too.
+    if (identical && all_ok && !checkpoint_warnings.empty()) return kCheckpointsFailed;
     return identical && all_ok ? 0 : 1;
 }
 

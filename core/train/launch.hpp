@@ -22,7 +22,12 @@ struct LaunchOptions {
     bool fresh = false;  // passed on to every node: delete the run's checkpoints and start afresh
 };
 
-// Returns 0 when every node succeeded, 1 when one failed, 130 when interrupted.
+// The status of a run that trained to the end, every node agreeing, while some checkpoint saves
+// failed (the end table names the nodes and their last good checkpoint).
+constexpr int kCheckpointsFailed = 3;
+
+// Returns 0 when every node succeeded, 1 when one failed (or their parameters differ),
+// kCheckpointsFailed, or 130 when interrupted.
 int launch_local(const Manifest& manifest, const LaunchOptions& options);
 
 }  // namespace pangea

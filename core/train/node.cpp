@@ -125,10 +125,13 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
     };
 
     metrics.begin();
+    const int64_t started_at = first_outer;
+    int64_t rounds_trained = 0;  // by this process, each once (a round the mesh dropped too)
     for (int64_t outer = first_outer; outer < rounds.count; ++outer) {
         const auto round_start = Clock::now();
         if (workers) workers->train(outer);
         const InnerSteps::Round round = inner.run(outer, &metrics);
+        ++rounds_trained;
         const int64_t tokens = inner.tokens_per_round();
         metrics.status("syncing", outer, inner.per_round(), double(tokens) / round.compute_seconds, true);
         if (workers) workers->sync();  // (each averages its shard over its own rings)
@@ -163,6 +166,13 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                          {"synced_outer_steps", loop.applied_steps()},
                          {"members", mesh ? int64_t{mesh->members()} : int64_t{1}},
                          {"params_hash", params_hash}});
+        // Running totals, so that a report can mark the steps where they grow.
+        if (const std::optional<CheckpointStats> saves = checkpoints.so_far())
+            line.update(Json{{"checkpoints_saved", saves->saved},
+                             {"checkpoints_failed", saves->failed},
+                             {"checkpoints_skipped", saves->skipped},
+                             {"last_checkpoint", saves->last_step}});
+        if (recovery) line["recoveries"] = static_cast<int64_t>(recovery->recoveries().size());
         metrics.outer_step(std::move(line), report, round.compute_seconds, wall);
         metrics.status("training", outer + 1, 0, double(tokens) / wall, true);
     }
@@ -198,7 +208,8 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                          {"inner_steps", inner.per_round()},
                          {"fragments", rounds.fragments},
                          {"overlap", overlap},
-                         {"tokens", rounds.count * inner.tokens_per_round()},
+                         {"first_outer_step", started_at},
+                         {"tokens", rounds_trained * inner.tokens_per_round()},
                          {"params_hash", hash},
                          {"recoveries", static_cast<int64_t>(recoveries.size())},
                          {"last_recovery", recoveries.empty() ? Json() : recoveries.back()},

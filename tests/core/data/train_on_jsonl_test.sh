@@ -34,7 +34,7 @@ expect "a missing field names file and line" 1 "docs.jsonl.gz: line 1: no field 
     "$pangea" data prepare --tokenizer "$work/small.tiktoken" -o "$work/data3" "$work/docs.jsonl.gz"
 expect_rc "... and leaves no shard" 0 -- test -z "$(ls -A "$work/data3")"
 
-tiny_run_manifest "$work/run.toml" jsonl 7 2 20
+tiny_run_manifest "$work/run.toml" jsonl 7 2 30
 cat >>"$work/run.toml" <<TOML
 [[data.sources]]
 path = "$work/data"
@@ -44,6 +44,7 @@ expect "two nodes train on it" 0 "all nodes hold bit-identical parameters" -- \
 expect "... with the tokenizer's vocabulary" 0 "vocab 2001)" -- cat "$work/run/logs/node-0.log"
 first=$(json_field "$work/run/metrics/node-0.jsonl" eval_loss)
 last=$(json_field "$work/run/summary/node-0.json" final_eval_loss)
-expect_rc "the held-out loss falls ($first after one outer step, $last at the end)" 0 \
-    -- awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.9 * a) }'
+# (Untrained, the loss is ln(2001) = 7.6.)
+expect_rc "the held-out loss falls ($first after one outer step, $last at the end, below 0.85 ln(2001) = 6.46)" 0 \
+    -- awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a && b < 0.85 * log(2001)) }'
 expect_summary

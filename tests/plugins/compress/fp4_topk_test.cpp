@@ -97,7 +97,10 @@ float from_bits(uint32_t bits) {
 
 void put_float(std::vector<uint8_t>& bytes, size_t at, float value) { std::memcpy(bytes.data() + at, &value, 4); }
 
-const std::map<std::string, SettingValue> kE3M0 = {{"format", std::string("e3m0")}};
+// fp4's first layout, fp32 scales per 64 values (the default is log8 scales per 16), and e3m0 in it.
+const std::map<std::string, SettingValue> kFp32Scales = {{"scale", std::string("fp32")}, {"block_size", int64_t{64}}};
+const std::map<std::string, SettingValue> kE3M0 = {
+    {"format", std::string("e3m0")}, {"scale", std::string("fp32")}, {"block_size", int64_t{64}}};
 const std::map<std::string, SettingValue> kTopk8 = {{"value_bits", int64_t{8}}};
 const std::map<std::string, SettingValue> kTopkSmall = {{"chunk", int64_t{100}}, {"density", 0.05}};
 
@@ -109,7 +112,7 @@ TEST(Fp4Codec, RepresentableValuesRoundTripExactly) {
     std::mt19937 rng(3);
     for (const bool is_e3m0 : {false, true}) {
         const float* levels = is_e3m0 ? e3m0 : e2m1;
-        const Codec codec("fp4", is_e3m0 ? kE3M0 : std::map<std::string, SettingValue>{});
+        const Codec codec("fp4", is_e3m0 ? kE3M0 : kFp32Scales);
         for (const float scale : {1.0f, 0.25f, 1024.0f, 0x1p-20f, 0x1p-100f, 3.0f}) {
             // 5 blocks of 64 and a short one; each block holds its largest level (the absmax).
             std::vector<float> x(5 * 64 + 17);
@@ -123,7 +126,7 @@ TEST(Fp4Codec, RepresentableValuesRoundTripExactly) {
 }
 
 TEST(Fp4Codec, ZeroAndTinyValuesAndEmptyInput) {
-    const Codec codec("fp4");
+    const Codec codec("fp4", kFp32Scales);
     EXPECT_EQ(codec.round_trip({}), std::vector<float>{});
     EXPECT_EQ(codec.encode({}).size(), 24u);
     const std::vector<float> zeros(100, 0.0f);
@@ -144,7 +147,7 @@ TEST(Fp4Codec, ZeroAndTinyValuesAndEmptyInput) {
 // table has fewer bits.
 TEST(Fp4Codec, WorstBlocksAndTheBound) {
     for (const bool is_e3m0 : {false, true}) {
-        const Codec codec("fp4", is_e3m0 ? kE3M0 : std::map<std::string, SettingValue>{});
+        const Codec codec("fp4", is_e3m0 ? kE3M0 : kFp32Scales);
         const double bound = codec.error_bound();
         EXPECT_NEAR(bound, is_e3m0 ? 0.4110 : 0.4035, 0.0005);
         // e2m1: absmax / 24 (a quarter of the first step, which rounds to 0); e3m0: 0.75 absmax
@@ -158,8 +161,8 @@ TEST(Fp4Codec, WorstBlocksAndTheBound) {
         EXPECT_LE(error, bound);
         EXPECT_GT(error, bound - 1e-6) << "the bound is the worst case";
     }
-    EXPECT_NEAR(Codec("fp4", {{"block_size", int64_t{8}}}).error_bound(), 0.25, 0.001);
-    EXPECT_EQ(Codec("fp4", {{"block_size", int64_t{1} << 24}}).error_bound(), 1.0);
+    EXPECT_NEAR(Codec("fp4", {{"scale", std::string("fp32")}, {"block_size", int64_t{8}}}).error_bound(), 0.25, 0.001);
+    EXPECT_EQ(Codec("fp4", {{"scale", std::string("fp32")}, {"block_size", int64_t{1} << 24}}).error_bound(), 1.0);
 }
 
 // Blocks whose absmax is a subnormal float (below 2^-126), where the fp32 table has fewer bits:
@@ -167,7 +170,7 @@ TEST(Fp4Codec, WorstBlocksAndTheBound) {
 // A has 63 equal values (see Fp4Compressor::error_bound()), tried at every magnitude.
 TEST(Fp4Codec, BoundHoldsForSubnormalBlocks) {
     for (const bool is_e3m0 : {false, true}) {
-        const Codec codec("fp4", is_e3m0 ? kE3M0 : std::map<std::string, SettingValue>{});
+        const Codec codec("fp4", is_e3m0 ? kE3M0 : kFp32Scales);
         const double bound = codec.error_bound();
         double worst = 0;
         for (uint32_t j = 1; j <= 200; ++j)
@@ -191,7 +194,7 @@ TEST(Fp4Codec, BoundHoldsForSubnormalBlocks) {
 
 TEST(Fp4Codec, PerValueErrorWithinHalfAStep) {
     const auto x = gaussian(4096 + 33, 4);
-    const Codec codec("fp4");
+    const Codec codec("fp4", kFp32Scales);
     const auto y = codec.round_trip(x);
     for (size_t first = 0; first < x.size(); first += 64) {
         const size_t last = std::min(x.size(), first + 64);
@@ -207,7 +210,7 @@ TEST(Fp4Codec, PerValueErrorWithinHalfAStep) {
 }
 
 TEST(Fp4Codec, RoundsToNearestWithTiesToTheEvenCode) {
-    const Codec codec("fp4");
+    const Codec codec("fp4", kFp32Scales);
     // Scale 1 (absmax 6): halfway points 0.25 0.75 1.25 1.75 2.5 3.5 5 go to 0 1 1 2 2 4 4.
     EXPECT_EQ(codec.round_trip({6, 0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5, -5, 0.2500001f, 4.9f}),
               (std::vector<float>{6, 0, 1, 1, 2, 2, 4, 4, -4, 0.5f, 4}));
@@ -311,11 +314,70 @@ TEST(TopkCodec, NeverLosesMoreThanTheInput) {
     }
 }
 
+// log8 scales: one fp32 top per frame and a byte per block, the block's table top being
+// top * 2^(-k/16), the smallest at or above its absmax.
+const std::map<std::string, SettingValue> kLog8 = {{"scale", std::string("log8")}, {"block_size", int64_t{16}}};
+
+TEST(Fp4Log8, FrameLayoutAndRatio) {
+    for (const size_t n : {size_t{0}, size_t{1}, size_t{17}, size_t{1} << 20}) {
+        const auto bytes = Codec("fp4", kLog8).encode(gaussian(n, 5));
+        EXPECT_EQ(bytes.size(), 24 + 4 + (n + 15) / 16 + (n + 1) / 2) << n;
+        EXPECT_EQ(bytes[4], 2) << "frame version 2: log8 scales";
+    }
+    EXPECT_NEAR(4.0 * (1 << 20) / Codec("fp4", kLog8).encode(gaussian(1 << 20, 2)).size(), 7.11, 0.01);
+}
+
+TEST(Fp4Log8, BlockTopsAreExactPowersOfTheFramesTop) {
+    // Block b holds its largest level at 2^(-b) of the frame's top: k = 16 b, an exact table, so
+    // values on the e2m1 grid come back exactly; the frame's top block is exact as with fp32.
+    const float e2m1[] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6};
+    std::mt19937 rng(9);
+    std::vector<float> x(16 * 10);
+    for (size_t i = 0; i < x.size(); ++i) {
+        const float magnitude = i % 16 == 3 ? 6.0f : e2m1[rng() % 8];
+        x[i] = (rng() % 2 ? -magnitude : magnitude) * std::ldexp(1.0f, -static_cast<int>(i / 16));
+    }
+    EXPECT_EQ(Codec("fp4", kLog8).round_trip(x), x);
+    // A block 2^-20 below the top uses k = 255 (2^-15.94): its values are kept to the nearest
+    // entry of that table, here all rounding to 0, the error at most each value.
+    std::vector<float> y(32, 0x1p-21f);
+    y[0] = 1.0f;
+    const auto back = Codec("fp4", kLog8).round_trip(y);
+    EXPECT_EQ(back[0], 1.0f);
+    for (size_t i = 16; i < 32; ++i) EXPECT_LE(std::fabs(back[i] - y[i]), std::fabs(y[i]));
+    EXPECT_EQ(Codec("fp4", kLog8).error_bound(), 1.0);
+}
+
+TEST(Fp4Log8, LessErrorThanFp32ScalesAtTheSameSize) {
+    const auto x = gaussian(1 << 20, 1);
+    std::vector<float> heavy = x;  // blocks of widely varying magnitude, as pseudo-gradients have
+    for (size_t i = 0; i < heavy.size(); ++i) heavy[i] *= std::exp2(static_cast<float>((i / 16) % 11) - 5);
+    for (const std::vector<float>* data : std::vector<const std::vector<float>*>{&x, &heavy}) {
+        const double fp32_64 = relative_l2(*data, Codec("fp4", kFp32Scales).round_trip(*data));
+        const double log8_16 = relative_l2(*data, Codec("fp4", kLog8).round_trip(*data));
+        std::printf("relative L2 error, %s: fp32 scales per 64 %.4f, log8 scales per 16 %.4f\n",
+                    data == &x ? "Gaussian" : "Gaussian x 2^(0..10) per block", fp32_64, log8_16);
+        EXPECT_LT(log8_16, 0.85 * fp32_64);
+        EXPECT_LT(log8_16, 0.086);  // docs/plugins/compress.md: 8.5%
+    }
+}
+
+TEST(Fp4Log8, EitherLayoutDecodesWithEitherSetting) {
+    const auto x = gaussian(1000, 6);
+    const Codec fp32("fp4", kFp32Scales), log8("fp4", kLog8);
+    EXPECT_EQ(log8.decode(fp32.encode(x), x.size()), fp32.round_trip(x));
+    EXPECT_EQ(fp32.decode(log8.encode(x), x.size()), log8.round_trip(x));
+    auto bad = log8.encode(x);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(bad.data() + 24, &nan, sizeof nan);
+    log8.expect_corrupt(bad, x.size(), "a NaN top");
+}
+
 // ------------------------------------------------------------------ both
 
 TEST(Fp4TopkAccuracy, RelativeErrorOnGaussianData) {
     const auto x = gaussian(1 << 20, 1);
-    const double e2m1 = relative_l2(x, Codec("fp4").round_trip(x));
+    const double e2m1 = relative_l2(x, Codec("fp4", kFp32Scales).round_trip(x));
     const double e3m0 = relative_l2(x, Codec("fp4", kE3M0).round_trip(x));
     const double topk2 = relative_l2(x, Codec("topk").round_trip(x));
     const double topk8 = relative_l2(x, Codec("topk", kTopk8).round_trip(x));
@@ -336,7 +398,7 @@ TEST(Fp4TopkFormat, CompressionRatios) {
     for (const size_t n : {size_t{1} << 20, size_t{4096}, size_t{262144}}) {
         const auto x = gaussian(n, 2);
         const double raw = 4.0 * n;
-        const size_t fp4 = Codec("fp4").encode(x).size();
+        const size_t fp4 = Codec("fp4", kFp32Scales).encode(x).size();
         EXPECT_EQ(fp4, 24 + 4 * ((n + 63) / 64) + (n + 1) / 2);
         EXPECT_GE(raw / fp4, 7.0) << n;
         EXPECT_EQ(Codec("fp4", kE3M0).encode(x).size(), fp4);
@@ -352,7 +414,7 @@ TEST(Fp4TopkFormat, CompressionRatios) {
 }
 
 const std::vector<std::pair<std::string, std::map<std::string, SettingValue>>> kConfigs = {
-    {"fp4", {}}, {"fp4", kE3M0}, {"topk", {}}, {"topk", kTopk8}, {"topk", kTopkSmall}};
+    {"fp4", {}}, {"fp4", kFp32Scales}, {"fp4", kE3M0}, {"topk", {}}, {"topk", kTopk8}, {"topk", kTopkSmall}};
 
 TEST(Fp4TopkFormat, Capabilities) {
     EXPECT_EQ(Codec("fp4").capabilities(), PANGEA_COMPRESS_CAP_ERROR_FEEDBACK);
@@ -415,7 +477,7 @@ TEST(Fp4TopkMalformed, HeaderFlipsTruncationAndExtraBytesAreCorrupt) {
 }
 
 TEST(Fp4Malformed, BadScalesAndPaddingAreCorrupt) {
-    const Codec codec("fp4");
+    const Codec codec("fp4", kFp32Scales);
     const size_t n = 1001;  // odd: the last byte has an unused high nibble
     const auto bytes = codec.encode(gaussian(n, 13));
     for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), -1.0f, -0.0f}) {
@@ -544,7 +606,7 @@ TEST(TopkMalformed, AFrameOfOtherSettingsStillDecodes) {
     const auto bytes = Codec("topk", kTopkSmall).encode(x);
     EXPECT_EQ(Codec("topk").decode(bytes, x.size()), Codec("topk", kTopkSmall).decode(bytes, x.size()));
     const auto fp4 = Codec("fp4", kE3M0).encode(x);
-    EXPECT_EQ(Codec("fp4").decode(fp4, x.size()), Codec("fp4", kE3M0).decode(fp4, x.size()));
+    EXPECT_EQ(Codec("fp4", kFp32Scales).decode(fp4, x.size()), Codec("fp4", kE3M0).decode(fp4, x.size()));
 }
 
 }  // namespace

@@ -6,7 +6,9 @@
 #      first checkpoint, which is whole, and `--resume latest` from it ends bit-identical;
 #   2. one write fails, in the second checkpoint: that save fails, the next ones succeed, and the
 #      half-written checkpoint is cleaned up;
-#   3. reading fails on resume: the run stops at once with the plugin's error.
+#   3. reading fails on resume: the run stops at once with the plugin's error;
+#   4. `pangea launch`, two nodes, one checkpoint saved and then every commit failing: the end
+#      table shows each node's saves and last good checkpoint, warns, and the exit status is 3.
 # (A failing retention, storage_retention_test.sh, is a test of its own.)
 #   storage_test.sh <pangea binary>
 set -uo pipefail
@@ -81,5 +83,22 @@ check_rc "resuming through storage that cannot read fails" 1
 expect "... with the plugin's error" 0 \
     "storage/faulty: read of faulty/step-00000006/node-0.json failed with PANGEA_ERR_IO: faulty: injected failure of read" \
     -- cat "$work/unreadable.out"
+
+# 4. Two nodes through `pangea launch`: a node commits at most 8 objects for the first
+#    checkpoint, so with the 11th commit on failing, the first checkpoint is whole and every
+#    later save fails.
+write_manifest 2
+dir=$work/launch
+bounded 300 launch -- "$pangea" launch "$work/run.toml" --set run.dir="$dir" "${six[@]}" \
+    $(faulty_at "$dir/ckpt" fail=commit after=10 times=-1)
+check_rc "a launch whose checkpoints fail trains to the end and says so in its exit status" 3
+expect "the end table shows each node's saves and last good checkpoint" 0 \
+    "checkpoints (saved/failed/skipped, last)" -- cat "$work/launch.out"
+expect "... a node that saved the first and failed the others" 0 "1/2/0, step 2" -- cat "$work/launch.out"
+expect "... and warns, naming the node's log" 0 \
+    "WARNING: node 1 failed 2 of 3 checkpoint saves; its last good checkpoint is step 2: see $dir/logs/node-1.log" \
+    -- cat "$work/launch.out"
+expect "the nodes agree all the same" 0 "all nodes hold bit-identical parameters" -- cat "$work/launch.out"
+write_manifest 1
 
 expect_summary
