@@ -293,6 +293,7 @@ std::string summary_table(const std::vector<NodeRun>& runs, std::vector<std::str
             "</tr></thead><tbody>\n";
     std::string first_hash;
     bool differ = false;
+    const bool any_summary = std::any_of(runs.begin(), runs.end(), [](const NodeRun& run) { return run.summary.has_value(); });
     for (const NodeRun& run : runs) {
         // Every figure from the metrics lines, over the whole run as its metrics file holds it (a
         // resumed node appends to it), so that each has one scope; the end state from the summary.
@@ -329,8 +330,10 @@ std::string summary_table(const std::vector<NodeRun>& runs, std::vector<std::str
              << format("%.0f", failed) << " / " << format("%.0f", skipped) << "</td><td>"
              << (last_checkpoint >= 0 ? format("%.0f", last_checkpoint) : "-") << "</td><td>"
              << format("%.0f", number_of(end, "recoveries")) << "</td><td><code>" << escape(hash) << "</code></td></tr>\n";
-        if (!run.summary && !run.status)
-            warnings->push_back("node " + std::to_string(run.node) + " wrote no summary: it failed or is still starting");
+        if (!run.summary && any_summary)  // the others have ended: this one stopped early
+            warnings->push_back("node " + std::to_string(run.node) + " wrote no summary: it stopped after outer step " +
+                                std::to_string(run.steps.size()) + " (its log, logs/node-" + std::to_string(run.node) +
+                                ".log, says why)");
     }
     if (differ) warnings->push_back("the nodes' final parameters differ");
     html << "</tbody></table>\n";

@@ -2,7 +2,8 @@
 # `pangea report`, looked at in a real browser: a two-node run that evaluates and checkpoints
 # ends with `pangea launch` naming its report; headless Chromium renders the page to a PNG
 # without script errors, and its SVGs hold a line per node with a point per outer step and a
-# marker per checkpoint saved. The report is also written while a run goes on.
+# marker per checkpoint saved. The report is also written while a run goes on, and marks the
+# step a killed node left.
 #   report_test.sh <pangea binary>
 set -uo pipefail
 pangea=$1
@@ -53,5 +54,20 @@ expect "pangea report writes it while the run goes on" 0 "wrote $work/long/repor
 expect "... saying so" 0 "2 nodes, in progress, 40 outer steps" -- cat "$work/long/report.html"
 expect "... to another file with -o" 0 "wrote $work/elsewhere.html" -- "$pangea" report "$work/long" -o "$work/elsewhere.html"
 wait "$launched"
+# A node killed mid-run: the others carry on, and the report marks the step they saw it leave.
+tiny_run_manifest "$work/drop.toml" drop 3 3 30 'ring_order = "rank"'
+"$pangea" launch "$work/drop.toml" --set run.dir="$work/drop" >"$work/drop.out" 2>&1 &
+launched=$!
+wait_for 120 bash -c "test \$(cat '$work/drop/metrics/node-2.jsonl' 2>/dev/null | wc -l) -ge 3"
+pkill -KILL -f -- "--node-id 2 .*run.dir=$work/drop" || pkill -KILL -f -- "run.dir=$work/drop.*--node-id 2"
+wait "$launched"
+expect "the launch names the report after a node died" 0 "report: $work/drop/report.html" -- cat "$work/drop.out"
+expect "... whose events say the others saw it leave" 0 "node 0 sees 1 node(s) leave: 2 members" -- \
+    cat "$work/drop/report.html"
+expect "... marked in the members chart" 0 "node 0 sees 1 node(s) leave: 2 members</title></line>" -- \
+    cat "$work/drop/report.html"
+expect "... and a warning that node 2 stopped early" 0 "node 2 wrote no summary: it stopped after outer step" -- \
+    cat "$work/drop/report.html"
+
 expect "a directory without metrics is named" 1 "$work/none: no metrics/node-<i>.jsonl" -- "$pangea" report "$work/none"
 expect_summary
