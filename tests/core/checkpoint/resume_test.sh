@@ -47,6 +47,9 @@ expect "list shows only the complete checkpoint" 0 "2         " -- \
 expect "resume picks the previous complete checkpoint" 0 "resuming from storage/local resume/step-00000002/" -- \
     "$pangea" run "$work/run.toml" --node-id 0 --set run.dir="$work/crash" --resume latest
 expect_equal "and ends bit-identical too" "$want" "$(json_field "$work/crash/summary/node-0.json" params_hash)"
+expect_equal "the resumed process's summary starts at step 2" 2 "$(json_field "$work/crash/summary/node-0.json" first_outer_step)"
+expect_equal "... and counts the tokens it trained, 6 of the 8 rounds" \
+    $(($(json_field "$work/full/summary/node-0.json" tokens) * 6 / 8)) "$(json_field "$work/crash/summary/node-0.json" tokens)"
 expect "no temporary file of the killed save is left" 0 "partial: 0" -- \
     bash -c "echo partial: \$(ls '$work/crash/checkpoints/.partial' | wc -l)"
 
