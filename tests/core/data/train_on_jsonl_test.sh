@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A run on a BPE-tokenized gzip JSONL corpus trains: this repository's docs as JSON lines, through
+# A run on a BPE-tokenized gzip JSONL corpus trains: generated prose as JSON lines, through
 # cl100k_base's first 2000 ranks (a valid smaller BPE: every token's parts rank below it), two
 # nodes; the held-out loss falls.
 #   train_on_jsonl_test.sh <pangea binary> <source dir> <npm cache dir (tokenizer_parity_test.sh's)>
@@ -14,15 +14,17 @@ source "$source/tests/lib/js_tiktoken.sh"
 js_tiktoken_install "$js"
 tiktoken_reference ranks cl100k_base "$work/cl100k.tiktoken"
 awk '$2 < 2000' "$work/cl100k.tiktoken" >"$work/small.tiktoken"
-# Paragraphs of docs/*.md, one JSON object per line.
+# The reference's generated prose (seeded: the same on every machine, whatever the repository
+# holds), in paragraphs of about 600 characters, one JSON object per line.
+tiktoken_reference sample "$work/text" "$source"
 node -e '
-const fs = require("fs"), path = require("path");
-const dir = process.argv[1];
-for (const name of fs.readdirSync(dir).sort())
-  if (name.endsWith(".md"))
-    for (const p of fs.readFileSync(path.join(dir, name), "utf8").split("\n\n"))
-      if (p.trim()) process.stdout.write(JSON.stringify({ id: name, body: p }) + "\n");
-' "$source/docs" | gzip >"$work/docs.jsonl.gz"
+const fs = require("fs");
+const text = fs.readFileSync(process.argv[1], "utf8");
+for (let at = 0, n = 0; at < text.length; n++) {
+  const end = Math.min(text.length, text.indexOf(" ", at + 600) < 0 ? text.length : text.indexOf(" ", at + 600));
+  process.stdout.write(JSON.stringify({ id: n, body: text.slice(at, end) }) + "\n");
+  at = end + 1;
+}' "$work/text/1-prose.txt" | gzip >"$work/docs.jsonl.gz"
 
 expect "data prepare reads gzip JSONL through a tiktoken file" 0 "vocabulary 2001, documents end with <|endoftext|> (2000)" -- \
     "$pangea" data prepare --tokenizer "$work/small.tiktoken" --pattern cl100k --document-end '<|endoftext|>=2000' \
