@@ -5,9 +5,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <future>
 #include <numeric>
@@ -20,7 +22,17 @@
 namespace pangea::conformance {
 namespace {
 
-constexpr int kLimitMs = 20000;  // no single step of a check may take longer
+// No single step of a check may take longer than 20 s, times PANGEA_CONFORMANCE_TIME_SCALE
+// (a whole number, default 1; scripts/test-sanitizers sets it under TSan, whose slowdown on a
+// loaded machine can take a gigabyte past 20 s).
+int limit_ms() {
+    static const int limit = [] {
+        const char* scale = std::getenv("PANGEA_CONFORMANCE_TIME_SCALE");
+        const int factor = scale != nullptr ? std::atoi(scale) : 1;
+        return 20000 * std::clamp(factor, 1, 100);
+    }();
+    return limit;
+}
 constexpr uint64_t kRunId = 0x5eed;
 
 pangea_hello hello(uint32_t node, uint64_t run = kRunId, uint32_t channel = 7) {
@@ -59,7 +71,7 @@ struct Side {
         expect(status == PANGEA_OK, instance.describe_failure("irecv", status));
         return request;
     }
-    pangea_status wait(pangea_request* request, int timeout_ms = kLimitMs) {
+    pangea_status wait(pangea_request* request, int timeout_ms = limit_ms()) {
         return vt.wait(h(), request, timeout_ms);
     }
     void complete(pangea_request* request, const char* what) {
@@ -82,10 +94,10 @@ struct Pair {
         pangea_hello server_saw{}, client_saw{};
         auto accepted = std::async(std::launch::async, [&] {
             const pangea_hello self = hello(1);
-            return server.vt.accept(server.h(), server.listener, &self, kLimitMs, &server_saw, &server.connection);
+            return server.vt.accept(server.h(), server.listener, &self, limit_ms(), &server_saw, &server.connection);
         });
         const pangea_hello self = hello(2);
-        status = client.vt.connect(client.h(), bound, &self, kLimitMs, &client_saw, &client.connection);
+        status = client.vt.connect(client.h(), bound, &self, limit_ms(), &client_saw, &client.connection);
         const pangea_status accept_status = accepted.get();
         expect(status == PANGEA_OK, client.instance.describe_failure("connect", status));
         expect(accept_status == PANGEA_OK, server.instance.describe_failure("accept", accept_status));
@@ -127,10 +139,10 @@ void connect_once(Side& server, Side& client, const std::string& address, pangea
     pangea_hello server_saw{}, client_saw{};
     auto accepting = std::async(std::launch::async, [&] {
         const pangea_hello self = hello(1);
-        return server.vt.accept(server.h(), server.listener, &self, kLimitMs, &server_saw, accepted);
+        return server.vt.accept(server.h(), server.listener, &self, limit_ms(), &server_saw, accepted);
     });
     const pangea_hello self = hello(2);
-    const pangea_status status = client.vt.connect(client.h(), address.c_str(), &self, kLimitMs, &client_saw, connected);
+    const pangea_status status = client.vt.connect(client.h(), address.c_str(), &self, limit_ms(), &client_saw, connected);
     const pangea_status accept_status = accepting.get();
     expect(status == PANGEA_OK, client.instance.describe_failure("connect", status));
     expect(accept_status == PANGEA_OK, server.instance.describe_failure("accept", accept_status));
@@ -175,12 +187,12 @@ void race_abort_and_close(const Subject& subject) {
         const bool polling = round % 4 >= 2;
         auto completer = std::async(std::launch::async, [&] {
             std::vector<pangea_status> final(requests.size(), PANGEA_ERR_AGAIN);
-            const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kLimitMs);
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(limit_ms());
             for (size_t left = requests.size(); left > 0 && std::chrono::steady_clock::now() < deadline;) {
                 for (size_t i = 0; i < requests.size(); ++i) {
                     if (final[i] != PANGEA_ERR_AGAIN) continue;
                     const pangea_status s = polling ? racer.vt.test(racer.h(), requests[i])
-                                                    : racer.vt.wait(racer.h(), requests[i], kLimitMs);
+                                                    : racer.vt.wait(racer.h(), requests[i], limit_ms());
                     if (s == PANGEA_ERR_AGAIN || s == PANGEA_ERR_TIMEOUT) continue;
                     final[i] = s;
                     --left;
@@ -212,7 +224,7 @@ void race_abort_and_close(const Subject& subject) {
         aborter.join();
         closer.join();
 
-        expect(completer.wait_for(std::chrono::milliseconds(kLimitMs + 5000)) == std::future_status::ready,
+        expect(completer.wait_for(std::chrono::milliseconds(limit_ms() + 5000)) == std::future_status::ready,
                "wait()/test() never returned after abort() and close()");
         const std::vector<pangea_status> final = completer.get();
         other.vt.close(other.h(), quiet);
@@ -270,9 +282,9 @@ void hello_sizes(const Subject& subject) {
     const pangea_hello client_fields = hello(2);
     Buffer client_self(&client_fields), server_saw(nullptr), client_saw(nullptr);
     auto accepted = std::async(std::launch::async, [&] {
-        return server.vt.accept(server.h(), server.listener, &newer.hello, kLimitMs, server_saw.get(), &server.connection);
+        return server.vt.accept(server.h(), server.listener, &newer.hello, limit_ms(), server_saw.get(), &server.connection);
     });
-    status = client.vt.connect(client.h(), bound, client_self.get(), kLimitMs, client_saw.get(), &client.connection);
+    status = client.vt.connect(client.h(), bound, client_self.get(), limit_ms(), client_saw.get(), &client.connection);
     const pangea_status accept_status = accepted.get();
     expect(status == PANGEA_OK, client.instance.describe_failure("connect with a hello of ABI 1.0's size", status));
     expect(accept_status == PANGEA_OK, server.instance.describe_failure("accept with a longer hello", accept_status));
@@ -304,11 +316,13 @@ void check_transport(Report& report, const Subject& subject) {
     report.run(subject.check_name("listen, accept and connect exchange hellos"), [&] { Pair pair(subject); });
 
     report.run(subject.check_name("ping-pong of small messages in both directions"), [&] {
+        std::vector<uint8_t> in, back;  // before the pair: see "a 1 GiB message arrives intact"
         Pair pair(subject);
         for (uint32_t round = 0; round < 200; ++round) {
             const size_t bytes = 1 + (round * 37) % 1000;
             const auto out = pattern(bytes, round);
-            std::vector<uint8_t> in(bytes), back(bytes);
+            in.assign(bytes, 0);
+            back.assign(bytes, 0);
             auto* r = pair.server.receive(in.data(), bytes);
             pair.client.complete(pair.client.send(out.data(), bytes), "ping send");
             pair.server.complete(r, "ping receive");
@@ -320,9 +334,11 @@ void check_transport(Report& report, const Subject& subject) {
     });
 
     report.run(subject.check_name("a 1 GiB message arrives intact"), [&] {
-        Pair pair(subject);
+        // The buffers outlive the pair: a failed step closes the connections (~Pair) before the
+        // memory their transfers may still touch goes away.
         const size_t bytes = size_t{1} << 30;
         std::vector<uint8_t> out = pattern(bytes, 99), in(bytes, 0);
+        Pair pair(subject);
         auto* r = pair.server.receive(in.data(), bytes);
         auto* s = pair.client.send(out.data(), bytes);
         pair.client.complete(s, "send of 1 GiB");
@@ -331,9 +347,9 @@ void check_transport(Report& report, const Subject& subject) {
     });
 
     report.run(subject.check_name("many concurrent sends of mixed sizes arrive in order"), [&] {
-        Pair pair(subject);
         const int count = 64;
         std::vector<std::vector<uint8_t>> out, in;
+        Pair pair(subject);
         for (int i = 0; i < count; ++i) {
             const size_t bytes = i % 8 == 0 ? 0 : (size_t{1} << (i % 21)) + size_t(i);
             out.push_back(pattern(bytes, uint32_t(i)));
@@ -348,8 +364,8 @@ void check_transport(Report& report, const Subject& subject) {
     });
 
     report.run(subject.check_name("requests may be completed in any order"), [&] {
-        Pair pair(subject);
         std::vector<std::vector<uint8_t>> out, in;
+        Pair pair(subject);
         std::vector<pangea_request*> receives;
         for (int i = 0; i < 8; ++i) {
             out.push_back(pattern(4096 * (i + 1), uint32_t(i)));
@@ -364,8 +380,8 @@ void check_transport(Report& report, const Subject& subject) {
     });
 
     report.run(subject.check_name("wait times out and leaves the request valid; test says AGAIN"), [&] {
-        Pair pair(subject);
         std::vector<uint8_t> in(100), out = pattern(100, 5);
+        Pair pair(subject);
         auto* r = pair.server.receive(in.data(), in.size());
         const auto start = std::chrono::steady_clock::now();
         expect(pair.server.wait(r, 100) == PANGEA_ERR_TIMEOUT, "wait with nothing sent did not time out");
@@ -381,9 +397,9 @@ void check_transport(Report& report, const Subject& subject) {
 
     report.run(subject.check_name("a message sent just before the peer closes still arrives whole"), [&] {
         for (int round = 0; round < 5; ++round) {
-            Pair pair(subject);
             const auto out = pattern(size_t{24} << 20, uint32_t(round));
             std::vector<uint8_t> in(out.size());
+            Pair pair(subject);
             auto* r = pair.server.receive(in.data(), in.size());
             pair.client.complete(pair.client.send(out.data(), out.size()), "send");
             // A finished node closes at once; its last bytes may still be on the way.
@@ -395,15 +411,14 @@ void check_transport(Report& report, const Subject& subject) {
     });
 
     report.run(subject.check_name("a closed peer fails pending and new requests with PANGEA_ERR_PEER_LOST"), [&] {
+        std::vector<uint8_t> in(1 << 20), out(1000);
         Pair pair(subject);
-        std::vector<uint8_t> in(1 << 20);
         auto* r = pair.client.receive(in.data(), in.size());
         pair.server.vt.close(pair.server.h(), pair.server.connection);  // as when its process dies
         pair.server.connection = nullptr;
         const pangea_status status = pair.client.wait(r);
         expect(status == PANGEA_ERR_PEER_LOST, std::string("the pending receive ended with ") + status_name(status));
         expect(!pair.client.instance.last_error().empty(), "no last_error() text after the failure");
-        std::vector<uint8_t> out(1000);
         pangea_request* s = nullptr;
         const pangea_status send_status = pair.client.vt.isend(pair.client.h(), pair.client.connection, out.data(), out.size(), &s);
         if (send_status == PANGEA_OK) {
@@ -414,8 +429,8 @@ void check_transport(Report& report, const Subject& subject) {
     });
 
     report.run(subject.check_name("abort wakes a blocked wait with PANGEA_ERR_ABORTED"), [&] {
-        Pair pair(subject);
         std::vector<uint8_t> in(1000);
+        Pair pair(subject);
         auto* r = pair.client.receive(in.data(), in.size());
         auto waiter = std::async(std::launch::async, [&] { return pair.client.wait(r, -1); });
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -433,8 +448,8 @@ void check_transport(Report& report, const Subject& subject) {
                [&] { hello_sizes(subject); });
 
     report.run(subject.check_name("a message longer than the posted receive fails it"), [&] {
-        Pair pair(subject);
         std::vector<uint8_t> out = pattern(4096, 1), in(1024);
+        Pair pair(subject);
         auto* r = pair.server.receive(in.data(), in.size());
         auto* s = pair.client.send(out.data(), out.size());
         const pangea_status status = pair.server.wait(r);
@@ -455,12 +470,12 @@ void check_transport(Report& report, const Subject& subject) {
         // The failure text is per thread: read it on the accepting thread.
         auto accepted = std::async(std::launch::async, [&] {
             const pangea_hello self = hello(1);
-            const pangea_status s = server.vt.accept(server.h(), server.listener, &self, kLimitMs, &seen, &server.connection);
+            const pangea_status s = server.vt.accept(server.h(), server.listener, &self, limit_ms(), &seen, &server.connection);
             return s == PANGEA_OK ? std::string() : server.instance.describe_failure("accept after garbage", s);
         });
         const pangea_hello self = hello(2);
         pangea_hello peer{};
-        status = client.vt.connect(client.h(), bound, &self, kLimitMs, &peer, &client.connection);
+        status = client.vt.connect(client.h(), bound, &self, limit_ms(), &peer, &client.connection);
         expect(status == PANGEA_OK, client.instance.describe_failure("connect after garbage", status));
         const std::string accept_failure = accepted.get();
         expect(accept_failure.empty(), accept_failure);
@@ -508,12 +523,12 @@ void check_transport(Report& report, const Subject& subject) {
             pangea_hello seen{};
             auto accepted = std::async(std::launch::async, [&] {
                 const pangea_hello self = hello(static_cast<uint32_t>(1 - r));
-                const pangea_status s = other.vt.accept(other.h(), other.listener, &self, kLimitMs, &seen, &previous[1 - r]);
+                const pangea_status s = other.vt.accept(other.h(), other.listener, &self, limit_ms(), &seen, &previous[1 - r]);
                 return s == PANGEA_OK ? std::string() : other.instance.describe_failure("accept", s);
             });
             const pangea_hello self = hello(static_cast<uint32_t>(r));
             pangea_hello peer{};
-            const pangea_status status = me.vt.connect(me.h(), bound[1 - r].c_str(), &self, kLimitMs, &peer, &next[r]);
+            const pangea_status status = me.vt.connect(me.h(), bound[1 - r].c_str(), &self, limit_ms(), &peer, &next[r]);
             const std::string accept_failure = accepted.get();
             expect(accept_failure.empty(), accept_failure);
             expect(status == PANGEA_OK, me.instance.describe_failure("connect", status));
@@ -529,7 +544,7 @@ void check_transport(Report& report, const Subject& subject) {
         for (int r = 0; r < 2; ++r)
             results[r] = std::async(std::launch::async, [&, r] {
                 return ranks[r]->vt.allreduce_sum_f32(ranks[r]->h(), next[r], previous[r], static_cast<uint32_t>(r), 2,
-                                                       data[r].data(), kCount, kLimitMs);
+                                                       data[r].data(), kCount, limit_ms());
             });
         const pangea_status status[2] = {results[0].get(), results[1].get()};
         for (int r = 0; r < 2; ++r) {
