@@ -9,23 +9,28 @@
 #                --fragments fragments with overlap, --nodes nodes (one per core: on a shared
 #                core a node's rounds vary, and the ring waits for its slowest) over emulated WAN
 #                links of --rate Mbit/s each way (bench/wan.sh; root only)
+#   ring         the outer all-reduce's time per outer step with [mesh] ring_order = "rank" and
+#                "measured", 4 nodes at two emulated sites (bench/wan.sh --sites: nodes 0 and 2
+#                at one, 1 and 3 at the other; --rate Mbit/s links, one --trunk-rate Mbit/s
+#                trunk between the sites; root only), --codec
 #
-#   bench/diloco.sh [loss] [utilization] [--rate 20] [--outer 40] [--inner 10] [--fragments 5]
-#                   [--codec int8] [--seeds "1234 99"] [--nodes 4]
+#   bench/diloco.sh [loss] [utilization] [ring] [--rate 20] [--trunk-rate 20] [--outer 40]
+#                   [--inner 10] [--fragments 5] [--codec int8] [--seeds "1234 99"] [--nodes 4]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-parts=() rate=20 outer=40 inner=10 fragments=5 codec=int8 seeds="1234 99" nodes=4
+parts=() rate=20 trunk_rate=20 outer=40 inner=10 fragments=5 codec=int8 seeds="1234 99" nodes=4
 while [[ $# -gt 0 ]]; do
     case $1 in
-        loss|utilization) parts+=("$1"); shift ;;
+        loss|utilization|ring) parts+=("$1"); shift ;;
         --rate) rate=$2; shift 2 ;;
+        --trunk-rate) trunk_rate=$2; shift 2 ;;
         --outer) outer=$2; shift 2 ;;
         --inner) inner=$2; shift 2 ;;
         --fragments) fragments=$2; shift 2 ;;
         --nodes) nodes=$2; shift 2 ;;
         --codec) codec=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
-        *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 [[ ${#parts[@]} -gt 0 ]] || parts=(loss utilization)
@@ -105,6 +110,26 @@ utilization)
             "$(mean wall_seconds "${s[@]}")" "$(mean allreduce_seconds "${s[@]}")" "$(mean blocked_seconds "${s[@]}")" \
             "$(field "${s[0]}" final_eval_loss)"
     done
+    ;;
+ring)
+    [[ $(id -u) -eq 0 ]] || { echo "error: the ring part needs root (network namespaces)" >&2; exit 1; }
+    say "ring: 4 nodes at two sites, $rate Mbit/s links, a $trunk_rate Mbit/s trunk, $codec, $outer outer x $inner inner steps"
+    trap '"$root/bench/wan.sh" down 4 >/dev/null' EXIT
+    "$root/bench/wan.sh" up 4 --rate "${rate}mbit" --sites --trunk-rate "${trunk_rate}mbit" >/dev/null
+    for order in rank measured; do
+        "$pangea" launch -n 4 "$root/examples/local.toml" --netns pangea-n --host '10.77.0.{r}' \
+            --set diloco.outer_steps="$outer" --set diloco.inner_steps="$inner" --set train.eval_interval=0 \
+            --set compress.plugin="$codec" --set mesh.ring_order=$order --set run.dir="$work/ring-$order" >/dev/null
+    done
+    printf '\n%-10s %-12s %18s %10s %16s\n' "order" "ring" "all-reduce s/step" "wall s" "sent MiB/node"
+    for order in rank measured; do
+        s=("$work/ring-$order"/summary/node-*.json)
+        ring=$(grep -ho 'runs in the order [0-9, ]*' "$work/ring-$order"/logs/node-0.log | head -1 | sed 's/runs in the order //; s/,//g' || true)
+        printf '%-10s %-12s %18s %10s %16s\n' "$order" "${ring:-0 1 2 3}" \
+            "$(awk -v a="$(mean allreduce_seconds "${s[@]}")" -v n="$outer" 'BEGIN { printf "%.2f", a / n }')" \
+            "$(mean wall_seconds "${s[@]}")" "$(awk -v b="$(field "${s[0]}" bytes_sent)" 'BEGIN { printf "%.1f", b / 1048576 }')"
+    done
+    grep -ho 'runs in the order.*' "$work/ring-measured"/logs/node-0.log | head -1 || true
     ;;
 esac
 done

@@ -1,7 +1,9 @@
 // The `pangea` command line.
 #include <CLI/CLI.hpp>
 
+#include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -18,6 +20,7 @@
 #include "manifest/manifest.hpp"
 #include "topology/auth.hpp"
 #include "membership/coordinator.hpp"
+#include "membership/etcd_run_state.hpp"
 #include "train/launch.hpp"
 #include "train/model_shape.hpp"
 #include "train/node.hpp"
@@ -116,14 +119,42 @@ int manifest_check(const std::string& file, const std::vector<std::string>& set_
     return 0;
 }
 
-int run_node(const std::string& file, const std::vector<std::string>& set_arguments, const NodeOptions& options) {
+// A whole number from the environment variable NAME, in [0, limit). Throws ManifestError naming it.
+int environment_index(const char* name, const char* value, int64_t limit) {
+    int64_t number = -1;
+    const std::string_view text(value);
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), number);
+    if (error != std::errc() || end != text.data() + text.size() || number < 0 || number >= limit)
+        throw ManifestError({std::string("environment ") + name + "=" + std::string(text) +
+                             ": expected a whole number from 0 to " + std::to_string(limit - 1)});
+    return static_cast<int>(number);
+}
+
+// A node started without --node-id takes its id from RANK and [mesh] nodes from WORLD_SIZE, as
+// torchrun (and launchers like it) set them for each process they start; PANGEA_MESH_NODES and
+// --set mesh.nodes still win over WORLD_SIZE.
+int node_id_from_launcher(std::vector<Override>& overrides) {
+    const char* rank = std::getenv("RANK");
+    if (rank == nullptr)
+        throw ManifestError({"no --node-id: give one (0 .. [mesh] nodes - 1), or start the node under torchrun, "
+                             "which sets RANK and WORLD_SIZE"});
+    if (const char* world_size = std::getenv("WORLD_SIZE"))
+        overrides.insert(overrides.begin(), {"mesh", "nodes", world_size, "environment WORLD_SIZE"});
+    return environment_index("RANK", rank, 4096);
+}
+
+int run_node(const std::string& file, const std::vector<std::string>& set_arguments, const NodeOptions& options,
+             bool node_id_given) {
     PluginRegistry registry(default_search_path());
-    const Manifest manifest = load_manifest(file, collect_overrides(set_arguments), registry);
-    const int64_t nodes = manifest.get_int("mesh", "nodes");
-    if (options.node_id >= nodes)
-        throw ManifestError({"--node-id " + std::to_string(options.node_id) + " is not below [mesh] nodes = " +
-                             std::to_string(nodes) + " (from " + manifest.core.at("mesh").at("nodes").origin + ")"});
+    std::vector<Override> overrides = collect_overrides(set_arguments);
     NodeOptions with_source = options;
+    if (!node_id_given) with_source.node_id = node_id_from_launcher(overrides);
+    const Manifest manifest = load_manifest(file, overrides, registry);
+    const int64_t nodes = manifest.get_int("mesh", "nodes");
+    const std::string id_origin = node_id_given ? "--node-id " : "environment RANK=";
+    if (with_source.node_id >= nodes)
+        throw ManifestError({id_origin + std::to_string(with_source.node_id) + " is not below [mesh] nodes = " +
+                             std::to_string(nodes) + " (from " + manifest.core.at("mesh").at("nodes").origin + ")"});
     with_source.manifest_path = file;
     with_source.set_arguments = set_arguments;
     return run_training_node(manifest, registry, with_source);
@@ -153,6 +184,32 @@ int coordinator(const CoordinatorCommand& command) {
         log(PANGEA_LOG_WARN, "coordinator", "the run has no secret ([mesh] secret_file or secret_env): any node that "
                                             "can reach this coordinator may join");
     return run_coordinator(command.listen, options, command.address_file);
+}
+
+struct EtcdCommand {
+    std::string manifest;
+    std::vector<std::string> set_arguments;
+    uint64_t run_id = 0;
+    bool force = false;
+};
+
+// `pangea etcd show|runs|clear`: what etcd holds of the manifest's run (or of every run), through
+// the manifest's [mesh] etcd settings (endpoints, TLS, user).
+int etcd_command(const std::string& action, const EtcdCommand& command) {
+    PluginRegistry registry(default_search_path());
+    const Manifest manifest = load_manifest(command.manifest, collect_overrides(command.set_arguments), registry);
+    EtcdClient etcd(etcd_access(manifest));
+    const std::string run = run_id_text(run_id_of(manifest, command.run_id));
+    if (action == "runs") {
+        list_etcd_runs(etcd, std::cout);
+    } else if (action == "show") {
+        show_etcd_run(etcd, run, std::cout);
+    } else {
+        const int64_t deleted = clear_etcd_run(etcd, run, command.force);
+        std::cout << "deleted " << deleted << " key" << (deleted == 1 ? "" : "s") << " of run " << run << " ("
+                  << manifest.get_string("run", "name") << ") from etcd at " << etcd.endpoint() << "\n";
+    }
+    return 0;
 }
 
 int launch(LaunchOptions options) {
@@ -347,8 +404,11 @@ int main(int argc, char** argv) {
     NodeOptions node_options;
     std::vector<std::string> run_set;
     run->add_option("manifest", run_manifest, "the run manifest (TOML)")->required();
-    run->add_option("--node-id", node_options.node_id, "this node's index, 0 .. [mesh] nodes - 1")
-        ->required()->check(CLI::NonNegativeNumber);
+    auto* node_id_option =
+        run->add_option("--node-id", node_options.node_id,
+                        "this node's index, 0 .. [mesh] nodes - 1 (default: environment RANK, with [mesh] nodes from "
+                        "WORLD_SIZE, as torchrun sets them)")
+            ->check(CLI::NonNegativeNumber);
     run->add_option("--set", run_set, "override a setting: section.key=value")->allow_extra_args(false);
     run->add_option("--run-id", node_options.run_id, "shared by the nodes of one run (default: from [run] name)");
     run->add_flag("--join", node_options.join,
@@ -396,6 +456,24 @@ int main(int argc, char** argv) {
     coordinator_command->add_option("--address-file", coordinator_options.address_file,
                                     "write the bound host:port here once listening");
     coordinator_command->add_option("--run-id", coordinator_options.run_id, "as given to the nodes (default: from [run] name)");
+
+    auto* etcd = app.add_subcommand("etcd", "what etcd holds of runs ([mesh] backend = \"etcd\"): show, runs, clear");
+    etcd->require_subcommand(1);
+    EtcdCommand etcd_options;
+    std::map<std::string, CLI::App*> etcd_actions;
+    for (const auto& [name, help] : std::vector<std::pair<std::string, std::string>>{
+             {"show", "the run's registered nodes, its coordinator and its last committed epoch"},
+             {"runs", "every run etcd holds keys of"},
+             {"clear", "delete the run's keys (refused while nodes are registered, unless --force)"}}) {
+        auto* action = etcd->add_subcommand(name, help);
+        action->add_option("manifest", etcd_options.manifest, "the run manifest ([run] name, [mesh] etcd settings)")
+            ->required();
+        action->add_option("--set", etcd_options.set_arguments, "override a setting: section.key=value")
+            ->allow_extra_args(false);
+        action->add_option("--run-id", etcd_options.run_id, "as given to the nodes (default: from [run] name)");
+        if (name == "clear") action->add_flag("--force", etcd_options.force, "clear even while nodes are registered");
+        etcd_actions[name] = action;
+    }
 
     auto* launch_command = app.add_subcommand("launch", "run N local nodes of a training run and show their progress");
     LaunchOptions launch_options;
@@ -475,10 +553,12 @@ int main(int argc, char** argv) {
             run_compress_bench(registry, compress_options);
             return 0;
         }
-        if (*run) return run_node(run_manifest, run_set, node_options);
+        if (*run) return run_node(run_manifest, run_set, node_options, node_id_option->count() > 0);
         if (*coordinator_command) return coordinator(coordinator_options);
         for (const auto& [name, action] : checkpoint_actions)
             if (*action) return checkpoint_command(name, checkpoint_options);
+        for (const auto& [name, action] : etcd_actions)
+            if (*action) return etcd_command(name, etcd_options);
         if (*launch_command) return launch(launch_options);
         if (*report_command) {
             std::cout << "wrote " << write_run_report(report_dir, report_output).string() << "\n";

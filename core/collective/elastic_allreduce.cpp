@@ -19,9 +19,17 @@ AllReduceResult LocalRings::attempt(const Epoch& epoch, std::span<float> data, s
 }
 
 ElasticAllReduce::ElasticAllReduce(Membership& membership, NodeRings& rings, int node, int64_t committed_step,
-                                   int max_attempts)
-    : membership_(membership), rings_(rings), node_(node), committed_step_(committed_step), max_attempts_(max_attempts) {
-    membership_.on_abort([this](uint64_t) { rings_.abort(); });
+                                   int max_attempts, RingPlanner* planner)
+    : membership_(membership),
+      rings_(rings),
+      node_(node),
+      committed_step_(committed_step),
+      max_attempts_(max_attempts),
+      planner_(planner) {
+    membership_.on_abort([this](uint64_t) {
+        if (planner_) planner_->abort();
+        rings_.abort();
+    });
 }
 
 AllReduceResult ElasticAllReduce::average(std::span<float> data, std::span<float> residual,
@@ -30,6 +38,7 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data, std::span<float
     AllReduceResult total;
     auto dropped = [&](Rejoin rejoin) {
         rings_.ended(NodeRings::End::kDropped, rejoin.why);
+        if (planner_) planner_->forget();
         total.status = PANGEA_ERR_ABORTED;
         total.error = rejoin.why;
         total.dropped = true;
@@ -41,7 +50,15 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data, std::span<float
         if (auto* rejoin = std::get_if<Rejoin>(&ready)) return dropped(std::move(*rejoin));
         const Epoch epoch = std::get<Epoch>(std::move(ready));
         last_ = epoch;
-        const AllReduceResult result = rings_.attempt(epoch, data, residual, contribution);
+        Epoch in_ring_order = epoch;
+        AllReduceResult result;
+        try {
+            if (planner_) in_ring_order = planner_->order(epoch);
+        } catch (const MeshError& e) {  // a probe failed: a member died or stalled
+            result.status = PANGEA_ERR_IO;
+            result.error = e.what();
+        }
+        if (result.status == PANGEA_OK) result = rings_.attempt(in_ring_order, data, residual, contribution);
         total.seconds += result.seconds;
         total.bytes_sent += result.bytes_sent;
         total.bytes_received += result.bytes_received;
@@ -65,9 +82,11 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data, std::span<float
             total.error = "outer step " + std::to_string(step) + " failed in " + std::to_string(attempt) +
                           " epochs in a row; last: " + last;
             rings_.ended(NodeRings::End::kFailed, total.error);
+            if (planner_) planner_->forget();
             return total;
         }
         rings_.ended(NodeRings::End::kRetried, why_retried);  // the members change, or a link is broken: fresh rings
+        if (planner_) planner_->forget();  // and fresh measurements, on every member alike
     }
 }
 

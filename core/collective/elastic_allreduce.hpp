@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "collective/ring_lanes.hpp"
+#include "collective/ring_planner.hpp"
 #include "membership/membership.hpp"
 
 namespace pangea {
@@ -58,7 +59,10 @@ public:
     // All references must outlive this object. `committed_step` is the number of outer steps
     // the run had committed when this node got its state; a step not completed in
     // `max_attempts` epochs fails.
-    ElasticAllReduce(Membership& membership, NodeRings& rings, int node, int64_t committed_step, int max_attempts = 20);
+    // `planner`: the order of each epoch's ring ([mesh] ring_order = "measured"); none: the
+    // coordinator's (node-id order).
+    ElasticAllReduce(Membership& membership, NodeRings& rings, int node, int64_t committed_step, int max_attempts = 20,
+                     RingPlanner* planner = nullptr);
 
     // Averages this node's contribution over the members of the next outer step into `data`,
     // in place: `contribution` fills `data` before each attempt (the ring leaves partial sums
@@ -76,6 +80,7 @@ public:
     void set_committed_step(int64_t step) {
         committed_step_ = step;
         rings_.disconnect();
+        if (planner_) planner_->forget();
     }
     const Epoch& last_epoch() const { return last_; }
     // After an average() that found this node dropped: where the run is, to recover from.
@@ -87,6 +92,7 @@ private:
     int node_;
     int64_t committed_step_;
     int max_attempts_;
+    RingPlanner* planner_;
     Epoch last_;
     Rejoin rejoin_;
 };

@@ -92,7 +92,16 @@ constexpr pangea_setting kMesh[] = {
     integer("nodes", "4", "node ids in the run (0 .. nodes-1), each reading its own part of the data", 1, 4096),
     text("backend", "builtin", "membership store: the builtin coordinator, or etcd (the nodes elect a coordinator)",
          "builtin|etcd"),
-    text("etcd", "http://127.0.0.1:2379", "etcd endpoint, for backend = etcd"),
+    text("etcd", "http://127.0.0.1:2379", "etcd endpoints, for backend = etcd: http(s)://host:port, several of one "
+         "cluster separated by commas (tried in turn)"),
+    text("etcd_ca_file", "", "etcd over TLS: PEM file of the CA that signed etcd's certificate (empty: the system's CAs)"),
+    text("etcd_cert_file", "", "etcd over TLS with client certificates (etcd --client-cert-auth): this node's PEM "
+         "certificate"),
+    text("etcd_key_file", "", "and its PEM key"),
+    text("etcd_user", "", "etcd with auth enabled (etcdctl auth enable): the user the nodes act as"),
+    text("etcd_password_file", "", "file holding etcd_user's password (never the manifest itself)"),
+    integer("coordinator_port", "0", "backend = etcd: the port the elected node's coordinator listens on, on the host "
+            "of its address (0: any; give one when a firewall sits between the nodes)", 0, 65535),
     text("coordinator", "", "host:port of the builtin coordinator (pangea launch starts one and sets it)"),
     text("secret_file", "", "file holding the run's shared secret (nodes and coordinator prove they know it)"),
     text("secret_env", "", "environment variable holding the run's shared secret, when secret_file is not set"),
@@ -106,7 +115,8 @@ constexpr pangea_setting kMesh[] = {
             1000, 86400000),
     text("ring_order", "measured", "order of the all-reduce ring: by rank, or by bandwidth probes at setup",
          "rank|measured"),
-    integer("probe_bytes", "4194304", "size of each bandwidth probe for ring_order = measured", 4096, 1073741824),
+    integer("probe_bytes", "4194304", "size of each bandwidth probe for ring_order = measured (per pair of nodes and "
+            "direction, once for each new member set)", 4096, 1073741824),
     integer("rings", "0", "rings the outer all-reduce runs at once, each over its own share of the buffer and its own "
             "connections: on links where one flow gets less than the link, R rings move up to R times as much; "
             "every node of the run must agree; with [node] workers = W, a multiple of W (each worker runs R/W); "

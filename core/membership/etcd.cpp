@@ -5,10 +5,17 @@
 #endif
 #include <openssl/evp.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <charconv>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
 
 #include "common/json.hpp"
+#include "common/log.hpp"
+#include "manifest/manifest.hpp"
 #include "topology/ring_setup.hpp"
 
 namespace pangea {
@@ -84,7 +91,8 @@ std::vector<EtcdKey> range_keys(const std::string& text, int64_t* revision) {
     std::vector<EtcdKey> keys;
     const Json& kvs = member(answer, "kvs");
     if (!kvs.is_array()) return keys;  // none: left out
-    for (const Json& kv : kvs) keys.push_back({bytes(kv, "key"), bytes(kv, "value"), integer(kv, "create_revision")});
+    for (const Json& kv : kvs)
+        keys.push_back({bytes(kv, "key"), bytes(kv, "value"), integer(kv, "create_revision"), integer(kv, "lease")});
     return keys;
 }
 
@@ -93,67 +101,208 @@ size_t collect(char* data, size_t size, size_t count, void* out) {
     static_cast<std::string*>(out)->append(data, size * count);
     return size * count;
 }
+
+// Errors after which the request cannot have reached etcd: the next endpoint may take it.
+bool never_sent(CURLcode rc) {
+    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY;
+}
 #endif
 
+std::vector<std::string> split_endpoints(const std::string& list) {
+    std::vector<std::string> endpoints;
+    std::istringstream in(list);
+    for (std::string endpoint; std::getline(in, endpoint, ',');) {
+        endpoint.erase(0, endpoint.find_first_not_of(" \t"));
+        endpoint.erase(endpoint.find_last_not_of(" \t/") + 1);
+        if (!endpoint.empty()) endpoints.push_back(endpoint);
+    }
+    if (endpoints.empty()) throw MeshError("etcd: no endpoint given (\"" + list + "\")");
+    return endpoints;
+}
+
+bool contains(const std::string& text, const char* part) { return text.find(part) != std::string::npos; }
+
+// A file a setting names, whole; `what` names the setting.
+std::string read_setting_file(const std::string& path, const std::string& what) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error(what + " " + path + " cannot be read");
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
 }  // namespace
+
+EtcdAccess etcd_access(const Manifest& m) {
+    const auto origin = [&](const char* key) { return m.core.at("mesh").at(key).origin + ": [mesh] " + key; };
+    EtcdAccess access;
+    access.endpoints = m.get_string("mesh", "etcd");
+    access.ca_file = m.get_string("mesh", "etcd_ca_file");
+    access.cert_file = m.get_string("mesh", "etcd_cert_file");
+    access.key_file = m.get_string("mesh", "etcd_key_file");
+    access.user = m.get_string("mesh", "etcd_user");
+    for (const char* key : {"etcd_ca_file", "etcd_cert_file", "etcd_key_file"})
+        if (const std::string file = m.get_string("mesh", key); !file.empty()) read_setting_file(file, origin(key));
+    if (access.cert_file.empty() != access.key_file.empty())
+        throw std::runtime_error(origin(access.cert_file.empty() ? "etcd_key_file" : "etcd_cert_file") +
+                                 " is set without [mesh] " + (access.cert_file.empty() ? "etcd_cert_file" : "etcd_key_file") +
+                                 ": a client certificate needs both");
+    const bool tls = !access.ca_file.empty() || !access.cert_file.empty();
+    for (const std::string& endpoint : split_endpoints(access.endpoints))
+        if (tls && endpoint.rfind("https://", 0) != 0)
+            throw std::runtime_error(origin("etcd") + " has " + endpoint +
+                                     ", which is not https://, while TLS files are set ([mesh] etcd_ca_file, "
+                                     "etcd_cert_file): give etcd's https:// URL");
+    const std::string password_file = m.get_string("mesh", "etcd_password_file");
+    if (access.user.empty() != password_file.empty())
+        throw std::runtime_error(origin(access.user.empty() ? "etcd_password_file" : "etcd_user") + " is set without [mesh] " +
+                                 (access.user.empty() ? "etcd_user" : "etcd_password_file") + ": etcd's auth needs both");
+    if (!password_file.empty()) {
+        access.password = read_setting_file(password_file, origin("etcd_password_file"));
+        while (!access.password.empty() && (access.password.back() == '\n' || access.password.back() == '\r'))
+            access.password.pop_back();
+        struct stat info {};
+        if (stat(password_file.c_str(), &info) == 0 && (info.st_mode & (S_IRGRP | S_IROTH)))
+            log(PANGEA_LOG_WARN, "mesh", origin("etcd_password_file") + " " + password_file +
+                                             " can be read by other users; chmod 600 it");
+    }
+    return access;
+}
 
 #if PANGEA_HAVE_CURL
 struct EtcdClient::Curl {
     CURL* handle = curl_easy_init();
-    ~Curl() { curl_easy_cleanup(handle); }
+    curl_slist* headers = nullptr;
+    char error[CURL_ERROR_SIZE] = {};
+    ~Curl() {
+        curl_slist_free_all(headers);
+        curl_easy_cleanup(handle);
+    }
+    // The handle set up for a POST of `body` (which must outlive the transfer) to `url`.
+    CURL* prepare(const std::string& url, const std::string& body, const EtcdAccess& access, const std::string& token) {
+        curl_easy_reset(handle);
+        curl_slist_free_all(headers);
+        headers = nullptr;
+        if (!token.empty()) headers = curl_slist_append(headers, ("Authorization: " + token).c_str());
+        error[0] = '\0';
+        curl_easy_setopt(handle, CURLOPT_URL, url.c_str());
+        curl_easy_setopt(handle, CURLOPT_POSTFIELDS, body.c_str());
+        curl_easy_setopt(handle, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(handle, CURLOPT_ERRORBUFFER, error);
+        curl_easy_setopt(handle, CURLOPT_HTTPHEADER, headers);
+        if (!access.ca_file.empty()) curl_easy_setopt(handle, CURLOPT_CAINFO, access.ca_file.c_str());
+        if (!access.cert_file.empty()) {
+            curl_easy_setopt(handle, CURLOPT_SSLCERT, access.cert_file.c_str());
+            curl_easy_setopt(handle, CURLOPT_SSLKEY, access.key_file.c_str());
+        }
+        return handle;
+    }
+    // Why a transfer failed, with a hint for the TLS failures a setting fixes.
+    std::string failure(CURLcode rc, const EtcdAccess& access) const {
+        std::string why = error[0] != '\0' ? error : curl_easy_strerror(rc);
+        if (rc == CURLE_PEER_FAILED_VERIFICATION)
+            why += access.ca_file.empty() ? " (set [mesh] etcd_ca_file to the CA that signed etcd's certificate)"
+                                          : " (is [mesh] etcd_ca_file " + access.ca_file + " the CA that signed etcd's certificate?)";
+        else if (rc == CURLE_SSL_CERTPROBLEM)
+            why += " ([mesh] etcd_cert_file " + access.cert_file + ", etcd_key_file " + access.key_file + ")";
+        else if ((rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR) && access.cert_file.empty())
+            why += " (does etcd ask for a client certificate? set [mesh] etcd_cert_file and etcd_key_file)";
+        return why;
+    }
 };
 
-EtcdClient::EtcdClient(std::string endpoint, long timeout_ms)
-    : endpoint_(std::move(endpoint)), timeout_ms_(timeout_ms), curl_(std::make_unique<Curl>()) {
+EtcdClient::EtcdClient(EtcdAccess access, long timeout_ms)
+    : access_(std::move(access)), endpoints_(split_endpoints(access_.endpoints)), timeout_ms_(timeout_ms),
+      curl_(std::make_unique<Curl>()) {
     static const bool initialized = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
     if (!initialized || curl_->handle == nullptr) throw MeshError("etcd: libcurl could not be initialized");
 }
 
 EtcdClient::~EtcdClient() = default;
 
+EtcdClient::Answer EtcdClient::post(const std::string& path, const std::string& body) {
+    std::string failures;
+    for (size_t tried = 0; tried < endpoints_.size(); ++tried) {
+        Answer answer;
+        CURL* h = curl_->prepare(endpoint() + path, body, access_, token_);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms_);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &answer.body);
+        const CURLcode rc = curl_easy_perform(h);
+        if (rc == CURLE_OK) {
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &answer.status);
+            return answer;
+        }
+        const std::string why = "etcd at " + endpoint() + ": " + path + ": " + curl_->failure(rc, access_);
+        if (!never_sent(rc)) throw MeshError(why);
+        failures += (failures.empty() ? "" : "; ") + why;
+        current_ = (current_ + 1) % endpoints_.size();
+    }
+    throw MeshError(failures);
+}
+
+void EtcdClient::authenticate() {
+    token_.clear();
+    const Answer answer = post("/v3/auth/authenticate", to_json(Json{{"name", access_.user}, {"password", access_.password}}));
+    if (answer.status != 200) throw MeshError(describe_refusal("/v3/auth/authenticate", answer));
+    token_ = json_string(parse_answer(answer.body, "/v3/auth/authenticate"), "token").value_or("");
+    if (token_.empty()) throw MeshError("etcd at " + endpoint() + ": /v3/auth/authenticate gave no token: " + answer.body.substr(0, 200));
+}
+
 std::string EtcdClient::call(const std::string& path, const std::string& body) {
-    std::string response;
-    CURL* h = curl_->handle;
-    curl_easy_reset(h);
-    const std::string url = endpoint_ + path;
-    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.c_str());
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms_);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &response);
-    if (const CURLcode rc = curl_easy_perform(h); rc != CURLE_OK)
-        throw MeshError("etcd at " + endpoint_ + ": " + path + ": " + curl_easy_strerror(rc));
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200 && response.find("requested lease not found") != std::string::npos)
-        throw EtcdLeaseLost("etcd at " + endpoint_ + ": " + path + ": the lease has expired");
-    if (status != 200)
-        throw MeshError("etcd at " + endpoint_ + ": " + path + " answered HTTP " + std::to_string(status) + ": " +
-                        response.substr(0, 200));
-    return response;
+    if (token_.empty() && !access_.user.empty()) authenticate();
+    Answer answer = post(path, body);
+    if (answer.status != 200 && !access_.user.empty() && contains(answer.body, "invalid auth token")) {
+        authenticate();  // the token expired (etcd --auth-token-ttl), or etcd restarted
+        answer = post(path, body);
+    }
+    if (answer.status != 200 && contains(answer.body, "requested lease not found"))
+        throw EtcdLeaseLost("etcd at " + endpoint() + ": " + path + ": the lease has expired");
+    if (answer.status != 200) throw MeshError(describe_refusal(path, answer));
+    return answer.body;
 }
 
 #else
 // Built without libcurl (optional, like the transports' libraries): the etcd backend says so.
 struct EtcdClient::Curl {};
 
-EtcdClient::EtcdClient(std::string endpoint, long timeout_ms) : endpoint_(std::move(endpoint)), timeout_ms_(timeout_ms) {
-    throw MeshError("etcd at " + endpoint_ + ": this pangea was built without libcurl, which [mesh] backend = \"etcd\" "
+EtcdClient::EtcdClient(EtcdAccess access, long timeout_ms)
+    : access_(std::move(access)), endpoints_(split_endpoints(access_.endpoints)), timeout_ms_(timeout_ms) {
+    throw MeshError("etcd at " + endpoint() + ": this pangea was built without libcurl, which [mesh] backend = \"etcd\" "
                     "needs (Debian: libcurl4-openssl-dev; then build again)");
 }
 
 EtcdClient::~EtcdClient() = default;
 
-std::string EtcdClient::call(const std::string& path, const std::string&) {
-    throw MeshError("etcd at " + endpoint_ + ": " + path + ": built without libcurl");
+EtcdClient::Answer EtcdClient::post(const std::string& path, const std::string&) {
+    throw MeshError("etcd at " + endpoint() + ": " + path + ": built without libcurl");
 }
+
+void EtcdClient::authenticate() {}
+
+std::string EtcdClient::call(const std::string& path, const std::string& body) { return post(path, body).body; }
 #endif
+
+std::string EtcdClient::describe_refusal(const std::string& path, const Answer& answer) const {
+    std::string why = "etcd at " + endpoint() + ": " + path + " answered HTTP " + std::to_string(answer.status) + ": " +
+                      answer.body.substr(0, 200);
+    if (contains(answer.body, "user name is empty") || contains(answer.body, "user name not found"))
+        why += access_.user.empty() ? " (etcd's auth is on: set [mesh] etcd_user and etcd_password_file)"
+                                    : " (is [mesh] etcd_user '" + access_.user + "' one of etcd's users?)";
+    else if (contains(answer.body, "authentication failed"))
+        why += " (etcd refused user '" + access_.user + "' with the password of [mesh] etcd_password_file)";
+    else if (contains(answer.body, "CommonName of client sending a request against gateway"))
+        why += " (etcd's JSON gateway does not take a client certificate together with auth: with etcd_user set, "
+               "leave [mesh] etcd_cert_file and etcd_key_file empty and run etcd without --client-cert-auth)";
+    else if (contains(answer.body, "permission denied"))
+        why += " (etcd user '" + access_.user + "' needs a role that may read and write the keys under /pangea/)";
+    return why;
+}
 
 int64_t EtcdClient::grant_lease(int ttl_seconds) {
     const std::string text = call("/v3/lease/grant", to_json(Json{{"TTL", ttl_seconds}}));
     const Json answer = parse_answer(text, "/v3/lease/grant");
-    if (!answer.contains("ID")) throw MeshError("etcd at " + endpoint_ + ": the lease grant has no ID: " + text.substr(0, 200));
+    if (!answer.contains("ID")) throw MeshError("etcd at " + endpoint() + ": the lease grant has no ID: " + text.substr(0, 200));
     return integer(answer, "ID");
 }
 
@@ -164,6 +313,11 @@ bool EtcdClient::keep_alive(int64_t lease) {
 }
 
 void EtcdClient::revoke_lease(int64_t lease) { call("/v3/lease/revoke", to_json(Json{{"ID", lease}})); }
+
+int64_t EtcdClient::time_to_live(int64_t lease) {
+    const std::string text = call("/v3/lease/timetolive", to_json(Json{{"ID", lease}}));
+    return integer(parse_answer(text, "/v3/lease/timetolive"), "TTL");
+}
 
 std::optional<int64_t> EtcdClient::create(const std::string& key, const std::string& value, int64_t lease) {
     const Json request{
@@ -196,6 +350,12 @@ std::optional<std::string> EtcdClient::get(const std::string& key) {
 std::vector<EtcdKey> EtcdClient::list(const std::string& prefix, int64_t* revision) {
     return range_keys(call("/v3/kv/range", to_json(Json{{"key", base64(prefix)}, {"range_end", base64(prefix_end(prefix))}})),
                       revision);
+}
+
+int64_t EtcdClient::remove_prefix(const std::string& prefix) {
+    const std::string text =
+        call("/v3/kv/deleterange", to_json(Json{{"key", base64(prefix)}, {"range_end", base64(prefix_end(prefix))}}));
+    return integer(parse_answer(text, "/v3/kv/deleterange"), "deleted");
 }
 
 namespace {
@@ -260,27 +420,30 @@ int64_t EtcdClient::watch(const std::string& prefix, int64_t from_revision,
                                            {{"key", base64(prefix)},
                                             {"range_end", base64(prefix_end(prefix))},
                                             {"start_revision", std::to_string(from_revision)}}}});
-    const std::string url = endpoint_ + "/v3/watch";
-    CURL* h = curl_->handle;
-    curl_easy_reset(h);
-    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.c_str());
+    if (token_.empty() && !access_.user.empty()) authenticate();
+    CURL* h = curl_->prepare(endpoint() + "/v3/watch", body, access_, token_);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms_);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_watch_data);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &stream);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_watch_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, &stream);
     const CURLcode rc = curl_easy_perform(h);
-    if (!stream.error.empty()) throw MeshError("etcd at " + endpoint_ + ": the watch of " + prefix + " ended: " + stream.error);
-    if (rc != CURLE_OK && !stop) throw MeshError("etcd at " + endpoint_ + ": /v3/watch: " + curl_easy_strerror(rc));
+    if (!stream.error.empty()) {
+        if (contains(stream.error, "invalid auth token")) token_.clear();  // the next watch logs in again
+        throw MeshError("etcd at " + endpoint() + ": the watch of " + prefix + " ended: " + stream.error);
+    }
+    if (rc != CURLE_OK && !stop) {
+        const std::string why = "etcd at " + endpoint() + ": /v3/watch: " + curl_->failure(rc, access_);
+        if (never_sent(rc)) current_ = (current_ + 1) % endpoints_.size();  // the next watch tries another
+        throw MeshError(why);
+    }
     return stream.revision;
 }
 #else
 int64_t EtcdClient::watch(const std::string& prefix, int64_t, const std::function<void(const EtcdEvent&)>&,
                           const std::atomic<bool>&) {
-    throw MeshError("etcd at " + endpoint_ + ": the watch of " + prefix + ": built without libcurl");
+    throw MeshError("etcd at " + endpoint() + ": the watch of " + prefix + ": built without libcurl");
 }
 #endif
 

@@ -12,17 +12,17 @@ void note(pangea_log_level level, const std::string& message) { log(level, "mesh
 
 }  // namespace
 
-EtcdBackend::EtcdBackend(const std::string& endpoint, int node, const std::string& address, const std::string& host,
+EtcdBackend::EtcdBackend(EtcdAccess access, int node, const std::string& address, const std::string& coordinator_listen,
                          CoordinatorOptions options, std::chrono::milliseconds heartbeat)
-    : endpoint_(endpoint),
+    : access_(std::move(access)),
       node_(node),
       address_(address),
-      host_(host),
+      coordinator_listen_(coordinator_listen),
       options_(std::move(options)),
       // etcd leases are whole seconds, and short ones are rounded up.
       ttl_seconds_(static_cast<int>(std::max<int64_t>(2, (options_.timeout.count() + 999) / 1000))),
       heartbeat_(heartbeat),
-      etcd_(endpoint) {
+      etcd_(access_) {
     lease_ = etcd_.grant_lease(ttl_seconds_);
     // A process that held this id a moment ago (killed, now restarted) leaves its registration
     // behind until its lease expires: wait that long before calling the id taken.
@@ -41,7 +41,7 @@ EtcdBackend::EtcdBackend(const std::string& endpoint, int node, const std::strin
             }
             throw MeshError("node id " + std::to_string(node_) + " is taken: a live node at " +
                             etcd_.get(key("nodes/" + std::to_string(node_))).value_or("?") + " is registered with it in etcd (" +
-                            endpoint_ + ")");
+                            etcd_.endpoint() + ")");
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(250));
         if (!etcd_.keep_alive(lease_)) lease_ = etcd_.grant_lease(ttl_seconds_);
@@ -75,7 +75,7 @@ void EtcdBackend::stop_serving() {
 }
 
 void EtcdBackend::keep_lease() {
-    EtcdClient etcd(endpoint_);  // a handle of its own: libcurl handles are one thread's
+    EtcdClient etcd(access_);  // a handle of its own: libcurl handles are one thread's
     while (!stop_) {
         std::this_thread::sleep_for(std::min(heartbeat_, std::chrono::milliseconds(1000 * ttl_seconds_ / 3)));
         std::lock_guard lock(mutex_);
@@ -98,7 +98,7 @@ void EtcdBackend::keep_lease() {
 }
 
 void EtcdBackend::watch_registrations() {
-    EtcdClient etcd(endpoint_);
+    EtcdClient etcd(access_);
     const std::string prefix = key("nodes/");
     auto record = [&](const std::string& k, bool present) {
         try {
@@ -138,7 +138,7 @@ void EtcdBackend::start_coordinator(int64_t elected_revision) {
         options.committed_step = json_int(fields, "step").value_or(0);
         options.committed_epoch = static_cast<uint64_t>(json_int(fields, "epoch").value_or(0));
     }
-    auto etcd = std::make_shared<EtcdClient>(endpoint_);  // the server thread's
+    auto etcd = std::make_shared<EtcdClient>(access_);  // the server thread's
     options.record_commit = [etcd, guard = key("coordinator"), epoch_key = key("epoch"),
                              elected_revision](const Epoch& epoch) {
         return etcd->put_if_created_at(guard, elected_revision, epoch_key,
@@ -166,7 +166,7 @@ std::string EtcdBackend::locate() {
     try {
         if (const auto current = etcd_.get(key("coordinator"))) return *current;
         // Nobody coordinates: stand, with a server ready to take connections once elected.
-        auto server = std::make_unique<CoordinatorServer>(host_ + ":0");
+        auto server = std::make_unique<CoordinatorServer>(coordinator_listen_);
         const auto elected = etcd_.create(key("coordinator"), server->address(), lease_);
         if (!elected) return etcd_.get(key("coordinator")).value_or("");
         server_ = std::move(server);

@@ -29,10 +29,10 @@ namespace pangea {
 
 class EtcdBackend {
 public:
-    // Registers node `node` (transport address `address`) under its lease. `host`: where this
-    // node's coordinator would listen (port chosen by the system). Throws MeshError when etcd
-    // cannot be reached or another live process holds the node id.
-    EtcdBackend(const std::string& endpoint, int node, const std::string& address, const std::string& host,
+    // Registers node `node` (transport address `address`) under its lease. `coordinator_listen`:
+    // host:port where this node's coordinator would listen, should it be elected (port 0: any).
+    // Throws MeshError when etcd cannot be reached or another live process holds the node id.
+    EtcdBackend(EtcdAccess access, int node, const std::string& address, const std::string& coordinator_listen,
                 CoordinatorOptions options, std::chrono::milliseconds heartbeat);
     ~EtcdBackend();  // stops a coordinator served here; revokes the lease (the others drop this node at once)
     EtcdBackend(const EtcdBackend&) = delete;
@@ -51,10 +51,10 @@ private:
     void watch_registrations();   // the watcher thread, while serving
     void stop_serving();          // under mutex_
 
-    std::string endpoint_;
+    EtcdAccess access_;
     int node_;
     std::string address_;
-    std::string host_;
+    std::string coordinator_listen_;
     CoordinatorOptions options_;
     int ttl_seconds_;
     std::chrono::milliseconds heartbeat_;

@@ -108,7 +108,7 @@ OwnedConnection PeerAcceptor::take(int peer, uint32_t channel, std::chrono::mill
     waiting_.erase(key);
     // Connections of epochs that are over will never be taken.
     for (auto it = waiting_.begin(); it != waiting_.end();)
-        it = it->first.second < channel && it->first.second >= ring_channel(0) ? waiting_.erase(it) : std::next(it);
+        it = it->first.second < channel && it->first.second >= kFirstEpochChannel ? waiting_.erase(it) : std::next(it);
     return connection;
 }
 

@@ -19,12 +19,15 @@
 namespace pangea {
 
 constexpr uint32_t kRecoveryChannel = 2;
-// Ring connections of an elastic run are made per epoch, and per ring of the epoch ([mesh]
-// rings): a late connection of an old epoch cannot be mistaken for one of the current epoch.
-// Channels grow with the epoch, then the ring (those below one being taken are never taken).
-constexpr uint32_t ring_channel(uint64_t epoch, uint32_t ring = 0) {
-    return 0x10000000u | (static_cast<uint32_t>(epoch & 0xfffffu) << 8) | (ring & 0xffu);
+// Connections of an elastic run are made per epoch: the bandwidth probes that order its ring
+// (collective/ring_planner.hpp), then each ring of the epoch ([mesh] rings), so that a late
+// connection of an old epoch cannot be mistaken for one of the current epoch. Channels grow with
+// the epoch, then probes before rings (those below one being taken are never taken).
+constexpr uint32_t kFirstEpochChannel = 0x10000000u;
+constexpr uint32_t probe_channel(uint64_t epoch) {
+    return kFirstEpochChannel | (static_cast<uint32_t>(epoch & 0xfffffu) << 8);
 }
+constexpr uint32_t ring_channel(uint64_t epoch, uint32_t ring = 0) { return probe_channel(epoch) + 1 + (ring & 0x7fu); }
 
 class PeerAcceptor {
 public:

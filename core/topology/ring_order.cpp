@@ -12,11 +12,11 @@ namespace pangea {
 namespace {
 
 struct Score {
-    double slowest;
-    double total;
+    double slowest;  // bytes per second
+    double seconds;  // per byte, over all hops: robust to a hop measured absurdly fast
     bool operator>(const Score& other) const {
         if (slowest != other.slowest) return slowest > other.slowest;
-        return total > other.total;
+        return seconds < other.seconds;
     }
 };
 
@@ -25,24 +25,22 @@ Score score(const BandwidthMatrix& bandwidth, const std::vector<int>& order) {
     for (size_t i = 0; i < order.size(); ++i) {
         const double hop = bandwidth[order[i]][order[(i + 1) % order.size()]];
         s.slowest = std::min(s.slowest, hop);
-        s.total += hop;
+        s.seconds += 1 / std::max(hop, 1e-9);
     }
     return s;
 }
 
 const pangea_transport_vtable& vt(const PluginInstance& transport) { return transport.vtable<pangea_transport_vtable>(); }
 
-void complete(Request& request, const char* what, int rank) {
-    const pangea_status status = request.wait(-1);
-    if (status != PANGEA_OK)
-        throw MeshError("rank " + std::to_string(rank) + ": bandwidth probe " + what + " failed with " +
-                        status_name(status) + ": " + request.error());
-}
-
 }  // namespace
 
 double slowest_hop(const BandwidthMatrix& bandwidth, const std::vector<int>& order) {
     return score(bandwidth, order).slowest;
+}
+
+RingScore ring_score(const BandwidthMatrix& bandwidth, const std::vector<int>& order) {
+    const Score s = score(bandwidth, order);
+    return {s.slowest, s.seconds};
 }
 
 std::vector<int> best_ring_order(const BandwidthMatrix& bandwidth) {
@@ -140,42 +138,70 @@ BandwidthMatrix measure_bandwidth(const PluginInstance& transport, const OwnedLi
     }
     accepting.get();
 
+    std::vector<pangea_connection*> to(n, nullptr), from(n, nullptr);
+    for (auto& [other, connection] : outgoing) to[other] = connection.handle();
+    for (auto& [other, connection] : incoming) from[other] = connection.handle();
+    return probe_bandwidth(transport, to, from, rank, probe_bytes, timeout);
+}
+
+BandwidthMatrix probe_bandwidth(const PluginInstance& transport, const std::vector<pangea_connection*>& to,
+                                const std::vector<pangea_connection*>& from, int rank, size_t probe_bytes,
+                                std::chrono::milliseconds timeout) {
+    const int n = static_cast<int>(to.size());
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    // A failure, or a wait past the deadline, fails every connection first, so that no request
+    // is left pending on a peer that will never answer.
+    auto complete = [&](Request& request, const char* what) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        const pangea_status status = request.wait(static_cast<int>(std::max<long long>(1, left.count())));
+        if (status == PANGEA_OK) return;
+        const std::string error = request.error();
+        for (int other = 0; other < n; ++other)
+            if (other != rank) {
+                Link(transport, to[other]).abort();
+                Link(transport, from[other]).abort();
+            }
+        request.wait(-1);
+        throw MeshError("rank " + std::to_string(rank) + ": bandwidth probe " + what +
+                        (status == PANGEA_ERR_TIMEOUT ? " took longer than " + std::to_string(timeout.count()) + " ms"
+                                                      : " failed with " + std::string(status_name(status)) + ": " + error));
+    };
+
     // Rounds: send to rank + k, receive from rank - k, timing the receive.
     std::vector<double> measured(n, 0.0);  // measured[from]: bytes/s from rank `from` to this rank
     std::vector<uint8_t> probe_out(probe_bytes, 0x5a), probe_in(probe_bytes);
     uint64_t token_out = 0, token_in = 0;
     pangea_status status;
     for (int k = 1; k < n; ++k) {
-        const int to = (rank + k) % n, from = (rank - k + n) % n;
-        const Link send_link(transport, outgoing.at(to).handle()), receive_link(transport, incoming.at(from).handle());
+        const int next = (rank + k) % n, previous = (rank - k + n) % n;
+        const Link send_link(transport, to[next]), receive_link(transport, from[previous]);
         Request token_received = receive_link.receive(&token_in, sizeof token_in, &status);
         Request probe_received = receive_link.receive(probe_in.data(), probe_in.size(), &status);
         Request token_sent = send_link.send(&token_out, sizeof token_out, &status);
         Request probe_sent = send_link.send(probe_out.data(), probe_out.size(), &status);
-        complete(token_received, "token", rank);
+        complete(token_received, "token");
         const auto start = std::chrono::steady_clock::now();
-        complete(probe_received, "receive", rank);
+        complete(probe_received, "receive");
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        measured[from] = static_cast<double>(probe_bytes) / std::max(seconds, 1e-9);
-        complete(token_sent, "token send", rank);
-        complete(probe_sent, "send", rank);
+        measured[previous] = static_cast<double>(probe_bytes) / std::max(seconds, 1e-9);
+        complete(token_sent, "token send");
+        complete(probe_sent, "send");
     }
 
     // Everyone tells everyone what it measured.
     BandwidthMatrix matrix(n, std::vector<double>(n, 0.0));
-    for (int from = 0; from < n; ++from) matrix[from][rank] = measured[from];
+    for (int source = 0; source < n; ++source) matrix[source][rank] = measured[source];
     std::vector<std::vector<double>> columns(n, std::vector<double>(n));
     std::vector<Request> requests;
     for (int other = 0; other < n; ++other) {
         if (other == rank) continue;
-        requests.push_back(Link(transport, incoming.at(other).handle())
-                               .receive(columns[other].data(), n * sizeof(double), &status));
-        requests.push_back(Link(transport, outgoing.at(other).handle()).send(measured.data(), n * sizeof(double), &status));
+        requests.push_back(Link(transport, from[other]).receive(columns[other].data(), n * sizeof(double), &status));
+        requests.push_back(Link(transport, to[other]).send(measured.data(), n * sizeof(double), &status));
     }
-    for (auto& request : requests) complete(request, "exchange", rank);
+    for (auto& request : requests) complete(request, "exchange");
     for (int other = 0; other < n; ++other)
         if (other != rank)
-            for (int from = 0; from < n; ++from) matrix[from][other] = columns[other][from];
+            for (int source = 0; source < n; ++source) matrix[source][other] = columns[other][source];
     return matrix;
 }
 

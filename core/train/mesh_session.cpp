@@ -76,8 +76,9 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
         hosted.compression = compression;
         hosted.secret = secret_;
         const std::string address = listener_->address();
-        etcd_ = std::make_unique<EtcdBackend>(m.get_string("mesh", "etcd"), node_, address,
-                                              address.substr(0, address.rfind(':')), hosted, heartbeat);
+        const std::string coordinator_listen =
+            address.substr(0, address.rfind(':')) + ":" + std::to_string(m.get_int("mesh", "coordinator_port"));
+        etcd_ = std::make_unique<EtcdBackend>(etcd_access(m), node_, address, coordinator_listen, hosted, heartbeat);
         client.locate = [this] { return etcd_->locate(); };
         client.send_beats = false;  // the etcd lease is the heartbeat
     }
@@ -104,7 +105,13 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
                                          (worker_count > 1 ? ", " + std::to_string(outer_rings(m) / worker_count) +
                                                                  " in each worker's process"
                                                            : std::string()));
-    elastic_ = std::make_unique<ElasticAllReduce>(*membership_, *rings_, node_, joined_.step);
+    if (m.get_string("mesh", "ring_order") == "measured") {
+        RingPlanOptions plan;
+        plan.probe_bytes = static_cast<size_t>(m.get_int("mesh", "probe_bytes"));
+        plan.secret = secret_;
+        planner_ = std::make_unique<RingPlanner>(transport, *acceptor_, node_, run_id_, plan);
+    }
+    elastic_ = std::make_unique<ElasticAllReduce>(*membership_, *rings_, node_, joined_.step, 20, planner_.get());
 }
 
 MeshSession::~MeshSession() { state_server_.stop(); }

@@ -106,6 +106,7 @@ private:
     JoinResult joined_;
     std::unique_ptr<RingLanes> lanes_;  // this process's rings
     std::unique_ptr<NodeRings> rings_;  // the node's
+    std::unique_ptr<RingPlanner> planner_;  // [mesh] ring_order = "measured"
     std::unique_ptr<ElasticAllReduce> elastic_;
 };
 

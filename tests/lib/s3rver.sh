@@ -88,7 +88,8 @@ s3rver_stop() {
 }
 
 # Objects of BUCKET on the running server, through the signing proxy (curl's own SigV4; curl
-# 7.88 signs the payload hash it is given and adds none):
+# 7.88 signs the payload hash it is given and adds none; a request gets 30 s, so that a server
+# that stopped answering fails the test instead of hanging it):
 #   s3_get BUCKET KEY          prints the object (fails when there is none)
 #   s3_put BUCKET KEY          stores stdin as the object
 #   s3_rm BUCKET KEY           deletes it
@@ -97,7 +98,7 @@ s3_curl() {  # payload file ("" for none), curl arguments
     local payload=$1 hash
     shift
     hash=$(if [[ -n $payload ]]; then sha256sum <"$payload"; else sha256sum </dev/null; fi | cut -d' ' -f1)
-    curl -sSf --aws-sigv4 "aws:amz:$AWS_DEFAULT_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+    curl -sSf --max-time 30 --aws-sigv4 "aws:amz:$AWS_DEFAULT_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
         -H "x-amz-content-sha256: $hash" "$@"
 }
 s3_get() { s3_curl "" "$S3_ENDPOINT/$1/$2"; }

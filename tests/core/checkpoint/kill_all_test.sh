@@ -115,8 +115,11 @@ wait_nodes() {
 # names the step before (as it would have), and the run's record is ahead of it.
 train_and_kill_all() {
     for i in 0 1 2; do start_node "$i"; done
-    for _ in $(seq 1 1800); do
-        [[ $(object_get latest 2>/dev/null) > step-00000003 ]] && break
+    local deadline=$((SECONDS + 180))
+    until [[ $(object_get latest 2>/dev/null) > step-00000003 ]]; do
+        if ((SECONDS > deadline)); then
+            echo "FAIL: $run: no checkpoint of step 4 or later within 180 s"; tail -n 5 "$work/$run"/*.log; exit 1
+        fi
         sleep 0.1
     done
     kill -9 "${pids[@]}"

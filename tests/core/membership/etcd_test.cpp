@@ -40,7 +40,7 @@ protected:
                          log);
             for (int i = 0; i < 300 && !etcd->wait_for(std::chrono::milliseconds(0)).has_value(); ++i) {
                 try {
-                    EtcdClient(endpoint, 500).get("/ping");
+                    EtcdClient({endpoint}, 500).get("/ping");
                     return;
                 } catch (const MeshError& e) {
                     why = e.what();
@@ -73,7 +73,7 @@ protected:
 };
 
 TEST_F(Etcd, CreateOnlyIfAbsentAndKeysDieWithTheirLease) {
-    EtcdClient client(endpoint);
+    EtcdClient client({endpoint});
     const int64_t lease = client.grant_lease(2);
     EXPECT_TRUE(client.create("/k", "first", lease).has_value());
     EXPECT_FALSE(client.create("/k", "second", lease).has_value()) << "a second create must lose";
@@ -87,7 +87,7 @@ TEST_F(Etcd, CreateOnlyIfAbsentAndKeysDieWithTheirLease) {
 
 TEST_F(Etcd, AnUnreachableEndpointIsAnErrorNamingIt) {
     try {
-        EtcdClient("http://127.0.0.1:1", 500).grant_lease(2);
+        EtcdClient({"http://127.0.0.1:1"}, 500).grant_lease(2);
         FAIL() << "no error";
     } catch (const MeshError& e) {
         EXPECT_NE(std::string(e.what()).find("etcd at http://127.0.0.1:1"), std::string::npos) << e.what();
@@ -95,7 +95,7 @@ TEST_F(Etcd, AnUnreachableEndpointIsAnErrorNamingIt) {
 }
 
 TEST_F(Etcd, AWriteFencedByAKeysCreationFailsOnceTheKeyWasCreatedAgain) {
-    EtcdClient client(endpoint);
+    EtcdClient client({endpoint});
     const int64_t lease = client.grant_lease(10);
     const auto first = client.create("/leader", "a", lease);
     ASSERT_TRUE(first.has_value());
@@ -109,7 +109,7 @@ TEST_F(Etcd, AWriteFencedByAKeysCreationFailsOnceTheKeyWasCreatedAgain) {
 }
 
 TEST_F(Etcd, AWatchSeesRegistrationsAndTheirExpiry) {
-    EtcdClient client(endpoint);
+    EtcdClient client({endpoint});
     const int64_t lease = client.grant_lease(2);
     ASSERT_TRUE(client.create("/run/nodes/1", "a", lease).has_value());
     int64_t revision = 0;
@@ -121,7 +121,7 @@ TEST_F(Etcd, AWatchSeesRegistrationsAndTheirExpiry) {
     std::vector<EtcdEvent> events;
     std::mutex mutex;
     std::thread watcher([&] {
-        EtcdClient own(endpoint);
+        EtcdClient own({endpoint});
         own.watch("/run/nodes/", revision + 1, [&](const EtcdEvent& e) {
             std::lock_guard l(mutex);
             events.push_back(e);
@@ -150,10 +150,10 @@ TEST_F(Etcd, AWatchSeesRegistrationsAndTheirExpiry) {
 
 TEST_F(Etcd, OneNodeIsElectedAndAnotherTakesOverWhenItGoes) {
     CoordinatorOptions options{"00000000000000aa", std::chrono::milliseconds(2000), 1, ""};
-    auto first = std::make_unique<EtcdBackend>(endpoint, 0, "127.0.0.1:1000", "127.0.0.1", options,
+    auto first = std::make_unique<EtcdBackend>(EtcdAccess{endpoint}, 0, "127.0.0.1:1000", "127.0.0.1:0", options,
                                                std::chrono::milliseconds(300));
-    EtcdBackend second(endpoint, 1, "127.0.0.1:1001", "127.0.0.1", options, std::chrono::milliseconds(300));
-    EtcdClient client(endpoint);
+    EtcdBackend second({endpoint}, 1, "127.0.0.1:1001", "127.0.0.1:0", options, std::chrono::milliseconds(300));
+    EtcdClient client({endpoint});
     EXPECT_EQ(client.get(first->key("nodes/0")).value_or(""), "127.0.0.1:1000") << "each node registers";
     const std::string elected = first->locate();
     ASSERT_FALSE(elected.empty());
@@ -170,9 +170,9 @@ TEST_F(Etcd, OneNodeIsElectedAndAnotherTakesOverWhenItGoes) {
 
 TEST_F(Etcd, ASecondProcessWithALiveNodesIdIsRefused) {
     CoordinatorOptions options{"00000000000000ac", std::chrono::milliseconds(2000), 1, ""};
-    EtcdBackend first(endpoint, 3, "127.0.0.1:1000", "127.0.0.1", options, std::chrono::milliseconds(300));
+    EtcdBackend first({endpoint}, 3, "127.0.0.1:1000", "127.0.0.1:0", options, std::chrono::milliseconds(300));
     try {
-        EtcdBackend second(endpoint, 3, "127.0.0.1:1001", "127.0.0.1", options, std::chrono::milliseconds(300));
+        EtcdBackend second({endpoint}, 3, "127.0.0.1:1001", "127.0.0.1:0", options, std::chrono::milliseconds(300));
         FAIL() << "a second node 3 was let in";
     } catch (const MeshError& e) {
         EXPECT_NE(std::string(e.what()).find("node id 3 is taken: a live node at 127.0.0.1:1000"), std::string::npos)

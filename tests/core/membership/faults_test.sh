@@ -23,19 +23,12 @@
 set -uo pipefail
 pangea=$1 root=$2 backend=${3:-builtin} transport=${4:-tcp} compress=${5:-none} aggregation=${6:-codec}
 schedule=${7:-blocking}
-if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
-    echo "skipped: needs root and iproute2 (ip, tc) for network namespaces"
-    exit 77
-fi
+source "$root/tests/lib/netns.sh"
+require_network_namespaces
 if [[ $backend == etcd ]] && ! command -v etcd >/dev/null; then
     echo "skipped: etcd is not installed (apt-get install etcd-server)"
     exit 77
 fi
-if ! ip netns add "pangea-probe-$$" 2>/dev/null; then
-    echo "skipped: this machine does not allow creating network namespaces"
-    exit 77
-fi
-ip netns del "pangea-probe-$$"
 source "$root/tests/lib/expect.sh"
 work=$(mktemp -d)
 cleanup() {
@@ -83,7 +76,7 @@ if [[ $backend == etcd ]]; then
     ip netns exec pangea-n6 etcd --data-dir "$work/etcd" --listen-client-urls "$etcd_endpoint" \
         --advertise-client-urls "$etcd_endpoint" --listen-peer-urls http://10.77.0.6:2380 >"$work/etcd.log" 2>&1 &
     for _ in $(seq 1 100); do
-        ip netns exec pangea-n6 etcdctl --endpoints "$etcd_endpoint" endpoint health >/dev/null 2>&1 && break
+        ip netns exec pangea-n6 curl -sf "$etcd_endpoint/health" >/dev/null 2>&1 && break
         sleep 0.1
     done
 else
@@ -162,8 +155,10 @@ wait_until 60 "the survivors commit the next outer step with three members" -- \
 #    registration to expire with its lease, which on a loaded machine can take longer than the
 #    few seconds a node waits for an id to come free).
 if [[ $backend == etcd ]]; then
-    node_3_unregistered() {
-        ! ip netns exec pangea-n6 etcdctl --endpoints "$etcd_endpoint" get --prefix /pangea/ --keys-only | grep -q '/nodes/3$'
+    node_3_unregistered() {  # (`pangea etcd show` fails while etcd cannot be read: not yet)
+        local registered
+        registered=$(ip netns exec pangea-n6 "$pangea" etcd show "$work/run.toml" --run-id 99 "${membership[@]}") &&
+            ! grep -q '^  node 3 ' <<<"$registered"
     }
     wait_until 60 "node 3's registration in etcd expires" -- node_3_unregistered
 fi
