@@ -130,9 +130,12 @@ int environment_index(const char* name, const char* value, int64_t limit) {
     return static_cast<int>(number);
 }
 
-// A node started without --node-id takes its id from RANK and [mesh] nodes from WORLD_SIZE, as
-// torchrun (and launchers like it) set them for each process they start; PANGEA_MESH_NODES and
-// --set mesh.nodes still win over WORLD_SIZE.
+constexpr const char* kMasterOrigin = "environment MASTER_ADDR, MASTER_PORT + 1";
+
+// A node started without --node-id takes its id from RANK, [mesh] nodes from WORLD_SIZE and
+// [mesh] coordinator from MASTER_ADDR:MASTER_PORT + 1 (MASTER_PORT is torchrun's own store), as
+// torchrun (and launchers like it) set them for each process they start; PANGEA_MESH_* and --set
+// still win over them.
 int node_id_from_launcher(std::vector<Override>& overrides) {
     const char* rank = std::getenv("RANK");
     if (rank == nullptr)
@@ -140,6 +143,13 @@ int node_id_from_launcher(std::vector<Override>& overrides) {
                              "which sets RANK and WORLD_SIZE"});
     if (const char* world_size = std::getenv("WORLD_SIZE"))
         overrides.insert(overrides.begin(), {"mesh", "nodes", world_size, "environment WORLD_SIZE"});
+    const char* master_address = std::getenv("MASTER_ADDR");
+    const char* master_port = std::getenv("MASTER_PORT");
+    if (master_address != nullptr && master_port != nullptr && *master_address != '\0') {
+        const int port = environment_index("MASTER_PORT", master_port, 65535) + 1;
+        overrides.insert(overrides.begin(),
+                         {"mesh", "coordinator", std::string(master_address) + ":" + std::to_string(port), kMasterOrigin});
+    }
     return environment_index("RANK", rank, 4096);
 }
 
@@ -150,6 +160,10 @@ int run_node(const std::string& file, const std::vector<std::string>& set_argume
     NodeOptions with_source = options;
     if (!node_id_given) with_source.node_id = node_id_from_launcher(overrides);
     const Manifest manifest = load_manifest(file, overrides, registry);
+    // Rank 0 serves the coordinator that MASTER_ADDR named for the run (the builtin backend).
+    with_source.host_coordinator = !node_id_given && with_source.node_id == 0 &&
+                                   manifest.get_string("mesh", "backend") == "builtin" &&
+                                   manifest.core.at("mesh").at("coordinator").origin == kMasterOrigin;
     const int64_t nodes = manifest.get_int("mesh", "nodes");
     const std::string id_origin = node_id_given ? "--node-id " : "environment RANK=";
     if (with_source.node_id >= nodes)
@@ -407,7 +421,8 @@ int main(int argc, char** argv) {
     auto* node_id_option =
         run->add_option("--node-id", node_options.node_id,
                         "this node's index, 0 .. [mesh] nodes - 1 (default: environment RANK, with [mesh] nodes from "
-                        "WORLD_SIZE, as torchrun sets them)")
+                        "WORLD_SIZE and the coordinator at MASTER_ADDR:MASTER_PORT + 1, served by rank 0, as torchrun "
+                        "sets them)")
             ->check(CLI::NonNegativeNumber);
     run->add_option("--set", run_set, "override a setting: section.key=value")->allow_extra_args(false);
     run->add_option("--run-id", node_options.run_id, "shared by the nodes of one run (default: from [run] name)");

@@ -719,6 +719,23 @@ void CoordinatorServer::serve(const CoordinatorOptions& options, const std::atom
     note(PANGEA_LOG_INFO, "stopped at step " + std::to_string(state.committed_step()));
 }
 
+HostedCoordinator::HostedCoordinator(const std::string& listen_address, CoordinatorOptions options)
+    : server_(listen_address) {
+    note(PANGEA_LOG_INFO, "run " + options.run + ": serving the coordinator from this node on " + server_.address());
+    thread_ = std::thread([this, options = std::move(options)] {
+        try {
+            server_.serve(options, stop_);
+        } catch (const std::exception& e) {  // the nodes notice it gone, and say so
+            note(PANGEA_LOG_ERROR, "run " + options.run + ": the coordinator served from this node stopped: " + e.what());
+        }
+    });
+}
+
+HostedCoordinator::~HostedCoordinator() {
+    stop_ = true;
+    thread_.join();
+}
+
 int run_coordinator(const std::string& listen_address, const CoordinatorOptions& options,
                     const std::string& address_file) {
     CoordinatorServer server(listen_address);

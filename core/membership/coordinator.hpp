@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/json.hpp"
@@ -161,6 +162,22 @@ public:
 
 private:
     TcpListener listener_;
+};
+
+// A coordinator served from a thread of this process until destroyed: rank 0 of a torchrun job
+// serves its run's (train/mesh_session.cpp). Throws SocketError when it cannot listen.
+class HostedCoordinator {
+public:
+    HostedCoordinator(const std::string& listen_address, CoordinatorOptions options);
+    ~HostedCoordinator();
+    HostedCoordinator(const HostedCoordinator&) = delete;
+    HostedCoordinator& operator=(const HostedCoordinator&) = delete;
+    const std::string& address() const { return server_.address(); }
+
+private:
+    CoordinatorServer server_;
+    std::atomic<bool> stop_ = false;
+    std::thread thread_;
 };
 
 // Serves until SIGINT/SIGTERM. Writes the bound address to `address_file` if given (for

@@ -65,16 +65,19 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
             state_server_.serve(transport_, std::move(connection), peer);
         });
     const std::string compression = compression_of(codec, lane_options(m, 0, 1).ring.aggregation);
+    CoordinatorOptions hosted;  // for a coordinator served from this process
+    hosted.run = run_id_text(run_id_);
+    hosted.timeout = timeout;
+    hosted.min_members = static_cast<int>(m.get_int("mesh", "min_members"));
+    hosted.rings = outer_rings(m);
+    hosted.compression = compression;
+    hosted.secret = secret_;
+    if (options.host_coordinator && !use_etcd)
+        hosted_coordinator_ = std::make_unique<HostedCoordinator>("0.0.0.0:" + coordinator.substr(coordinator.rfind(':') + 1),
+                                                                  hosted);
     CoordinatorClientOptions client;
     client.coordinator = coordinator;
-    if (use_etcd) {
-        CoordinatorOptions hosted;  // should this node win the election
-        hosted.run = run_id_text(run_id_);
-        hosted.timeout = timeout;
-        hosted.min_members = static_cast<int>(m.get_int("mesh", "min_members"));
-        hosted.rings = outer_rings(m);
-        hosted.compression = compression;
-        hosted.secret = secret_;
+    if (use_etcd) {  // (hosted: should this node win the election)
         const std::string address = listener_->address();
         const std::string coordinator_listen =
             address.substr(0, address.rfind(':')) + ":" + std::to_string(m.get_int("mesh", "coordinator_port"));

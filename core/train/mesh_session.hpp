@@ -101,6 +101,7 @@ private:
     std::unique_ptr<OwnedListener> listener_;
     StateServer state_server_;
     std::unique_ptr<PeerAcceptor> acceptor_;
+    std::unique_ptr<HostedCoordinator> hosted_coordinator_;  // NodeOptions::host_coordinator
     std::unique_ptr<EtcdBackend> etcd_;  // backend = etcd: registers this node, may host the coordinator
     std::unique_ptr<CoordinatorClient> membership_;
     JoinResult joined_;

@@ -22,6 +22,9 @@ struct NodeOptions {
     bool join = false;    // start as a late joiner: fetch the state from the members first
     std::string resume;   // "latest" or an outer step: start from the run's checkpoint ("": afresh)
     bool fresh = false;   // start afresh although the storage holds the run's checkpoints: delete them
+    // Serve the run's builtin coordinator at [mesh] coordinator from this process (rank 0 of a
+    // torchrun job, which names no coordinator: MASTER_ADDR:MASTER_PORT + 1).
+    bool host_coordinator = false;
     // Where the manifest came from, for the workers this node starts ([node] workers > 1).
     std::string manifest_path;
     std::vector<std::string> set_arguments;
