@@ -24,7 +24,7 @@ struct EtcdAccess {
     std::string ca_file;    // PEM: the CA that signed etcd's certificate (else the system's CAs)
     std::string cert_file;  // PEM: this client's certificate, for etcd --client-cert-auth
     std::string key_file;   // and its key
-    std::string user;       // etcd --auth: the user, and its password
+    std::string user;       // etcd with auth enabled (etcdctl auth enable): the user, and its password
     std::string password;
 };
 
