@@ -13,15 +13,21 @@
 #                "measured", 4 nodes at two emulated sites (bench/wan.sh --sites: nodes 0 and 2
 #                at one, 1 and 3 at the other; --rate Mbit/s links, one --trunk-rate Mbit/s
 #                trunk between the sites; root only), --codec
+#   stragglers   4 nodes, node 3 throttled to half its CPU share (a cgroup CPU quota; root only):
+#                wall time, compute utilization and final eval loss of the run without a
+#                straggler, with one and every step waiting for it, and with one and
+#                [diloco] quorum = 3, grace_ms = --grace
 #
-#   bench/diloco.sh [loss] [utilization] [ring] [--rate 20] [--trunk-rate 20] [--outer 40]
-#                   [--inner 10] [--fragments 5] [--codec int8] [--seeds "1234 99"] [--nodes 4]
+#   bench/diloco.sh [loss] [utilization] [ring] [stragglers] [--rate 20] [--trunk-rate 20]
+#                   [--outer 40] [--inner 10] [--fragments 5] [--codec int8] [--seeds "1234 99"]
+#                   [--nodes 4] [--grace 200]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-parts=() rate=20 trunk_rate=20 outer=40 inner=10 fragments=5 codec=int8 seeds="1234 99" nodes=4
+parts=() rate=20 trunk_rate=20 outer=40 inner=10 fragments=5 codec=int8 seeds="1234 99" nodes=4 grace=200
 while [[ $# -gt 0 ]]; do
     case $1 in
-        loss|utilization|ring) parts+=("$1"); shift ;;
+        loss|utilization|ring|stragglers) parts+=("$1"); shift ;;
+        --grace) grace=$2; shift 2 ;;
         --rate) rate=$2; shift 2 ;;
         --trunk-rate) trunk_rate=$2; shift 2 ;;
         --outer) outer=$2; shift 2 ;;
@@ -30,7 +36,7 @@ while [[ $# -gt 0 ]]; do
         --nodes) nodes=$2; shift 2 ;;
         --codec) codec=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
-        *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 [[ ${#parts[@]} -gt 0 ]] || parts=(loss utilization)
@@ -130,6 +136,58 @@ ring)
             "$(mean wall_seconds "${s[@]}")" "$(awk -v b="$(field "${s[0]}" bytes_sent)" 'BEGIN { printf "%.1f", b / 1048576 }')"
     done
     grep -ho 'runs in the order.*' "$work/ring-measured"/logs/node-0.log | head -1 || true
+    ;;
+stragglers)
+    [[ $(id -u) -eq 0 ]] || { echo "error: the stragglers part needs root (a cgroup CPU quota)" >&2; exit 1; }
+    # Node 3's fair share of the CPU is min(1, cores / 4) of a core (one thread each): half of it.
+    quota=$(awk -v c="$(nproc)" 'BEGIN { s = c / 4; if (s > 1) s = 1; printf "%d", s * 50000 }')
+    if [[ -d /sys/fs/cgroup/cpu ]]; then  # cgroup v1
+        group=/sys/fs/cgroup/cpu/pangea-straggler
+        mkdir -p "$group"
+        echo 100000 >"$group/cpu.cfs_period_us"
+        echo "$quota" >"$group/cpu.cfs_quota_us"
+    else  # cgroup v2
+        group=/sys/fs/cgroup/pangea-straggler
+        echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+        mkdir -p "$group"
+        echo "$quota 100000" >"$group/cpu.max"
+    fi
+    trap 'rmdir "$group" 2>/dev/null' EXIT
+    say "stragglers: 4 nodes, $outer outer x $inner inner steps; node 3 held to $((quota / 1000))% of a core"
+    # name | throttled | settings
+    runs=("no straggler|no|"
+          "straggler, all wait|yes|"
+          "straggler, quorum 3|yes|--set diloco.quorum=3 --set diloco.grace_ms=$grace")
+    for k in "${!runs[@]}"; do
+        IFS='|' read -r name throttled settings <<<"${runs[$k]}"
+        dir="$work/stragglers-$k"
+        # shellcheck disable=SC2086  # (settings: words)
+        "$pangea" launch -n 4 "$root/examples/local.toml" --set diloco.outer_steps="$outer" \
+            --set diloco.inner_steps="$inner" --set train.eval_interval=0 $settings --set run.dir="$dir" >"$dir.log" 2>&1 &
+        launched=$!
+        if [[ $throttled == yes ]]; then
+            for _ in $(seq 1 200); do
+                pid=$(pgrep -f -- "--node-id 3 .*run.dir=$dir" || true)
+                [[ -n $pid ]] && break
+                sleep 0.05
+            done
+            [[ -n $pid ]] || { echo "error: node 3 of '$name' did not start: see $dir.log" >&2; exit 1; }
+            echo "$pid" >"$group/cgroup.procs"
+        fi
+        wait "$launched" || { echo "error: '$name' failed: see $dir.log" >&2; exit 1; }
+    done
+    printf '\n%-22s %8s %16s %15s %16s %11s\n' "run" "wall s" "util nodes 0-2" "util node 3" "node 3 steps" "eval loss"
+    for k in "${!runs[@]}"; do
+        IFS='|' read -r name _ _ <<<"${runs[$k]}"
+        dir="$work/stragglers-$k"
+        s=("$dir"/summary/node-{0,1,2}.json)
+        trained=$(grep -o '"trained_inner_steps":[0-9]*' "$dir/metrics/node-3.jsonl" | cut -d: -f2 |
+                  awk -v n="$outer" -v h="$inner" '{ s += $1 } END { printf "%d / %d", (NR ? s : n * h), n * h }')
+        printf '%-22s %8.1f %15.1f%% %14.1f%% %16s %11.4f\n' "$name" "$(mean wall_seconds "${s[@]}")" \
+            "$(awk -v u="$(mean compute_utilization "${s[@]}")" 'BEGIN { print 100 * u }')" \
+            "$(awk -v u="$(field "$dir/summary/node-3.json" compute_utilization)" 'BEGIN { print 100 * u }')" \
+            "$trained" "$(field "$dir/summary/node-0.json" final_eval_loss)"
+    done
     ;;
 esac
 done

@@ -188,12 +188,7 @@ int coordinator(const CoordinatorCommand& command) {
     pangea_log_level level = PANGEA_LOG_INFO;
     parse_log_level(manifest.get_string("run", "log_level"), &level);
     set_log_level(level);
-    CoordinatorOptions options;
-    options.run = run_id_text(run_id_of(manifest, command.run_id));
-    options.timeout = std::chrono::milliseconds(manifest.get_int("mesh", "timeout_ms"));
-    options.min_members = static_cast<int>(manifest.get_int("mesh", "min_members"));
-    options.rings = static_cast<int>(manifest.get_int("mesh", "rings"));  // (0: as the first node's, one per its workers)
-    options.secret = load_run_secret(manifest);
+    const CoordinatorOptions options = coordinator_options(manifest, run_id_of(manifest, command.run_id));
     if (options.secret.empty())
         log(PANGEA_LOG_WARN, "coordinator", "the run has no secret ([mesh] secret_file or secret_env): any node that "
                                             "can reach this coordinator may join");

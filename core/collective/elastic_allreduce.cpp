@@ -46,7 +46,7 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data, std::span<float
         return total;
     };
     for (int attempt = 1;; ++attempt) {
-        auto ready = membership_.ready(step);
+        auto ready = membership_.ready(step, inner_steps_);
         if (auto* rejoin = std::get_if<Rejoin>(&ready)) return dropped(std::move(*rejoin));
         const Epoch epoch = std::get<Epoch>(std::move(ready));
         last_ = epoch;
@@ -58,7 +58,13 @@ AllReduceResult ElasticAllReduce::average(std::span<float> data, std::span<float
             result.status = PANGEA_ERR_IO;
             result.error = e.what();
         }
-        if (result.status == PANGEA_OK) result = rings_.attempt(in_ring_order, data, residual, contribution);
+        const float weight = epoch.weight_of(node_);
+        const auto weighted = [&](std::span<float> out) {
+            contribution(out);
+            if (weight != 1.0f)
+                for (float& value : out) value *= weight;
+        };
+        if (result.status == PANGEA_OK) result = rings_.attempt(in_ring_order, data, residual, weighted);
         total.seconds += result.seconds;
         total.bytes_sent += result.bytes_sent;
         total.bytes_received += result.bytes_received;

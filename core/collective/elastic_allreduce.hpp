@@ -68,12 +68,18 @@ public:
     // in place: `contribution` fills `data` before each attempt (the ring leaves partial sums
     // after a failure, and a committed epoch can still be retried when another member failed).
     // The average is in `data` once the epoch committed; members whose contribution was left out
-    // count in result.excluded_nodes. A node dropped from the run gets result.dropped, and
+    // count in result.excluded_nodes. Members that trained unequal inner steps are weighed by
+    // them: each contribution is scaled by Epoch::weight_of() after `contribution` fills it (so
+    // the error-feedback residual, part of it, is scaled alike). A node dropped from the run gets result.dropped, and
     // rejoin() says where the run is; a step not completed in max_attempts epochs fails with
     // PANGEA_ERR_IO. Failed attempts' time and bytes are counted. `residual`: as for
     // NodeRings::attempt(), valid once the epoch committed.
     AllReduceResult average(std::span<float> data, std::span<float> residual,
                             const std::function<void(std::span<float>)>& contribution);
+
+    // The inner steps this node trained for the next outer step, which ready() reports: the
+    // epoch weighs each member's contribution by them (Epoch::weight_of()). Default: unknown.
+    void set_inner_steps(int64_t inner_steps) { inner_steps_ = inner_steps; }
 
     int64_t committed_step() const { return committed_step_; }
     // After live recovery: the run's step, and no ring kept from before (its peers moved on).
@@ -93,6 +99,7 @@ private:
     int64_t committed_step_;
     int max_attempts_;
     RingPlanner* planner_;
+    int64_t inner_steps_ = kInnerStepsUnknown;
     Epoch last_;
     Rejoin rejoin_;
 };

@@ -207,6 +207,22 @@ void check_core_consistency(const Manifest& m, std::vector<std::string>* errors)
                           ") must be shorter than timeout_ms (" +
                           std::to_string(m.get_int("mesh", "timeout_ms")) +
                           "), or live peers would be declared dead");
+    if (const int64_t quorum = m.get_int("diloco", "quorum"); quorum > 0) {
+        const std::string at = m.core.at("diloco").at("quorum").origin + ": [diloco] quorum (" + std::to_string(quorum) + ")";
+        if (quorum > m.get_int("mesh", "nodes"))
+            errors->push_back(at + " is larger than [mesh] nodes (" + std::to_string(m.get_int("mesh", "nodes")) +
+                              "): no step would ever have its quorum");
+        // (Each of these syncs what was trained before the round that a wrap-up cuts short.)
+        if (m.get_bool("diloco", "overlap"))
+            errors->push_back(at + " cannot be used with [diloco] overlap = true yet: a round's all-reduce runs "
+                                   "while the next round trains");
+        if (m.get_int("diloco", "fragments") > 1)
+            errors->push_back(at + " cannot be used with [diloco] fragments > 1 yet: each fragment carries "
+                                   "several rounds' progress");
+        if (m.get_int("node", "workers") > 1)
+            errors->push_back(at + " cannot be used with [node] workers > 1 yet: the workers train each inner "
+                                   "step together");
+    }
 }
 
 // [[data.sources]]: an array of tables with `path` (a shard, a directory of shards, or

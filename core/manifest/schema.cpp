@@ -87,6 +87,11 @@ constexpr pangea_setting kDiloco[] = {
            "a member's pseudo-gradient with a norm over this many times the members' median is left out of the "
            "outer step, as is one with NaN/Inf (0: check NaN/Inf only)",
            0, 1e12),
+    integer("quorum", "0", "stragglers: once this many members are ready for an outer step and grace_ms has passed, "
+            "the others end the inner step they are in and join it; each member's pseudo-gradient is weighed by the "
+            "inner steps it trained (0: off, every step waits for every member)", 0, 4096),
+    integer("grace_ms", "1000", "quorum: how long the members still training get after the quorum is ready", 0,
+            86400000),
 };
 constexpr pangea_setting kMesh[] = {
     integer("nodes", "4", "node ids in the run (0 .. nodes-1), each reading its own part of the data", 1, 4096),

@@ -39,6 +39,13 @@ std::optional<std::vector<std::string>> ring_addresses_of(const Json& message) {
     return out;
 }
 
+// The inner steps a node says it trained in its "ready" (or its hello while it waits on one);
+// kInnerStepsUnknown when it does not say.
+int64_t inner_steps_of(const Json& message) {
+    const int64_t k = json_int(message, "inner_steps").value_or(kInnerStepsUnknown);
+    return k >= 0 && k <= kMaxStep ? k : kInnerStepsUnknown;
+}
+
 // A field as it was sent, for a refusal's reason.
 std::string shown(const Json& message, const char* key) {
     return message.contains(key) ? to_json(message[key]).substr(0, 80) : "none";
@@ -86,9 +93,32 @@ int Epoch::position_of(int node) const {
 }
 
 std::string Epoch::describe() const {
-    std::string nodes;
-    for (const Member& m : members) nodes += (nodes.empty() ? "" : ", ") + std::to_string(m.node);
-    return "epoch " + std::to_string(id) + " (step " + std::to_string(step) + "): nodes " + nodes;
+    std::string nodes, steps;
+    bool unequal = false;
+    for (const Member& m : members) {
+        nodes += (nodes.empty() ? "" : ", ") + std::to_string(m.node);
+        const auto k = inner_steps.find(m.node);
+        steps += (steps.empty() ? "" : ", ") + (k == inner_steps.end() ? std::string("?") : std::to_string(k->second));
+        unequal |= k != inner_steps.end() && k->second != inner_steps.begin()->second;
+    }
+    return "epoch " + std::to_string(id) + " (step " + std::to_string(step) + "): nodes " + nodes +
+           (unequal ? " (inner steps " + steps + ")" : "");
+}
+
+float Epoch::weight_of(int node) const {
+    const auto own = inner_steps.find(node);
+    if (own == inner_steps.end()) return 1.0f;
+    int64_t total = 0;
+    bool equal = true;
+    for (const Member& m : members) {
+        const auto k = inner_steps.find(m.node);
+        if (k == inner_steps.end()) return 1.0f;
+        total += k->second;
+        equal &= k->second == own->second;
+    }
+    if (equal || total <= 0) return 1.0f;
+    return static_cast<float>(static_cast<double>(members.size()) * static_cast<double>(own->second) /
+                              static_cast<double>(total));
 }
 
 CoordinatorState::CoordinatorState(CoordinatorOptions options, Time now)
@@ -209,7 +239,7 @@ void CoordinatorState::welcome(int connection, const Json& hello, Time now) {
                                                            : coordinator_reply_proof(options_.secret, text(hello, "nonce"))}})});
     note(PANGEA_LOG_INFO, "node " + std::to_string(id) + " at " + node.address +
                               (member ? " is a member" : " must recover its state from a peer") + "; " + describe());
-    if (member && waiting == "ready") node.ready_step = committed_step_ + 1;
+    if (member && waiting == "ready") node.ready_step = committed_step_ + 1, node.inner_steps = inner_steps_of(hello);
     maybe_decide();
     replay_early(connection);
 }
@@ -241,12 +271,14 @@ void CoordinatorState::maybe_decide() {
     if (collecting_ || active_) return;
     const int64_t step = committed_step_ + 1;
     std::vector<Member> members;
+    std::vector<int> training;
     for (const auto& [id, node] : nodes_) {
         if (node.catching_up) return;  // a joiner is fetching the last committed state
         if (node.status != Status::kMember) continue;
-        if (node.ready_step != step) return;  // a member is still training
-        members.push_back({id, node.address, node.ring_addresses});
+        if (node.ready_step != step) training.push_back(id);  // a member is still training
+        else members.push_back({id, node.address, node.ring_addresses});
     }
+    if (!training.empty()) return wrap_up(step, members.size(), training);
     if (members.empty()) return;
     if (static_cast<int>(members.size()) < options_.min_members) {
         for (const Member& m : members)
@@ -260,18 +292,47 @@ void CoordinatorState::maybe_decide() {
     active.epoch.id = next_epoch_++;
     active.epoch.step = step;
     active.epoch.members = members;
+    Json inner_steps = Json::array();
+    for (const Member& m : members) {
+        const int64_t k = nodes_.at(m.node).inner_steps;
+        inner_steps.push_back(k);
+        if (k >= 0) active.epoch.inner_steps[m.node] = k;
+    }
     started_ = true;
     const std::string message = to_json(Json{{"op", "epoch"},
                                              {"epoch", active.epoch.id},
                                              {"step", step},
-                                             {"members", encode_members(members)}});
+                                             {"members", encode_members(members)},
+                                             {"inner_steps", inner_steps}});
     for (const Member& m : members) {
         nodes_.at(m.node).ready_step = 0;
         send(m.node, message);
     }
     note(PANGEA_LOG_INFO, active.epoch.describe());
     active_ = std::move(active);
+    quorum_wait_.reset();
     last_wait_note_ = now_;
+}
+
+void CoordinatorState::wrap_up(int64_t step, size_t ready, const std::vector<int>& training) {
+    if (options_.quorum <= 0 || static_cast<int>(ready) < options_.quorum) return;
+    if (!quorum_wait_ || quorum_wait_->step != step) {
+        quorum_wait_ = QuorumWait{step, now_, {}};
+        note(PANGEA_LOG_DEBUG, std::to_string(ready) + " members are ready for step " + std::to_string(step) +
+                                   " (the quorum); the others wrap up in " + std::to_string(options_.grace.count()) +
+                                   " ms");
+    }
+    if (now_ - quorum_wait_->since < options_.grace) return;  // (on_tick asks again)
+    std::string told;
+    for (int id : training)
+        if (quorum_wait_->told.insert(id).second) {
+            send(id, to_json(Json{{"op", "wrap_up"}, {"step", step}}));
+            told += (told.empty() ? "" : ", ") + std::to_string(id);
+        }
+    if (!told.empty())
+        note(PANGEA_LOG_INFO, "step " + std::to_string(step) + ": " + std::to_string(ready) +
+                                  " members are ready (quorum " + std::to_string(options_.quorum) +
+                                  ") and the grace window is over: node(s) " + told + " wrap up their inner steps");
 }
 
 void CoordinatorState::maybe_resolve() {
@@ -452,6 +513,7 @@ void CoordinatorState::handle(int connection, const std::string& message) {
             stale(id);
         } else {
             node.ready_step = step;
+            node.inner_steps = inner_steps_of(fields);
             maybe_decide();
         }
     } else if (op == "done") {
@@ -568,6 +630,7 @@ std::vector<CoordinatorState::Send> CoordinatorState::on_tick(Time now) {
         collecting_ = false;
         maybe_decide();
     }
+    if (quorum_wait_ && quorum_wait_->told.empty()) maybe_decide();  // the grace window may be over
     // Members held at a boundary for long hear whom they wait for (slow nodes, a joiner still
     // fetching the state), so that no wait is silent.
     if (!collecting_ && !active_ && now - last_wait_note_ > std::chrono::seconds(10)) {

@@ -40,6 +40,13 @@ struct CoordinatorOptions {
     size_t max_connections = 1024;
     std::chrono::milliseconds first_message_within{10000};
 
+    // [diloco] quorum and grace_ms: once `quorum` members are ready for an outer step (0: off,
+    // the step waits for every member) and `grace` has passed since, the members still training
+    // are told to wrap up ("wrap_up"): each ends the inner step it is in and reports ready with
+    // the inner steps it trained, which the epoch carries (Epoch::inner_steps).
+    int quorum = 0;
+    std::chrono::milliseconds grace{0};
+
     // With a registry (etcd), a node takes part only while it is registered there: its lease is
     // its heartbeat, so it is dropped when its registration goes (on_registered), not on
     // silence here.
@@ -102,6 +109,7 @@ private:
         Status status = Status::kMember;
         Time last_seen;
         int64_t ready_step = 0;  // waiting for the epoch of this step (0: not waiting)
+        int64_t inner_steps = kInnerStepsUnknown;  // it trained for that step, as its ready says
         // A joiner that asked to take part while an epoch ran: no new epoch starts until it
         // has fetched the state that epoch commits and asked again (or is dropped).
         bool catching_up = false;
@@ -121,6 +129,9 @@ private:
     void welcome(int connection, const Json& hello, Time now);
     void drop(int node, const std::string& why);
     void maybe_decide();
+    // Some members are still training for `step`, `ready` are not: with a quorum of them ready
+    // and the grace window over, those training are told to wrap up.
+    void wrap_up(int64_t step, size_t ready, const std::vector<int>& training);
     void maybe_resolve();
     void resolve(bool commit, std::string why);
     void send(int node, const std::string& message);
@@ -143,6 +154,12 @@ private:
     uint64_t next_epoch_ = 1;
     bool started_ = false;  // an epoch was decided (in this or an earlier coordinator)
     std::optional<ActiveEpoch> active_;
+    struct QuorumWait {
+        int64_t step = 0;
+        Time since;          // the quorum was ready
+        std::set<int> told;  // nodes told to wrap up
+    };
+    std::optional<QuorumWait> quorum_wait_;  // [diloco] quorum reached, the epoch not yet decided
     Time now_;             // of the event being handled
     Time last_wait_note_;  // the last epoch decided, or the last time waiting members were told whom they wait for
     std::vector<Send> out_;

@@ -51,6 +51,7 @@ std::string CoordinatorClient::hello(const std::string& challenge) const {
                {"step", step_},
                {"epoch", epoch_},
                {"waiting", waiting_},
+               {"inner_steps", ready_inner_steps_},
                {"pending_epoch", pending_epoch_},
                {"ok", pending_ok_},
                {"join", options_.join},
@@ -125,6 +126,15 @@ void CoordinatorClient::run_connection() {
                 return;
             }
             if (op == "waiting") note(PANGEA_LOG_WARN, field(message, "reason"));
+            if (op == "wrap_up") {  // (for the training thread, not for a call waiting here)
+                std::function<void(int64_t)> wrap_up;
+                {
+                    std::lock_guard lock(mutex_);
+                    wrap_up = wrap_up_handler_;
+                }
+                if (wrap_up) wrap_up(number(message, "step"));
+                continue;
+            }
             if (op == "welcome" && !options_.secret.empty() &&
                 !same_digest(field(message, "proof"), coordinator_reply_proof(options_.secret, nonce_))) {
                 std::lock_guard lock(mutex_);
@@ -212,12 +222,13 @@ JoinResult CoordinatorClient::join() {
     return result;
 }
 
-std::variant<Epoch, Rejoin> CoordinatorClient::ready(int64_t step) {
+std::variant<Epoch, Rejoin> CoordinatorClient::ready(int64_t step, int64_t inner_steps) {
     {
         std::lock_guard lock(mutex_);
         waiting_ = "ready";
+        ready_inner_steps_ = inner_steps;
     }
-    send(to_json(Json{{"op", "ready"}, {"step", step}}));
+    send(to_json(Json{{"op", "ready"}, {"step", step}, {"inner_steps", inner_steps}}));
     while (true) {
         const auto answer = wait_for({"epoch", "waiting"}, [&](const Message& m) {
             return field(m, "op") == "waiting" ? number(m, "joiners") > 0 : number(m, "step") == step;
@@ -234,6 +245,15 @@ Epoch CoordinatorClient::epoch_of(const Message& message, int64_t step) {
     epoch.id = static_cast<uint64_t>(number(message, "epoch"));
     epoch.step = step;
     epoch.members = decode_members(message.value("members", Json()));
+    // One count per member, in the members' order (a coordinator of an older build sends none).
+    if (const auto counts = message.find("inner_steps"); counts != message.end()) {
+        if (!counts->is_array() || counts->size() != epoch.members.size())
+            throw MeshError("bad epoch from the coordinator: inner_steps " + to_json(*counts).substr(0, 200) +
+                            " is not one count per member (" + std::to_string(epoch.members.size()) + ")");
+        for (size_t i = 0; i < counts->size(); ++i)
+            if ((*counts)[i].is_number_integer() && (*counts)[i].get<int64_t>() >= 0)
+                epoch.inner_steps[epoch.members[i].node] = (*counts)[i].get<int64_t>();
+    }
     std::lock_guard lock(mutex_);
     waiting_ = "epoch";
     pending_epoch_ = epoch.id;
@@ -309,6 +329,11 @@ std::optional<Rejoin> CoordinatorClient::admit(int64_t step) {
 void CoordinatorClient::on_abort(std::function<void(uint64_t epoch)> handler) {
     std::lock_guard lock(mutex_);
     abort_handler_ = std::move(handler);
+}
+
+void CoordinatorClient::on_wrap_up(std::function<void(int64_t step)> handler) {
+    std::lock_guard lock(mutex_);
+    wrap_up_handler_ = std::move(handler);
 }
 
 void CoordinatorClient::leave() {

@@ -48,12 +48,13 @@ public:
     ~CoordinatorClient() override;
 
     JoinResult join() override;
-    std::variant<Epoch, Rejoin> ready(int64_t step) override;
+    std::variant<Epoch, Rejoin> ready(int64_t step, int64_t inner_steps) override;
     std::variant<EpochEnd, Rejoin> done(const Epoch& epoch, const std::string& error, std::string* why) override;
     void reserve(int64_t step) override;
     std::optional<Rejoin> admit(int64_t step) override;
     int joiners() const override { return joiners_; }
     void on_abort(std::function<void(uint64_t epoch)> handler) override;
+    void on_wrap_up(std::function<void(int64_t step)> handler) override;
     void on_joiners_blocked(std::function<void()> handler) override { joiners_blocked_handler_ = std::move(handler); }
     void leave() override;
 
@@ -80,12 +81,14 @@ private:
     std::string fatal_;  // why the connection is gone for good
     std::unique_ptr<LineSocket> socket_;
     std::function<void(uint64_t)> abort_handler_;
+    std::function<void(int64_t)> wrap_up_handler_;
     std::function<void()> joiners_blocked_handler_;  // called (and set) on ready()'s thread only
     // What this node holds, told to every coordinator it (re)connects to.
     bool has_state_ = false;
     int64_t step_ = 0;
     uint64_t epoch_ = 0;
     std::string waiting_;  // "", "ready", "epoch" (all-reducing), "done" (reported)
+    int64_t ready_inner_steps_ = kInnerStepsUnknown;  // what the last ready() said
     uint64_t pending_epoch_ = 0;
     bool pending_ok_ = false;
     int64_t reserved_ = 0;  // the step reserve() asked for

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <variant>
@@ -41,13 +42,23 @@ struct Rejoin {
     std::vector<Member> sources;  // members to recover from
 };
 
+// ready()'s inner_steps when the node does not say (a Python node): its epoch weighs nobody.
+constexpr int64_t kInnerStepsUnknown = -1;
+
 struct Epoch {
     uint64_t id = 0;
     int64_t step = 0;              // the outer step being synced (1 for the first)
     std::vector<Member> members;  // in ring order
+    // node -> the inner steps it trained for this step, as each said in ready(): fewer than the
+    // others' when it was told to wrap up ([diloco] quorum). Missing: it did not say.
+    std::map<int, int64_t> inner_steps;
 
     int position_of(int node) const;  // -1 when not a member
     std::string describe() const;     // "epoch 3 (step 7): nodes 0, 1, 3"
+    // What `node`'s pseudo-gradient is multiplied by so that the members' average weighs each by
+    // its inner steps: n x k_node / sum(k). Exactly 1 when every member trained as many, or one
+    // did not say.
+    float weight_of(int node) const;
 };
 
 enum class Role {
@@ -78,8 +89,9 @@ public:
     // Registers this node (its transport address). A node dropped meanwhile joins as kRecover.
     virtual JoinResult join() = 0;
 
-    // Blocks until the members agree on the epoch for outer step `step`.
-    virtual std::variant<Epoch, Rejoin> ready(int64_t step) = 0;
+    // Blocks until the members agree on the epoch for outer step `step`, for which this node
+    // trained `inner_steps` inner steps (kInnerStepsUnknown: it does not say).
+    virtual std::variant<Epoch, Rejoin> ready(int64_t step, int64_t inner_steps) = 0;
 
     // Reports this node's all-reduce in `epoch`: `error` is empty when it succeeded, else why it
     // failed (passed on to the other members, whose own failure is usually only the lost peer).
@@ -106,6 +118,12 @@ public:
     // Called from a background thread when the running epoch is given up (a member was dropped):
     // the caller aborts its collective so that it fails fast instead of waiting on the dead.
     virtual void on_abort(std::function<void(uint64_t epoch)> handler) = 0;
+
+    // Called from a background thread when the run asks this node to end its inner steps of
+    // outer step `step` early: enough members are ready for it ([diloco] quorum) and the grace
+    // window has passed. The node finishes the inner step it is in, then calls ready() with the
+    // steps it trained. Must not block or call back into the membership.
+    virtual void on_wrap_up(std::function<void(int64_t step)> handler) = 0;
 
     // Leaves at once (the others drop this node without waiting for the timeout).
     virtual void leave() = 0;

@@ -33,10 +33,14 @@ InnerSteps::InnerSteps(const Manifest& m, Learner& learner, Sampler& sampler, in
                           seq_len_});
 }
 
-InnerSteps::Round InnerSteps::run(int64_t outer, NodeMetrics* metrics) {
+InnerSteps::Round InnerSteps::run(int64_t outer, NodeMetrics* metrics, const std::function<bool()>& wrap_up) {
     Round round;
     double loss_sum = 0;
     for (int64_t h = 0; h < inner_steps_; ++h) {
+        if (wrap_up && wrap_up()) {
+            sampler_.skip_to(sampler_.state().draws + static_cast<uint64_t>((inner_steps_ - h) * sequences_per_step_));
+            break;
+        }
         const int64_t step = outer * inner_steps_ + h;
         sampler_.next(tokens_);
         const auto start = std::chrono::steady_clock::now();
@@ -48,12 +52,13 @@ InnerSteps::Round InnerSteps::run(int64_t outer, NodeMetrics* metrics) {
                                      std::to_string(step) + " (outer step " + std::to_string(outer) +
                                      "); lower [train] lr or set grad_clip");
         loss_sum += result.loss;
+        ++round.steps;
         if (!metrics) continue;
         metrics->inner_step(result.loss, seconds);
         metrics->status("training", outer, h + 1,
                         double((h + 1) * sequences_per_step_ * seq_len_) / round.compute_seconds, false);
     }
-    round.mean_loss = loss_sum / double(inner_steps_);
+    round.mean_loss = round.steps > 0 ? loss_sum / double(round.steps) : 0.0;
     return round;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,17 +27,21 @@ public:
     struct Round {
         double compute_seconds = 0;  // in the learner
         double mean_loss = 0;
+        int64_t steps = 0;  // inner steps trained: per_round(), or fewer when wrapped up
     };
     // The inner steps of outer step `outer` (from 0), each reported to `metrics` (none: a worker
-    // that is not the node's first). Throws std::runtime_error when the loss is not finite
-    // (saying where, and what to change).
-    Round run(int64_t outer, NodeMetrics* metrics);
+    // that is not the node's first). `wrap_up`, asked before each inner step, ends the round
+    // early when it says so ([diloco] quorum); the batches of the steps left out are skipped, so
+    // that the data position stays the round's end. Throws std::runtime_error when the loss is
+    // not finite (saying where, and what to change).
+    Round run(int64_t outer, NodeMetrics* metrics, const std::function<bool()>& wrap_up = {});
 
     // Mean cross-entropy of the model as it is, on [data] eval_sequences held-out windows.
     double evaluate() const;
 
     int64_t per_round() const { return inner_steps_; }
-    int64_t tokens_per_round() const { return inner_steps_ * sequences_per_step_ * seq_len_; }
+    int64_t tokens_per_round() const { return inner_steps_ * tokens_per_step(); }
+    int64_t tokens_per_step() const { return sequences_per_step_ * seq_len_; }
     uint64_t sequences_per_round() const { return static_cast<uint64_t>(inner_steps_ * sequences_per_step_); }
     double learning_rate(int64_t step) const { return schedule_.at(step); }
 

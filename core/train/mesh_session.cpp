@@ -55,7 +55,6 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
     if (secret_.empty())
         log(PANGEA_LOG_WARN, "mesh", tag + ": the run has no secret ([mesh] secret_file or secret_env): anyone who can "
                                            "reach the coordinator and the nodes can join it");
-    const auto timeout = std::chrono::milliseconds(m.get_int("mesh", "timeout_ms"));
     const auto heartbeat = std::chrono::milliseconds(m.get_int("mesh", "heartbeat_ms"));
 
     listener_ = std::make_unique<OwnedListener>(transport, m.get_string("mesh", "address"));
@@ -65,13 +64,9 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
             state_server_.serve(transport_, std::move(connection), peer);
         });
     const std::string compression = compression_of(codec, lane_options(m, 0, 1).ring.aggregation);
-    CoordinatorOptions hosted;  // for a coordinator served from this process
-    hosted.run = run_id_text(run_id_);
-    hosted.timeout = timeout;
-    hosted.min_members = static_cast<int>(m.get_int("mesh", "min_members"));
+    CoordinatorOptions hosted = coordinator_options(m, run_id_);  // for a coordinator served from this process
     hosted.rings = outer_rings(m);
     hosted.compression = compression;
-    hosted.secret = secret_;
     if (options.host_coordinator && !use_etcd)
         hosted_coordinator_ = std::make_unique<HostedCoordinator>("0.0.0.0:" + coordinator.substr(coordinator.rfind(':') + 1),
                                                                   hosted);
@@ -97,6 +92,7 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
     if (resumed_step) client.resumed_step = *resumed_step;
     client.secret = secret_;
     membership_ = std::make_unique<CoordinatorClient>(client);
+    membership_->on_wrap_up([this](int64_t step) { wrap_up_step_ = step; });
     joined_ = membership_->join();
 
     const int worker_count = workers ? workers->count() : 1;

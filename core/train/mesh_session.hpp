@@ -3,6 +3,7 @@
 // outer step, and the state server that hands this node's state to joiners.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -66,8 +67,14 @@ public:
         return elastic_->average(data, residual, contribution);
     }
     const Rejoin& rejoin() const { return elastic_->rejoin(); }
+    // [diloco] quorum: whether the run asked this node to end the inner steps of its next outer
+    // step early (the step's quorum is ready and its grace window over); and, before average(),
+    // how many inner steps it trained for that step.
+    bool wrap_up_requested() const { return wrap_up_step_.load() == elastic_->committed_step() + 1; }
+    void set_inner_steps(int64_t inner_steps) { elastic_->set_inner_steps(inner_steps); }
     int64_t committed_step() const { return elastic_->committed_step(); }
     int members() const { return static_cast<int>(elastic_->last_epoch().members.size()); }
+    const Epoch& last_epoch() const { return elastic_->last_epoch(); }
     // The nodes of the last committed step (its checkpoint is split among them).
     std::vector<int> member_nodes() const;
 
@@ -109,6 +116,7 @@ private:
     std::unique_ptr<NodeRings> rings_;  // the node's
     std::unique_ptr<RingPlanner> planner_;  // [mesh] ring_order = "measured"
     std::unique_ptr<ElasticAllReduce> elastic_;
+    std::atomic<int64_t> wrap_up_step_ = 0;  // the last step the run asked this node to wrap up
 };
 
 }  // namespace pangea

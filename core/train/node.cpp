@@ -124,16 +124,22 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         return loss;
     };
 
+    // [diloco] quorum: the run may ask this node to end a round early (it is the straggler).
+    const bool quorum = mesh && m.get_int("diloco", "quorum") > 0;
+    const std::function<bool()> wrap_up = [&] { return quorum && mesh->wrap_up_requested(); };
+
     metrics.begin();
     const int64_t started_at = first_outer;
-    int64_t rounds_trained = 0;  // by this process, each once (a round the mesh dropped too)
+    int64_t tokens_trained = 0;  // by this process, each once (a round the mesh dropped too)
     for (int64_t outer = first_outer; outer < rounds.count; ++outer) {
         const auto round_start = Clock::now();
         if (workers) workers->train(outer);
-        const InnerSteps::Round round = inner.run(outer, &metrics);
-        ++rounds_trained;
-        const int64_t tokens = inner.tokens_per_round();
-        metrics.status("syncing", outer, inner.per_round(), double(tokens) / round.compute_seconds, true);
+        const InnerSteps::Round round = inner.run(outer, &metrics, wrap_up);
+        const int64_t tokens = round.steps * inner.tokens_per_step();
+        tokens_trained += tokens;
+        if (mesh) mesh->set_inner_steps(round.steps);
+        metrics.status("syncing", outer, round.steps, round.steps > 0 ? double(tokens) / round.compute_seconds : 0.0,
+                       true);
         if (workers) workers->sync();  // (each averages its shard over its own rings)
         OuterStepReport report = loop.sync(outer);
         // (Overlap: the averages landed so far, taken before any drain: what every node's line of
@@ -157,7 +163,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
         const double wall = seconds_since(round_start);
         Json line{{"outer_step", outer + 1},
                   {"inner_step", (outer + 1) * inner.per_round()},
-                  {"loss", round.mean_loss},
+                  {"loss", round.steps > 0 ? Json(round.mean_loss) : Json()},
                   {"last_loss", metrics.last_loss()}};
         if (eval_now) line["eval_loss"] = metrics.last_eval();
         line.update(Json{{"lr", inner.learning_rate((outer + 1) * inner.per_round() - 1)},
@@ -166,6 +172,11 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                          {"synced_outer_steps", loop.applied_steps()},
                          {"members", mesh ? int64_t{mesh->members()} : int64_t{1}},
                          {"params_hash", params_hash}});
+        if (quorum) {  // what this node trained, and what the step's members did together
+            int64_t step_inner_steps = 0;
+            for (const auto& [node, k] : mesh->last_epoch().inner_steps) step_inner_steps += k;
+            line.update(Json{{"trained_inner_steps", round.steps}, {"step_inner_steps", step_inner_steps}});
+        }
         // Running totals, so that a report can mark the steps where they grow.
         if (const std::optional<CheckpointStats> saves = checkpoints.so_far())
             line.update(Json{{"checkpoints_saved", saves->saved},
@@ -209,7 +220,7 @@ int run_training_node(const Manifest& m, PluginRegistry& registry, const NodeOpt
                          {"fragments", rounds.fragments},
                          {"overlap", overlap},
                          {"first_outer_step", started_at},
-                         {"tokens", rounds_trained * inner.tokens_per_round()},
+                         {"tokens", tokens_trained},
                          {"params_hash", hash},
                          {"recoveries", static_cast<int64_t>(recoveries.size())},
                          {"last_recovery", recoveries.empty() ? Json() : recoveries.back()},

@@ -5,6 +5,7 @@
 
 #include "diloco/outer_loop.hpp"
 #include "manifest/manifest.hpp"
+#include "topology/auth.hpp"
 
 namespace fs = std::filesystem;
 
@@ -64,6 +65,18 @@ Rounds rounds_of(const Manifest& m) {
 int outer_rings(const Manifest& m) {
     const int64_t rings = m.get_int("mesh", "rings");
     return static_cast<int>(rings > 0 ? rings : m.get_int("node", "workers"));
+}
+
+CoordinatorOptions coordinator_options(const Manifest& m, uint64_t run_id) {
+    CoordinatorOptions options;
+    options.run = run_id_text(run_id);
+    options.timeout = std::chrono::milliseconds(m.get_int("mesh", "timeout_ms"));
+    options.min_members = static_cast<int>(m.get_int("mesh", "min_members"));
+    options.rings = static_cast<int>(m.get_int("mesh", "rings"));  // (0: as the first node's, one per its workers)
+    options.quorum = static_cast<int>(m.get_int("diloco", "quorum"));
+    options.grace = std::chrono::milliseconds(m.get_int("diloco", "grace_ms"));
+    options.secret = load_run_secret(m);
+    return options;
 }
 
 }  // namespace pangea

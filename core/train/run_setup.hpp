@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "membership/coordinator.hpp"
 #include "plugin_host/plugin_instance.hpp"
 
 namespace pangea {
@@ -40,5 +41,10 @@ int outer_rings(const Manifest& manifest);
 // The run id nodes and coordinator agree on: `explicit_id`, or one derived from [run] name.
 uint64_t run_id_of(const Manifest& manifest, uint64_t explicit_id);
 std::string run_id_text(uint64_t id);  // 16 hex digits, as the coordinator's messages carry it
+
+// The run's coordinator, wherever it is served (`pangea coordinator`, a torchrun rank 0, the node
+// etcd elects): [mesh] timeout_ms, min_members and rings as written, [diloco] quorum and
+// grace_ms, and the run's secret (throws as load_run_secret()).
+CoordinatorOptions coordinator_options(const Manifest& manifest, uint64_t run_id);
 
 }  // namespace pangea

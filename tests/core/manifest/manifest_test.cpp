@@ -68,7 +68,7 @@ TEST_F(ManifestTest, KeyOutsideAnySectionIsAnError) {
 TEST_F(ManifestTest, UnknownKeyIsAnErrorListingValidKeys) {
     EXPECT_THAT(errors("[diloco]\ninner_step = 3\n"),
                 ElementsAre("test.toml:2:1: unknown key 'inner_step' in [diloco]; valid keys: "
-                            "inner_steps, outer_steps, fragments, overlap, overlap_alpha, outlier_factor"));
+                            "inner_steps, outer_steps, fragments, overlap, overlap_alpha, outlier_factor, quorum, grace_ms"));
 }
 
 TEST_F(ManifestTest, WrongTypeSaysWhatWasExpected) {

@@ -35,8 +35,8 @@ protected:
     }
     // Both nodes report ready for `step` and then succeed: the step commits.
     static void commit(CoordinatorClient& a, CoordinatorClient& b, int64_t step) {
-        auto a_ready = std::async(std::launch::async, [&] { return a.ready(step); });
-        auto b_epoch = b.ready(step);
+        auto a_ready = std::async(std::launch::async, [&] { return a.ready(step, kInnerStepsUnknown); });
+        auto b_epoch = b.ready(step, kInnerStepsUnknown);
         auto a_epoch = a_ready.get();
         ASSERT_TRUE(std::holds_alternative<Epoch>(a_epoch) && std::holds_alternative<Epoch>(b_epoch));
         std::string why;
@@ -63,7 +63,7 @@ TEST_F(CoordinatorClientTest, ADroppedNodeGetsWhereTheRunIsAsAValueAndIsAdmitted
     commit(*a, *b, 1);
 
     // Node 1 asks for a step the run has passed: it is dropped, and ready() says so.
-    const auto answer = b->ready(1);
+    const auto answer = b->ready(1, kInnerStepsUnknown);
     ASSERT_TRUE(std::holds_alternative<Rejoin>(answer)) << "an epoch came instead of the news";
     const Rejoin& rejoin = std::get<Rejoin>(answer);
     EXPECT_EQ(rejoin.run_step, 1);
@@ -81,6 +81,52 @@ TEST_F(CoordinatorClientTest, ADroppedNodeGetsWhereTheRunIsAsAValueAndIsAdmitted
     commit(*a, *b, 2);
     a->leave();
     b->leave();
+}
+
+// [diloco] quorum over real sockets: the straggler hears "wrap up" on the client's own thread,
+// says how many inner steps it trained, and both members' epochs carry both counts.
+TEST(CoordinatorClientQuorum, TheStragglerIsToldToWrapUpAndItsInnerStepsReachEveryMember) {
+    CoordinatorServer server("127.0.0.1:0");
+    std::atomic<bool> stop{false};
+    CoordinatorOptions options{kRun, std::chrono::milliseconds(3000), /*min_members=*/2};
+    options.quorum = 1;
+    options.grace = std::chrono::milliseconds(100);
+    std::thread serving([&] { server.serve(options, stop); });
+    auto client = [&](int node) {
+        CoordinatorClientOptions o;
+        o.coordinator = server.address();
+        o.run = kRun;
+        o.node = node;
+        o.address = "127.0.0.1:" + std::to_string(7000 + node);
+        return std::make_unique<CoordinatorClient>(o);
+    };
+    auto a = client(0);
+    auto b = client(1);
+    std::promise<int64_t> told;
+    std::atomic<int> times{0};
+    b->on_wrap_up([&](int64_t step) {
+        if (times++ == 0) told.set_value(step);
+    });
+    auto a_joined = std::async(std::launch::async, [&] { return a->join(); });
+    b->join();
+    a_joined.get();
+
+    auto a_ready = std::async(std::launch::async, [&] { return a->ready(1, 20); });
+    auto wrap_up = told.get_future();
+    ASSERT_EQ(wrap_up.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "no wrap_up reached node 1";
+    EXPECT_EQ(wrap_up.get(), 1);
+    const auto b_epoch = b->ready(1, 7);
+    const auto a_epoch = a_ready.get();
+    ASSERT_TRUE(std::holds_alternative<Epoch>(a_epoch) && std::holds_alternative<Epoch>(b_epoch));
+    for (const Epoch& epoch : {std::get<Epoch>(a_epoch), std::get<Epoch>(b_epoch)}) {
+        EXPECT_EQ(epoch.inner_steps, (std::map<int, int64_t>{{0, 20}, {1, 7}}));
+        EXPECT_FLOAT_EQ(epoch.weight_of(1), 2.0f * 7 / 27);
+    }
+    EXPECT_EQ(times.load(), 1);
+    a->leave();
+    b->leave();
+    stop = true;
+    serving.join();
 }
 
 }  // namespace

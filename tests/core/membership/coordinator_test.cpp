@@ -24,6 +24,13 @@ protected:
     void start(int min_members = 1) {
         state.emplace(CoordinatorOptions{"00000000000000ab", std::chrono::milliseconds(3000), min_members}, now);
     }
+    // [diloco] quorum and grace_ms.
+    void start_with_quorum(int quorum, std::chrono::milliseconds grace) {
+        CoordinatorOptions options{"00000000000000ab", std::chrono::milliseconds(3000), 1};
+        options.quorum = quorum;
+        options.grace = grace;
+        state.emplace(options, now);
+    }
     // A coordinator elected through a registry (etcd); `commits` collects the epochs it records.
     void start_with_registry(std::function<bool(const Epoch&)> record, int64_t step = 0, uint64_t epoch = 0) {
         CoordinatorOptions options{"00000000000000ab", std::chrono::milliseconds(3000), 1};
@@ -65,6 +72,15 @@ protected:
                      {"incarnation", incarnation.empty() ? "process-" + std::to_string(node) : incarnation}});
     }
     void ready(int node, int64_t step) { message(node + 1, Json{{"op", "ready"}, {"step", step}}); }
+    void ready(int node, int64_t step, int64_t inner_steps) {
+        message(node + 1, Json{{"op", "ready"}, {"step", step}, {"inner_steps", inner_steps}});
+    }
+    // How many messages with `op` node got.
+    size_t count(int node, const std::string& op) {
+        size_t n = 0;
+        for (const Json& m : inbox[node + 1]) n += json_string(m, "op").value_or("") == op;
+        return n;
+    }
     void done(int node, int64_t epoch, bool ok, const std::string& error = "") {
         Json m{{"op", "done"}, {"epoch", epoch}, {"ok", ok}};
         if (!error.empty()) m["error"] = error;
@@ -118,6 +134,70 @@ TEST_F(Coordinator, AnEpochNeedsEveryMemberReadyAndCommitsWhenAllSucceed) {
     EXPECT_EQ(last_op(0), "commit");
     EXPECT_EQ(last(2)["step"], 1);
     EXPECT_EQ(state->committed_step(), 1);
+}
+
+TEST_F(Coordinator, WithAQuorumTheOthersAreToldToWrapUpOnceTheGraceIsOver) {
+    start_with_quorum(2, std::chrono::milliseconds(500));
+    hello(0), hello(1), hello(2);
+    tick(std::chrono::milliseconds(3001));
+    ready(0, 1, 20);
+    tick(std::chrono::milliseconds(1000));
+    EXPECT_EQ(count(2, "wrap_up"), 0u) << "one ready member is not the quorum";
+    ready(1, 1, 20);
+    tick(std::chrono::milliseconds(499));
+    EXPECT_EQ(count(2, "wrap_up"), 0u) << "the grace window is not over";
+    tick(std::chrono::milliseconds(2));
+    ASSERT_EQ(last_op(2), "wrap_up");
+    EXPECT_EQ(last(2)["step"], 1);
+    EXPECT_EQ(count(0, "wrap_up") + count(1, "wrap_up"), 0u) << "only those still training wrap up";
+    tick(std::chrono::milliseconds(1000));
+    EXPECT_EQ(count(2, "wrap_up"), 1u) << "told once";
+    EXPECT_EQ(last_op(0), "welcome") << "the epoch still waits for the straggler's ready";
+    // It trained 8 of its 20 inner steps: every member hears each member's count, once.
+    ready(2, 1, 8);
+    ASSERT_EQ(last_op(0), "epoch");
+    EXPECT_EQ(last(0)["members"], members({0, 1, 2}));
+    EXPECT_EQ(last(0)["inner_steps"], Json::array({20, 20, 8}));
+    EXPECT_EQ(last(2)["inner_steps"], last(0)["inner_steps"]);
+    done(0, 1, true), done(1, 1, true), done(2, 1, true);
+    EXPECT_EQ(last_op(2), "commit");
+    // The next step starts its own wait: nobody is told before its quorum is ready again.
+    ready(0, 2, 20);
+    tick(std::chrono::milliseconds(1000));
+    EXPECT_EQ(count(2, "wrap_up"), 1u);
+    ready(1, 2, 20);
+    tick(std::chrono::milliseconds(501));
+    EXPECT_EQ(count(2, "wrap_up"), 2u);
+    EXPECT_EQ(last(2)["step"], 2);
+}
+
+TEST_F(Coordinator, WithoutAQuorumNobodyIsToldToWrapUp) {
+    start();
+    hello(0), hello(1), hello(2);
+    tick(std::chrono::milliseconds(3001));
+    ready(0, 1, 20), ready(1, 1, 20);
+    tick(std::chrono::milliseconds(2500));  // (within the heartbeat timeout)
+    EXPECT_EQ(count(2, "wrap_up"), 0u);
+    ready(2, 1);  // a node that does not say what it trained (a Python node)
+    ASSERT_EQ(last_op(0), "epoch");
+    EXPECT_EQ(last(0)["inner_steps"], Json::array({20, 20, -1}));
+}
+
+TEST(EpochWeights, EachMemberIsWeighedByItsInnerSteps) {
+    Epoch epoch;
+    epoch.members = {{0, "a:1", {}}, {1, "b:1", {}}, {2, "c:1", {}}, {3, "d:1", {}}};
+    EXPECT_EQ(epoch.weight_of(2), 1.0f) << "nobody said";
+    epoch.inner_steps = {{0, 20}, {1, 20}, {2, 20}, {3, 20}};
+    EXPECT_EQ(epoch.weight_of(2), 1.0f) << "equal: exactly 1, so runs without stragglers are unchanged";
+    epoch.inner_steps[3] = 10;  // sum 70
+    EXPECT_FLOAT_EQ(epoch.weight_of(0), 4.0f * 20 / 70);
+    EXPECT_FLOAT_EQ(epoch.weight_of(3), 4.0f * 10 / 70);
+    float total = 0;
+    for (const Member& m : epoch.members) total += epoch.weight_of(m.node);
+    EXPECT_FLOAT_EQ(total, 4.0f) << "the weights average to 1";
+    EXPECT_NE(epoch.describe().find("(inner steps 20, 20, 20, 10)"), std::string::npos) << epoch.describe();
+    epoch.inner_steps.erase(1);
+    EXPECT_EQ(epoch.weight_of(0), 1.0f) << "one member did not say: nobody is weighed";
 }
 
 TEST_F(Coordinator, AMemberLostMidEpochMakesTheSurvivorsRetryWithoutIt) {
