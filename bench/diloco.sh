@@ -176,15 +176,19 @@ stragglers)
         fi
         wait "$launched" || { echo "error: '$name' failed: see $dir.log" >&2; exit 1; }
     done
-    printf '\n%-22s %8s %16s %15s %16s %11s\n' "run" "wall s" "util nodes 0-2" "util node 3" "node 3 steps" "eval loss"
+    # utilization: over the whole run; per step: the mean of the outer steps' own (the steady state).
+    printf '\n%-22s %8s %16s %9s %13s %14s %11s\n' "run" "wall s" "util nodes 0-2" "per step" "util node 3" \
+        "node 3 steps" "eval loss"
     for k in "${!runs[@]}"; do
         IFS='|' read -r name _ _ <<<"${runs[$k]}"
         dir="$work/stragglers-$k"
         s=("$dir"/summary/node-{0,1,2}.json)
-        trained=$(grep -o '"trained_inner_steps":[0-9]*' "$dir/metrics/node-3.jsonl" | cut -d: -f2 |
+        trained=$({ grep -o '"trained_inner_steps":[0-9]*' "$dir/metrics/node-3.jsonl" || true; } | cut -d: -f2 |
                   awk -v n="$outer" -v h="$inner" '{ s += $1 } END { printf "%d / %d", (NR ? s : n * h), n * h }')
-        printf '%-22s %8.1f %15.1f%% %14.1f%% %16s %11.4f\n' "$name" "$(mean wall_seconds "${s[@]}")" \
+        printf '%-22s %8.1f %15.1f%% %8.1f%% %12.1f%% %14s %11.4f\n' "$name" "$(mean wall_seconds "${s[@]}")" \
             "$(awk -v u="$(mean compute_utilization "${s[@]}")" 'BEGIN { print 100 * u }')" \
+            "$(grep -ho '"compute_utilization":[0-9.e-]*' "$dir"/metrics/node-{0,1,2}.jsonl | cut -d: -f2 |
+               awk '{ s += $1; n++ } END { print 100 * s / n }')" \
             "$(awk -v u="$(field "$dir/summary/node-3.json" compute_utilization)" 'BEGIN { print 100 * u }')" \
             "$trained" "$(field "$dir/summary/node-0.json" final_eval_loss)"
     done

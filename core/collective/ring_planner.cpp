@@ -50,8 +50,9 @@ Epoch RingPlanner::order(const Epoch& epoch) {
             order_ = probe(epoch);
         }
         members_ = members;
-        log(PANGEA_LOG_INFO, "mesh", "node " + std::to_string(node_) + ": the ring of " + epoch.describe() +
-                                         " runs in the order " + joined(order_) + " (" + note_ + ")");
+        if (members.size() >= 4)  // (smaller rings: nothing to choose)
+            log(PANGEA_LOG_INFO, "mesh", "node " + std::to_string(node_) + ": the ring of " + epoch.describe() +
+                                             " runs in the order " + joined(order_) + " (" + note_ + ")");
     }
     Epoch ordered = epoch;
     ordered.members.clear();
@@ -111,21 +112,19 @@ std::vector<int> RingPlanner::probe(const Epoch& epoch) {
     }
     BandwidthMatrix bandwidth;
     {
+        // abort() closes what is being probed: the connections are listed for it meanwhile.
         std::lock_guard lock(probing_mutex_);
         probing_ = to;
         probing_.insert(probing_.end(), from.begin(), from.end());
     }
-    try {
-        bandwidth = probe_bandwidth(transport_, to, from, rank, options_.probe_bytes, options_.probe_timeout);
-    } catch (...) {
-        std::lock_guard lock(probing_mutex_);
-        probing_.clear();
-        throw;
-    }
-    {
-        std::lock_guard lock(probing_mutex_);
-        probing_.clear();
-    }
+    struct Unlist {  // however the probe ends
+        RingPlanner& planner;
+        ~Unlist() {
+            std::lock_guard lock(planner.probing_mutex_);
+            planner.probing_.clear();
+        }
+    } unlist{*this};
+    bandwidth = probe_bandwidth(transport_, to, from, rank, options_.probe_bytes, options_.probe_timeout);
 
     std::vector<int> by_node(n);
     for (int i = 0; i < n; ++i) by_node[i] = i;

@@ -27,6 +27,10 @@
 
 namespace pangea {
 
+// Where etcd holds the runs' keys, and one run's ("/pangea/<run>/"; `pangea etcd` reads them).
+inline const std::string kEtcdRoot = "/pangea/";
+inline std::string etcd_run_prefix(const std::string& run) { return kEtcdRoot + run + "/"; }
+
 class EtcdBackend {
 public:
     // Registers node `node` (transport address `address`) under its lease. `coordinator_listen`:
@@ -42,7 +46,7 @@ public:
     // For CoordinatorClientOptions::locate; "" when etcd cannot be reached right now.
     std::string locate();
 
-    std::string key(const std::string& name) const { return "/pangea/" + options_.run + "/" + name; }
+    std::string key(const std::string& name) const { return etcd_run_prefix(options_.run) + name; }
 
 private:
     void keep_lease();            // the keeper thread

@@ -4,14 +4,11 @@
 #include <vector>
 
 #include "common/json.hpp"
+#include "membership/etcd_backend.hpp"
 #include "topology/ring_setup.hpp"
 
 namespace pangea {
 namespace {
-
-const std::string kRoot = "/pangea/";
-
-std::string run_prefix(const std::string& run) { return kRoot + run + "/"; }
 
 std::string lease_text(EtcdClient& etcd, int64_t lease) {
     if (lease == 0) return "no lease";
@@ -37,7 +34,7 @@ std::string epoch_text(const std::string& record) {
 }  // namespace
 
 void show_etcd_run(EtcdClient& etcd, const std::string& run, std::ostream& out) {
-    const std::string prefix = run_prefix(run);
+    const std::string prefix = etcd_run_prefix(run);
     int64_t revision = 0;
     const std::vector<EtcdKey> keys = etcd.list(prefix, &revision);
     out << "run " << run << " in etcd at " << etcd.endpoint() << ", under " << prefix << " (revision " << revision << ")\n";
@@ -72,22 +69,22 @@ void list_etcd_runs(EtcdClient& etcd, std::ostream& out) {
         std::string commit = "no commit";
     };
     std::map<std::string, Run> runs;
-    for (const EtcdKey& k : etcd.list(kRoot, &revision)) {
-        const std::string rest = k.key.substr(kRoot.size());
+    for (const EtcdKey& k : etcd.list(kEtcdRoot, &revision)) {
+        const std::string rest = k.key.substr(kEtcdRoot.size());
         const size_t slash = rest.find('/');
         Run& run = runs[rest.substr(0, slash)];
         const std::string name = slash == std::string::npos ? "" : rest.substr(slash + 1);
         if (name.rfind("nodes/", 0) == 0) ++run.nodes;
         if (name == "epoch") run.commit = epoch_text(k.value);
     }
-    if (runs.empty()) out << "etcd at " << etcd.endpoint() << " holds no run under " << kRoot << "\n";
+    if (runs.empty()) out << "etcd at " << etcd.endpoint() << " holds no run under " << kEtcdRoot << "\n";
     for (const auto& [id, run] : runs)
         out << id << "  " << run.nodes << " node" << (run.nodes == 1 ? "" : "s") << " registered, last commit: " << run.commit
             << "\n";
 }
 
 int64_t clear_etcd_run(EtcdClient& etcd, const std::string& run, bool force) {
-    const std::string prefix = run_prefix(run);
+    const std::string prefix = etcd_run_prefix(run);
     int64_t revision = 0;
     std::string live;
     for (const EtcdKey& k : etcd.list(prefix + "nodes/", &revision)) live += " " + k.key.substr(prefix.size() + 6);
