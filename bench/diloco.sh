@@ -13,10 +13,10 @@
 #                "measured", 4 nodes at two emulated sites (bench/wan.sh --sites: nodes 0 and 2
 #                at one, 1 and 3 at the other; --rate Mbit/s links, one --trunk-rate Mbit/s
 #                trunk between the sites; root only), --codec
-#   stragglers   4 nodes, node 3 throttled to half its CPU share (a cgroup CPU quota; root only):
-#                wall time, compute utilization and final eval loss of the run without a
-#                straggler, with one and every step waiting for it, and with one and
-#                [diloco] quorum = 3, grace_ms = --grace
+#   stragglers   4 nodes, each held to its own share of the CPU (a cgroup quota; root only),
+#                node 3 to half of it: wall time, compute utilization and final eval loss of
+#                the run without a straggler, with one and every step waiting for it, and with
+#                one and [diloco] quorum = 3, grace_ms = --grace
 #
 #   bench/diloco.sh [loss] [utilization] [ring] [stragglers] [--rate 20] [--trunk-rate 20]
 #                   [--outer 40] [--inner 10] [--fragments 5] [--codec int8] [--seeds "1234 99"]
@@ -138,45 +138,46 @@ ring)
     grep -ho 'runs in the order.*' "$work/ring-measured"/logs/node-0.log | head -1 || true
     ;;
 stragglers)
-    [[ $(id -u) -eq 0 ]] || { echo "error: the stragglers part needs root (a cgroup CPU quota)" >&2; exit 1; }
-    # Node 3's fair share of the CPU is min(1, cores / 4) of a core (one thread each): half of it.
-    quota=$(awk -v c="$(nproc)" 'BEGIN { s = c / 4; if (s > 1) s = 1; printf "%d", s * 50000 }')
-    if [[ -d /sys/fs/cgroup/cpu ]]; then  # cgroup v1
-        group=/sys/fs/cgroup/cpu/pangea-straggler
+    [[ $(id -u) -eq 0 ]] || { echo "error: the stragglers part needs root (cgroup CPU quotas)" >&2; exit 1; }
+    # Each node runs as on a machine of its own: a cgroup CPU quota of 0.9 x cores / 4 cores (at
+    # most one), so that four nodes on fewer cores do not share them unevenly; node 3's machine
+    # is half as fast when it straggles.
+    budget=$(awk -v c="$(nproc)" 'BEGIN { s = 0.9 * c / 4; if (s > 1) s = 1; printf "%d", s * 100000 }')
+    if [[ -d /sys/fs/cgroup/cpu ]]; then cgroups=/sys/fs/cgroup/cpu  # cgroup v1
+    else cgroups=/sys/fs/cgroup; echo +cpu >"$cgroups/cgroup.subtree_control"; fi  # v2
+    limit() {  # limit <node> <quota in microseconds per 100 ms>
+        local group="$cgroups/pangea-bench-node-$1"
         mkdir -p "$group"
-        echo 100000 >"$group/cpu.cfs_period_us"
-        echo "$quota" >"$group/cpu.cfs_quota_us"
-    else  # cgroup v2
-        group=/sys/fs/cgroup/pangea-straggler
-        echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
-        mkdir -p "$group"
-        echo "$quota 100000" >"$group/cpu.max"
-    fi
-    trap 'rmdir "$group" 2>/dev/null' EXIT
-    say "stragglers: 4 nodes, $outer outer x $inner inner steps; node 3 held to $((quota / 1000))% of a core"
-    # name | throttled | settings
+        if [[ -f $group/cpu.max ]]; then echo "$2 100000" >"$group/cpu.max"
+        else echo 100000 >"$group/cpu.cfs_period_us"; echo "$2" >"$group/cpu.cfs_quota_us"; fi
+    }
+    trap 'rmdir "$cgroups"/pangea-bench-node-* 2>/dev/null' EXIT
+    say "stragglers: 4 nodes of $((budget / 1000))% of a core each, $outer outer x $inner inner steps; the straggler, node 3, gets $((budget / 2000))%"
+    # name | node 3 straggles | settings
     runs=("no straggler|no|"
           "straggler, all wait|yes|"
           "straggler, quorum 3|yes|--set diloco.quorum=3 --set diloco.grace_ms=$grace")
     for k in "${!runs[@]}"; do
-        IFS='|' read -r name throttled settings <<<"${runs[$k]}"
+        IFS='|' read -r name straggles settings <<<"${runs[$k]}"
         dir="$work/stragglers-$k"
+        for i in 0 1 2 3; do limit "$i" "$budget"; done
+        [[ $straggles == yes ]] && limit 3 $((budget / 2))
         # shellcheck disable=SC2086  # (settings: words)
         "$pangea" launch -n 4 "$root/examples/local.toml" --set diloco.outer_steps="$outer" \
             --set diloco.inner_steps="$inner" --set train.eval_interval=0 $settings --set run.dir="$dir" >"$dir.log" 2>&1 &
         launched=$!
-        if [[ $throttled == yes ]]; then
+        for i in 0 1 2 3; do
+            pid=""
             for _ in $(seq 1 200); do
-                pid=$(pgrep -f -- "--node-id 3 .*run.dir=$dir" || true)
+                pid=$(pgrep -f -- "--node-id $i .*run.dir=$dir" || true)
                 [[ -n $pid ]] && break
                 sleep 0.05
             done
-            [[ -n $pid ]] || { echo "error: node 3 of '$name' did not start: see $dir.log" >&2; exit 1; }
-            echo "$pid" >"$group/cgroup.procs"
-        fi
+            [[ -n $pid ]] || { echo "error: node $i of '$name' did not start: see $dir.log" >&2; exit 1; }
+            echo "$pid" >"$cgroups/pangea-bench-node-$i/cgroup.procs"
+        done
         wait "$launched" || { echo "error: '$name' failed: see $dir.log" >&2; exit 1; }
     done
-    # utilization: over the whole run; per step: the mean of the outer steps' own (the steady state).
     printf '\n%-22s %8s %16s %9s %13s %14s %11s\n' "run" "wall s" "util nodes 0-2" "per step" "util node 3" \
         "node 3 steps" "eval loss"
     for k in "${!runs[@]}"; do
