@@ -279,6 +279,7 @@ void CoordinatorState::maybe_decide() {
         else members.push_back({id, node.address, node.ring_addresses});
     }
     if (!training.empty()) return wrap_up(step, members.size(), training);
+    quorum_wait_.reset();  // (everyone is ready)
     if (members.empty()) return;
     if (static_cast<int>(members.size()) < options_.min_members) {
         for (const Member& m : members)
@@ -310,7 +311,6 @@ void CoordinatorState::maybe_decide() {
     }
     note(PANGEA_LOG_INFO, active.epoch.describe());
     active_ = std::move(active);
-    quorum_wait_.reset();
     last_wait_note_ = now_;
 }
 

@@ -183,6 +183,25 @@ TEST_F(Coordinator, WithoutAQuorumNobodyIsToldToWrapUp) {
     EXPECT_EQ(last(0)["inner_steps"], Json::array({20, 20, -1}));
 }
 
+// Everyone ready below mesh.min_members: the members hear "waiting" once, not at every tick
+// of a quorum wait that is over.
+TEST_F(Coordinator, AQuorumWaitEndsWhenEveryoneIsReady) {
+    CoordinatorOptions options{"00000000000000ab", std::chrono::milliseconds(3000), 4};
+    options.quorum = 2;
+    options.grace = std::chrono::milliseconds(500);
+    state.emplace(options, now);
+    hello(0), hello(1), hello(2);
+    tick(std::chrono::milliseconds(3001));
+    ready(0, 1, 20), ready(1, 1, 20);
+    tick(std::chrono::milliseconds(100));
+    ready(2, 1, 20);
+    EXPECT_EQ(last_op(0), "waiting");
+    const size_t heard = count(0, "waiting");
+    for (int i = 0; i < 10; ++i) tick(std::chrono::milliseconds(100));
+    EXPECT_EQ(count(0, "waiting"), heard);
+    EXPECT_EQ(count(2, "wrap_up"), 0u);
+}
+
 TEST(EpochWeights, EachMemberIsWeighedByItsInnerSteps) {
     Epoch epoch;
     epoch.members = {{0, "a:1", {}}, {1, "b:1", {}}, {2, "c:1", {}}, {3, "d:1", {}}};
