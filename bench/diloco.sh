@@ -142,7 +142,8 @@ stragglers)
     # Each node runs as on a machine of its own: a cgroup CPU quota of 0.9 x cores / 4 cores (at
     # most one), so that four nodes on fewer cores do not share them unevenly; node 3's machine
     # is half as fast when it straggles.
-    budget=$(awk -v c="$(nproc)" 'BEGIN { s = 0.9 * c / 4; if (s > 1) s = 1; printf "%d", s * 100000 }')
+    # (getconf, not nproc: nproc answers OMP_NUM_THREADS when it is set.)
+    budget=$(awk -v c="$(getconf _NPROCESSORS_ONLN)" 'BEGIN { s = 0.9 * c / 4; if (s > 1) s = 1; printf "%d", s * 100000 }')
     if [[ -d /sys/fs/cgroup/cpu ]]; then cgroups=/sys/fs/cgroup/cpu  # cgroup v1
     else cgroups=/sys/fs/cgroup; echo +cpu >"$cgroups/cgroup.subtree_control"; fi  # v2
     limit() {  # limit <node> <quota in microseconds per 100 ms>
