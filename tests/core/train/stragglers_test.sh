@@ -2,10 +2,11 @@
 # Stragglers ([diloco] quorum and grace_ms): real processes on loopback, a builtin coordinator and
 # four nodes; node 3 is slowed by real signals (SIGSTOP 300 ms, SIGCONT 100 ms, over and over).
 #   - with quorum = 3 the coordinator tells node 3 to wrap up once the other three are ready
-#     and the grace window is over: node 3 trains fewer inner steps on some outer steps, the
-#     others all of theirs; every node holds bit-identical parameters after every outer step;
-#     each node's count reaches the epoch once (the step's total, the same on every node, is
-#     the sum of the counts); the run completes with a finite loss;
+#     and the grace window is over: node 3 trains fewer inner steps on some outer steps, at
+#     least three nodes train all of theirs on every step; every node holds bit-identical
+#     parameters after every outer step; each node's count reaches the epoch once (the step's
+#     total, the same on every node, is the sum of the counts); the run completes with a
+#     finite loss;
 #   - without a quorum nobody is told to wrap up: every node trains every inner step;
 #   - a quorum with overlap, or larger than the run, is refused naming the setting.
 #   stragglers_test.sh <pangea binary> <source root>
@@ -39,6 +40,7 @@ outer_steps = 5
 grace_ms = 100
 [mesh]
 nodes = 4
+min_members = 4   # a node slow to start (a loaded machine) still takes part in every step
 heartbeat_ms = 500
 timeout_ms = 5000
 secret_env = "PANGEA_TEST_SECRET"
@@ -88,18 +90,18 @@ for i in 1 2 3; do
     expect_equal "node $i holds node 0's parameters after every outer step" "$reference" \
         "$(steps_hashes "$metrics/node-$i.jsonl")"
 done
-for i in 0 1 2; do
-    expect_equal "node $i trained all 10 inner steps of every outer step" "10 10 10 10 10" \
-        "$(values "$metrics/node-$i.jsonl" trained_inner_steps | paste -sd' ')"
-done
+# The three that reach the quorum trained every inner step; only the last one can be cut short.
+# Which one is last is usually node 3, but a loaded machine may make it another (seen in CI).
+counts=$(paste <(values "$metrics/node-0.jsonl" trained_inner_steps) <(values "$metrics/node-1.jsonl" trained_inner_steps) \
+               <(values "$metrics/node-2.jsonl" trained_inner_steps) <(values "$metrics/node-3.jsonl" trained_inner_steps))
+expect_equal "on every outer step at least 3 of the 4 nodes trained all 10 inner steps" "5" \
+    "$(awk '{ full = 0; for (i = 1; i <= 4; i++) full += ($i == 10) } full >= 3' <<< "$counts" | wc -l)"
 short=$(values "$metrics/node-3.jsonl" trained_inner_steps | awk '$1 < 10' | wc -l)
 if [[ $short -ge 1 ]]; then expect_pass "node 3 wrapped up early on $short of 5 outer steps"
 else expect_fail "node 3 never wrapped up early: $(values "$metrics/node-3.jsonl" trained_inner_steps | paste -sd' ')"; fi
 expect "the coordinator told node 3 to wrap up" 0 "node(s) 3 wrap up their inner steps" -- cat "$work/quorum/coordinator.log"
 # Each node's count is in its step's epoch once: the total every node saw is the sum of the counts.
-sums=$(paste <(values "$metrics/node-0.jsonl" trained_inner_steps) <(values "$metrics/node-1.jsonl" trained_inner_steps) \
-             <(values "$metrics/node-2.jsonl" trained_inner_steps) <(values "$metrics/node-3.jsonl" trained_inner_steps) |
-       awk '{ print $1 + $2 + $3 + $4 }' | paste -sd' ')
+sums=$(awk '{ print $1 + $2 + $3 + $4 }' <<< "$counts" | paste -sd' ')
 for i in 0 1 2 3; do
     expect_equal "node $i's step totals are the sums of the four counts" "$sums" \
         "$(values "$metrics/node-$i.jsonl" step_inner_steps | paste -sd' ')"
