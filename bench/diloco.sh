@@ -141,7 +141,8 @@ stragglers)
     [[ $(id -u) -eq 0 ]] || { echo "error: the stragglers part needs root (cgroup CPU quotas)" >&2; exit 1; }
     # Each node runs as on a machine of its own: a cgroup CPU quota of 0.9 x cores / 4 cores (at
     # most one), so that four nodes on fewer cores do not share them unevenly; node 3's machine
-    # is half as fast when it straggles.
+    # is half as fast when it straggles. One compute thread each: a second one inside a quota of
+    # under a core only adds switching.
     # (getconf, not nproc: nproc answers OMP_NUM_THREADS when it is set.)
     budget=$(awk -v c="$(getconf _NPROCESSORS_ONLN)" 'BEGIN { s = 0.9 * c / 4; if (s > 1) s = 1; printf "%d", s * 100000 }')
     if [[ -d /sys/fs/cgroup/cpu ]]; then cgroups=/sys/fs/cgroup/cpu  # cgroup v1
@@ -165,7 +166,8 @@ stragglers)
         [[ $straggles == yes ]] && limit 3 $((budget / 2))
         # shellcheck disable=SC2086  # (settings: words)
         "$pangea" launch -n 4 "$root/examples/local.toml" --set diloco.outer_steps="$outer" \
-            --set diloco.inner_steps="$inner" --set train.eval_interval=0 $settings --set run.dir="$dir" >"$dir.log" 2>&1 &
+            --set diloco.inner_steps="$inner" --set train.eval_interval=0 --set train.threads=1 $settings \
+            --set run.dir="$dir" >"$dir.log" 2>&1 &
         launched=$!
         for i in 0 1 2 3; do
             pid=""

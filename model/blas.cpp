@@ -55,4 +55,8 @@ BlasReport check_blas() {
     return report;
 }
 
+void set_blas_threads(int threads) {
+    if (const auto set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
+}
+
 }  // namespace pangea

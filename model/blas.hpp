@@ -14,4 +14,9 @@ struct BlasReport {
 
 BlasReport check_blas();
 
+// Caps the threads of the BLAS LibTorch calls, where the library has its own pool: OpenBLAS
+// sizes it from OMP_NUM_THREADS or the core count and ignores torch::set_num_threads, so
+// `[train] threads` would not reach a node's matrix products. No-op for other libraries.
+void set_blas_threads(int threads);
+
 }  // namespace pangea

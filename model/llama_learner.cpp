@@ -125,7 +125,9 @@ public:
           vocab_(shape.vocab) {
         const int64_t threads = m.get_int("train", "threads");
         const unsigned share = std::thread::hardware_concurrency() / (workers_ ? workers_->size() : 1);
-        torch::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max(1u, share)));
+        const int compute_threads = static_cast<int>(threads > 0 ? threads : std::max(1u, share));
+        torch::set_num_threads(compute_threads);
+        set_blas_threads(compute_threads);
         // Weight decay on the matrices, not on the norm gains: their ranges within what is held.
         for (const auto& slot : parameter_layout(shape)) {
             const FlatRange part = FlatRange{static_cast<int64_t>(slot.offset), static_cast<int64_t>(slot.offset + slot.count)}

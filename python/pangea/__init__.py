@@ -194,16 +194,25 @@ class DiLoCo:
         sent, seconds); otherwise None. `loss` (a float or a 0-d tensor) goes to the metrics.
 
         A node the run dropped (it stalled past [mesh] timeout_ms) takes up a member's state
-        instead: the report then says recovered=True, and outer_step is the run's."""
+        instead: the report then says recovered=True, and outer_step is the run's.
+
+        With [diloco] quorum, a node the others wait for (a straggler) is told to wrap up: the
+        outer step runs after the inner step it is in, its contribution weighed by the inner
+        steps it trained (trained_inner_steps in the report), and inner_step jumps to the
+        round's end (a loader that can seek skips the batches left out, as the C++ node does)."""
         self._inner += 1
         if loss is not None:
             self._losses.append(float(loss))
-        if self._inner % self.node.inner_steps != 0:
-            return None
+        into_round = self._inner % self.node.inner_steps
+        trained = into_round or self.node.inner_steps
+        if into_round != 0:
+            if not self.node._core.wrap_up_requested():
+                return None
+            self._inner += self.node.inner_steps - into_round  # (wrapped up)
         compute = time.perf_counter() - self._round_start
         self._copy_from_model()
         mean_loss = sum(self._losses) / len(self._losses) if self._losses else 0.0
-        self.last_report = self.node._core.sync(compute, mean_loss)
+        self.last_report = self.node._core.sync(compute, mean_loss, trained)
         if not self.last_report["recovered"]:
             self._copy_to_model()
         self._losses.clear()

@@ -187,9 +187,12 @@ public:
     // One outer step over the attached buffer: the pseudo-gradient's average through the core,
     // the outer optimizer, the buffer set to the synced parameters. The GIL is released while
     // the core waits on the network. Returns what the metrics file records for the step.
-    py::dict sync(double compute_seconds, double loss) {
+    // `trained_inner_steps`: how many this node trained for the step (fewer after a wrap-up),
+    // which weighs its contribution (docs/training.md#stragglers).
+    py::dict sync(double compute_seconds, double loss, int64_t trained_inner_steps) {
         const OuterLoop& loop = attached();
         const auto start = std::chrono::steady_clock::now();
+        if (mesh_) mesh_->set_inner_steps(trained_inner_steps);
         const OuterStepReport report = interruptible([&] { return loop_->sync(outer_step_); });
         if (report.dropped()) {
             log(PANGEA_LOG_WARN, "python", tag() + ": " + mesh_->rejoin().why + "; recovering from a peer");
@@ -213,6 +216,11 @@ public:
                   {"synced_outer_steps", loop.applied_steps()},
                   {"members", mesh_ ? int64_t{mesh_->members()} : int64_t{1}},
                   {"params_hash", hash}};
+        int64_t step_inner_steps = 0;  // what the step's members trained together
+        if (quorum()) {
+            for (const auto& [node, k] : mesh_->last_epoch().inner_steps) step_inner_steps += k;
+            line.update(Json{{"trained_inner_steps", trained_inner_steps}, {"step_inner_steps", step_inner_steps}});
+        }
         metrics_->outer_step(line, report, compute_seconds, compute_seconds + sync_seconds);
         metrics_->status("training", outer_step_, 0, 0, true);
         py::dict out;
@@ -225,8 +233,16 @@ public:
         out["bytes_sent"] = report.allreduce.bytes_sent;
         out["bytes_received"] = report.allreduce.bytes_received;
         out["blocked_seconds"] = report.blocked_seconds;
+        if (quorum()) {
+            out["trained_inner_steps"] = trained_inner_steps;
+            out["step_inner_steps"] = step_inner_steps;
+        }
         return out;
     }
+
+    // [diloco] quorum: whether the run asks this node, the straggler, to end its round now.
+    // (Cheap: step() asks after every inner step.)
+    bool wrap_up_requested() const { return quorum() && mesh_->wrap_up_requested(); }
 
     // The end of training: overlap mode's last average applied; the summary written; the run
     // left. The buffer then holds the final synced parameters.
@@ -318,6 +334,7 @@ public:
     int nodes() const { return nodes_; }
     int64_t inner_steps() const { return manifest_.get_int("diloco", "inner_steps"); }
     int64_t outer_steps() const { return manifest_.get_int("diloco", "outer_steps"); }
+    bool quorum() const { return mesh_ && manifest_.get_int("diloco", "quorum") > 0; }
 
 private:
     std::string tag() const { return "node-" + std::to_string(options_.node_id); }
@@ -427,7 +444,8 @@ PYBIND11_MODULE(_pangea, m) {
         .def("attach", &PythonNode::attach, py::arg("buffer"), py::arg("save_inner"), py::arg("take_up_inner"),
              py::arg("names"), py::arg("shapes"))
         .def("start", &PythonNode::start)
-        .def("sync", &PythonNode::sync, py::arg("compute_seconds"), py::arg("loss"))
+        .def("sync", &PythonNode::sync, py::arg("compute_seconds"), py::arg("loss"), py::arg("trained_inner_steps"))
+        .def("wrap_up_requested", &PythonNode::wrap_up_requested)
         .def("finish", &PythonNode::finish)
         .def("leave", &PythonNode::leave)
         .def_property_readonly("node_id", &PythonNode::node_id)

@@ -47,7 +47,7 @@ def main():
         # A buffer the core cannot work on, and training without a model.
         node = pangea.Node(good, 0)
         expect_raises(ValueError, "float32", lambda: node._core.attach(torch.zeros(4, dtype=torch.float64).numpy(), bytes, print, [], []))
-        expect_raises(RuntimeError, "no model is attached", lambda: node._core.sync(0.0, 0.0))
+        expect_raises(RuntimeError, "no model is attached", lambda: node._core.sync(0.0, 0.0, 1))
         model = torch.nn.Linear(3, 1)
         pangea.DiLoCo(node, model, torch.optim.SGD(model.parameters(), lr=0.1))
         expect_raises(RuntimeError, "attached to this node already",
