@@ -16,7 +16,7 @@
 #   stragglers   4 nodes, each held to its own share of the CPU (a cgroup quota; root only),
 #                node 3 to half of it: wall time, compute utilization and final eval loss of
 #                the run without a straggler, with one and every step waiting for it, and with
-#                one and [diloco] quorum = 3, grace_ms = --grace
+#                one and [diloco] quorum = 3, grace_ms = --grace, for each seed of --seeds
 #
 #   bench/diloco.sh [loss] [utilization] [ring] [stragglers] [--rate 20] [--trunk-rate 20]
 #                   [--outer 40] [--inner 10] [--fragments 5] [--codec int8] [--seeds "1234 99"]
@@ -159,14 +159,15 @@ stragglers)
     runs=("no straggler|no|"
           "straggler, all wait|yes|"
           "straggler, quorum 3|yes|--set diloco.quorum=3 --set diloco.grace_ms=$grace")
+    for seed in $seeds; do
     for k in "${!runs[@]}"; do
         IFS='|' read -r name straggles settings <<<"${runs[$k]}"
-        dir="$work/stragglers-$k"
+        dir="$work/stragglers-$seed-$k"
         for i in 0 1 2 3; do limit "$i" "$budget"; done
         [[ $straggles == yes ]] && limit 3 $((budget / 2))
         # shellcheck disable=SC2086  # (settings: words)
         "$pangea" launch -n 4 "$root/examples/local.toml" --set diloco.outer_steps="$outer" \
-            --set diloco.inner_steps="$inner" --set train.eval_interval=0 --set train.threads=1 $settings \
+            --set diloco.inner_steps="$inner" --set train.eval_interval=0 --set train.threads=1 --set run.seed="$seed" $settings \
             --set run.dir="$dir" >"$dir.log" 2>&1 &
         launched=$!
         for i in 0 1 2 3; do
@@ -181,20 +182,25 @@ stragglers)
         done
         wait "$launched" || { echo "error: '$name' failed: see $dir.log" >&2; exit 1; }
     done
-    printf '\n%-22s %8s %16s %9s %13s %14s %11s\n' "run" "wall s" "util nodes 0-2" "per step" "util node 3" \
-        "node 3 steps" "eval loss"
+    done
+    printf '\n%-6s %-22s %8s %16s %9s %13s %14s %11s %9s\n' "seed" "run" "wall s" "util nodes 0-2" "per step" \
+        "util node 3" "node 3 steps" "eval loss" "vs none"
+    for seed in $seeds; do
     for k in "${!runs[@]}"; do
         IFS='|' read -r name _ _ <<<"${runs[$k]}"
-        dir="$work/stragglers-$k"
+        dir="$work/stragglers-$seed-$k"
         s=("$dir"/summary/node-{0,1,2}.json)
         trained=$({ grep -o '"trained_inner_steps":[0-9]*' "$dir/metrics/node-3.jsonl" || true; } | cut -d: -f2 |
                   awk -v n="$outer" -v h="$inner" '{ s += $1 } END { printf "%d / %d", (NR ? s : n * h), n * h }')
-        printf '%-22s %8.1f %15.1f%% %8.1f%% %12.1f%% %14s %11.4f\n' "$name" "$(mean wall_seconds "${s[@]}")" \
+        loss=$(field "$dir/summary/node-0.json" final_eval_loss)
+        [[ $k -eq 0 ]] && unthrottled=$loss
+        printf '%-6s %-22s %8.1f %15.1f%% %8.1f%% %12.1f%% %14s %11.4f %+8.1f%%\n' "$seed" "$name" "$(mean wall_seconds "${s[@]}")" \
             "$(awk -v u="$(mean compute_utilization "${s[@]}")" 'BEGIN { print 100 * u }')" \
             "$(grep -ho '"compute_utilization":[0-9.e-]*' "$dir"/metrics/node-{0,1,2}.jsonl | cut -d: -f2 |
                awk '{ s += $1; n++ } END { print 100 * s / n }')" \
             "$(awk -v u="$(field "$dir/summary/node-3.json" compute_utilization)" 'BEGIN { print 100 * u }')" \
-            "$trained" "$(field "$dir/summary/node-0.json" final_eval_loss)"
+            "$trained" "$loss" "$(awk -v l="$loss" -v u="$unthrottled" 'BEGIN { print 100 * (l / u - 1) }')"
+    done
     done
     ;;
 esac

@@ -61,29 +61,6 @@ def run_nodes(pangea, work):
         run.stop()
 
 
-def synchronous_averaging():
-    """The same training without the network: each step, every node takes one SGD step from the
-    common parameters on its own batch, and the common parameters become their mean."""
-    models = [worker.make_model() for _ in range(NODES)]
-    common = torch.cat([p.detach().reshape(-1) for p in models[0].parameters()])
-    for step in range(OUTER_STEPS):
-        moved = []
-        for k, model in enumerate(models):
-            offset = 0
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.copy_(common[offset:offset + p.numel()].view(p.shape))
-                    offset += p.numel()
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-            x, y = worker.batch(k, step)
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            moved.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
-        common = torch.stack(moved).mean(dim=0)
-    return common
-
-
 def main():
     pangea = sys.argv[1]
     torch.set_num_threads(1)
@@ -105,7 +82,8 @@ def main():
                   for k in range(NODES)]
         if any(not torch.equal(finals[0], f) for f in finals[1:]):
             fail("the nodes' final parameters are not bit-identical")
-        expected = synchronous_averaging()
+        # Synchronous parameter averaging: one SGD step per node, then the plain mean.
+        expected = worker.averaged_without_network([[1] * NODES] * OUTER_STEPS, inner_steps=1)
         if finals[0].shape != expected.shape:
             fail(f"{finals[0].numel()} parameters, expected {expected.numel()}")
         # The ring sums in its own order; the mean here sums in another: equal up to rounding.

@@ -57,31 +57,6 @@ momentum = 0.0
 """
 
 
-def weighted_averaging(counts):
-    """counts[step][k]: inner steps node k trained for the step. Node k's batch at inner step s
-    is worker.batch(k, s), s counted from the run's start (a wrapped-up node skips the rest)."""
-    models = [worker.make_model() for _ in range(NODES)]
-    common = torch.cat([p.detach().reshape(-1) for p in models[0].parameters()])
-    for step in range(OUTER_STEPS):
-        moved = []
-        for k, model in enumerate(models):
-            offset = 0
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.copy_(common[offset:offset + p.numel()].view(p.shape))
-                    offset += p.numel()
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-            for s in range(counts[step][k]):
-                x, y = worker.batch(k, step * INNER_STEPS + s)
-                torch.nn.functional.mse_loss(model(x), y).backward()
-                optimizer.step()
-                optimizer.zero_grad()
-            moved.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
-        total = sum(counts[step])
-        common = sum(moved[k] * (counts[step][k] / total) for k in range(NODES))
-    return common
-
-
 def main():
     pangea = sys.argv[1]
     torch.set_num_threads(1)
@@ -118,7 +93,7 @@ def main():
         if [m.get("trained_inner_steps") for m in metrics] != [row[3] for row in counts]:
             fail("metrics/node-3.jsonl does not carry the inner steps node 3 trained")
         final = torch.frombuffer(bytearray((work / "node-0.final").read_bytes()), dtype=torch.float32)
-        expected = weighted_averaging(counts)
+        expected = worker.averaged_without_network(counts, INNER_STEPS)
         # The ring sums in its own order; the mean here sums in another: equal up to rounding.
         error = (final - expected).abs().max().item()
         if not error <= 1e-5:

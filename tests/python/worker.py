@@ -29,6 +29,33 @@ def batch(node_id, step, size=16):
     return x, (x @ torch.linspace(-1, 1, 8)).unsqueeze(1)
 
 
+def averaged_without_network(counts, inner_steps):
+    """What a run of these nodes computes with SGD, no compression and the outer optimizer at
+    lr 1, momentum 0, here without the network: for each outer step, node k takes counts[step][k]
+    SGD steps from the common parameters on its batches from step * inner_steps on, and the
+    common parameters become the nodes' mean weighted by their counts."""
+    nodes = len(counts[0])
+    models = [make_model() for _ in range(nodes)]
+    common = torch.cat([p.detach().reshape(-1) for p in models[0].parameters()])
+    for step, row in enumerate(counts):
+        moved = []
+        for k, model in enumerate(models):
+            offset = 0
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.copy_(common[offset:offset + p.numel()].view(p.shape))
+                    offset += p.numel()
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+            for s in range(row[k]):
+                x, y = batch(k, step * inner_steps + s)
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                optimizer.step()
+                optimizer.zero_grad()
+            moved.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+        common = sum(moved[k] * (row[k] / sum(row)) for k in range(nodes))
+    return common
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("manifest")
