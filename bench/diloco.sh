@@ -144,17 +144,20 @@ stragglers)
     # is half as fast when it straggles. One compute thread each: a second one inside a quota of
     # under a core only adds switching.
     # (getconf, not nproc: nproc answers OMP_NUM_THREADS when it is set.)
-    budget=$(awk -v c="$(getconf _NPROCESSORS_ONLN)" 'BEGIN { s = 0.9 * c / 4; if (s > 1) s = 1; printf "%d", s * 100000 }')
+    budget=$(awk -v c="$(getconf _NPROCESSORS_ONLN)" 'BEGIN { s = 0.9 * c / 4; if (s > 1) s = 1; printf "%d", s * 10000 }')
     if [[ -d /sys/fs/cgroup/cpu ]]; then cgroups=/sys/fs/cgroup/cpu  # cgroup v1
     else cgroups=/sys/fs/cgroup; echo +cpu >"$cgroups/cgroup.subtree_control"; fi  # v2
-    limit() {  # limit <node> <quota in microseconds per 100 ms>
+    # Quota periods of 10 ms, not the default 100 ms: a node that has spent its share waits for
+    # the next period, up to 55 ms of every 100 ms with the default, which a machine of its own
+    # would not do.
+    limit() {  # limit <node> <quota in microseconds per 10 ms>
         local group="$cgroups/pangea-bench-node-$1"
         mkdir -p "$group"
-        if [[ -f $group/cpu.max ]]; then echo "$2 100000" >"$group/cpu.max"
-        else echo 100000 >"$group/cpu.cfs_period_us"; echo "$2" >"$group/cpu.cfs_quota_us"; fi
+        if [[ -f $group/cpu.max ]]; then echo "$2 10000" >"$group/cpu.max"
+        else echo 10000 >"$group/cpu.cfs_period_us"; echo "$2" >"$group/cpu.cfs_quota_us"; fi
     }
     trap 'rmdir "$cgroups"/pangea-bench-node-* 2>/dev/null' EXIT
-    say "stragglers: 4 nodes of $((budget / 1000))% of a core each, $outer outer x $inner inner steps; the straggler, node 3, gets $((budget / 2000))%"
+    say "stragglers: 4 nodes of $((budget / 100))% of a core each, $outer outer x $inner inner steps; the straggler, node 3, gets $((budget / 200))%"
     # name | node 3 straggles | settings
     runs=("no straggler|no|"
           "straggler, all wait|yes|"
