@@ -102,7 +102,8 @@ public:
           optimizer_(instantiate(manifest_, registry_, PANGEA_KIND_OPTIM, "nesterov")),
           transport_(instantiate(manifest_, registry_, PANGEA_KIND_TRANSPORT, "tcp")),
           codec_(instantiate(manifest_, registry_, PANGEA_KIND_COMPRESS, "none")),
-          nodes_(static_cast<int>(manifest_.get_int("mesh", "nodes"))) {
+          nodes_(static_cast<int>(manifest_.get_int("mesh", "nodes"))),
+          quorum_(manifest_.get_int("diloco", "quorum") > 0) {
         pangea_log_level level = PANGEA_LOG_INFO;
         parse_log_level(manifest_.get_string("run", "log_level"), &level);
         set_log_level(level);
@@ -334,9 +335,9 @@ public:
     int nodes() const { return nodes_; }
     int64_t inner_steps() const { return manifest_.get_int("diloco", "inner_steps"); }
     int64_t outer_steps() const { return manifest_.get_int("diloco", "outer_steps"); }
-    bool quorum() const { return mesh_ && manifest_.get_int("diloco", "quorum") > 0; }
 
 private:
+    bool quorum() const { return mesh_ && quorum_; }
     std::string tag() const { return "node-" + std::to_string(options_.node_id); }
     Sampler& data() {
         if (!sampler_)
@@ -402,6 +403,7 @@ private:
     Manifest manifest_;
     PluginInstance optimizer_, transport_, codec_;
     int nodes_;
+    bool quorum_;  // [diloco] quorum is on (asked after every inner step)
     NodeOptions options_;
     std::optional<MeshSession> mesh_;
     std::unique_ptr<Sampler> sampler_;  // [data], opened on first use
