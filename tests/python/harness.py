@@ -19,6 +19,21 @@ plugin = "int8"
 plugin = "nesterov"
 """
 
+# The end of the manifests whose run worker.averaged_without_network() computes: no compression,
+# and the outer step sets the parameters to the (weighted) average.
+EXACT_AVERAGING = """
+[transport]
+plugin = "tcp"
+
+[compress]
+plugin = "none"
+
+[optim]
+plugin = "nesterov"
+lr = 1.0
+momentum = 0.0
+"""
+
 
 def fail(message):
     print("FAIL: " + message, file=sys.stderr)

@@ -37,18 +37,7 @@ outer_steps = {outer_steps}
 nodes = {nodes}
 address = "127.0.0.1:0"
 min_members = {nodes}
-
-[transport]
-plugin = "tcp"
-
-[compress]
-plugin = "none"
-
-[optim]
-plugin = "nesterov"
-lr = 1.0
-momentum = 0.0
-"""
+""" + harness.EXACT_AVERAGING
 
 
 def run_nodes(pangea, work):

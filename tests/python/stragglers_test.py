@@ -43,18 +43,7 @@ grace_ms = 100
 nodes = {NODES}
 address = "127.0.0.1:0"
 min_members = {NODES}
-
-[transport]
-plugin = "tcp"
-
-[compress]
-plugin = "none"
-
-[optim]
-plugin = "nesterov"
-lr = 1.0
-momentum = 0.0
-"""
+""" + harness.EXACT_AVERAGING
 
 
 def main():
