@@ -17,17 +17,19 @@
 #                node 3 to half of it: wall time, compute utilization and final eval loss of
 #                the run without a straggler, with one and every step waiting for it, and with
 #                one and [diloco] quorum = 3, grace_ms = --grace, for each seed of --seeds
+#                (--skip-wait leaves out the run where every step waits: it takes twice as long)
 #
 #   bench/diloco.sh [loss] [utilization] [ring] [stragglers] [--rate 20] [--trunk-rate 20]
 #                   [--outer 40] [--inner 10] [--fragments 5] [--codec int8] [--seeds "1234 99"]
-#                   [--nodes 4] [--grace 200]
+#                   [--nodes 4] [--grace 200] [--skip-wait]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-parts=() rate=20 trunk_rate=20 outer=40 inner=10 fragments=5 codec=int8 seeds="1234 99" nodes=4 grace=200
+parts=() rate=20 trunk_rate=20 outer=40 inner=10 fragments=5 codec=int8 seeds="1234 99" nodes=4 grace=200 skip_wait=no
 while [[ $# -gt 0 ]]; do
     case $1 in
         loss|utilization|ring|stragglers) parts+=("$1"); shift ;;
         --grace) grace=$2; shift 2 ;;
+        --skip-wait) skip_wait=yes; shift ;;
         --rate) rate=$2; shift 2 ;;
         --trunk-rate) trunk_rate=$2; shift 2 ;;
         --outer) outer=$2; shift 2 ;;
@@ -36,7 +38,7 @@ while [[ $# -gt 0 ]]; do
         --nodes) nodes=$2; shift 2 ;;
         --codec) codec=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
-        *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 [[ ${#parts[@]} -gt 0 ]] || parts=(loss utilization)
@@ -162,6 +164,7 @@ stragglers)
     runs=("no straggler|no|"
           "straggler, all wait|yes|"
           "straggler, quorum 3|yes|--set diloco.quorum=3 --set diloco.grace_ms=$grace")
+    [[ $skip_wait == yes ]] && unset 'runs[1]'
     for seed in $seeds; do
     for k in "${!runs[@]}"; do
         IFS='|' read -r name straggles settings <<<"${runs[$k]}"
