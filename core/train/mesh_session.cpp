@@ -63,7 +63,9 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
         [this](OwnedConnection connection, const pangea_hello& peer) {
             state_server_.serve(transport_, std::move(connection), peer);
         });
-    const std::string compression = compression_of(codec, lane_options(m, 0, 1).ring.aggregation);
+    const int worker_count = workers ? workers->count() : 1;
+    const LaneOptions lanes = lane_options(m, 0, worker_count);
+    const std::string compression = compression_of(codec, lanes.ring.aggregation);
     CoordinatorOptions hosted = coordinator_options(m, run_id_);  // for a coordinator served from this process
     hosted.rings = outer_rings(m);
     hosted.compression = compression;
@@ -95,8 +97,7 @@ MeshSession::MeshSession(const Manifest& m, const PluginInstance& transport, con
     membership_->on_wrap_up([this](int64_t step) { wrap_up_step_ = step; });
     joined_ = membership_->join();
 
-    const int worker_count = workers ? workers->count() : 1;
-    lanes_ = std::make_unique<RingLanes>(transport, *acceptor_, codec, node_, run_id_, lane_options(m, 0, worker_count));
+    lanes_ = std::make_unique<RingLanes>(transport, *acceptor_, codec, node_, run_id_, lanes);
     rings_ = workers ? workers->rings(*lanes_) : std::make_unique<LocalRings>(*lanes_);
     if (outer_rings(m) > 1)
         log(PANGEA_LOG_INFO, "mesh", tag + ": the outer all-reduce runs " + std::to_string(outer_rings(m)) +

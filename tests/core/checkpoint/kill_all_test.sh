@@ -103,9 +103,7 @@ start_node() {  # node id, more arguments
 wait_nodes() {
     local rc=0 i
     for i in "$@"; do
-        for _ in $(seq 1 3000); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "${pids[$i]}" 2>/dev/null && { echo "node $i still running after 300 s"; kill -9 "${pids[$i]}"; }
-        wait "${pids[$i]}" || rc=1
+        wait_exit 300 "${pids[$i]}" || rc=1
     done
     [[ $rc == 0 ]] || tail -n 4 "$work/$run"/*.log
     return $rc

@@ -66,10 +66,7 @@ run_three() {
     done
     local rc=0
     for pid in "${pids[@]}"; do
-        # Bounded: a hang is a failure, not a stuck CI job.
-        for _ in $(seq 1 1800); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; rc=1; fi
-        wait "$pid" || rc=1
+        wait_exit 180 "$pid" || rc=1  # bounded: a hang is a failure, not a stuck CI job
     done
     kill "$coordinator" 2>/dev/null
     wait "$coordinator" 2>/dev/null

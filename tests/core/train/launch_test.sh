@@ -67,8 +67,7 @@ for _ in $(seq 1 300); do grep -q '"outer_step":1' "$work/kill/metrics/node-2.js
 victim=$(pgrep -f -- "--node-id 2 .*$work/kill" | head -1)
 expect_rc "the node to kill is running" 0 -- test -n "$victim"
 kill -9 "$victim"
-for _ in $(seq 1 1200); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
-wait "$launcher"; code=$?
+wait_exit 120 "$launcher"; code=$?
 expect_rc "the launch exits 1 when a node was killed" 0 -- test "$code" -eq 1
 expect "it names the killed node" 0 "node 2 failed (exit status 137)" -- cat "$work/kill.out"
 expect "the others carry on and agree" 0 "the nodes that finished hold bit-identical parameters" -- cat "$work/kill.out"
@@ -81,8 +80,7 @@ expect_rc "no node is left running" 1 -- pgrep -f -- "$work/kill"
 launcher=$!
 for _ in $(seq 1 300); do [[ -s "$work/int/status/node-1.json" ]] && break; sleep 0.1; done
 kill -INT "$launcher"
-for _ in $(seq 1 300); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
-wait "$launcher"; code=$?
+wait_exit 30 "$launcher"; code=$?
 expect_rc "Ctrl-C ends the launch with 130" 0 -- test "$code" -eq 130
 expect "it says it was interrupted" 0 "interrupted" -- cat "$work/int.out"
 expect_rc "no node is left running after Ctrl-C" 1 -- pgrep -f -- "$work/int"

@@ -64,10 +64,7 @@ run_four() {
     (while kill -STOP "$slow" 2>/dev/null; do sleep 0.3; kill -CONT "$slow" 2>/dev/null; sleep 0.1; done) &
     local slower=$! rc=0
     for pid in "${pids[@]}"; do
-        # Bounded: a hang is a failure, not a stuck CI job.
-        for _ in $(seq 1 1800); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; rc=1; fi
-        wait "$pid" || rc=1
+        wait_exit 180 "$pid" || rc=1  # bounded: a hang is a failure, not a stuck CI job
     done
     kill "$slower" 2>/dev/null
     wait "$slower" 2>/dev/null
